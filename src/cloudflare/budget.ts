@@ -1,0 +1,103 @@
+import type { Clock } from '../clock.ts';
+
+export const RATE_WINDOW_MS = 5 * 60_000;
+
+/**
+ * The request budget of one Cloudflare credential, shared by every account that
+ * uses it. Cloudflare counts requests per user over five minutes and, past the
+ * limit, refuses every call of that user for five minutes (SPEC §1); so this
+ * never grants more than `limit` requests in any window, grants them in the
+ * order asked (accounts sharing a credential take turns), slows down when
+ * Cloudflare reports its own remaining count running low (the dashboard and
+ * other tools spend the same budget), and holds everything back while a
+ * Retry-After is in force.
+ */
+export class RequestBudget {
+  readonly limit: number;
+  readonly #clock: Clock;
+  /** Grant times of the last `limit` requests, oldest at #head once full. */
+  readonly #grants: Float64Array;
+  #count = 0;
+  #head = 0;
+  #lastGrant = -Infinity;
+  #paceMs = 0;
+  #blockedUntil = 0;
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(limit: number, clock: Clock) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
+    this.limit = limit;
+    this.#clock = clock;
+    this.#grants = new Float64Array(limit);
+  }
+
+  /** Waits for permission to send one request. Callers are served first come, first served. */
+  acquire(signal?: AbortSignal): Promise<void> {
+    const turn = this.#queue.then(() => this.#grant(signal));
+    // One caller giving up (abort) must not stall the queue behind it.
+    this.#queue = turn.catch(() => {});
+    return turn;
+  }
+
+  /** Cloudflare's `x-ratelimit-remaining`: below a tenth of the limit, requests are spaced out. */
+  observeRemaining(remaining: number, limit = this.limit): void {
+    const lowWater = Math.max(1, Math.floor(limit / 10));
+    this.#paceMs =
+      remaining >= lowWater ? 0 : Math.min(30_000, (RATE_WINDOW_MS / limit) * (lowWater / Math.max(remaining, 1)));
+  }
+
+  /** After a 429: no request on this credential before `until` (epoch ms). */
+  blockUntil(until: number): void {
+    this.#blockedUntil = Math.max(this.#blockedUntil, until);
+  }
+
+  /** Epoch ms before which no request will be granted (0 when not blocked). */
+  get blockedUntil(): number {
+    return this.#blockedUntil;
+  }
+
+  async #grant(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      signal?.throwIfAborted();
+      const now = this.#clock.now();
+      const windowFree = this.#count < this.limit ? -Infinity : this.#grants[this.#head]! + RATE_WINDOW_MS;
+      const at = Math.max(windowFree, this.#blockedUntil, this.#lastGrant + this.#paceMs);
+      if (at <= now) {
+        this.#record(now);
+        return;
+      }
+      // Re-check after waking: a 429 elsewhere may have pushed #blockedUntil further.
+      await this.#clock.sleep(at - now, signal);
+    }
+  }
+
+  #record(now: number): void {
+    this.#lastGrant = now;
+    if (this.#count < this.limit) {
+      this.#grants[(this.#head + this.#count) % this.limit] = now;
+      this.#count++;
+    } else {
+      this.#grants[this.#head] = now;
+      this.#head = (this.#head + 1) % this.limit;
+    }
+  }
+}
+
+/** One budget per credential id, created on first use. */
+export class BudgetRegistry {
+  readonly #budgets = new Map<string, RequestBudget>();
+  readonly #limit: number;
+  readonly #clock: Clock;
+  constructor(limit: number, clock: Clock) {
+    this.#limit = limit;
+    this.#clock = clock;
+  }
+  for(credentialId: string): RequestBudget {
+    let budget = this.#budgets.get(credentialId);
+    if (!budget) {
+      budget = new RequestBudget(this.#limit, this.#clock);
+      this.#budgets.set(credentialId, budget);
+    }
+    return budget;
+  }
+}

@@ -1,0 +1,440 @@
+import { type Dispatcher, request } from 'undici';
+import { z } from 'zod';
+import type { Clock } from '../clock.ts';
+import type { Credential } from '../config/config.ts';
+import type { Logger } from '../log.ts';
+import type { Behavior, RiskEventDetail, RiskLevel, RiskUser } from '../model.ts';
+import { parseRetryAfter, type RetryPolicy, withRetry } from '../retry.ts';
+import { USER_AGENT } from '../version.ts';
+import type { RequestBudget } from './budget.ts';
+import { type ApiMessage, CloudflareError, isRetryableStatus } from './errors.ts';
+import { parseBehavior, parseRiskEvent, parseUser } from './records.ts';
+
+/** The three risk-scoring calls (SPEC §1), named for logs and metrics. */
+export type ApiCall = 'summary' | 'behaviors' | 'user';
+
+/** Every user of an account's summary, read from all its pages. */
+export interface Summary {
+  readonly users: ReadonlyMap<string, RiskUser>;
+  /** Users whose record was malformed: their previous state must be kept. */
+  readonly skippedUserIds: ReadonlySet<string>;
+  /** Malformed records without a usable user_id: any user may be among them. */
+  readonly unidentifiedSkips: number;
+  readonly pages: number;
+}
+
+export interface BehaviorList {
+  readonly behaviors: ReadonlyMap<string, Behavior>;
+  /** Behaviors whose record was malformed: their previous state must be kept. */
+  readonly skippedIds: ReadonlySet<string>;
+}
+
+export interface UserDetail {
+  readonly email: string | undefined;
+  readonly name: string | undefined;
+  readonly risk_level: RiskLevel | undefined;
+  readonly last_reset_time: string | undefined;
+  readonly events: readonly RiskEventDetail[];
+}
+
+export interface CloudflareClientOptions {
+  readonly baseUrl: string;
+  readonly credential: Credential;
+  /** The budget of this credential, shared with every other client using it. */
+  readonly budget: RequestBudget;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** A shared keep-alive pool; undici's global one when left out. */
+  readonly dispatcher?: Dispatcher;
+  /** Per attempt, from sending the request to the last byte of the body. Default 30 s. */
+  readonly timeoutMs?: number;
+  readonly retry?: RetryPolicy;
+  /** Users asked for per summary page. Default 1000. */
+  readonly pageSize?: number;
+  /** Summary pages in flight at once, after the first. Default 4. */
+  readonly pageConcurrency?: number;
+  /** Called once per HTTP attempt with its status, or 'error' when no response came (for metrics). */
+  readonly onResponse?: (call: ApiCall, status: number | 'error') => void;
+  readonly random?: () => number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 1000, maxDelayMs: 30_000, maxWaitMs: 5 * 60_000 };
+
+/** The largest response body read; a bigger one is refused rather than buffered. */
+const MAX_BODY_BYTES = 64 * 1024 * 1024;
+/** No real account has this many summary pages; a server claiming more is misbehaving. */
+const MAX_PAGES = 100_000;
+
+const PERMISSION: Record<ApiCall, string> = {
+  summary: 'Zero Trust: PII Read',
+  behaviors: 'Zero Trust Read',
+  user: 'Zero Trust: PII Read',
+};
+
+const apiMessage = z.looseObject({ code: z.union([z.number(), z.string()]).optional(), message: z.string().catch('') });
+const envelopeSchema = z.looseObject({
+  success: z.boolean(),
+  errors: z.array(apiMessage).catch([]).default([]),
+  result: z.unknown(),
+  result_info: z
+    .looseObject({
+      page: z.number().optional().catch(undefined),
+      per_page: z.number().optional().catch(undefined),
+      count: z.number().optional().catch(undefined),
+      total_count: z.number().optional().catch(undefined),
+      total_pages: z.number().optional().catch(undefined),
+    })
+    .nullish()
+    .catch(undefined),
+});
+type Envelope = z.output<typeof envelopeSchema>;
+type ResultInfo = NonNullable<Envelope['result_info']>;
+
+/** The summary changed under us while we paged through it (or came back short); reading again may succeed. */
+export class SummaryChangedError extends CloudflareError {}
+
+/**
+ * A Cloudflare risk-scoring client for one credential: every call authenticated,
+ * budgeted, timed out, retried, and its answer validated before anyone sees it.
+ */
+export class CloudflareClient {
+  readonly #options: CloudflareClientOptions;
+  readonly #headers: Record<string, string>;
+
+  constructor(options: CloudflareClientOptions) {
+    this.#options = options;
+    const { credential } = options;
+    this.#headers = {
+      accept: 'application/json',
+      'user-agent': USER_AGENT,
+      ...(credential.scheme === 'token'
+        ? { authorization: `Bearer ${credential.token.reveal()}` }
+        : { 'x-auth-email': credential.email, 'x-auth-key': credential.key.reveal() }),
+    };
+  }
+
+  /**
+   * Every user of the account's summary. All pages or an error, never a partial
+   * list: a summary that changed while it was read is read once more.
+   */
+  async fetchSummary(accountId: string, signal?: AbortSignal): Promise<Summary> {
+    try {
+      return await this.#readSummary(accountId, signal);
+    } catch (error) {
+      if (!(error instanceof SummaryChangedError)) throw error;
+      this.#options.log.info({ account: accountId, reason: error.message }, 'summary changed while it was read; reading it again');
+      return await this.#readSummary(accountId, signal);
+    }
+  }
+
+  /** Every risk behavior of the account, by id. */
+  async fetchBehaviors(accountId: string, signal?: AbortSignal): Promise<BehaviorList> {
+    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/behaviors`;
+    const { result } = await this.#get('behaviors', path, signal);
+    const raw = isRecord(result) ? result.behaviors : undefined;
+    if (!isRecord(raw)) throw this.#malformed('behaviors', path, 'result.behaviors is not an object');
+    const behaviors = new Map<string, Behavior>();
+    const skippedIds = new Set<string>();
+    const reasons: string[] = [];
+    for (const [id, record] of Object.entries(raw)) {
+      const parsed = parseBehavior(id, record);
+      if (parsed.ok) {
+        behaviors.set(id, parsed.value);
+      } else {
+        skippedIds.add(id);
+        reasons.push(`behaviors.${id}: ${parsed.reason}`);
+      }
+    }
+    this.#warnSkipped(accountId, 'behavior', reasons);
+    return { behaviors, skippedIds };
+  }
+
+  /** One user's recent risk events, to enrich an alert. */
+  async fetchUserDetail(accountId: string, userId: string, signal?: AbortSignal): Promise<UserDetail> {
+    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/${encodeURIComponent(userId)}`;
+    const { result } = await this.#get('user', path, signal);
+    if (!isRecord(result) || !Array.isArray(result.events)) throw this.#malformed('user', path, 'result.events is not a list');
+    const events: RiskEventDetail[] = [];
+    const reasons: string[] = [];
+    result.events.forEach((record, i) => {
+      const parsed = parseRiskEvent(record);
+      if (parsed.ok) events.push(parsed.value);
+      else reasons.push(`events[${i}]: ${parsed.reason}`);
+    });
+    this.#warnSkipped(accountId, 'risk event', reasons);
+    const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+    const level = result.risk_level;
+    return {
+      email: text(result.email),
+      name: text(result.name),
+      risk_level: level === 'low' || level === 'medium' || level === 'high' ? level : undefined,
+      last_reset_time: text(result.last_reset_time),
+      events,
+    };
+  }
+
+  async #readSummary(accountId: string, signal?: AbortSignal): Promise<Summary> {
+    const reader = new SummaryReader(accountId);
+    const pages = await this.#readPages(accountId, reader, signal);
+    const summary = reader.finish();
+    this.#warnSkipped(accountId, 'user', reader.reasons);
+    return { ...summary, pages };
+  }
+
+  /** Feeds every summary page to `reader`; returns how many pages there were. */
+  async #readPages(accountId: string, reader: SummaryReader, signal?: AbortSignal): Promise<number> {
+    const first = await this.#summaryPage(accountId, 1, signal);
+    reader.add(first.rows, 1);
+    const info = first.info;
+    // A response without result_info is one complete page (SPEC §1).
+    if (!info) return 1;
+    reader.totalCount = info.total_count;
+
+    const perPage = info.per_page && info.per_page > 0 ? info.per_page : first.rows.length || this.#pageSize;
+    const lastPage =
+      info.total_pages ?? (info.total_count === undefined ? undefined : Math.max(1, Math.ceil(info.total_count / perPage)));
+    if (lastPage !== undefined && lastPage > MAX_PAGES) {
+      throw new CloudflareError(`summary of account ${accountId}: the API reports ${lastPage} pages, more than the ${MAX_PAGES} riskwatch reads`, { retryable: false });
+    }
+    if (lastPage !== undefined) {
+      await this.#eachPage(2, lastPage, signal, async (page, pageSignal) => {
+        const next = await this.#summaryPage(accountId, page, pageSignal);
+        const changed = totalsDiffer(info, next.info);
+        if (changed) throw new SummaryChangedError(`summary of account ${accountId}: ${changed} between page 1 and page ${page}`, { retryable: true });
+        reader.add(next.rows, page);
+      });
+      return lastPage;
+    }
+    // No totals: keep going until an empty page.
+    for (let page = 2; page <= MAX_PAGES; page++) {
+      const next = await this.#summaryPage(accountId, page, signal);
+      if (next.rows.length === 0) return page - 1;
+      reader.add(next.rows, page);
+    }
+    throw new CloudflareError(`summary of account ${accountId}: still no empty page after ${MAX_PAGES} pages`, { retryable: false });
+  }
+
+  /** Runs `fetch` for pages first..last, a few at once; the first failure stops the rest. */
+  async #eachPage(first: number, last: number, signal: AbortSignal | undefined, fetch: (page: number, signal: AbortSignal) => Promise<void>): Promise<void> {
+    const stop = new AbortController();
+    const pageSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+    let next = first;
+    const worker = async () => {
+      while (next <= last && !pageSignal.aborted) {
+        const page = next++;
+        await fetch(page, pageSignal);
+      }
+    };
+    const workers = Array.from({ length: Math.min(this.#options.pageConcurrency ?? 4, last - first + 1) }, worker);
+    try {
+      await Promise.all(workers.map((w) => w.catch((error: unknown) => {
+        stop.abort(error);
+        throw error;
+      })));
+    } finally {
+      stop.abort();
+      // Let the other workers settle before returning, so no request outlives the call.
+      await Promise.allSettled(workers);
+    }
+  }
+
+  get #pageSize(): number {
+    return this.#options.pageSize ?? 1000;
+  }
+
+  async #summaryPage(accountId: string, page: number, signal?: AbortSignal): Promise<{ rows: unknown[]; info: ResultInfo | undefined }> {
+    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/summary?page=${page}&per_page=${this.#pageSize}`;
+    const envelope = await this.#get('summary', path, signal);
+    const users = isRecord(envelope.result) ? envelope.result.users : undefined;
+    if (!Array.isArray(users)) throw this.#malformed('summary', path, 'result.users is not a list');
+    const info = envelope.result_info ?? undefined;
+    if (info?.page !== undefined && info.page !== page) {
+      throw new CloudflareError(`GET ${path}: asked for page ${page} and got page ${info.page}: the API ignores paging, so the summary cannot be read completely`, { retryable: false });
+    }
+    return { rows: users, info };
+  }
+
+  /** One authenticated, budgeted, retried GET returning a successful v4 envelope. */
+  #get(call: ApiCall, path: string, signal?: AbortSignal): Promise<Envelope> {
+    const { clock, log, budget } = this.#options;
+    return withRetry(
+      async () => {
+        await budget.acquire(signal);
+        return this.#attempt(call, path, signal);
+      },
+      this.#options.retry ?? DEFAULT_RETRY,
+      {
+        clock,
+        signal,
+        random: this.#options.random,
+        onRetry: (error, attempt, delayMs) => log.warn({ call, path, attempt, delayMs, err: error.message }, 'Cloudflare request failed; retrying'),
+      },
+    );
+  }
+
+  async #attempt(call: ApiCall, path: string, signal?: AbortSignal): Promise<Envelope> {
+    const { baseUrl, budget, clock, onResponse } = this.#options;
+    const timeoutMs = this.#options.timeoutMs ?? 30_000;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const attemptSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    let status: number;
+    let headers: Record<string, string | string[] | undefined>;
+    let text: string;
+    try {
+      const response = await request(baseUrl + path, {
+        method: 'GET',
+        headers: this.#headers,
+        signal: attemptSignal,
+        ...(this.#options.dispatcher ? { dispatcher: this.#options.dispatcher } : {}),
+      });
+      status = response.statusCode;
+      headers = response.headers;
+      text = await readBody(response.body, attemptSignal, path);
+    } catch (error) {
+      onResponse?.(call, 'error');
+      if (signal?.aborted) throw signal.reason;
+      if (error instanceof CloudflareError) throw error;
+      const why = timeout.aborted ? `timed out after ${timeoutMs} ms` : describeNetworkError(error);
+      throw new CloudflareError(`GET ${path}: ${why}`, { retryable: true, cause: error });
+    }
+    onResponse?.(call, status);
+
+    const remaining = Number(header(headers, 'x-ratelimit-remaining'));
+    const limit = Number(header(headers, 'x-ratelimit-limit'));
+    if (header(headers, 'x-ratelimit-remaining') !== undefined && Number.isFinite(remaining)) {
+      budget.observeRemaining(remaining, Number.isFinite(limit) && limit > 0 ? limit : undefined);
+    }
+    const retryAfterMs = parseRetryAfter(headers['retry-after'], clock.now());
+    if (status === 429) budget.blockUntil(clock.now() + (retryAfterMs ?? 60_000));
+
+    const retryable = isRetryableStatus(status);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      const type = header(headers, 'content-type') ?? 'no content-type';
+      throw new CloudflareError(`GET ${path}: HTTP ${status}, body is not JSON (${type}): ${excerpt(text)}`, { retryable, status, retryAfterMs });
+    }
+    const parsed = envelopeSchema.safeParse(json);
+    if (!parsed.success) {
+      throw new CloudflareError(`GET ${path}: HTTP ${status}, body is not a Cloudflare API response (no "success" flag): ${excerpt(text)}`, { retryable, status, retryAfterMs });
+    }
+    const envelope = parsed.data;
+    if (status >= 200 && status < 300 && envelope.success) return envelope;
+
+    const errors: ApiMessage[] = envelope.errors.map((e) => ({ code: e.code, message: e.message }));
+    const said = errors.length > 0 ? errors.map((e) => (e.code === undefined ? e.message : `${e.message} (code ${e.code})`)).join('; ') : 'no error message';
+    const auth = status === 401 || status === 403 ? `; the credential needs the "${PERMISSION[call]}" permission on this account` : '';
+    const what = status >= 200 && status < 300 ? `HTTP ${status} with success: false` : `HTTP ${status}`;
+    throw new CloudflareError(`GET ${path}: ${what}: ${said}${auth}`, { retryable, status, retryAfterMs, errors });
+  }
+
+  #malformed(call: ApiCall, path: string, what: string): CloudflareError {
+    return new CloudflareError(`GET ${path}: malformed ${call} response: ${what}`, { retryable: false });
+  }
+
+  #warnSkipped(accountId: string, kind: string, reasons: readonly string[]): void {
+    if (reasons.length === 0) return;
+    this.#options.log.warn(
+      { account: accountId, skipped: reasons.length, examples: reasons.slice(0, 5) },
+      `skipped ${reasons.length} malformed ${kind} record(s); their previous state is kept`,
+    );
+  }
+}
+
+/** Collects summary pages: de-duplicates users, notices a server that ignores `page`, checks the count. */
+class SummaryReader {
+  readonly #accountId: string;
+  /** The total_count the API reported, when it did. */
+  totalCount: number | undefined;
+  readonly users = new Map<string, RiskUser>();
+  readonly skippedUserIds = new Set<string>();
+  readonly reasons: string[] = [];
+  unidentifiedSkips = 0;
+
+  constructor(accountId: string) {
+    this.#accountId = accountId;
+  }
+
+  add(rows: readonly unknown[], page: number): void {
+    let fresh = rows.length === 0;
+    rows.forEach((row, i) => {
+      const parsed = parseUser(row);
+      if (parsed.ok) {
+        const id = parsed.value.user_id;
+        if (!this.users.has(id) && !this.skippedUserIds.has(id)) fresh = true;
+        this.users.set(id, parsed.value);
+        this.skippedUserIds.delete(id);
+        return;
+      }
+      this.reasons.push(`page ${page} users[${i}]: ${parsed.reason}`);
+      const id = (row as { user_id?: unknown } | null)?.user_id;
+      if (typeof id === 'string' && id !== '') {
+        if (!this.users.has(id)) {
+          this.skippedUserIds.add(id);
+          fresh = true;
+        }
+      } else {
+        this.unidentifiedSkips++;
+        fresh = true;
+      }
+    });
+    if (!fresh && page > 1) {
+      throw new CloudflareError(`summary of account ${this.#accountId}: page ${page} repeated only users of earlier pages: the API ignores paging, so the summary cannot be read completely`, { retryable: false });
+    }
+  }
+
+  finish(): Omit<Summary, 'pages'> {
+    const seen = this.users.size + this.skippedUserIds.size + this.unidentifiedSkips;
+    if (this.totalCount !== undefined && seen < this.totalCount) {
+      throw new SummaryChangedError(`summary of account ${this.#accountId}: read ${seen} distinct users of the ${this.totalCount} reported`, { retryable: true });
+    }
+    return { users: this.users, skippedUserIds: this.skippedUserIds, unidentifiedSkips: this.unidentifiedSkips };
+  }
+}
+
+function totalsDiffer(first: ResultInfo, later: ResultInfo | undefined): string | undefined {
+  if (!later) return undefined;
+  if (later.total_pages !== undefined && first.total_pages !== undefined && later.total_pages !== first.total_pages) {
+    return `total_pages went from ${first.total_pages} to ${later.total_pages}`;
+  }
+  if (later.total_count !== undefined && first.total_count !== undefined && later.total_count !== first.total_count) {
+    return `total_count went from ${first.total_count} to ${later.total_count}`;
+  }
+  return undefined;
+}
+
+async function readBody(body: AsyncIterable<Buffer> & { destroy(error?: Error): unknown }, signal: AbortSignal, path: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) {
+      body.destroy();
+      throw new CloudflareError(`GET ${path}: response body larger than ${MAX_BODY_BYTES / 1024 / 1024} MiB; refused`, { retryable: false });
+    }
+    chunks.push(chunk);
+  }
+  signal.throwIfAborted();
+  return Buffer.concat(chunks, size).toString('utf8');
+}
+
+function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function excerpt(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  if (flat === '') return '(empty body)';
+  return JSON.stringify(flat.length > 120 ? `${flat.slice(0, 120)}…` : flat);
+}
+
+function describeNetworkError(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  return [e.code, e.message].filter(Boolean).join(': ') || String(error);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

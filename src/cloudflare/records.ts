@@ -1,0 +1,72 @@
+import { type Behavior, isRiskLevel, type RiskEventDetail, type RiskUser } from '../model.ts';
+
+/**
+ * Hand-written checks for the records inside API results. They run once per
+ * user per poll (a million times for the largest tenants), so they are plain
+ * code rather than a schema. A record that fails is skipped by the caller with
+ * the reason returned here; the rest of its page is still used.
+ */
+export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+const fail = (reason: string): { ok: false; reason: string } => ({ ok: false, reason });
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'missing';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
+
+export function parseUser(raw: unknown): Parsed<RiskUser> {
+  if (!isObject(raw)) return fail('is not an object');
+  const { user_id, email, name, event_count, last_event, max_risk_level } = raw;
+  if (typeof user_id !== 'string' || user_id === '') return fail(`user_id is ${describe(user_id)}`);
+  if (!isRiskLevel(max_risk_level)) return fail(`max_risk_level is ${describe(max_risk_level)}`);
+  if (typeof email !== 'string') return fail(`email is ${describe(email)}`);
+  if (name !== undefined && name !== null && typeof name !== 'string') return fail(`name is ${describe(name)}`);
+  if (event_count !== undefined && event_count !== null && !(Number.isInteger(event_count) && (event_count as number) >= 0)) {
+    return fail(`event_count is ${describe(event_count)}`);
+  }
+  if (last_event !== undefined && last_event !== null && typeof last_event !== 'string') {
+    return fail(`last_event is ${describe(last_event)}`);
+  }
+  return {
+    ok: true,
+    value: {
+      user_id,
+      email,
+      name: (name as string | null | undefined) ?? '',
+      event_count: (event_count as number | null | undefined) ?? 0,
+      last_event: (last_event as string | null | undefined) ?? null,
+      max_risk_level,
+    },
+  };
+}
+
+export function parseBehavior(id: string, raw: unknown): Parsed<Behavior> {
+  if (!isObject(raw)) return fail('is not an object');
+  const { name, description, enabled, risk_level } = raw;
+  if (typeof enabled !== 'boolean') return fail(`enabled is ${describe(enabled)}`);
+  if (!isRiskLevel(risk_level)) return fail(`risk_level is ${describe(risk_level)}`);
+  if (name !== undefined && typeof name !== 'string') return fail(`name is ${describe(name)}`);
+  if (description !== undefined && description !== null && typeof description !== 'string') {
+    return fail(`description is ${describe(description)}`);
+  }
+  return {
+    ok: true,
+    value: { id, name: (name as string | undefined) ?? id, description: (description as string | null | undefined) ?? '', enabled, risk_level },
+  };
+}
+
+export function parseRiskEvent(raw: unknown): Parsed<RiskEventDetail> {
+  if (!isObject(raw)) return fail('is not an object');
+  const { id, name, risk_level, timestamp, event_details } = raw;
+  if (typeof id !== 'string' || id === '') return fail(`id is ${describe(id)}`);
+  if (!isRiskLevel(risk_level)) return fail(`risk_level is ${describe(risk_level)}`);
+  if (typeof name !== 'string') return fail(`name is ${describe(name)}`);
+  if (typeof timestamp !== 'string') return fail(`timestamp is ${describe(timestamp)}`);
+  return { ok: true, value: event_details === undefined ? { id, name, risk_level, timestamp } : { id, name, risk_level, timestamp, event_details } };
+}

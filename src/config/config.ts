@@ -1,0 +1,66 @@
+import type { EventType, RiskLevel } from '../model.ts';
+import type { Secret } from './secret.ts';
+
+/**
+ * The validated, frozen configuration every other module receives.
+ * Nothing outside `config/` reads the YAML file or `process.env`.
+ */
+export interface Config {
+  /** Absolute path of the file this came from. */
+  readonly file: string;
+  readonly cloudflare: {
+    readonly apiBaseUrl: string;
+    readonly requestsPer5Min: number;
+  };
+  readonly accounts: readonly AccountConfig[];
+  readonly pollIntervalMs: number;
+  readonly firstRun: 'baseline' | 'notify';
+  readonly notify: { readonly lowered: boolean; readonly enrich: boolean };
+  /** Absolute path of the SQLite state file. */
+  readonly state: { readonly sqlite: string };
+  readonly sinks: readonly SinkConfig[];
+  readonly http: { readonly listen: { readonly host: string; readonly port: number } | undefined };
+  readonly log: { readonly level: string };
+}
+
+/** How riskwatch authenticates to Cloudflare; `id` names it in logs without revealing it. */
+export type Credential =
+  | { readonly scheme: 'token'; readonly id: string; readonly token: Secret }
+  | { readonly scheme: 'key'; readonly id: string; readonly email: string; readonly key: Secret };
+
+export interface AccountConfig {
+  readonly id: string;
+  readonly name: string | undefined;
+  /** The name when given, else the id: what notifications and logs show. */
+  readonly label: string;
+  readonly credential: Credential;
+}
+
+interface SinkRouting {
+  readonly name: string;
+  /** User events below this level (after the change) skip the sink. */
+  readonly minLevel: RiskLevel;
+  /** Event types the sink receives; undefined means all. */
+  readonly events: ReadonlySet<EventType> | undefined;
+  /** Account ids the sink receives; undefined means all. */
+  readonly accounts: ReadonlySet<string> | undefined;
+}
+
+export interface ConsoleSinkConfig extends SinkRouting {
+  readonly type: 'console';
+}
+
+export interface SlackSinkConfig extends SinkRouting {
+  readonly type: 'slack';
+  readonly url: Secret;
+}
+
+export interface WebhookSinkConfig extends SinkRouting {
+  readonly type: 'webhook';
+  readonly url: Secret;
+  readonly secret: Secret | undefined;
+  /** Extra request headers; values are secrets (they often carry auth). */
+  readonly headers: Readonly<Record<string, Secret>>;
+}
+
+export type SinkConfig = ConsoleSinkConfig | SlackSinkConfig | WebhookSinkConfig;

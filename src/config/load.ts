@@ -1,0 +1,272 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, ConfigErrors } from '../errors.ts';
+import type { AccountConfig, Config, Credential, SinkConfig } from './config.ts';
+import { type ConfigFile, configFileSchema, SECRET_KEYS } from './schema.ts';
+import { Secret } from './secret.ts';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** `--config FILE`, else `$RISKWATCH_CONFIG`, else `./riskwatch.yaml` (SPEC §3). */
+export function resolveConfigPath(flag: string | undefined, env: Env, cwd = process.cwd()): string {
+  return path.resolve(cwd, flag ?? env.RISKWATCH_CONFIG ?? 'riskwatch.yaml');
+}
+
+/**
+ * Reads, interpolates, validates and freezes a config file.
+ * Throws ConfigError (one problem) or ConfigErrors (several), each a line
+ * that names the file and the key path or environment variable at fault.
+ */
+export function loadConfig(file: string, env: Env): Config {
+  const text = readConfigText(file);
+  return parseConfig(text, file, env);
+}
+
+/** As loadConfig, for text already read (SIGHUP re-reads through loadConfig). */
+export function parseConfig(text: string, file: string, env: Env): Config {
+  const where = displayPath(file);
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
+  const syntax = doc.errors[0];
+  if (syntax) {
+    const pos = lines.linePos(syntax.pos[0]);
+    const at = `${where}:${pos.line}:${pos.col}`;
+    throw new ConfigError(`${at}: YAML syntax error: ${firstLine(syntax.message)}`);
+  }
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  if (raw === null || raw === undefined) throw new ConfigError(`${where}: the config file is empty`);
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(`${where}: the config file must be a YAML mapping of keys (cloudflare, accounts, sinks, ...)`);
+  }
+
+  const problems: string[] = [];
+  const resolved = resolveValues(raw, [], { env, baseDir: path.dirname(file), problems });
+  if (problems.length === 0) {
+    const parsed = configFileSchema.safeParse(resolved);
+    if (parsed.success) {
+      const config = buildConfig(parsed.data, file, problems);
+      if (problems.length === 0) return deepFreeze(config);
+    } else {
+      problems.push(...parsed.error.issues.map(describeIssue));
+    }
+  }
+  throw problems.length === 1 ? new ConfigError(`${where}: ${problems[0]}`) : new ConfigErrors(problems.map((p) => `${where}: ${p}`));
+}
+
+function readConfigText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new ConfigError(`config file ${file} not found (give --config FILE or set RISKWATCH_CONFIG)`);
+    }
+    if (code === 'EISDIR') throw new ConfigError(`config file ${file} is a directory`);
+    if (code === 'EACCES') throw new ConfigError(`config file ${file} cannot be read: permission denied`);
+    throw new ConfigError(`config file ${file} cannot be read: ${code ?? (error as Error).message}`);
+  }
+}
+
+type KeyPath = readonly (string | number)[];
+
+/** `['sinks', 1, 'url']` → `sinks[1].url` */
+export function formatKeyPath(keys: readonly PropertyKey[]): string {
+  let out = '';
+  for (const key of keys) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out === '' ? String(key) : `.${String(key)}`;
+  }
+  return out || '(top level)';
+}
+
+interface ResolveContext {
+  readonly env: Env;
+  readonly baseDir: string;
+  readonly problems: string[];
+}
+
+const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/** Replaces `${NAME}` in every string and reads `<secret>_file` siblings, collecting problems by key path. */
+function resolveValues(node: unknown, at: KeyPath, ctx: ResolveContext): unknown {
+  if (typeof node === 'string') {
+    return node.replace(VARIABLE, (_, name: string) => {
+      const value = ctx.env[name];
+      if (value === undefined) {
+        ctx.problems.push(`${formatKeyPath(at)}: environment variable ${name} is not set`);
+        return '';
+      }
+      return value;
+    });
+  }
+  if (Array.isArray(node)) return node.map((item, i) => resolveValues(item, [...at, i], ctx));
+  if (node === null || typeof node !== 'object') return node;
+
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(node)) out[key] = resolveValues(value, [...at, key], ctx);
+  for (const key of Object.keys(out)) {
+    const base = key.endsWith('_file') ? key.slice(0, -'_file'.length) : undefined;
+    if (base === undefined || !SECRET_KEYS.has(base)) continue;
+    const where = formatKeyPath([...at, key]);
+    const file = out[key];
+    delete out[key];
+    if (base in out) {
+      ctx.problems.push(`${formatKeyPath(at)}: give ${base} or ${key}, not both`);
+    } else if (typeof file !== 'string' || file === '') {
+      ctx.problems.push(`${where}: must be a file path`);
+    } else {
+      out[base] = readSecretFile(path.resolve(ctx.baseDir, file), where, ctx.problems);
+    }
+  }
+  return out;
+}
+
+function readSecretFile(file: string, where: string, problems: string[]): string | undefined {
+  try {
+    const value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    if (value.trim() === '') problems.push(`${where}: ${file} is empty`);
+    return value;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (code ?? 'unreadable');
+    problems.push(`${where}: cannot read ${file}: ${why}`);
+    return undefined;
+  }
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const at = formatKeyPath(issue.path);
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`).join('; ');
+  }
+  if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `${at}: is required`;
+  if (issue.code === 'invalid_type') return `${at}: must be ${article(issue.expected)}`;
+  if (issue.code === 'too_small' && issue.origin === 'number') return `${at}: must be at least ${issue.minimum}`;
+  if (issue.code === 'too_big' && issue.origin === 'number') return `${at}: must be at most ${issue.maximum}`;
+  return `${at}: ${issue.message}`;
+}
+
+function article(expected: string): string {
+  const noun = expected === 'array' ? 'list' : expected === 'object' ? 'mapping' : expected === 'int' ? 'whole number' : expected;
+  return /^[aeiou]/.test(noun) ? `an ${noun}` : `a ${noun}`;
+}
+
+type CredentialFields = { api_token?: string | undefined; api_email?: string | undefined; api_key?: string | undefined };
+
+/** Cross-field rules zod's shape cannot say (credentials, duplicates, references); adds to `problems`. */
+function buildConfig(file: ConfigFile, source: string, problems: string[]): Config {
+  const global = credentialFrom(file.cloudflare, 'cloudflare', problems);
+
+  const accounts: AccountConfig[] = [];
+  const byKey = new Map<string, number>();
+  file.accounts.forEach((account, i) => {
+    const credential = credentialFrom(account, `accounts[${i}]`, problems) ?? global;
+    if (!credential && problems.length === 0) {
+      problems.push(
+        `accounts[${i}]: no Cloudflare credential: set cloudflare.api_token (or cloudflare.api_email + cloudflare.api_key), or api_token on the account`,
+      );
+    }
+    for (const [key, value] of [['id', account.id] as const, ['name', account.name] as const]) {
+      if (value === undefined) continue;
+      const seen = byKey.get(value);
+      if (seen !== undefined) {
+        problems.push(`accounts[${i}].${key}: "${value}" is already used by accounts[${seen}]`);
+      } else {
+        byKey.set(value, i);
+      }
+    }
+    if (credential) {
+      accounts.push({ id: account.id, name: account.name, label: account.name ?? account.id, credential });
+    }
+  });
+
+  const sinkNames = new Map<string, number>();
+  const sinks = file.sinks.map((sink, i): SinkConfig => {
+    const seen = sinkNames.get(sink.name);
+    if (seen !== undefined) problems.push(`sinks[${i}].name: "${sink.name}" is already used by sinks[${seen}]`);
+    sinkNames.set(sink.name, i);
+    const accountIds = sink.accounts?.map((ref, j) => {
+      const index = byKey.get(ref);
+      if (index === undefined) problems.push(`sinks[${i}].accounts[${j}]: "${ref}" is not the id or name of a configured account`);
+      return file.accounts[index ?? 0]!.id;
+    });
+    const routing = {
+      name: sink.name,
+      minLevel: sink.min_level,
+      events: sink.events && new Set(sink.events),
+      accounts: accountIds && new Set(accountIds),
+    };
+    switch (sink.type) {
+      case 'console':
+        return { type: 'console', ...routing };
+      case 'slack':
+        return { type: 'slack', ...routing, url: new Secret(sink.url) };
+      case 'webhook':
+        return {
+          type: 'webhook',
+          ...routing,
+          url: new Secret(sink.url),
+          secret: sink.secret === undefined ? undefined : new Secret(sink.secret),
+          headers: Object.fromEntries(Object.entries(sink.headers).map(([name, value]) => [name, new Secret(value)])),
+        };
+    }
+  });
+
+  return {
+    file: source,
+    cloudflare: { apiBaseUrl: file.cloudflare.api_base_url.replace(/\/+$/, ''), requestsPer5Min: file.cloudflare.requests_per_5min },
+    accounts,
+    pollIntervalMs: file.poll_interval,
+    firstRun: file.first_run,
+    notify: { lowered: file.notify.lowered, enrich: file.notify.enrich },
+    state: { sqlite: path.resolve(path.dirname(source), file.state.sqlite) },
+    sinks,
+    http: { listen: file.http.listen },
+    log: { level: file.log.level },
+  };
+}
+
+function credentialFrom(fields: CredentialFields, at: string, problems: string[]): Credential | undefined {
+  const { api_token: token, api_email: email, api_key: key } = fields;
+  if (token !== undefined && (email !== undefined || key !== undefined)) {
+    problems.push(`${at}: give api_token or api_email + api_key, not both`);
+    return undefined;
+  }
+  if (token !== undefined) return { scheme: 'token', id: credentialId(token), token: new Secret(token) };
+  if (email === undefined && key === undefined) return undefined;
+  if (email === undefined || key === undefined) {
+    problems.push(`${at}.${email === undefined ? 'api_email' : 'api_key'}: is required with ${email === undefined ? 'api_key' : 'api_email'}`);
+    return undefined;
+  }
+  return { scheme: 'key', id: credentialId(`${email}\n${key}`), email, key: new Secret(key) };
+}
+
+/** A short, stable name for a credential that reveals nothing of it. */
+function credentialId(secret: string): string {
+  return `cred-${createHash('sha256').update(secret).digest('hex').slice(0, 8)}`;
+}
+
+/** Relative to the working directory when inside it, else absolute: what a user recognises. */
+function displayPath(file: string): string {
+  const relative = path.relative(process.cwd(), file);
+  return relative === '' || relative.startsWith('..') || path.isAbsolute(relative) ? file : relative;
+}
+
+function firstLine(text: string): string {
+  return text.split('\n', 1)[0]!.trim();
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof Secret)) {
+    if (value instanceof Set) {
+      for (const item of value) deepFreeze(item);
+    } else {
+      for (const child of Object.values(value)) deepFreeze(child);
+    }
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,139 @@
+import { z } from 'zod';
+import { EVENT_TYPES, RISK_LEVELS } from '../model.ts';
+import { parseDuration } from './duration.ts';
+
+/**
+ * The shape of riskwatch.yaml (SPEC §4) and every default, in one place.
+ * Objects are strict: an unknown key is almost always a typo.
+ */
+
+export const DEFAULT_API_BASE_URL = 'https://api.cloudflare.com/client/v4';
+
+const nonEmpty = z.string().trim().min(1, { error: 'must not be empty' });
+
+const httpUrl = z.string().refine(
+  (value) => {
+    try {
+      const url = new URL(value);
+      return url.protocol === 'https:' || url.protocol === 'http:';
+    } catch {
+      return false;
+    }
+  },
+  // The value is never echoed: webhook URLs are secrets.
+  { error: 'must be an http(s) URL' },
+);
+
+const duration = (min: number, minText: string) =>
+  z
+    .string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use 30s, 5m, 1h)` });
+      return z.NEVER;
+    }
+    if (ms < min) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${minText} (got ${text})` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** Credential fields, accepted globally under `cloudflare:` and per account. */
+const credentialFields = {
+  api_token: nonEmpty.optional(),
+  api_email: nonEmpty.optional(),
+  api_key: nonEmpty.optional(),
+};
+
+const level = z.enum(RISK_LEVELS, { error: `must be one of ${RISK_LEVELS.join(', ')}` });
+
+const routing = {
+  name: nonEmpty.regex(/^[A-Za-z0-9_.-]+$/, { error: 'may use only letters, digits, "_", "-" and "."' }),
+  min_level: level.default('low'),
+  events: z
+    .array(z.enum(EVENT_TYPES, { error: `must be one of ${EVENT_TYPES.join(', ')}` }))
+    .min(1, { error: 'must list at least one event type (or be left out for all)' })
+    .optional(),
+  accounts: z.array(nonEmpty).min(1, { error: 'must list at least one account (or be left out for all)' }).optional(),
+};
+
+const webhookSecret = nonEmpty.refine(
+  (value) => {
+    const key = value.startsWith('whsec_') ? value.slice('whsec_'.length) : value;
+    return /^[A-Za-z0-9+/]+={0,2}$/.test(key) && Buffer.from(key, 'base64').length >= 16;
+  },
+  { error: 'must be a Standard Webhooks secret: "whsec_" followed by base64 of at least 16 bytes' },
+);
+
+const sink = z.discriminatedUnion(
+  'type',
+  [
+    z.strictObject({ type: z.literal('console'), ...routing }),
+    z.strictObject({ type: z.literal('slack'), ...routing, url: httpUrl }),
+    z.strictObject({
+      type: z.literal('webhook'),
+      ...routing,
+      url: httpUrl,
+      secret: webhookSecret.optional(),
+      headers: z.record(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' }), z.string()).default({}),
+    }),
+  ],
+  { error: 'must be one of slack, webhook, console' },
+);
+
+const listen = z.string().transform((text, ctx) => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not host:port (e.g. 127.0.0.1:9464)` });
+    return z.NEVER;
+  }
+  return { host: (match[1] ?? match[2]) as string, port };
+});
+
+export const configFileSchema = z.strictObject({
+  cloudflare: z
+    .strictObject({
+      api_base_url: httpUrl.default(DEFAULT_API_BASE_URL),
+      ...credentialFields,
+      requests_per_5min: z.int().min(1).max(100_000).default(1200),
+    })
+    .prefault({}),
+  accounts: z
+    .array(
+      z.strictObject({
+        id: z.string().regex(/^[0-9a-f]{32}$/, { error: 'must be a Cloudflare account id (32 lowercase hex characters)' }),
+        name: nonEmpty.optional(),
+        ...credentialFields,
+      }),
+      { error: 'must be a list of accounts' },
+    )
+    .min(1, { error: 'must list at least one account' }),
+  poll_interval: duration(1000, '1s').default(60_000),
+  first_run: z.enum(['baseline', 'notify'], { error: 'must be baseline or notify' }).default('baseline'),
+  notify: z
+    .strictObject({
+      lowered: z.boolean().default(false),
+      enrich: z.boolean().default(true),
+    })
+    .prefault({}),
+  state: z.strictObject({ sqlite: nonEmpty.default('./riskwatch.db') }).prefault({}),
+  sinks: z.array(sink, { error: 'must be a list of sinks' }).min(1, { error: 'must list at least one sink' }),
+  http: z.strictObject({ listen: listen.optional() }).prefault({}),
+  log: z
+    .strictObject({
+      level: z
+        .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
+          error: 'must be one of trace, debug, info, warn, error, fatal, silent',
+        })
+        .default('info'),
+    })
+    .prefault({}),
+});
+
+export type ConfigFile = z.output<typeof configFileSchema>;
+export type SinkFile = ConfigFile['sinks'][number];
+
+/** Keys whose value is a secret: they also accept a `<key>_file` sibling, and are never printed. */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret']);

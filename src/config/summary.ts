@@ -1,0 +1,40 @@
+import type { Config, Credential, SinkConfig } from './config.ts';
+import { formatDuration } from './duration.ts';
+
+/** What `check-config` prints: the shape of the config, every secret masked. */
+export function summarizeConfig(config: Config): string {
+  const lines = [
+    `config: ${config.file}`,
+    `cloudflare: ${config.cloudflare.apiBaseUrl} (budget ${config.cloudflare.requestsPer5Min} requests / 5 min per credential)`,
+    `accounts (${config.accounts.length}):`,
+    ...config.accounts.map((a) => `  - ${a.id}${a.name ? ` "${a.name}"` : ''}: ${describeCredential(a.credential)}`),
+    `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}`,
+    `state: sqlite ${config.state.sqlite}`,
+    `sinks (${config.sinks.length}):`,
+    ...config.sinks.map((sink) => `  - ${describeSink(sink, config)}`),
+    `http: ${config.http.listen ? `${config.http.listen.host}:${config.http.listen.port}` : 'off'}`,
+    `log.level: ${config.log.level}`,
+  ];
+  return lines.join('\n');
+}
+
+function describeCredential(credential: Credential): string {
+  return credential.scheme === 'token'
+    ? `api token ${credential.token.masked} (${credential.id})`
+    : `global key ${credential.key.masked} for ${credential.email} (${credential.id})`;
+}
+
+function describeSink(sink: SinkConfig, config: Config): string {
+  const parts = [`${sink.name} (${sink.type})`];
+  if (sink.type !== 'console') parts.push(`url ${sink.url.masked}`);
+  if (sink.type === 'webhook') {
+    if (sink.secret) parts.push(`signed (secret ${sink.secret.masked})`);
+    const headers = Object.entries(sink.headers);
+    if (headers.length > 0) parts.push(`headers ${headers.map(([name, value]) => `${name}: ${value.masked}`).join(', ')}`);
+  }
+  parts.push(`min_level ${sink.minLevel}`);
+  parts.push(`events ${sink.events ? [...sink.events].join(', ') : 'all'}`);
+  const labels = sink.accounts && config.accounts.filter((a) => sink.accounts!.has(a.id)).map((a) => a.label);
+  parts.push(`accounts ${labels ? labels.join(', ') : 'all'}`);
+  return parts.join(', ');
+}

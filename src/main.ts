@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { loadConfig, resolveConfigPath } from './config/load.ts';
+import { summarizeConfig } from './config/summary.ts';
+import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
+
+const USAGE = `usage: riskwatch <command> [--config FILE]
+
+commands:
+  run            poll every account every poll_interval and deliver alerts (the daemon)
+  once           poll every account once, deliver what is pending, exit 0 (or 1 on a failure)
+  check-config   validate the config and print a summary with secrets masked
+  test-sinks     send one marked test notification to each sink [--sink NAME]
+  demo           run against a built-in simulated API with a console sink (no config needed)
+
+options:
+  --config FILE  config file (default: $RISKWATCH_CONFIG, else ./riskwatch.yaml)
+  --sink NAME    with test-sinks: only this sink
+  -h, --help     show this help`;
+
+interface Io {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+type Command = (options: { config: string | undefined; sink: string | undefined }, io: Io) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  'check-config': async (options, io) => {
+    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
+    io.out(summarizeConfig(config));
+    io.out('config is valid');
+    return 0;
+  },
+};
+
+/** Runs one CLI invocation and returns its exit code; user errors become one line on stderr. */
+export async function main(argv: readonly string[], io: Io): Promise<number> {
+  try {
+    const { values, positionals } = parseCommandLine(argv);
+    if (values.help) {
+      io.out(USAGE);
+      return 0;
+    }
+    const [name, ...extra] = positionals;
+    if (name === undefined) throw new UsageError('no command given');
+    const command = COMMANDS[name];
+    if (!command) throw new UsageError(`unknown command "${name}"`);
+    if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+    if (values.sink !== undefined && name !== 'test-sinks') throw new UsageError('--sink is only for test-sinks');
+    return await command({ config: values.config, sink: values.sink }, io);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`riskwatch: ${error.message}`);
+      io.err(USAGE);
+      return error.exitCode;
+    }
+    if (error instanceof ConfigErrors) {
+      for (const problem of error.problems) io.err(`riskwatch: ${problem}`);
+      return error.exitCode;
+    }
+    if (error instanceof UserFacingError) {
+      io.err(`riskwatch: ${error.message}`);
+      return error.exitCode;
+    }
+    throw error;
+  }
+}
+
+function parseCommandLine(argv: readonly string[]) {
+  try {
+    return parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string' },
+        sink: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    // parseArgs explains unknown flags well; keep its first sentence.
+    throw new UsageError((error as Error).message.split('. ')[0]!.replace(/\.$/, ''));
+  }
+}
+
+if (import.meta.main) {
+  const io: Io = {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    env: process.env,
+  };
+  process.exitCode = await main(process.argv.slice(2), io);
+}

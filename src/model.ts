@@ -1,0 +1,53 @@
+/**
+ * The domain every stage shares: risk levels, the users and behaviors one poll
+ * sees, and the event types riskwatch announces (SPEC §1, §2).
+ */
+
+export const RISK_LEVELS = ['low', 'medium', 'high'] as const;
+export type RiskLevel = (typeof RISK_LEVELS)[number];
+
+/** `none` (not in the summary) ranks below every level. */
+export const LEVEL_RANK: Readonly<Record<RiskLevel | 'none', number>> = { none: 0, low: 1, medium: 2, high: 3 };
+
+export function isRiskLevel(value: unknown): value is RiskLevel {
+  return value === 'low' || value === 'medium' || value === 'high';
+}
+
+/** One row of the risk-scoring summary. */
+export interface RiskUser {
+  readonly user_id: string;
+  readonly email: string;
+  readonly name: string;
+  readonly event_count: number;
+  readonly last_event: string | null;
+  readonly max_risk_level: RiskLevel;
+}
+
+/** One risk behavior (a detection) and its configuration. */
+export interface Behavior {
+  readonly id: string;
+  readonly name: string;
+  readonly description: string;
+  readonly enabled: boolean;
+  readonly risk_level: RiskLevel;
+}
+
+/** One risk event behind a user's score, from the per-user endpoint. */
+export interface RiskEventDetail {
+  readonly id: string;
+  readonly name: string;
+  readonly risk_level: RiskLevel;
+  readonly timestamp: string;
+  readonly event_details?: unknown;
+}
+
+export const EVENT_TYPES = [
+  'user.risk_level_raised',
+  'user.risk_level_lowered',
+  'behavior.enabled',
+  'behavior.disabled',
+  'behavior.risk_level_changed',
+  'behavior.added',
+  'behavior.removed',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];

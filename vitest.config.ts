@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Tests that spawn the real daemon or wait on loopback servers need room on a 2-core machine.
+    testTimeout: 20_000,
+    hookTimeout: 20_000,
+  },
+});
