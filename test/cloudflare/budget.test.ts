@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { RATE_WINDOW_MS, RequestBudget } from '../../src/cloudflare/budget.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+
+describe('RequestBudget: never more than the limit in any five minutes', () => {
+  it('grants up to the limit at once, then one more each time the oldest grant leaves the window', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(3, clock);
+    const start = clock.now();
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      await budget.acquire();
+      times.push(clock.now() - start);
+    }
+    expect(times).toEqual([0, 0, 0, RATE_WINDOW_MS, RATE_WINDOW_MS, RATE_WINDOW_MS, 2 * RATE_WINDOW_MS]);
+  });
+
+  it('serves waiters first come, first served, so accounts sharing a credential take turns', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(1, clock);
+    const order: string[] = [];
+    const ask = (who: string) => budget.acquire().then(() => order.push(who));
+    await Promise.all([ask('a1'), ask('a2'), ask('b1'), ask('a3'), ask('b2')]);
+    expect(order).toEqual(['a1', 'a2', 'b1', 'a3', 'b2']);
+  });
+
+  it('holds every request back until a Retry-After block has passed', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(100, clock);
+    const start = clock.now();
+    budget.blockUntil(start + 42_000);
+    await budget.acquire();
+    expect(clock.now() - start).toBe(42_000);
+  });
+
+  it('spaces requests out when Cloudflare says few are left, and stops when they recover', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(1200, clock);
+    budget.observeRemaining(60, 1200);
+    await budget.acquire();
+    await budget.acquire();
+    expect(clock.sleeps).toEqual([500]);
+    budget.observeRemaining(1000, 1200);
+    await budget.acquire();
+    expect(clock.sleeps).toEqual([500]);
+  });
+
+  it('lets a caller give up without stalling the queue behind it', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(1, clock);
+    await budget.acquire();
+    const gaveUp = new AbortController();
+    gaveUp.abort(new Error('stopped'));
+    await expect(budget.acquire(gaveUp.signal)).rejects.toThrow('stopped');
+    await budget.acquire();
+    expect(clock.now()).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,379 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { RequestBudget } from '../../src/cloudflare/budget.ts';
+import { CloudflareError } from '../../src/cloudflare/errors.ts';
+import { Secret } from '../../src/config/secret.ts';
+import { FakeRiskApi, failure, success } from '../../src/simulator/fake-api.ts';
+import { ACCOUNT, behavior, clientFor, OTHER_ACCOUNT, seedUsers, TOKEN, user } from '../support/cloudflare.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+import { captureLogs } from '../support/logs.ts';
+
+let api: FakeRiskApi;
+beforeEach(async () => {
+  api = await FakeRiskApi.start();
+});
+afterEach(async () => {
+  await api.close();
+});
+
+const summaryRequests = () => api.requests.filter((r) => r.call === 'summary');
+const pagesAsked = () => summaryRequests().map((r) => Number(r.query.get('page')));
+
+describe('summary pagination: all pages or an error', () => {
+  it('reads every page of a 3-page summary, asking page and per_page', async () => {
+    const users = seedUsers(api, 2500);
+    const { client } = clientFor(api, { pageSize: 1000 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(2500);
+    expect(summary.pages).toBe(3);
+    expect([...summary.users.keys()].sort()).toEqual(users.map((u) => u.user_id).sort());
+    expect(pagesAsked().sort()).toEqual([1, 2, 3]);
+    expect(summaryRequests().every((r) => r.query.get('per_page') === '1000')).toBe(true);
+  });
+
+  it('follows the server when it caps per_page below what was asked', async () => {
+    seedUsers(api, 450);
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 100 });
+    seedUsers(api, 450);
+    const { client } = clientFor(api, { pageSize: 1000 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(450);
+    expect(pagesAsked().sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('pages by total_count when total_pages is absent', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 10, omitTotalPages: true });
+    seedUsers(api, 35);
+    const { client } = clientFor(api);
+    expect((await client.fetchSummary(ACCOUNT)).users.size).toBe(35);
+    expect(pagesAsked().sort((a, b) => a - b)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('takes a response without result_info as one complete page', async () => {
+    api.fault = (r) => (r.call === 'summary' ? { status: 200, body: success({ users: [user(1), user(2)] }) } : undefined);
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(2);
+    expect(summaryRequests()).toHaveLength(1);
+  });
+
+  it('stops on an empty page when result_info has no totals', async () => {
+    const pages = [[user(1), user(2)], [user(3)], []];
+    api.fault = (r) => {
+      const rows = pages[Number(r.query.get('page')) - 1] ?? [user(99)];
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page: Number(r.query.get('page')), per_page: 2, count: rows.length } } };
+    };
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect([...summary.users.keys()]).toEqual([user(1), user(2), user(3)].map((u) => u.user_id));
+    expect(pagesAsked()).toEqual([1, 2, 3]);
+  });
+
+  it('detects a server that ignores `page` instead of looping or double-counting', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 10, omitTotalPages: true });
+    seedUsers(api, 30);
+    api.ignorePage = true;
+    const { client } = clientFor(api);
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/ignores paging/);
+    expect(summaryRequests().length).toBeLessThanOrEqual(2);
+  });
+
+  it('detects a server that ignores `page` and even when it answers without a page number', async () => {
+    const rows = [user(1), user(2)];
+    api.fault = () => ({ status: 200, body: { ...success({ users: rows }), result_info: { per_page: 2, count: 2 } } });
+    const { client } = clientFor(api);
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/page 2 repeated only users of earlier pages/);
+    expect(summaryRequests()).toHaveLength(2);
+  });
+
+  it('fails the whole fetch when one page keeps failing, returning nothing partial', async () => {
+    seedUsers(api, 30);
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 10 });
+    seedUsers(api, 30);
+    api.fault = (r) => (r.call === 'summary' && r.query.get('page') === '2' ? { status: 500 } : undefined);
+    const { client } = clientFor(api);
+    const error = await client.fetchSummary(ACCOUNT).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CloudflareError);
+    expect((error as CloudflareError).message).toMatch(/page=2.*HTTP 500/);
+  });
+
+  it('counts a user listed on two pages once', async () => {
+    const pages = [[user(1), user(2)], [user(2), user(3)], [user(4)]];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      return { status: 200, body: { ...success({ users: pages[page - 1] }), result_info: { page, per_page: 2, count: pages[page - 1]!.length, total_count: 4, total_pages: 3 } } };
+    };
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect([...summary.users.keys()].sort()).toEqual([1, 2, 3, 4].map((n) => user(n).user_id).sort());
+  });
+
+  it('reads the summary again when it changed while paging, and fails if it keeps changing', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 10 });
+    seedUsers(api, 25);
+    let grow = 2;
+    let next = 1000;
+    api.fault = (r) => {
+      // Each time page 2 is read, a user joins: total_pages/total_count move under the reader.
+      if (r.call === 'summary' && r.query.get('page') === '2' && grow-- > 0) {
+        const joined = user(next++);
+        api.account(ACCOUNT).users.set(joined.user_id, joined);
+      }
+      return undefined;
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/total_count went from 25 to 26|total_count went from 26 to 27/);
+
+    const settled = clientFor(api, { pageConcurrency: 1 });
+    grow = 1;
+    const summary = await settled.client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(28);
+  });
+
+  it('reports a summary that comes back with fewer users than it announced', async () => {
+    api.fault = () => ({ status: 200, body: { ...success({ users: [user(1)] }), result_info: { page: 1, per_page: 10, count: 1, total_count: 3, total_pages: 1 } } });
+    const { client } = clientFor(api);
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/read 1 distinct users of the 3 reported/);
+  });
+});
+
+describe('malformed records are skipped, the rest is used', () => {
+  it('skips a record with an unknown level or a missing field, logs and counts it, keeps its id', async () => {
+    seedUsers(api, 3);
+    const target = api.account(ACCOUNT);
+    target.users.set('bad-level', { ...user(50), user_id: 'bad-level', max_risk_level: 'critical' });
+    target.users.set('no-email', { user_id: 'no-email', max_risk_level: 'high' });
+    target.users.set('no-id', { email: 'x@example.com', max_risk_level: 'high' });
+    const logs = captureLogs();
+    const { client } = clientFor(api, { log: logs.log });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(3);
+    expect([...summary.skippedUserIds].sort()).toEqual(['bad-level', 'no-email']);
+    expect(summary.unidentifiedSkips).toBe(1);
+    const warning = logs.lines().find((l) => l.skipped === 3);
+    expect(warning?.msg).toMatch(/skipped 3 malformed user record/);
+    expect(String(warning?.examples)).toMatch(/max_risk_level is "critical"/);
+  });
+
+  it('fills optional fields and rejects wrong types', async () => {
+    api.account(ACCOUNT).users.set('a', { user_id: 'a', email: 'a@example.com', max_risk_level: 'low' });
+    api.account(ACCOUNT).users.set('b', { user_id: 'b', email: 'b@example.com', max_risk_level: 'low', event_count: -1 });
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.get('a')).toEqual({ user_id: 'a', email: 'a@example.com', name: '', event_count: 0, last_event: null, max_risk_level: 'low' });
+    expect([...summary.skippedUserIds]).toEqual(['b']);
+  });
+
+  it('reads behaviors, skipping a malformed one by id', async () => {
+    const target = api.account(ACCOUNT);
+    target.behaviors.set('imp_travel', behavior('imp_travel', true, 'high'));
+    target.behaviors.set('high_dlp', behavior('high_dlp', false, 'medium'));
+    target.behaviors.set('sentinel_one', { name: 'S1', enabled: 'yes', risk_level: 'low' });
+    const { client } = clientFor(api);
+    const list = await client.fetchBehaviors(ACCOUNT);
+    expect([...list.behaviors.keys()]).toEqual(['imp_travel', 'high_dlp']);
+    expect(list.behaviors.get('imp_travel')).toEqual(behavior('imp_travel', true, 'high'));
+    expect([...list.skippedIds]).toEqual(['sentinel_one']);
+  });
+
+  it('reads a user detail with its risk events', async () => {
+    const u = user(7, 'high');
+    api.account(ACCOUNT).users.set(u.user_id, u);
+    api.account(ACCOUNT).events.set(u.user_id, [
+      { id: 'e1', name: 'Impossible travel', risk_level: 'high', timestamp: '2026-11-22T17:58:00Z' },
+      { id: 'e2', name: 'broken', risk_level: 'severe', timestamp: '2026-11-22T17:58:00Z' } as never,
+    ]);
+    const { client } = clientFor(api);
+    const detail = await client.fetchUserDetail(ACCOUNT, u.user_id);
+    expect(detail.email).toBe(u.email);
+    expect(detail.risk_level).toBe('high');
+    expect(detail.events.map((e) => e.id)).toEqual(['e1']);
+    expect(api.requests.at(-1)?.path).toBe(`/client/v4/accounts/${ACCOUNT}/zt_risk_scoring/${u.user_id}`);
+  });
+
+  it('refuses a result of the wrong shape with a clear error', async () => {
+    api.fault = () => ({ status: 200, body: success({ people: [] }) });
+    const { client } = clientFor(api);
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/malformed summary response: result.users is not a list/);
+    await expect(client.fetchBehaviors(ACCOUNT)).rejects.toThrow(/malformed behaviors response: result.behaviors is not an object/);
+  });
+});
+
+describe('the v4 envelope and HTTP errors', () => {
+  it('turns success: false under HTTP 200 into an error carrying the codes, not retried', async () => {
+    api.fault = () => ({ status: 200, body: failure(1001, 'Risk scoring is not enabled') });
+    const { client } = clientFor(api);
+    const error = (await client.fetchBehaviors(ACCOUNT).catch((e: unknown) => e)) as CloudflareError;
+    expect(error.message).toBe(
+      `GET /accounts/${ACCOUNT}/zt_risk_scoring/behaviors: HTTP 200 with success: false: Risk scoring is not enabled (code 1001)`,
+    );
+    expect(error.errors).toEqual([{ code: 1001, message: 'Risk scoring is not enabled' }]);
+    expect(api.requests).toHaveLength(1);
+  });
+
+  it('reports a proxy HTML page with the status and a short excerpt', async () => {
+    const html = `<html><head><title>502 Bad Gateway</title></head><body>${'<p>nginx</p>'.repeat(200)}</body></html>`;
+    api.fault = () => ({ status: 502, body: html, headers: { 'content-type': 'text/html' } });
+    const { client } = clientFor(api);
+    const error = (await client.fetchBehaviors(ACCOUNT).catch((e: unknown) => e)) as CloudflareError;
+    expect(error.message).toMatch(/HTTP 502, body is not JSON \(text\/html\): "<html><head><title>502 Bad Gateway/);
+    expect(error.message.length).toBeLessThan(300);
+    expect(error.message).not.toContain('\n');
+    expect(error.status).toBe(502);
+  });
+
+  it('does not retry a 403, and names the permission the token needs', async () => {
+    api.fault = () => ({ status: 403, body: failure(10000, 'Authentication error') });
+    const { client } = clientFor(api);
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(
+      /HTTP 403: Authentication error \(code 10000\); the credential needs the "Zero Trust: PII Read" permission/,
+    );
+    await expect(client.fetchBehaviors(ACCOUNT)).rejects.toThrow(/"Zero Trust Read" permission/);
+    expect(api.requests).toHaveLength(2);
+  });
+
+  it('retries 5xx with growing, jittered backoff, then surfaces the error', async () => {
+    api.fault = () => ({ status: 503 });
+    const { client, clock } = clientFor(api, { retry: { attempts: 4, baseDelayMs: 1000, maxDelayMs: 30_000, maxWaitMs: 60_000 } });
+    await expect(client.fetchBehaviors(ACCOUNT)).rejects.toThrow(/HTTP 503/);
+    expect(api.requests).toHaveLength(4);
+    // random() is 0.5: each wait is three quarters of 1 s, 2 s, 4 s.
+    expect(clock.sleeps).toEqual([750, 1500, 3000]);
+  });
+
+  it('honours Retry-After on a 429 and holds the whole credential back', async () => {
+    let refused = false;
+    api.account(ACCOUNT).behaviors.set('imp_travel', behavior('imp_travel'));
+    api.fault = () => {
+      if (refused) return undefined;
+      refused = true;
+      return { status: 429, body: failure(971, 'Please wait and consider throttling your request speed'), headers: { 'retry-after': '7' } };
+    };
+    const { client, clock, budget } = clientFor(api);
+    const start = clock.now();
+    const list = await client.fetchBehaviors(ACCOUNT);
+    expect(list.behaviors.size).toBe(1);
+    expect(clock.sleeps[0]).toBe(7000);
+    expect(budget.blockedUntil).toBe(start + 7000);
+    expect(clock.now() - start).toBeGreaterThanOrEqual(7000);
+  });
+
+  it('gives up at once when Retry-After is longer than it may wait, leaving the credential blocked', async () => {
+    api.fault = () => ({ status: 429, headers: { 'retry-after': '300' } });
+    const { client, clock, budget } = clientFor(api, { retry: { attempts: 4, baseDelayMs: 1000, maxDelayMs: 30_000, maxWaitMs: 60_000 } });
+    await expect(client.fetchBehaviors(ACCOUNT)).rejects.toThrow(/HTTP 429/);
+    expect(api.requests).toHaveLength(1);
+    expect(budget.blockedUntil).toBe(clock.now() + 300_000);
+  });
+
+  it('slows down when x-ratelimit-remaining runs low', async () => {
+    api.fault = () => ({ status: 200, body: success({ behaviors: {} }), headers: { 'x-ratelimit-limit': '1200', 'x-ratelimit-remaining': '12' } });
+    const { client, clock } = clientFor(api);
+    await client.fetchBehaviors(ACCOUNT);
+    await client.fetchBehaviors(ACCOUNT);
+    // 12 left of 1200: ten times the even spacing of 250 ms.
+    expect(clock.sleeps).toEqual([2500]);
+  });
+});
+
+describe('authentication', () => {
+  it('sends Authorization: Bearer for an API token, and nothing else', async () => {
+    const { client } = clientFor(api);
+    await client.fetchBehaviors(ACCOUNT).catch(() => {});
+    const headers = api.requests[0]!.headers;
+    expect(headers.authorization).toBe(`Bearer ${TOKEN}`);
+    expect(headers['x-auth-email']).toBeUndefined();
+    expect(headers['x-auth-key']).toBeUndefined();
+    expect(headers['user-agent']).toMatch(/^riskwatch\/\d+\.\d+\.\d+$/);
+  });
+
+  it('sends X-Auth-Email and X-Auth-Key for a global key, and no Authorization', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ auth: { email: 'admin@example.com', key: 'global-key-123' } });
+    api.account(ACCOUNT);
+    const { client } = clientFor(api, { credential: { scheme: 'key', id: 'cred-key', email: 'admin@example.com', key: new Secret('global-key-123') } });
+    await client.fetchBehaviors(ACCOUNT);
+    const headers = api.requests[0]!.headers;
+    expect(headers['x-auth-email']).toBe('admin@example.com');
+    expect(headers['x-auth-key']).toBe('global-key-123');
+    expect(headers.authorization).toBeUndefined();
+  });
+
+  it('never puts the credential in an error message', async () => {
+    api.fault = () => ({ status: 401, body: failure(10001, 'Unable to authenticate request') });
+    const { client } = clientFor(api);
+    const error = (await client.fetchSummary(ACCOUNT).catch((e: unknown) => e)) as Error;
+    expect(error.message).not.toContain(TOKEN);
+  });
+});
+
+describe('the transport: timeouts and resets are retried, then surfaced', () => {
+  it('times out a response that never comes', async () => {
+    api.fault = () => ({ hang: true });
+    const { client } = clientFor(api, { timeoutMs: 150, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 1000 } });
+    await expect(client.fetchBehaviors(ACCOUNT)).rejects.toThrow(/timed out after 150 ms/);
+    expect(api.requests).toHaveLength(2);
+  });
+
+  it('retries a connection reset and succeeds when the server recovers', async () => {
+    api.account(ACCOUNT).behaviors.set('imp_travel', behavior('imp_travel'));
+    let resets = 2;
+    api.fault = () => (resets-- > 0 ? { reset: true } : undefined);
+    const { client } = clientFor(api);
+    const list = await client.fetchBehaviors(ACCOUNT);
+    expect(list.behaviors.size).toBe(1);
+    expect(api.requests).toHaveLength(3);
+  });
+
+  it('surfaces a reset that persists as one line naming the call', async () => {
+    api.fault = () => ({ reset: true });
+    const { client } = clientFor(api, { retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 1000 } });
+    const error = (await client.fetchBehaviors(ACCOUNT).catch((e: unknown) => e)) as CloudflareError;
+    expect(error).toBeInstanceOf(CloudflareError);
+    expect(error.message).toMatch(/^GET \/accounts\/.*\/behaviors: /);
+    expect(error.message).not.toContain('\n');
+  });
+
+  it('stops at once when the caller aborts', async () => {
+    api.fault = () => ({ hang: true });
+    const { client } = clientFor(api);
+    const stop = new AbortController();
+    const pending = client.fetchBehaviors(ACCOUNT, stop.signal);
+    setTimeout(() => stop.abort(new Error('shutting down')), 20);
+    await expect(pending).rejects.toThrow('shutting down');
+  });
+});
+
+describe('the request budget is shared by the accounts of a credential', () => {
+  it('never exceeds the budget in a window and lets both accounts take turns', async () => {
+    seedUsers(api, 30, ACCOUNT);
+    seedUsers(api, 30, OTHER_ACCOUNT);
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 10 });
+    seedUsers(api, 30, ACCOUNT);
+    seedUsers(api, 30, OTHER_ACCOUNT);
+    const clock = new FakeClock();
+    const budget = new RequestBudget(4, clock);
+    const start = clock.now();
+    const grantTimes: number[] = [];
+    const acquire = budget.acquire.bind(budget);
+    budget.acquire = async (signal) => {
+      await acquire(signal);
+      grantTimes.push(clock.now() - start);
+    };
+    const a = clientFor(api, { clock, budget, pageConcurrency: 1 });
+    const b = clientFor(api, { clock, budget, pageConcurrency: 1 });
+    const [sa, sb] = await Promise.all([a.client.fetchSummary(ACCOUNT), b.client.fetchSummary(OTHER_ACCOUNT)]);
+    expect(sa.users.size).toBe(30);
+    expect(sb.users.size).toBe(30);
+    // 6 requests, 4 per 5 minutes: the first four at once, the last two a window later.
+    expect(grantTimes.slice(0, 4).every((t) => t === 0)).toBe(true);
+    expect(grantTimes.slice(4).every((t) => t >= 300_000)).toBe(true);
+    // The accounts share the window instead of one draining it.
+    expect(api.requests.slice(0, 4).filter((r) => r.accountId === ACCOUNT)).toHaveLength(2);
+  });
+});
