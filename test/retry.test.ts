@@ -3,8 +3,12 @@ import { backoffDelay, parseRetryAfter, type RetryPolicy, withRetry } from '../s
 import { FakeClock } from './support/fake-clock.ts';
 
 class Failure extends Error {
-  constructor(readonly retryable: boolean, readonly retryAfterMs?: number) {
+  readonly retryable: boolean;
+  readonly retryAfterMs: number | undefined;
+  constructor(retryable: boolean, retryAfterMs?: number) {
     super(retryable ? 'transient' : 'permanent');
+    this.retryable = retryable;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
