@@ -36,7 +36,13 @@ export function parseConfig(text: string, file: string, env: Env): Config {
     const at = `${where}:${pos.line}:${pos.col}`;
     throw new ConfigError(`${at}: YAML syntax error: ${firstLine(syntax.message)}`);
   }
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    // The yaml library refuses alias bombs (a few lines expanding to millions of nodes).
+    throw new ConfigError(`${where}: YAML aliases expand too far: ${firstLine((error as Error).message)}`);
+  }
   if (raw === null || raw === undefined) throw new ConfigError(`${where}: the config file is empty`);
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(`${where}: the config file must be a YAML mapping of keys (cloudflare, accounts, sinks, ...)`);
@@ -50,7 +56,7 @@ export function parseConfig(text: string, file: string, env: Env): Config {
       const config = buildConfig(parsed.data, file, problems);
       if (problems.length === 0) return deepFreeze(config);
     } else {
-      problems.push(...parsed.error.issues.map(describeIssue));
+      problems.push(...parsed.error.issues.flatMap(describeIssue));
     }
   }
   throw problems.length === 1 ? new ConfigError(`${where}: ${problems[0]}`) : new ConfigErrors(problems.map((p) => `${where}: ${p}`));
@@ -107,6 +113,8 @@ function resolveValues(node: unknown, at: KeyPath, ctx: ResolveContext): unknown
 
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(node)) out[key] = resolveValues(value, [...at, key], ctx);
+  // Header names are the user's own words, never `<secret>_file` indirections.
+  if (at.at(-1) === 'headers') return out;
   for (const key of Object.keys(out)) {
     const base = key.endsWith('_file') ? key.slice(0, -'_file'.length) : undefined;
     if (base === undefined || !SECRET_KEYS.has(base)) continue;
@@ -137,11 +145,9 @@ function readSecretFile(file: string, where: string, problems: string[]): string
   }
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
+function describeIssue(issue: z.core.$ZodIssue): string | string[] {
   const at = formatKeyPath(issue.path);
-  if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`).join('; ');
-  }
+  if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`);
   if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `${at}: is required`;
   if (issue.code === 'invalid_type') return `${at}: must be ${article(issue.expected)}`;
   if (issue.code === 'too_small' && issue.origin === 'number') return `${at}: must be at least ${issue.minimum}`;
@@ -196,8 +202,8 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     const routing = {
       name: sink.name,
       minLevel: sink.min_level,
-      events: sink.events && new Set(sink.events),
-      accounts: accountIds && new Set(accountIds),
+      events: sink.events && readonlySet(sink.events),
+      accounts: accountIds && readonlySet(accountIds),
     };
     switch (sink.type) {
       case 'console':
@@ -257,6 +263,15 @@ function displayPath(file: string): string {
 
 function firstLine(text: string): string {
   return text.split('\n', 1)[0]!.trim();
+}
+
+/** A Set that refuses changes at run time too, as the rest of the frozen config does. */
+function readonlySet<T>(items: Iterable<T>): ReadonlySet<T> {
+  const set = new Set(items);
+  const refuse = () => {
+    throw new TypeError('the configuration is read-only');
+  };
+  return Object.assign(set, { add: refuse, delete: refuse, clear: refuse });
 }
 
 function deepFreeze<T>(value: T): T {

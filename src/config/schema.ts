@@ -11,7 +11,7 @@ export const DEFAULT_API_BASE_URL = 'https://api.cloudflare.com/client/v4';
 
 const nonEmpty = z.string().trim().min(1, { error: 'must not be empty' });
 
-const httpUrl = z.string().refine(
+const httpUrl = z.string().trim().refine(
   (value) => {
     try {
       const url = new URL(value);
@@ -25,15 +25,18 @@ const httpUrl = z.string().refine(
 );
 
 const duration = (min: number, minText: string) =>
-  z
-    .string().transform((text, ctx) => {
-    const ms = parseDuration(text);
+  z.union([z.string(), z.number()], { error: 'must be a duration like 30s, 5m, 1h' }).transform((value, ctx) => {
+    if (typeof value === 'number') {
+      ctx.addIssue({ code: 'custom', message: `${value} has no unit: write ${value}s, ${value}m or ${value}h` });
+      return z.NEVER;
+    }
+    const ms = parseDuration(value);
     if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration (use 30s, 5m, 1h)` });
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration (use 30s, 5m, 1h)` });
       return z.NEVER;
     }
     if (ms < min) {
-      ctx.addIssue({ code: 'custom', message: `must be at least ${minText} (got ${text})` });
+      ctx.addIssue({ code: 'custom', message: `must be at least ${minText} (got ${value})` });
       return z.NEVER;
     }
     return ms;
@@ -82,7 +85,8 @@ const sink = z.discriminatedUnion(
   { error: 'must be one of slack, webhook, console' },
 );
 
-const listen = z.string().transform((text, ctx) => {
+const listen = z.union([z.string(), z.number()], { error: 'must be host:port (e.g. 127.0.0.1:9464)' }).transform((value, ctx) => {
+  const text = String(value);
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text.trim());
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) {

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { formatDuration, parseDuration } from '../../src/config/duration.ts';
+
+describe('parseDuration reads a number with a unit into milliseconds', () => {
+  it.each([
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['1d', 86_400_000],
+    ['250ms', 250],
+    ['1h30m', 5_400_000],
+    ['1m30s', 90_000],
+    ['1.5s', 1500],
+    ['0s', 0],
+    [' 45s ', 45_000],
+  ])('%j → %d', (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+  });
+});
+
+describe('parseDuration refuses what is not a duration', () => {
+  it.each([
+    ['a bare number (its unit would be a guess)', '60'],
+    ['a word', 'fast'],
+    ['an empty string', ''],
+    ['blanks', '   '],
+    ['an unknown unit', '5w'],
+    ['an uppercase unit', '5M'],
+    ['a negative value', '-5s'],
+    ['a unit without a number', 's'],
+    ['a space between parts', '1h 30m'],
+    ['trailing garbage', '30s!'],
+    ['a leading number without unit', '1h30'],
+  ])('%s: %j', (_label, text) => {
+    expect(parseDuration(text)).toBeUndefined();
+  });
+});
+
+describe('formatDuration prints the shortest whole unit', () => {
+  it.each([
+    [3_600_000, '1h'],
+    [7_200_000, '2h'],
+    [60_000, '1m'],
+    [5_400_000, '90m'],
+    [30_000, '30s'],
+    [90_000, '90s'],
+    [1500, '1500ms'],
+    [250, '250ms'],
+  ])('%d → %s', (ms, text) => {
+    expect(formatDuration(ms)).toBe(text);
+  });
+
+  it.each([250, 1000, 1500, 30_000, 90_000, 5_400_000, 86_400_000])('round-trips %d through parseDuration', (ms) => {
+    expect(parseDuration(formatDuration(ms))).toBe(ms);
+  });
+});

@@ -1,0 +1,549 @@
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_API_BASE_URL } from '../../src/config/schema.ts';
+import { loadConfig, parseConfig } from '../../src/config/load.ts';
+import type { Config, SinkConfig } from '../../src/config/config.ts';
+import { ConfigError, ConfigErrors } from '../../src/errors.ts';
+import {
+  ACCOUNT_ID,
+  type ConfigDoc,
+  configYaml,
+  ENV,
+  makeTempDir,
+  OTHER_ACCOUNT_ID,
+  SECRETS,
+  type TempDir,
+} from '../support/config-files.ts';
+
+let tmp: TempDir;
+beforeEach(() => {
+  tmp = makeTempDir();
+});
+afterEach(() => {
+  tmp.remove();
+});
+
+/** Writes the base config, changed by `edit`, and loads it. */
+function load(edit?: (doc: ConfigDoc) => void, env: Record<string, string> = ENV): Config {
+  return loadConfig(tmp.write('riskwatch.yaml', configYaml(edit)), env);
+}
+
+/** The problems a failed load reports, each checked to be a single line. */
+function problemsOf(attempt: () => unknown): string[] {
+  let problems: string[];
+  try {
+    attempt();
+    throw new Error('expected a config error, but the config loaded');
+  } catch (error) {
+    if (error instanceof ConfigErrors) problems = [...error.problems];
+    else if (error instanceof ConfigError) problems = [error.message];
+    else throw error;
+    expect((error as ConfigError).exitCode).toBe(2);
+  }
+  for (const problem of problems) expect(problem).not.toContain('\n');
+  return problems;
+}
+
+/** The one problem a failed load reports; asserts it names `keyPath` exactly. */
+function problemAt(keyPath: string, attempt: () => unknown): string {
+  const problems = problemsOf(attempt);
+  expect(problems).toHaveLength(1);
+  const problem = problems[0]!;
+  expect(problem).toContain(`: ${keyPath}: `);
+  return problem;
+}
+
+const sink = (config: Config, name: string): SinkConfig => {
+  const found = config.sinks.find((s) => s.name === name);
+  if (!found) throw new Error(`no sink ${name}`);
+  return found;
+};
+
+describe('a valid config parses into the typed config', () => {
+  it('reads every key of SPEC §4', () => {
+    const config = load((doc) => {
+      doc.cloudflare.api_base_url = 'http://127.0.0.1:8787/client/v4/';
+      doc.cloudflare.requests_per_5min = 600;
+      doc.poll_interval = '5m';
+      doc.first_run = 'notify';
+      doc.notify = { lowered: true, enrich: false };
+      doc.state = { sqlite: './data/rw.db' };
+      doc.http = { listen: '0.0.0.0:9464' };
+      doc.log = { level: 'debug' };
+    });
+
+    expect(config.file).toBe(path.join(tmp.dir, 'riskwatch.yaml'));
+    expect(config.cloudflare).toEqual({ apiBaseUrl: 'http://127.0.0.1:8787/client/v4', requestsPer5Min: 600 });
+    expect(config.pollIntervalMs).toBe(300_000);
+    expect(config.firstRun).toBe('notify');
+    expect(config.notify).toEqual({ lowered: true, enrich: false });
+    expect(config.state.sqlite).toBe(path.join(tmp.dir, 'data', 'rw.db'));
+    expect(config.http.listen).toEqual({ host: '0.0.0.0', port: 9464 });
+    expect(config.log.level).toBe('debug');
+
+    expect(config.accounts).toHaveLength(1);
+    const [account] = config.accounts;
+    expect(account).toMatchObject({ id: ACCOUNT_ID, name: 'production', label: 'production' });
+    expect(account!.credential.scheme).toBe('token');
+    if (account!.credential.scheme === 'token') expect(account!.credential.token.reveal()).toBe(SECRETS.token);
+
+    const secops = sink(config, 'secops');
+    expect(secops.type).toBe('slack');
+    expect(secops.minLevel).toBe('medium');
+    expect(secops.events).toEqual(new Set(['user.risk_level_raised', 'behavior.disabled']));
+    expect(secops.accounts).toEqual(new Set([ACCOUNT_ID]));
+    if (secops.type === 'slack') expect(secops.url.reveal()).toBe(SECRETS.slackUrl);
+
+    const incidents = sink(config, 'incidents');
+    expect(incidents.type).toBe('webhook');
+    if (incidents.type !== 'webhook') return;
+    expect(incidents.url.reveal()).toBe(SECRETS.webhookUrl);
+    expect(incidents.secret?.reveal()).toBe(SECRETS.webhookSecret);
+    expect(Object.keys(incidents.headers)).toEqual(['X-Team', 'Authorization']);
+    expect(incidents.headers.Authorization!.reveal()).toBe(SECRETS.headerValue);
+  });
+
+  it('applies a default for every optional key', () => {
+    const config = load((doc) => {
+      doc.accounts = [{ id: ACCOUNT_ID }];
+      doc.sinks = [{ name: 'stdout', type: 'console' }];
+    });
+
+    expect(config.cloudflare).toEqual({ apiBaseUrl: DEFAULT_API_BASE_URL, requestsPer5Min: 1200 });
+    expect(DEFAULT_API_BASE_URL).toBe('https://api.cloudflare.com/client/v4');
+    expect(config.pollIntervalMs).toBe(60_000);
+    expect(config.firstRun).toBe('baseline');
+    expect(config.notify).toEqual({ lowered: false, enrich: true });
+    expect(config.state.sqlite).toBe(path.join(tmp.dir, 'riskwatch.db'));
+    expect(config.http.listen).toBeUndefined();
+    expect(config.log.level).toBe('info');
+    expect(config.accounts[0]).toMatchObject({ id: ACCOUNT_ID, name: undefined, label: ACCOUNT_ID });
+    expect(config.sinks[0]).toMatchObject({ name: 'stdout', type: 'console', minLevel: 'low', events: undefined, accounts: undefined });
+  });
+
+  it('gives webhook sinks no secret and no headers by default', () => {
+    const config = load((doc) => {
+      doc.sinks = [{ name: 'incidents', type: 'webhook', url: SECRETS.webhookUrl }];
+    });
+    const incidents = config.sinks[0]!;
+    expect(incidents.type === 'webhook' && incidents.secret).toBe(undefined);
+    expect(incidents.type === 'webhook' && incidents.headers).toEqual({});
+  });
+});
+
+describe('state.sqlite is relative to the config file, not the working directory', () => {
+  it('resolves a relative path against the config directory', () => {
+    const file = tmp.write('etc/riskwatch/riskwatch.yaml', configYaml((doc) => (doc.state = { sqlite: 'state/rw.db' })));
+    expect(loadConfig(file, ENV).state.sqlite).toBe(path.join(tmp.dir, 'etc', 'riskwatch', 'state', 'rw.db'));
+    expect(process.cwd()).not.toBe(path.join(tmp.dir, 'etc', 'riskwatch'));
+  });
+
+  it('keeps an absolute path', () => {
+    const config = load((doc) => (doc.state = { sqlite: '/var/lib/riskwatch/state.db' }));
+    expect(config.state.sqlite).toBe('/var/lib/riskwatch/state.db');
+  });
+});
+
+describe('the config object is frozen', () => {
+  it('refuses changes at every level', () => {
+    const config = load();
+    for (const part of [config, config.cloudflare, config.accounts, config.accounts[0], config.accounts[0]!.credential, config.notify, config.state, config.sinks, config.sinks[0], config.http, config.log]) {
+      expect(Object.isFrozen(part)).toBe(true);
+    }
+    const incidents = sink(config, 'incidents');
+    expect(incidents.type === 'webhook' && Object.isFrozen(incidents.headers)).toBe(true);
+    expect(() => {
+      (config as { pollIntervalMs: number }).pollIntervalMs = 1;
+    }).toThrow(TypeError);
+    expect(() => {
+      (config.accounts as unknown as unknown[]).push({});
+    }).toThrow(TypeError);
+    expect(config.pollIntervalMs).toBe(60_000);
+  });
+
+  it("refuses changes to a sink's routing sets", () => {
+    const secops = sink(load(), 'secops');
+    expect(() => (secops.events as Set<string>).add('behavior.added')).toThrow(TypeError);
+    expect(() => (secops.accounts as Set<string>).clear()).toThrow(TypeError);
+    expect(secops.events?.has('user.risk_level_raised')).toBe(true);
+  });
+});
+
+describe('${VAR} is replaced from the environment', () => {
+  it('replaces variables anywhere in a string', () => {
+    const config = load(
+      (doc) => {
+        doc.sinks[1]!.url = 'https://${HOOK_HOST}/in/${HOOK_ID}';
+        doc.state = { sqlite: '${STATE_DIR}/rw.db' };
+      },
+      { ...ENV, HOOK_HOST: 'hooks.example.net', HOOK_ID: 'abc123', STATE_DIR: '/var/lib/rw' },
+    );
+    const incidents = sink(config, 'incidents');
+    expect(incidents.type === 'webhook' && incidents.url.reveal()).toBe('https://hooks.example.net/in/abc123');
+    expect(config.state.sqlite).toBe('/var/lib/rw/rw.db');
+  });
+
+  it('does not interpolate a value taken from the environment a second time', () => {
+    const config = load((doc) => (doc.cloudflare.api_token = '${CLOUDFLARE_API_TOKEN}'), { ...ENV, CLOUDFLARE_API_TOKEN: 'tok-${HOME}' });
+    const credential = config.accounts[0]!.credential;
+    expect(credential.scheme === 'token' && credential.token.reveal()).toBe('tok-${HOME}');
+  });
+
+  it('names the key path and the variable when a variable is not set', () => {
+    const { SLACK_WEBHOOK_URL: _, ...env } = ENV;
+    const problem = problemAt('sinks[0].url', () => load(undefined, env));
+    expect(problem).toMatch(/environment variable SLACK_WEBHOOK_URL is not set/);
+  });
+
+  it('reports every missing variable, each on its own line', () => {
+    const problems = problemsOf(() => load(undefined, {}));
+    expect(problems).toHaveLength(3);
+    expect(problems[0]).toMatch(/: cloudflare\.api_token: environment variable CLOUDFLARE_API_TOKEN is not set$/);
+    expect(problems[1]).toMatch(/: sinks\[0\]\.url: environment variable SLACK_WEBHOOK_URL is not set$/);
+    expect(problems[2]).toMatch(/: sinks\[1\]\.secret: environment variable WEBHOOK_SECRET is not set$/);
+  });
+});
+
+describe('secrets may be read from *_file siblings', () => {
+  it.each([
+    ['api_token_file', 'cf-token-from-file'],
+    ['url_file', 'https://hooks.example.com/in/from-file'],
+    ['secret_file', SECRETS.webhookSecret],
+  ])('reads %s relative to the config directory, trimming the trailing newline', (key, value) => {
+    tmp.write('secrets/value', `${value}\n`);
+    const config = load((doc) => {
+      const target = key === 'api_token_file' ? doc.cloudflare : doc.sinks[1]!;
+      delete target[key.slice(0, -'_file'.length)];
+      target[key] = 'secrets/value';
+    });
+    const incidents = sink(config, 'incidents');
+    if (incidents.type !== 'webhook') throw new Error('incidents is a webhook sink');
+    const credential = config.accounts[0]!.credential;
+    const read = { api_token_file: credential.scheme === 'token' ? credential.token : undefined, url_file: incidents.url, secret_file: incidents.secret }[key];
+    expect(read?.reveal()).toBe(value);
+  });
+
+  it('trims a CRLF line ending and accepts an absolute path', () => {
+    const file = tmp.write('slack-url', `${SECRETS.slackUrl}\r\n`);
+    const config = load((doc) => {
+      delete doc.sinks[0]!.url;
+      doc.sinks[0]!.url_file = file;
+    });
+    const secops = sink(config, 'secops');
+    expect(secops.type === 'slack' && secops.url.reveal()).toBe(SECRETS.slackUrl);
+  });
+
+  it('interpolates ${VAR} in the file path', () => {
+    tmp.write('run/secrets/cf', 'cf-token-via-var\n');
+    const config = load(
+      (doc) => {
+        delete doc.cloudflare.api_token;
+        doc.cloudflare.api_token_file = '${SECRETS_DIR}/cf';
+      },
+      { ...ENV, SECRETS_DIR: path.join(tmp.dir, 'run', 'secrets') },
+    );
+    const credential = config.accounts[0]!.credential;
+    expect(credential.scheme === 'token' && credential.token.reveal()).toBe('cf-token-via-var');
+  });
+
+  it('names the key path and the file when the file is missing', () => {
+    const problem = problemAt('cloudflare.api_token_file', () =>
+      load((doc) => {
+        delete doc.cloudflare.api_token;
+        doc.cloudflare.api_token_file = 'no/such/token';
+      }),
+    );
+    expect(problem).toContain(path.join(tmp.dir, 'no', 'such', 'token'));
+    expect(problem).toMatch(/no such file/);
+  });
+
+  it('refuses an empty secret file', () => {
+    tmp.write('empty-secret', '\n');
+    const problem = problemAt('sinks[1].secret_file', () =>
+      load((doc) => {
+        delete doc.sinks[1]!.secret;
+        doc.sinks[1]!.secret_file = 'empty-secret';
+      }),
+    );
+    expect(problem).toMatch(/is empty/);
+  });
+
+  it('refuses a secret given both inline and as a file', () => {
+    tmp.write('slack-url', `${SECRETS.slackUrl}\n`);
+    const problem = problemAt('sinks[0]', () => load((doc) => (doc.sinks[0]!.url_file = 'slack-url')));
+    expect(problem).toMatch(/give url or url_file, not both/);
+  });
+});
+
+describe('durations', () => {
+  it.each([
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['1h30m', 5_400_000],
+    ['1s', 1000],
+  ])('accepts poll_interval %s', (text, ms) => {
+    expect(load((doc) => (doc.poll_interval = text)).pollIntervalMs).toBe(ms);
+  });
+
+  it.each([
+    ['the string "60"', '60', /"60" is not a duration/],
+    ['the number 60', 60, /60 has no unit: write 60s, 60m or 60h/],
+    ['"fast"', 'fast', /"fast" is not a duration \(use 30s, 5m, 1h\)/],
+    ['"500ms" (below the 1s minimum)', '500ms', /must be at least 1s/],
+    ['"0s"', '0s', /must be at least 1s/],
+  ])('rejects %s naming poll_interval', (_label, value, why) => {
+    expect(problemAt('poll_interval', () => load((doc) => (doc.poll_interval = value)))).toMatch(why);
+  });
+});
+
+describe('unknown keys are errors', () => {
+  it('at the top level', () => {
+    expect(problemAt('pol_interval', () => load((doc) => (doc.pol_interval = '30s')))).toMatch(/unknown key/);
+  });
+
+  it('in a sink', () => {
+    expect(problemAt('sinks[1].urll', () => load((doc) => (doc.sinks[1]!.urll = 'https://x.example')))).toMatch(/unknown key/);
+  });
+
+  it('in nested mappings', () => {
+    expect(problemAt('cloudflare.api_tokn', () => load((doc) => (doc.cloudflare.api_tokn = 'x')))).toMatch(/unknown key/);
+    expect(problemAt('notify.lowerd', () => load((doc) => (doc.notify = { lowerd: true })))).toMatch(/unknown key/);
+    expect(problemAt('accounts[0].nmae', () => load((doc) => (doc.accounts[0]!.nmae = 'prod')))).toMatch(/unknown key/);
+  });
+
+  it('a _file sibling of a key that is not a secret', () => {
+    expect(problemAt('accounts[0].name_file', () => load((doc) => (doc.accounts[0]!.name_file = 'x')))).toMatch(/unknown key/);
+  });
+});
+
+describe('the file itself', () => {
+  it('reports a YAML syntax error with file:line:col', () => {
+    const file = tmp.write('riskwatch.yaml', 'cloudflare:\n  api_token: x\naccounts:\n\t- id: 023e105f4ecef8ad9ca31a8372d0c353\n');
+    const [problem] = problemsOf(() => loadConfig(file, ENV));
+    expect(problem).toMatch(new RegExp(`^${escape(file)}:4:1: YAML syntax error: \\S`));
+  });
+
+  it('reports a key given twice as a YAML error at its second line', () => {
+    const file = tmp.write('riskwatch.yaml', `${configYaml()}poll_interval: 30s\npoll_interval: 40s\n`);
+    const lines = configYaml().split('\n').length - 1;
+    const [problem] = problemsOf(() => loadConfig(file, ENV));
+    expect(problem).toMatch(new RegExp(`^${escape(file)}:${lines + 2}:1: YAML syntax error: .*unique`));
+  });
+
+  it('reports a missing file by path', () => {
+    const file = path.join(tmp.dir, 'absent.yaml');
+    const [problem] = problemsOf(() => loadConfig(file, ENV));
+    expect(problem).toContain(file);
+    expect(problem).toMatch(/not found/);
+  });
+
+  it('reports a directory', () => {
+    const [problem] = problemsOf(() => loadConfig(tmp.dir, ENV));
+    expect(problem).toContain(tmp.dir);
+    expect(problem).toMatch(/is a directory/);
+  });
+
+  it.each([
+    ['an empty file', ''],
+    ['a file of comments only', '# nothing here yet\n'],
+  ])('reports %s as empty', (_label, text) => {
+    const file = tmp.write('riskwatch.yaml', text);
+    expect(problemsOf(() => loadConfig(file, ENV))).toEqual([`${file}: the config file is empty`]);
+  });
+
+  it.each([
+    ['a top-level list', '- cloudflare\n- accounts\n'],
+    ['a top-level scalar', 'riskwatch\n'],
+  ])('reports %s as not a mapping', (_label, text) => {
+    const file = tmp.write('riskwatch.yaml', text);
+    const [problem] = problemsOf(() => loadConfig(file, ENV));
+    expect(problem).toMatch(new RegExp(`^${escape(file)}: .*must be a YAML mapping`));
+  });
+
+  it('reports a YAML alias bomb as one line instead of expanding it', () => {
+    const file = tmp.write('riskwatch.yaml', 'a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n');
+    const [problem] = problemsOf(() => loadConfig(file, ENV));
+    expect(problem).toMatch(/YAML aliases expand too far/);
+  });
+
+  it('takes webhook header names as written, never as _file indirections', () => {
+    const config = load((doc) => {
+      doc.sinks[1]!.headers = { url_file: 'not-a-file' };
+    });
+    const incidents = sink(config, 'incidents');
+    expect(incidents.type === 'webhook' && incidents.headers.url_file?.reveal()).toBe('not-a-file');
+  });
+
+  it('parseConfig reads text it is given, resolving paths against the file it names', () => {
+    const config = parseConfig(configYaml(), path.join(tmp.dir, 'elsewhere', 'rw.yaml'), ENV);
+    expect(config.state.sqlite).toBe(path.join(tmp.dir, 'elsewhere', 'riskwatch.db'));
+  });
+});
+
+describe('Cloudflare credentials', () => {
+  it('refuses a config with no credential at all', () => {
+    const problem = problemAt('accounts[0]', () => load((doc) => delete doc.cloudflare.api_token));
+    expect(problem).toMatch(/no Cloudflare credential/);
+  });
+
+  it('accepts api_email + api_key (the legacy global key)', () => {
+    const config = load((doc) => (doc.cloudflare = { api_email: 'ops@example.com', api_key: 'global-key-91c2' }));
+    const credential = config.accounts[0]!.credential;
+    expect(credential).toMatchObject({ scheme: 'key', email: 'ops@example.com' });
+    expect(credential.scheme === 'key' && credential.key.reveal()).toBe('global-key-91c2');
+  });
+
+  it('refuses api_email without api_key', () => {
+    const problem = problemAt('cloudflare.api_key', () => load((doc) => (doc.cloudflare = { api_email: 'ops@example.com' })));
+    expect(problem).toMatch(/is required with api_email/);
+  });
+
+  it('refuses api_key without api_email', () => {
+    const problem = problemAt('cloudflare.api_email', () => load((doc) => (doc.cloudflare = { api_key: 'global-key-91c2' })));
+    expect(problem).toMatch(/is required with api_key/);
+    expect(problem).not.toContain('global-key-91c2');
+  });
+
+  it('refuses api_token together with api_email', () => {
+    const problem = problemAt('cloudflare', () => load((doc) => (doc.cloudflare.api_email = 'ops@example.com')));
+    expect(problem).toMatch(/not both/);
+    expect(problem).not.toContain(SECRETS.token);
+  });
+
+  it('refuses both schemes on one account', () => {
+    const problem = problemAt('accounts[0]', () =>
+      load((doc) => Object.assign(doc.accounts[0]!, { api_token: 'acct-token', api_email: 'ops@example.com', api_key: 'k' })),
+    );
+    expect(problem).toMatch(/not both/);
+  });
+
+  it("lets an account's api_token override the global one", () => {
+    const config = load((doc) => {
+      doc.accounts.push({ id: OTHER_ACCOUNT_ID, name: 'staging', api_token: 'staging-token-55e1' });
+    });
+    const [production, staging] = config.accounts;
+    expect(production!.credential.scheme === 'token' && production!.credential.token.reveal()).toBe(SECRETS.token);
+    expect(staging!.credential.scheme === 'token' && staging!.credential.token.reveal()).toBe('staging-token-55e1');
+  });
+
+  it('accepts a config whose only credentials are on the accounts', () => {
+    const config = load((doc) => {
+      doc.cloudflare = {};
+      doc.accounts[0]!.api_token = 'acct-token-1';
+    });
+    expect(config.accounts[0]!.credential.scheme).toBe('token');
+  });
+
+  it('gives accounts sharing a credential the same credential id, and different credentials different ids', () => {
+    const config = load((doc) => {
+      doc.accounts = [
+        { id: ACCOUNT_ID, name: 'production' },
+        { id: OTHER_ACCOUNT_ID, name: 'staging' },
+        { id: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', name: 'same-token', api_token: '${CLOUDFLARE_API_TOKEN}' },
+        { id: 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', name: 'lab', api_token: 'lab-token-07' },
+        { id: 'cccccccccccccccccccccccccccccccc', name: 'legacy', api_email: 'ops@example.com', api_key: 'legacy-key' },
+      ];
+    });
+    const ids = config.accounts.map((a) => a.credential.id);
+    expect(ids[1]).toBe(ids[0]);
+    expect(ids[2]).toBe(ids[0]);
+    expect(new Set([ids[0], ids[3], ids[4]]).size).toBe(3);
+    for (const id of ids) {
+      expect(id).not.toContain(SECRETS.token);
+      expect(id).not.toContain('lab-token-07');
+    }
+  });
+});
+
+describe('accounts', () => {
+  it('refuses an account id listed twice', () => {
+    const problem = problemAt('accounts[1].id', () => load((doc) => doc.accounts.push({ id: ACCOUNT_ID, name: 'again' })));
+    expect(problem).toContain(ACCOUNT_ID);
+    expect(problem).toMatch(/accounts\[0\]/);
+  });
+
+  it('refuses two accounts with the same name', () => {
+    const problem = problemAt('accounts[1].name', () => load((doc) => doc.accounts.push({ id: OTHER_ACCOUNT_ID, name: 'production' })));
+    expect(problem).toMatch(/"production" is already used by accounts\[0\]/);
+  });
+
+  it.each([
+    ['uppercase hex', '023E105F4ECEF8AD9CA31A8372D0C353'],
+    ['31 characters', '023e105f4ecef8ad9ca31a8372d0c35'],
+    ['a non-hex character', '023e105f4ecef8ad9ca31a8372d0c35g'],
+  ])('refuses an id with %s', (_label, id) => {
+    expect(problemAt('accounts[0].id', () => load((doc) => (doc.accounts[0]!.id = id)))).toMatch(/32 lowercase hex/);
+  });
+
+  it('refuses an empty account list', () => {
+    expect(problemAt('accounts', () => load((doc) => (doc.accounts = [])))).toMatch(/at least one account/);
+  });
+});
+
+describe('sinks', () => {
+  it('refuses two sinks with the same name', () => {
+    const problem = problemAt('sinks[1].name', () => load((doc) => (doc.sinks[1]!.name = 'secops')));
+    expect(problem).toMatch(/"secops" is already used by sinks\[0\]/);
+  });
+
+  it("resolves a sink's accounts by name and by id to the account id", () => {
+    const config = load((doc) => {
+      doc.accounts.push({ id: OTHER_ACCOUNT_ID, name: 'staging' });
+      doc.sinks[0]!.accounts = ['production'];
+      doc.sinks[1]!.accounts = [OTHER_ACCOUNT_ID, 'production'];
+    });
+    expect(sink(config, 'secops').accounts).toEqual(new Set([ACCOUNT_ID]));
+    expect(sink(config, 'incidents').accounts).toEqual(new Set([OTHER_ACCOUNT_ID, ACCOUNT_ID]));
+  });
+
+  it('refuses a sink account that is neither the id nor the name of an account', () => {
+    const problem = problemAt('sinks[0].accounts[1]', () => load((doc) => (doc.sinks[0]!.accounts = ['production', 'prodution'])));
+    expect(problem).toMatch(/"prodution" is not the id or name of a configured account/);
+  });
+
+  it('refuses an unknown sink type, listing the valid ones', () => {
+    const problem = problemAt('sinks[1].type', () => load((doc) => (doc.sinks[1]!.type = 'pagerduty')));
+    expect(problem).toMatch(/slack, webhook, console/);
+  });
+
+  it('refuses an unknown event type', () => {
+    const problem = problemAt('sinks[0].events[1]', () => load((doc) => (doc.sinks[0]!.events = ['user.risk_level_raised', 'user.raised'])));
+    expect(problem).toMatch(/must be one of user\.risk_level_raised/);
+  });
+
+  it('refuses an unknown min_level', () => {
+    expect(problemAt('sinks[0].min_level', () => load((doc) => (doc.sinks[0]!.min_level = 'critical')))).toMatch(/low, medium, high/);
+  });
+
+  it.each([
+    ['not whsec_ and base64', 'whsec_not base64!!'],
+    ['a key shorter than 16 bytes', 'whsec_c2hvcnRrZXk='],
+  ])('refuses a webhook secret that is %s, without echoing it', (_label, secret) => {
+    const problem = problemAt('sinks[1].secret', () => load(undefined, { ...ENV, WEBHOOK_SECRET: secret }));
+    expect(problem).toMatch(/Standard Webhooks secret/);
+    expect(problem).not.toContain(secret.slice('whsec_'.length));
+  });
+
+  it.each([
+    ['without a scheme', 'hooks.slack.com/services/T0AAA1111/B0BBB2222/urlsecretpart'],
+    ['with a non-http scheme', 'ftp://hooks.slack.com/services/T0AAA1111/B0BBB2222/urlsecretpart'],
+  ])('refuses a URL %s, without echoing it', (_label, url) => {
+    const problem = problemAt('sinks[0].url', () => load(undefined, { ...ENV, SLACK_WEBHOOK_URL: url }));
+    expect(problem).toMatch(/must be an http\(s\) URL/);
+    expect(problem).not.toContain('urlsecretpart');
+    expect(problem).not.toContain('hooks.slack.com');
+  });
+
+  it('requires a url on slack and webhook sinks', () => {
+    expect(problemAt('sinks[0].url', () => load((doc) => delete doc.sinks[0]!.url))).toMatch(/is required/);
+  });
+
+  it('refuses an empty sink list', () => {
+    expect(problemAt('sinks', () => load((doc) => (doc.sinks = [])))).toMatch(/at least one sink/);
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
