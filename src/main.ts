@@ -2,7 +2,9 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.ts';
 import { summarizeConfig } from './config/summary.ts';
+import { assemble } from './daemon/assemble.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
+import { createLogger } from './log.ts';
 
 const USAGE = `usage: riskwatch <command> [--config FILE]
 
@@ -33,7 +35,46 @@ const COMMANDS: Record<string, Command> = {
     io.out('config is valid');
     return 0;
   },
+
+  run: async (options, io) => {
+    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
+    const log = createLogger(config.log.level);
+    const daemon = assemble(config, { log });
+    daemon.start();
+    log.info({ accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs }, 'riskwatch started');
+    const signal = await nextSignal(['SIGTERM', 'SIGINT']);
+    log.info({ signal }, 'stopping');
+    // A second signal while stopping means "now": pending work stays in the store for next time.
+    const force = () => process.exit(1);
+    process.once('SIGTERM', force).once('SIGINT', force);
+    await daemon.stop();
+    return 0;
+  },
+
+  once: async (options, io) => {
+    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
+    const log = createLogger(config.log.level);
+    const daemon = assemble(config, { log });
+    try {
+      return (await daemon.runOnce()) ? 0 : 1;
+    } finally {
+      await daemon.stop();
+    }
+  },
 };
+
+function nextSignal(names: readonly NodeJS.Signals[]): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const handlers = names.map((name) => {
+      const handler = () => {
+        names.forEach((n, i) => process.off(n, handlers[i]!));
+        resolve(name);
+      };
+      process.on(name, handler);
+      return handler;
+    });
+  });
+}
 
 /** Runs one CLI invocation and returns its exit code; user errors become one line on stderr. */
 export async function main(argv: readonly string[], io: Io): Promise<number> {

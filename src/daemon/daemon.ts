@@ -1,0 +1,124 @@
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import type { DeliveryWorker } from '../notify/worker.ts';
+import type { StateStore } from '../store/store.ts';
+import type { AccountPoller, PollOutcome } from './poller.ts';
+
+/** What the daemon knows of each account's polling, for readiness and logs. */
+export interface AccountStatus {
+  lastSuccessAt: number | undefined;
+  lastError: string | undefined;
+  polling: boolean;
+}
+
+export interface DaemonOptions {
+  readonly pollers: readonly AccountPoller[];
+  readonly worker: DeliveryWorker;
+  readonly store: StateStore;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly pollIntervalMs: number;
+  /** How long in-flight deliveries may take to finish on shutdown. Default 10 s. */
+  readonly graceMs?: number;
+  /** Called last on shutdown, to release what the daemon's parts share (connection pools). */
+  readonly onStopped?: () => Promise<void>;
+  /** Told after every poll, for metrics. */
+  readonly onPoll?: (accountId: string, durationMs: number, result: PollOutcome | Error) => void;
+}
+
+/** Longest gap between two accounts' first polls: many accounts never fire in the same second. */
+const MAX_START_SPACING_MS = 1000;
+
+/**
+ * Drives everything: polls each account every interval (accounts independent,
+ * never two polls of one account at once, start times spread), keeps the
+ * delivery worker draining, and owns shutdown.
+ */
+export class Daemon {
+  readonly #options: DaemonOptions;
+  readonly status = new Map<string, AccountStatus>();
+  readonly #stop = new AbortController();
+  #loops: Promise<void>[] = [];
+
+  constructor(options: DaemonOptions) {
+    this.#options = options;
+    for (const poller of options.pollers) this.status.set(poller.account.id, { lastSuccessAt: undefined, lastError: undefined, polling: false });
+  }
+
+  /** `run`: start polling and delivering until stop(). */
+  start(): void {
+    const { pollers, pollIntervalMs, worker } = this.#options;
+    worker.start();
+    const spacing = Math.min(MAX_START_SPACING_MS, pollIntervalMs / Math.max(1, pollers.length));
+    this.#loops = pollers.map((poller, i) => this.#pollLoop(poller, i * spacing));
+  }
+
+  /** `once`: poll every account, then deliver what is due. True when everything was polled and delivered. */
+  async runOnce(): Promise<boolean> {
+    const polled = await Promise.all(this.#options.pollers.map((poller) => this.#pollSafely(poller)));
+    const { failed } = await this.#options.worker.drainDue();
+    const counts = await this.#options.store.deliveryCounts();
+    const pending = [...counts.values()].reduce((n, c) => n + c.pending, 0);
+    if (pending > 0) this.#options.log.warn({ pending }, `${pending} deliveries are still pending; they go out on the next run`);
+    return polled.every(Boolean) && failed === 0 && pending === 0;
+  }
+
+  /** Stops polling (a poll in flight is abandoned uncommitted), lets deliveries finish within the grace period, closes the store. */
+  async stop(): Promise<void> {
+    const { worker, store, log } = this.#options;
+    this.#stop.abort(new Error('shutting down'));
+    await Promise.allSettled(this.#loops);
+    await worker.stop(this.#options.graceMs ?? 10_000);
+    await store.close();
+    await this.#options.onStopped?.();
+    log.info('stopped');
+  }
+
+  async #pollLoop(poller: AccountPoller, offsetMs: number): Promise<void> {
+    const { clock, pollIntervalMs } = this.#options;
+    const signal = this.#stop.signal;
+    let next = clock.now() + offsetMs;
+    while (!signal.aborted) {
+      try {
+        await clock.sleep(next - clock.now(), signal);
+      } catch {
+        return;
+      }
+      await this.#pollSafely(poller);
+      // A poll that overran its interval skips the missed ticks rather than firing back to back.
+      next += pollIntervalMs;
+      const now = clock.now();
+      if (next <= now) next += Math.ceil((now - next + 1) / pollIntervalMs) * pollIntervalMs;
+    }
+  }
+
+  /** One poll; a failure is logged and recorded, never thrown: one account never stops the others. */
+  async #pollSafely(poller: AccountPoller): Promise<boolean> {
+    const { clock, log, worker, onPoll } = this.#options;
+    const account = poller.account;
+    const status = this.status.get(account.id)!;
+    const started = clock.now();
+    status.polling = true;
+    try {
+      const outcome = await poller.poll(this.#stop.signal);
+      status.lastSuccessAt = clock.now();
+      status.lastError = undefined;
+      onPoll?.(account.id, clock.now() - started, outcome);
+      log[outcome.events > 0 ? 'info' : 'debug'](
+        { account: account.label, users: outcome.users, events: outcome.events, deliveries: outcome.deliveries, ms: clock.now() - started },
+        outcome.firstRun ? 'first poll of the account committed' : 'poll committed',
+      );
+      if (outcome.deliveries > 0) worker.wake();
+      return true;
+    } catch (error) {
+      if (this.#stop.signal.aborted) return false;
+      const message = error instanceof Error ? error.message : String(error);
+      status.lastError = message;
+      onPoll?.(account.id, clock.now() - started, error instanceof Error ? error : new Error(message));
+      log.error({ account: account.label, err: message }, 'poll failed; nothing was committed, the next poll tries again');
+      return false;
+    } finally {
+      status.polling = false;
+    }
+  }
+}

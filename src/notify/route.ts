@@ -1,0 +1,38 @@
+import type { SinkConfig } from '../config/config.ts';
+import { isUserEvent, type RiskEvent } from '../detect/events.ts';
+import { LEVEL_RANK } from '../model.ts';
+import type { PlannedDelivery } from '../store/store.ts';
+import type { Sink } from './sink.ts';
+
+/**
+ * Decides, once, when a poll commits, which sinks get which of its events
+ * (SPEC §4 `min_level`, `events`, `accounts`), and how they are grouped.
+ */
+export function routeEvents(
+  accountId: string,
+  events: readonly RiskEvent[],
+  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping'> }[],
+): PlannedDelivery[] {
+  const planned: PlannedDelivery[] = [];
+  for (const { config, sink } of sinks) {
+    if (config.accounts && !config.accounts.has(accountId)) continue;
+    const wanted = events.filter((event) => wants(config, event));
+    if (wanted.length === 0) continue;
+    if (sink.grouping === 'poll') {
+      planned.push({ sink: config.name, accountId, eventIds: wanted.map((e) => e.id) });
+    } else {
+      for (const event of wanted) planned.push({ sink: config.name, accountId, eventIds: [event.id] });
+    }
+  }
+  return planned;
+}
+
+function wants(config: SinkConfig, event: RiskEvent): boolean {
+  if (config.events && !config.events.has(event.type)) return false;
+  if (!isUserEvent(event)) return true;
+  // The level a user event is about: the new one for a rise; for a drop, the one the user
+  // is leaving, so that a sink which got the rise also gets the all-clear.
+  const { previous_level: before, current_level: after } = event.data;
+  const level = Math.max(LEVEL_RANK[before ?? 'none'], LEVEL_RANK[after ?? 'none']);
+  return level >= LEVEL_RANK[config.minLevel];
+}

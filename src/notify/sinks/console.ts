@@ -1,0 +1,46 @@
+import type { AccountRef, RiskEvent } from '../../detect/events.ts';
+import { isUserEvent } from '../../detect/events.ts';
+import type { Delivery } from '../../store/store.ts';
+import type { Sink } from '../sink.ts';
+
+/** One readable line per event on stdout (SPEC §5): for the demo and for trying a config. */
+export class ConsoleSink implements Sink {
+  readonly name: string;
+  readonly grouping = 'event';
+  readonly #write: (line: string) => void;
+
+  constructor(name: string, write: (line: string) => void = (line) => process.stdout.write(`${line}\n`)) {
+    this.name = name;
+    this.#write = write;
+  }
+
+  async send(delivery: Delivery): Promise<void> {
+    for (const event of delivery.events) this.#write(formatEventLine(event));
+  }
+}
+
+/** `<time> [account] <type> <what changed> (event <id>)`, one line whatever the API's strings contain. */
+export function formatEventLine(event: RiskEvent): string {
+  const account = accountLabel(event.data.account);
+  let what: string;
+  if (isUserEvent(event)) {
+    const { user, previous_level, current_level } = event.data;
+    const who = user.name ? `${clean(user.name)} <${clean(user.email)}>` : `<${clean(user.email)}>`;
+    what = `${who} ${previous_level ?? 'none'} -> ${current_level ?? 'none'}`;
+    if (event.data.risk_events?.length) what += ` (${event.data.risk_events.map((e) => clean(e.name)).join(', ')})`;
+  } else {
+    const { behavior, previous } = event.data;
+    const state = (enabled: boolean, level: string) => `${enabled ? 'enabled' : 'disabled'}, ${level}`;
+    what = `${clean(behavior.name)} [${clean(behavior.id)}] ${previous ? `${state(previous.enabled, previous.risk_level)} -> ` : ''}${state(behavior.enabled, behavior.risk_level)}`;
+  }
+  return `${event.timestamp} [${account}] ${event.type} ${what} (event ${event.id})`;
+}
+
+function accountLabel(account: AccountRef): string {
+  return clean(account.name ?? account.id);
+}
+
+/** Control characters (newlines, terminal escapes) from API strings must not break or forge lines. */
+function clean(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}

@@ -1,0 +1,185 @@
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import { isRetryable, type RetryPolicy, retryDelay } from '../retry.ts';
+import type { Delivery, DeliveryOutcome, StateStore } from '../store/store.ts';
+import type { Sink } from './sink.ts';
+
+export interface DeliveryPolicy extends Omit<RetryPolicy, 'attempts' | 'maxWaitMs'> {
+  /** A delivery still failing this long after its event was committed is dead-lettered. */
+  readonly maxAgeMs: number;
+  /** Deliveries of one sink in flight at once. */
+  readonly concurrency: number;
+  /** Longest wait for one send before it counts as a (retryable) failure. */
+  readonly sendTimeoutMs: number;
+}
+
+export const DEFAULT_DELIVERY_POLICY: DeliveryPolicy = {
+  baseDelayMs: 2000,
+  maxDelayMs: 10 * 60_000,
+  maxAgeMs: 24 * 3_600_000,
+  concurrency: 4,
+  sendTimeoutMs: 30_000,
+};
+
+export interface DeliveryWorkerOptions {
+  readonly store: StateStore;
+  readonly sinks: readonly Sink[];
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly policy?: DeliveryPolicy;
+  readonly random?: () => number;
+  /** Told every outcome, for metrics. */
+  readonly onOutcome?: (sink: string, outcome: DeliveryOutcome['kind']) => void;
+}
+
+/**
+ * Drains the outbox: per sink, claims due deliveries, sends them with bounded
+ * concurrency and records each outcome (delivered, retry at T, dead-lettered).
+ * The retry policy is applied here, once, around every sink; one sink's
+ * failures never hold up another's, nor polling.
+ */
+export class DeliveryWorker {
+  readonly #options: DeliveryWorkerOptions;
+  readonly #policy: DeliveryPolicy;
+  readonly #lanes: Lane[];
+  #running = false;
+  readonly #stopSends = new AbortController();
+
+  constructor(options: DeliveryWorkerOptions) {
+    this.#options = options;
+    this.#policy = options.policy ?? DEFAULT_DELIVERY_POLICY;
+    this.#lanes = options.sinks.map((sink) => new Lane(sink));
+  }
+
+  /** Starts one loop per sink; they run until stop(). */
+  start(): void {
+    this.#running = true;
+    for (const lane of this.#lanes) lane.loop = this.#loop(lane);
+  }
+
+  /** Something was committed: look for due deliveries now rather than at the next timer. */
+  wake(): void {
+    for (const lane of this.#lanes) lane.wake();
+  }
+
+  /**
+   * Sends every delivery that is due now, once each (for `once`): no waiting
+   * for backoff. Returns how many attempts failed.
+   */
+  async drainDue(): Promise<{ readonly attempted: number; readonly failed: number }> {
+    const results = await Promise.all(this.#lanes.map((lane) => this.#drainLane(lane)));
+    return { attempted: results.reduce((n, r) => n + r.attempted, 0), failed: results.reduce((n, r) => n + r.failed, 0) };
+  }
+
+  /**
+   * Stops claiming, lets sends in flight finish for up to `graceMs`, then
+   * abandons the rest: their leases lapse and they go out after the restart.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#running = false;
+    for (const lane of this.#lanes) lane.wake();
+    const loops = Promise.allSettled(this.#lanes.map((lane) => lane.loop));
+    const timer = this.#options.clock.sleep(graceMs).then(() => 'timeout' as const);
+    if ((await Promise.race([loops.then(() => 'done' as const), timer])) === 'timeout') {
+      this.#options.log.warn({ graceMs }, 'deliveries still in flight after the grace period; they will be retried after restart');
+      this.#stopSends.abort(new Error('shutting down'));
+      await loops;
+    }
+  }
+
+  async #loop(lane: Lane): Promise<void> {
+    const { store, clock, log } = this.#options;
+    while (this.#running) {
+      try {
+        const { attempted } = await this.#drainLane(lane);
+        if (attempted > 0 || !this.#running) continue;
+        const due = await store.nextDueAt(lane.sink.name);
+        // Wake for new deliveries (wake()), for the next retry, or at least once a minute.
+        const waitMs = Math.min(60_000, due === undefined ? 60_000 : Math.max(0, due - clock.now()));
+        if (waitMs > 0) await lane.sleep(clock, waitMs);
+      } catch (error) {
+        log.error({ sink: lane.sink.name, err: (error as Error).message }, 'delivery loop failed; trying again in 5 s');
+        await lane.sleep(clock, 5000);
+      }
+    }
+  }
+
+  async #drainLane(lane: Lane): Promise<{ attempted: number; failed: number }> {
+    const { store, clock } = this.#options;
+    let attempted = 0;
+    let failed = 0;
+    // Claim a batch at a time; each finished delivery's outcome is recorded before the next batch.
+    for (;;) {
+      if (this.#stopSends.signal.aborted) break;
+      const batch = await store.claimDue(lane.sink.name, clock.now(), this.#policy.concurrency);
+      if (batch.length === 0) break;
+      const outcomes = await Promise.all(batch.map((delivery) => this.#deliver(lane.sink, delivery)));
+      attempted += outcomes.length;
+      failed += outcomes.filter((kind) => kind !== 'delivered').length;
+      if (!this.#running && lane.loop !== undefined) break;
+    }
+    return { attempted, failed };
+  }
+
+  async #deliver(sink: Sink, delivery: Delivery): Promise<DeliveryOutcome['kind']> {
+    const { store, clock, log } = this.#options;
+    const signal = AbortSignal.any([this.#stopSends.signal, AbortSignal.timeout(this.#policy.sendTimeoutMs)]);
+    let outcome: DeliveryOutcome;
+    try {
+      await sink.send(delivery, signal);
+      outcome = { kind: 'delivered', at: clock.now() };
+      log.debug({ sink: sink.name, delivery: delivery.id, events: delivery.events.length }, 'delivered');
+    } catch (error) {
+      if (this.#stopSends.signal.aborted) return 'retry'; // shutting down: the lease lapses, the delivery stays pending
+      outcome = this.#failure(sink, delivery, error);
+    }
+    await store.recordOutcome(delivery.id, outcome);
+    this.#options.onOutcome?.(sink.name, outcome.kind);
+    return outcome.kind;
+  }
+
+  /** The one retry policy: retryable failures back off until the max age, the rest are dead at once. */
+  #failure(sink: Sink, delivery: Delivery, error: unknown): DeliveryOutcome {
+    const { clock, log } = this.#options;
+    const now = clock.now();
+    const message = error instanceof Error ? error.message : String(error);
+    const attempt = delivery.attempts + 1;
+    const context = { sink: sink.name, delivery: delivery.id, account: delivery.accountId, attempt, err: message };
+    if (!isRetryable(error)) {
+      log.error(context, 'delivery refused permanently; dead-lettered');
+      return { kind: 'dead', at: now, error: message };
+    }
+    const nextAttemptAt = now + retryDelay(error, attempt, { ...this.#policy, attempts: Infinity, maxWaitMs: Infinity }, this.#options.random ?? Math.random);
+    if (nextAttemptAt - delivery.createdAt > this.#policy.maxAgeMs) {
+      log.error(context, `delivery still failing after ${attempt} attempts; past its max age, dead-lettered`);
+      return { kind: 'dead', at: now, error: `gave up after ${attempt} attempts: ${message}` };
+    }
+    log.warn({ ...context, retryAt: new Date(nextAttemptAt).toISOString() }, 'delivery failed; will retry');
+    return { kind: 'retry', at: now, nextAttemptAt, error: message };
+  }
+}
+
+/** One sink's loop and the means to wake it early. */
+class Lane {
+  readonly sink: Sink;
+  loop: Promise<void> | undefined;
+  #wake = new AbortController();
+  constructor(sink: Sink) {
+    this.sink = sink;
+  }
+  wake(): void {
+    this.#wake.abort();
+  }
+  async sleep(clock: Clock, ms: number): Promise<void> {
+    if (this.#wake.signal.aborted) {
+      this.#wake = new AbortController();
+      return;
+    }
+    try {
+      await clock.sleep(ms, this.#wake.signal);
+    } catch {
+      // woken early
+    }
+    if (this.#wake.signal.aborted) this.#wake = new AbortController();
+  }
+}

@@ -1,0 +1,406 @@
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { PreviousSnapshot } from '../detect/diff.ts';
+import type { RiskEvent } from '../detect/events.ts';
+import { UserFacingError } from '../errors.ts';
+import { type Behavior, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
+import {
+  type Delivery,
+  type DeliveryOutcome,
+  type PollCommit,
+  StaleSnapshotError,
+  type StateStore,
+} from './store.ts';
+
+/** A state file that cannot be used as it is: exit 2 with one line saying why and what to do. */
+export class StateError extends UserFacingError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 2, options);
+  }
+}
+
+/** Each entry moves the schema one version up; `PRAGMA user_version` says how many have run. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE accounts (
+     account_id TEXT PRIMARY KEY,
+     version INTEGER NOT NULL,
+     polled_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE users (
+     account_id TEXT NOT NULL,
+     user_id TEXT NOT NULL,
+     level INTEGER NOT NULL,
+     email TEXT NOT NULL,
+     name TEXT NOT NULL,
+     event_count INTEGER NOT NULL,
+     last_event TEXT,
+     PRIMARY KEY (account_id, user_id)
+   ) STRICT, WITHOUT ROWID;
+   CREATE TABLE behaviors (
+     account_id TEXT NOT NULL,
+     behavior_id TEXT NOT NULL,
+     name TEXT NOT NULL,
+     description TEXT NOT NULL,
+     enabled INTEGER NOT NULL,
+     risk_level TEXT NOT NULL,
+     PRIMARY KEY (account_id, behavior_id)
+   ) STRICT, WITHOUT ROWID;
+   CREATE TABLE events (
+     id TEXT PRIMARY KEY,
+     account_id TEXT NOT NULL,
+     type TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     body TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE deliveries (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     sink TEXT NOT NULL,
+     account_id TEXT NOT NULL,
+     event_ids TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+     attempts INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL,
+     next_attempt_at INTEGER NOT NULL,
+     leased_until INTEGER NOT NULL DEFAULT 0,
+     finished_at INTEGER,
+     last_error TEXT
+   ) STRICT;
+   CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending';
+   CREATE TABLE holder (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     pid INTEGER NOT NULL,
+     host TEXT NOT NULL,
+     started_at INTEGER NOT NULL
+   ) STRICT;`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+const LEVEL_BY_RANK: readonly RiskLevel[] = ['low', 'low', 'medium', 'high'];
+
+export interface SqliteStoreOptions {
+  /** How long a claimed delivery stays invisible to other claims. Default 5 minutes. */
+  readonly leaseMs?: number;
+  readonly now?: () => number;
+}
+
+/**
+ * The embedded store: one SQLite file in WAL mode, written with full fsync so
+ * that a committed poll survives a power cut, and held by one process at a time.
+ */
+export class SqliteStore implements StateStore {
+  readonly file: string;
+  readonly #db: DatabaseSync;
+  readonly #lock: DatabaseSync;
+  readonly #leaseMs: number;
+  readonly #statements = new Map<string, StatementSync>();
+
+  private constructor(file: string, db: DatabaseSync, lock: DatabaseSync, leaseMs: number) {
+    this.file = file;
+    this.#db = db;
+    this.#lock = lock;
+    this.#leaseMs = leaseMs;
+  }
+
+  /** Opens (creating or migrating) the state file; throws StateError with a clear line when it cannot. */
+  static open(file: string, options: SqliteStoreOptions = {}): SqliteStore {
+    const now = options.now ?? Date.now;
+    checkDirectory(file);
+    const lock = acquireLock(file);
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(file, { timeout: 5000 });
+      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+      migrate(db, file);
+      db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
+      // Leases belong to the process that held the file before us; it is gone.
+      db.exec("UPDATE deliveries SET leased_until = 0 WHERE state = 'pending' AND leased_until > 0");
+    } catch (error) {
+      db?.close();
+      lock.close();
+      throw asStateError(error, file, 'open');
+    }
+    return new SqliteStore(file, db, lock, options.leaseMs ?? 5 * 60_000);
+  }
+
+  async loadSnapshot(accountId: string): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
+    const row = this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined;
+    if (!row) return { version: 0, snapshot: undefined };
+    const userLevels = new Map<string, RiskLevel>();
+    const users = this.#stmt('SELECT user_id, level FROM users WHERE account_id = ?');
+    users.setReturnArrays(true);
+    for (const [userId, level] of users.iterate(accountId) as Iterable<[string, number]>) {
+      userLevels.set(userId, LEVEL_BY_RANK[level]!);
+    }
+    const behaviors = new Map<string, Behavior>();
+    for (const b of this.#stmt('SELECT behavior_id, name, description, enabled, risk_level FROM behaviors WHERE account_id = ?').iterate(accountId) as Iterable<{
+      behavior_id: string;
+      name: string;
+      description: string;
+      enabled: number;
+      risk_level: RiskLevel;
+    }>) {
+      behaviors.set(b.behavior_id, { id: b.behavior_id, name: b.name, description: b.description, enabled: b.enabled === 1, risk_level: b.risk_level });
+    }
+    return { version: row.version, snapshot: { userLevels, behaviors } };
+  }
+
+  async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
+    const users = new Map<string, RiskUser>();
+    const select = this.#stmt('SELECT user_id, level, email, name, event_count, last_event FROM users WHERE account_id = ? AND user_id = ?');
+    for (const userId of userIds) {
+      const row = select.get(accountId, userId) as
+        | { user_id: string; level: number; email: string; name: string; event_count: number; last_event: string | null }
+        | undefined;
+      if (row) {
+        users.set(userId, {
+          user_id: row.user_id,
+          email: row.email,
+          name: row.name,
+          event_count: row.event_count,
+          last_event: row.last_event,
+          max_risk_level: LEVEL_BY_RANK[row.level]!,
+        });
+      }
+    }
+    return users;
+  }
+
+  async commitPoll(commit: PollCommit): Promise<number> {
+    return this.#transaction('commit the poll', () => {
+      const { accountId, delta } = commit;
+      const current = (this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined)?.version ?? 0;
+      if (current !== commit.expectedVersion) throw new StaleSnapshotError(accountId, commit.expectedVersion, current);
+      const version = current + 1;
+      this.#stmt(
+        'INSERT INTO accounts (account_id, version, polled_at) VALUES (?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, polled_at = excluded.polled_at',
+      ).run(accountId, version, commit.polledAt);
+
+      const upsertUser = this.#stmt(
+        `INSERT INTO users (account_id, user_id, level, email, name, event_count, last_event) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (account_id, user_id) DO UPDATE SET level = excluded.level, email = excluded.email, name = excluded.name,
+           event_count = excluded.event_count, last_event = excluded.last_event`,
+      );
+      for (const u of delta.upsertUsers) {
+        upsertUser.run(accountId, u.user_id, LEVEL_RANK[u.max_risk_level], u.email, u.name, u.event_count, u.last_event);
+      }
+      const deleteUser = this.#stmt('DELETE FROM users WHERE account_id = ? AND user_id = ?');
+      for (const userId of delta.removeUserIds) deleteUser.run(accountId, userId);
+
+      const upsertBehavior = this.#stmt(
+        `INSERT INTO behaviors (account_id, behavior_id, name, description, enabled, risk_level) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (account_id, behavior_id) DO UPDATE SET name = excluded.name, description = excluded.description,
+           enabled = excluded.enabled, risk_level = excluded.risk_level`,
+      );
+      for (const b of delta.upsertBehaviors) upsertBehavior.run(accountId, b.id, b.name, b.description, b.enabled ? 1 : 0, b.risk_level);
+      const deleteBehavior = this.#stmt('DELETE FROM behaviors WHERE account_id = ? AND behavior_id = ?');
+      for (const id of delta.removeBehaviorIds) deleteBehavior.run(accountId, id);
+
+      const insertEvent = this.#stmt('INSERT INTO events (id, account_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)');
+      for (const event of commit.events) insertEvent.run(event.id, accountId, event.type, commit.polledAt, JSON.stringify(event));
+      const insertDelivery = this.#stmt(
+        "INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+      );
+      for (const d of commit.deliveries) insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt);
+      return version;
+    });
+  }
+
+  async claimDue(sink: string, now: number, limit: number): Promise<Delivery[]> {
+    return this.#transaction('claim deliveries', () => {
+      const rows = this.#stmt(
+        `UPDATE deliveries SET leased_until = ? WHERE id IN (
+           SELECT id FROM deliveries WHERE state = 'pending' AND sink = ? AND next_attempt_at <= ? AND leased_until <= ? ORDER BY id LIMIT ?
+         ) RETURNING id, account_id, event_ids, attempts, created_at`,
+      ).all(now + this.#leaseMs, sink, now, now, limit) as { id: number; account_id: string; event_ids: string; attempts: number; created_at: number }[];
+      rows.sort((a, b) => a.id - b.id);
+      const eventBody = this.#stmt('SELECT body FROM events WHERE id = ?');
+      return rows.map((row) => ({
+        id: row.id,
+        sink,
+        accountId: row.account_id,
+        attempts: row.attempts,
+        createdAt: row.created_at,
+        events: (JSON.parse(row.event_ids) as string[]).map((id) => {
+          const found = eventBody.get(id) as { body: string } | undefined;
+          if (!found) throw new StateError(`state file ${this.file}: delivery ${row.id} refers to event ${id}, which is missing`);
+          return JSON.parse(found.body) as RiskEvent;
+        }),
+      }));
+    });
+  }
+
+  async nextDueAt(sink: string): Promise<number | undefined> {
+    const row = this.#stmt("SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries WHERE state = 'pending' AND sink = ?").get(sink) as {
+      due: number | null;
+    };
+    return row.due ?? undefined;
+  }
+
+  async recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void> {
+    this.#transaction('record a delivery outcome', () => {
+      switch (outcome.kind) {
+        case 'delivered':
+          this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(
+            outcome.at,
+            deliveryId,
+          );
+          return;
+        case 'retry':
+          this.#stmt('UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? WHERE id = ?').run(
+            outcome.nextAttemptAt,
+            outcome.error,
+            deliveryId,
+          );
+          return;
+        case 'dead':
+          this.#stmt("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? WHERE id = ?").run(
+            outcome.at,
+            outcome.error,
+            deliveryId,
+          );
+      }
+    });
+  }
+
+  async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
+    const counts = new Map<string, { pending: number; dead: number }>();
+    const rows = this.#stmt("SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state").all() as {
+      sink: string;
+      state: 'pending' | 'dead';
+      n: number;
+    }[];
+    for (const row of rows) {
+      const entry = counts.get(row.sink) ?? { pending: 0, dead: 0 };
+      entry[row.state] = row.n;
+      counts.set(row.sink, entry);
+    }
+    return counts;
+  }
+
+  async close(): Promise<void> {
+    if (!this.#db.isOpen) return;
+    this.#statements.clear();
+    this.#db.close();
+    this.#lock.close();
+  }
+
+  #stmt(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  #transaction<T>(what: string, body: () => T): T {
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+    } catch (error) {
+      throw asStateError(error, this.file, what);
+    }
+    try {
+      const result = body();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      if (error instanceof StaleSnapshotError || error instanceof StateError) throw error;
+      throw asStateError(error, this.file, what);
+    }
+  }
+}
+
+function checkDirectory(file: string): void {
+  const dir = path.dirname(file);
+  if (!existsSync(dir)) throw new StateError(`state directory ${dir} does not exist (state.sqlite: ${file})`);
+  if (!statSync(dir).isDirectory()) throw new StateError(`state directory ${dir} is not a directory (state.sqlite: ${file})`);
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch {
+    throw new StateError(`state directory ${dir} is not writable by this user (state.sqlite: ${file})`);
+  }
+  if (existsSync(file) && statSync(file).isDirectory()) throw new StateError(`state file ${file} is a directory`);
+}
+
+/**
+ * One riskwatch per state file: an exclusive SQLite lock on `<file>.lock`,
+ * which the operating system releases if the process dies, even by kill -9.
+ */
+function acquireLock(file: string): DatabaseSync {
+  const lockFile = `${file}.lock`;
+  let lock: DatabaseSync | undefined;
+  try {
+    lock = new DatabaseSync(lockFile, { timeout: 0 });
+    lock.exec('PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = DELETE; CREATE TABLE IF NOT EXISTS lock (id INTEGER PRIMARY KEY); INSERT OR REPLACE INTO lock VALUES (1);');
+    return lock;
+  } catch (error) {
+    lock?.close();
+    if ((error as { errcode?: number }).errcode === 5) {
+      throw new StateError(`state file ${file} is in use by ${describeHolder(file)}; stop it first, or give this one another state.sqlite`);
+    }
+    throw asStateError(error, lockFile, 'lock');
+  }
+}
+
+function describeHolder(file: string): string {
+  try {
+    const db = new DatabaseSync(file, { readOnly: true, timeout: 1000 });
+    try {
+      const row = db.prepare('SELECT pid, host, started_at FROM holder WHERE id = 1').get() as { pid: number; host: string; started_at: number } | undefined;
+      if (row) return `riskwatch process ${row.pid} on ${row.host} (started ${new Date(row.started_at).toISOString()})`;
+    } finally {
+      db.close();
+    }
+  } catch {
+    // The holder could not be read; say what we know.
+  }
+  return 'another riskwatch process';
+}
+
+function migrate(db: DatabaseSync, file: string): void {
+  const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+  if (version > SCHEMA_VERSION) {
+    throw new StateError(
+      `state file ${file} was written by a newer riskwatch (schema ${version}; this one knows up to ${SCHEMA_VERSION}); upgrade riskwatch or restore a backup`,
+    );
+  }
+  if (version === 0) {
+    const tables = (db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'").get() as { n: number }).n;
+    if (tables > 0) throw new StateError(`state file ${file} is an SQLite database but not a riskwatch state file; give state.sqlite a path of its own`);
+  }
+  for (let next = version; next < SCHEMA_VERSION; next++) {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec(MIGRATIONS[next]!);
+      db.exec(`PRAGMA user_version = ${next + 1}`);
+      db.exec('COMMIT');
+    } catch (error) {
+      db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+}
+
+const SQLITE_WHY: Record<number, string> = {
+  5: 'the database is locked by another process',
+  8: 'the file or its directory is read-only',
+  10: 'a disk I/O error occurred',
+  11: 'the file is corrupt',
+  13: 'the disk is full',
+  14: 'the file cannot be opened',
+  26: 'the file is not an SQLite database (corrupt, or not a state file)',
+};
+
+/** SQLite's errors, said for an operator: which file, doing what, and why. */
+function asStateError(error: unknown, file: string, doing: string): Error {
+  if (error instanceof StateError) return error;
+  const code = (error as { errcode?: number }).errcode;
+  if (code === undefined) return error as Error;
+  const why = SQLITE_WHY[code & 0xff] ?? (error as Error).message;
+  const hint = code === 11 || code === 26 ? '; move it aside to start afresh, or restore a backup' : '';
+  return new StateError(`state file ${file}: cannot ${doing}: ${why}${hint}`, { cause: error });
+}

@@ -1,0 +1,68 @@
+import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
+import type { RiskEvent } from '../detect/events.ts';
+import type { RiskUser } from '../model.ts';
+
+/**
+ * Where riskwatch remembers: each account's last committed snapshot, the events
+ * it produced and the outbox of deliveries. Async and transactional so that a
+ * networked store can stand behind it; nothing outside store/ knows which
+ * implementation is in use.
+ */
+export interface StateStore {
+  /** The account's last committed snapshot; `version` 0 and no snapshot before its first poll. */
+  loadSnapshot(accountId: string): Promise<{ readonly version: number; readonly snapshot: PreviousSnapshot | undefined }>;
+  /** The stored fields of these users (for those who left the summary). */
+  loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>>;
+  /**
+   * One transaction: the snapshot delta, the events and their deliveries, or
+   * nothing at all. Throws StaleSnapshotError when the account's version is no
+   * longer `expectedVersion` (someone else committed since it was loaded).
+   */
+  commitPoll(commit: PollCommit): Promise<number>;
+  /** Leases up to `limit` deliveries of `sink` that are due at `now`, oldest first. */
+  claimDue(sink: string, now: number, limit: number): Promise<Delivery[]>;
+  /** When the next delivery of `sink` falls due (epoch ms), if any is pending. */
+  nextDueAt(sink: string): Promise<number | undefined>;
+  recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void>;
+  /** Pending and dead-lettered deliveries per sink, for metrics and `once`. */
+  deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
+  close(): Promise<void>;
+}
+
+export interface PollCommit {
+  readonly accountId: string;
+  readonly expectedVersion: number;
+  readonly polledAt: number;
+  readonly delta: SnapshotDelta;
+  readonly events: readonly RiskEvent[];
+  readonly deliveries: readonly PlannedDelivery[];
+}
+
+/** One message to send to one sink: one event, or a group (Slack: one message per account per poll). */
+export interface PlannedDelivery {
+  readonly sink: string;
+  readonly accountId: string;
+  readonly eventIds: readonly string[];
+}
+
+export interface Delivery {
+  readonly id: number;
+  readonly sink: string;
+  readonly accountId: string;
+  readonly events: readonly RiskEvent[];
+  /** Attempts made before this one. */
+  readonly attempts: number;
+  readonly createdAt: number;
+}
+
+export type DeliveryOutcome =
+  | { readonly kind: 'delivered'; readonly at: number }
+  | { readonly kind: 'retry'; readonly at: number; readonly nextAttemptAt: number; readonly error: string }
+  | { readonly kind: 'dead'; readonly at: number; readonly error: string };
+
+export class StaleSnapshotError extends Error {
+  constructor(accountId: string, expected: number, actual: number) {
+    super(`account ${accountId}: snapshot version is ${actual}, expected ${expected}; another poll committed first`);
+    this.name = 'StaleSnapshotError';
+  }
+}
