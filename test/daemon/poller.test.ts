@@ -1,0 +1,215 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { AccountConfig, SinkConfig } from '../../src/config/config.ts';
+import { AccountPoller } from '../../src/daemon/poller.ts';
+import { silentLogger } from '../../src/log.ts';
+import type { RiskLevel } from '../../src/model.ts';
+import type { Sink } from '../../src/notify/sink.ts';
+import { DeliveryWorker } from '../../src/notify/worker.ts';
+import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import type { Delivery, StateStore } from '../../src/store/store.ts';
+import { ACCOUNT, behavior, clientFor, tokenCredential, user } from '../support/cloudflare.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+
+const account: AccountConfig = { id: ACCOUNT, name: 'production', label: 'production', credential: tokenCredential() };
+const consoleSink: SinkConfig = { type: 'console', name: 'out', minLevel: 'low', events: undefined, accounts: undefined };
+
+/** A sink that keeps what it was sent: the receiver side of these tests. */
+class RecordingSink implements Sink {
+  readonly name = 'out';
+  readonly grouping = 'event';
+  readonly received: Delivery[] = [];
+  async send(delivery: Delivery): Promise<void> {
+    this.received.push(delivery);
+  }
+}
+
+let api: FakeRiskApi;
+let dir: string;
+let file: string;
+let store: SqliteStore;
+let clock: FakeClock;
+let ids: number;
+
+beforeEach(async () => {
+  api = await FakeRiskApi.start({ maxPerPage: 10 });
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-poll-'));
+  file = path.join(dir, 'state.db');
+  store = SqliteStore.open(file);
+  clock = new FakeClock();
+  ids = 0;
+});
+
+afterEach(async () => {
+  await store.close();
+  await api.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function setUser(n: number, level: RiskLevel) {
+  const u = { ...user(n), max_risk_level: level };
+  api.account(ACCOUNT).users.set(u.user_id, u);
+}
+
+function poller(options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean } = {}) {
+  const { client } = clientFor(api, { clock, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 100 } });
+  return new AccountPoller({
+    account,
+    client,
+    store: options.store ?? store,
+    clock,
+    log: silentLogger,
+    diff: { firstRun: options.firstRun ?? 'baseline', lowered: options.lowered ?? false },
+    sinks: [{ config: consoleSink, sink: { grouping: 'event' } }],
+    newId: () => `event-${++ids}`,
+  });
+}
+
+async function drain(into: RecordingSink, from: StateStore = store) {
+  const worker = new DeliveryWorker({ store: from, sinks: [into], clock, log: silentLogger });
+  return worker.drainDue();
+}
+
+const raisedEmails = (sink: RecordingSink) =>
+  sink.received.flatMap((d) => d.events).flatMap((e) => (e.type === 'user.risk_level_raised' ? [`${e.data.user.email} ${e.data.previous_level}->${e.data.current_level}`] : []));
+
+describe('a failed or partial poll commits nothing and emits nothing', () => {
+  it('commits nothing when one summary page keeps failing', async () => {
+    for (let n = 1; n <= 25; n++) setUser(n, 'high');
+    api.fault = (r) => (r.call === 'summary' && r.query.get('page') === '3' ? { status: 502, body: '<html>bad gateway</html>' } : undefined);
+    await expect(poller({ firstRun: 'notify' }).poll()).rejects.toThrow(/HTTP 502/);
+    expect((await store.loadSnapshot(ACCOUNT)).version).toBe(0);
+    expect(await store.deliveryCounts()).toEqual(new Map());
+  });
+
+  it('commits nothing when the behaviors call fails', async () => {
+    setUser(1, 'high');
+    api.fault = (r) => (r.call === 'behaviors' ? { status: 403 } : undefined);
+    await expect(poller({ firstRun: 'notify' }).poll()).rejects.toThrow(/HTTP 403/);
+    expect((await store.loadSnapshot(ACCOUNT)).version).toBe(0);
+  });
+
+  it('announces the change once the API recovers, as if the failed poll never happened', async () => {
+    setUser(1, 'low');
+    const p = poller();
+    await p.poll();
+    setUser(1, 'high');
+    api.fault = () => ({ status: 500 });
+    await expect(p.poll()).rejects.toThrow();
+    api.fault = undefined;
+    await p.poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(raisedEmails(sink)).toEqual([`${user(1).email} low->high`]);
+  });
+});
+
+describe('first run: baseline or notify', () => {
+  it('baseline stores the snapshot and announces nothing', async () => {
+    setUser(1, 'high');
+    api.account(ACCOUNT).behaviors.set('imp_travel', behavior('imp_travel'));
+    const outcome = await poller().poll();
+    expect(outcome).toMatchObject({ users: 1, events: 0, deliveries: 0, firstRun: true });
+    expect((await store.loadSnapshot(ACCOUNT)).snapshot?.userLevels.get(user(1).user_id)).toBe('high');
+  });
+
+  it('notify announces every user as raised from none and every behavior as added', async () => {
+    setUser(1, 'high');
+    setUser(2, 'low');
+    api.account(ACCOUNT).behaviors.set('imp_travel', behavior('imp_travel'));
+    await poller({ firstRun: 'notify' }).poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(sink.received.flatMap((d) => d.events).map((e) => e.type)).toEqual(['user.risk_level_raised', 'user.risk_level_raised', 'behavior.added']);
+    expect(raisedEmails(sink)).toEqual([`${user(1).email} null->high`, `${user(2).email} null->low`]);
+  });
+});
+
+describe('restarts: nothing lost, nothing announced twice', () => {
+  it('delivers after a crash between the commit and the delivery', async () => {
+    setUser(1, 'low');
+    await poller().poll();
+    setUser(1, 'high');
+    await poller().poll();
+    // Crash: the process dies before the worker ran. A new process opens the same file.
+    await store.close();
+    store = SqliteStore.open(file);
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(raisedEmails(sink)).toEqual([`${user(1).email} low->high`]);
+  });
+
+  it('re-sends under the same event id when it died after the receiver accepted but before recording it', async () => {
+    setUser(1, 'low');
+    await poller().poll();
+    setUser(1, 'high');
+    await poller().poll();
+    const first = new RecordingSink();
+    // The receiver accepts; the process dies before the outcome reaches the store.
+    const dying = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'recordOutcome') return async () => Promise.reject(new Error('killed'));
+        const value = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    await expect(drain(first, dying)).rejects.toThrow('killed');
+    await store.close();
+    store = SqliteStore.open(file);
+    const second = new RecordingSink();
+    await drain(second);
+    expect(second.received.map((d) => d.events.map((e) => e.id))).toEqual(first.received.map((d) => d.events.map((e) => e.id)));
+    // And once recorded, never again.
+    const third = new RecordingSink();
+    await drain(third);
+    expect(third.received).toEqual([]);
+  });
+
+  it('announces changes made while riskwatch was down, and only those', async () => {
+    setUser(1, 'low');
+    setUser(2, 'medium');
+    await poller().poll();
+    await store.close();
+    setUser(1, 'high'); // while down
+    setUser(3, 'medium'); // new while down
+    store = SqliteStore.open(file);
+    await poller().poll();
+    await poller().poll(); // a second poll after the restart finds nothing new
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(raisedEmails(sink)).toEqual([`${user(1).email} low->high`, `${user(3).email} null->medium`]);
+  });
+
+  it('never commits over a snapshot another poller committed since it loaded its own', async () => {
+    setUser(1, 'low');
+    const a = poller();
+    const b = poller();
+    await a.poll();
+    setUser(1, 'high');
+    await b.poll(); // b loads version 1 and commits version 2 with the rise
+    await expect(a.poll()).rejects.toThrow(/another poll committed first/); // a still holds version 1
+    await a.poll(); // reloaded: nothing new to say
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(raisedEmails(sink)).toEqual([`${user(1).email} low->high`]);
+  });
+});
+
+describe('users who leave the summary', () => {
+  it('announce the fields last stored for them when lowered is on', async () => {
+    setUser(1, 'high');
+    await poller({ lowered: true }).poll();
+    api.account(ACCOUNT).users.delete(user(1).user_id);
+    await poller({ lowered: true }).poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    const [event] = sink.received.flatMap((d) => d.events);
+    expect(event).toMatchObject({
+      type: 'user.risk_level_lowered',
+      data: { user: { user_id: user(1).user_id, email: user(1).email, name: user(1).name }, previous_level: 'high', current_level: null },
+    });
+  });
+});

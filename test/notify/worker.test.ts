@@ -1,0 +1,148 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { RiskEvent } from '../../src/detect/events.ts';
+import { silentLogger } from '../../src/log.ts';
+import { DeliveryError, type Sink } from '../../src/notify/sink.ts';
+import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../../src/notify/worker.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import type { Delivery } from '../../src/store/store.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+
+/** A sink whose answer the test decides per attempt. */
+class ScriptedSink implements Sink {
+  readonly grouping = 'event';
+  readonly attempts: { at: number; delivery: Delivery }[] = [];
+  readonly name: string;
+  readonly #clock: FakeClock;
+  readonly #answer: (attempt: number) => Error | undefined;
+  constructor(name: string, clock: FakeClock, answer: (attempt: number) => Error | undefined = () => undefined) {
+    this.name = name;
+    this.#clock = clock;
+    this.#answer = answer;
+  }
+  async send(delivery: Delivery): Promise<void> {
+    this.attempts.push({ at: this.#clock.now(), delivery });
+    const error = this.#answer(this.attempts.length);
+    if (error) throw error;
+  }
+}
+
+const event = (n: number): RiskEvent => ({
+  id: `event-${n}`,
+  type: 'behavior.disabled',
+  timestamp: '2026-11-22T18:00:00.000Z',
+  data: {
+    account: { id: 'acc', name: null },
+    behavior: { id: 'imp_travel', name: 'Impossible travel', description: '', enabled: false, risk_level: 'high' },
+    previous: { enabled: true, risk_level: 'high' },
+  },
+});
+
+let dir: string;
+let store: SqliteStore;
+let clock: FakeClock;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-worker-'));
+  clock = new FakeClock();
+  store = SqliteStore.open(path.join(dir, 'state.db'));
+});
+afterEach(async () => {
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+let version = 0;
+async function commit(sinks: string[], count: number) {
+  const events = Array.from({ length: count }, (_, i) => event(version * 100 + i));
+  await store.commitPoll({
+    accountId: 'acc',
+    expectedVersion: version++,
+    polledAt: clock.now(),
+    delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+    events,
+    deliveries: sinks.flatMap((sink) => events.map((e) => ({ sink, accountId: 'acc', eventIds: [e.id] }))),
+  });
+}
+beforeEach(() => {
+  version = 0;
+});
+
+const worker = (sinks: Sink[]) => new DeliveryWorker({ store, sinks, clock, log: silentLogger, random: () => 0.5 });
+const transient = (retryAfterMs?: number) => new DeliveryError('HTTP 503', { retryable: true, status: 503, ...(retryAfterMs ? { retryAfterMs } : {}) });
+
+describe('the delivery worker: one retry policy around every sink', () => {
+  it('delivers what is due and records it, so it is never sent again', async () => {
+    const sink = new ScriptedSink('a', clock);
+    await commit(['a'], 3);
+    expect(await worker([sink]).drainDue()).toEqual({ attempted: 3, failed: 0 });
+    expect(await worker([sink]).drainDue()).toEqual({ attempted: 0, failed: 0 });
+    expect(sink.attempts.map((a) => a.delivery.events[0]!.id)).toEqual(['event-0', 'event-1', 'event-2']);
+    expect(await store.deliveryCounts()).toEqual(new Map());
+  });
+
+  it('retries a transient failure after an exponential, jittered backoff, keeping the event id', async () => {
+    const sink = new ScriptedSink('a', clock, (n) => (n < 3 ? transient() : undefined));
+    await commit(['a'], 1);
+    const w = worker([sink]);
+    const start = clock.now();
+    await w.drainDue();
+    expect(await store.nextDueAt('a')).toBe(start + 1500); // 3/4 of the 2 s base
+    clock.time = start + 1500;
+    await w.drainDue();
+    expect(await store.nextDueAt('a')).toBe(start + 1500 + 3000);
+    clock.time = start + 4500;
+    await w.drainDue();
+    expect(sink.attempts.map((a) => a.delivery.events[0]!.id)).toEqual(['event-0', 'event-0', 'event-0']);
+    expect(await store.deliveryCounts()).toEqual(new Map());
+  });
+
+  it('waits at least as long as Retry-After says', async () => {
+    const sink = new ScriptedSink('a', clock, (n) => (n === 1 ? transient(90_000) : undefined));
+    await commit(['a'], 1);
+    await worker([sink]).drainDue();
+    expect(await store.nextDueAt('a')).toBe(clock.now() + 90_000);
+  });
+
+  it('dead-letters a permanent refusal at once', async () => {
+    const sink = new ScriptedSink('a', clock, () => new DeliveryError('HTTP 404: no such webhook', { retryable: false, status: 404 }));
+    await commit(['a'], 1);
+    expect(await worker([sink]).drainDue()).toEqual({ attempted: 1, failed: 1 });
+    expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
+    expect(await store.nextDueAt('a')).toBeUndefined();
+  });
+
+  it('dead-letters a delivery still failing past its max age, and not before', async () => {
+    const sink = new ScriptedSink('a', clock, () => transient());
+    await commit(['a'], 1);
+    const w = worker([sink]);
+    const start = clock.now();
+    for (;;) {
+      await w.drainDue();
+      const due = await store.nextDueAt('a');
+      if (due === undefined) break;
+      clock.time = due;
+    }
+    expect(clock.now() - start).toBeLessThanOrEqual(DEFAULT_DELIVERY_POLICY.maxAgeMs);
+    expect(clock.now() - start).toBeGreaterThan(DEFAULT_DELIVERY_POLICY.maxAgeMs - DEFAULT_DELIVERY_POLICY.maxDelayMs);
+    expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
+  });
+
+  it('does not let a failing sink hold up a healthy one', async () => {
+    const dead = new ScriptedSink('dead', clock, () => transient());
+    const healthy = new ScriptedSink('healthy', clock);
+    await commit(['dead', 'healthy'], 10);
+    await worker([dead, healthy]).drainDue();
+    expect(healthy.attempts).toHaveLength(10);
+    expect(await store.deliveryCounts()).toEqual(new Map([['dead', { pending: 10, dead: 0 }]]));
+  });
+
+  it('dead-letters an error that does not say it is retryable (a bug will not fix itself)', async () => {
+    const sink = new ScriptedSink('a', clock, () => new Error('bug'));
+    await commit(['a'], 1);
+    await worker([sink]).drainDue();
+    expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
+  });
+});

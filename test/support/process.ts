@@ -1,0 +1,60 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const REPO = path.resolve(import.meta.dirname, '../..');
+
+/** A real `node src/main.ts …` child, its output collected line by line. */
+export interface RiskwatchProcess {
+  readonly child: ChildProcess;
+  readonly stdout: string[];
+  readonly stderr: string[];
+  /** Resolves when a stdout line matches, or rejects after `timeoutMs` with what was seen. */
+  waitForLine(match: RegExp | ((line: string) => boolean), timeoutMs?: number): Promise<string>;
+  /** Resolves with the exit code (or signal name) once the process is gone. */
+  readonly exited: Promise<number | string>;
+}
+
+export function spawnRiskwatch(args: readonly string[], env: Record<string, string> = {}): RiskwatchProcess {
+  const child = spawn(process.execPath, ['src/main.ts', ...args], {
+    cwd: REPO,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const waiters = new Set<() => void>();
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    stdout.push(line);
+    for (const check of waiters) check();
+  });
+  createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+
+  const waitForLine = (match: RegExp | ((line: string) => boolean), timeoutMs = 15_000) =>
+    new Promise<string>((resolve, reject) => {
+      const test = typeof match === 'function' ? match : (line: string) => match.test(line);
+      let seen = 0;
+      const check = () => {
+        for (; seen < stdout.length; seen++) {
+          if (test(stdout[seen]!)) {
+            cleanup();
+            resolve(stdout[seen]!);
+            return;
+          }
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`no matching line within ${timeoutMs} ms; stdout:\n${stdout.slice(-20).join('\n')}\nstderr:\n${stderr.join('\n')}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+
+  return { child, stdout, stderr, waitForLine, exited };
+}
