@@ -1,16 +1,21 @@
+import type { RiskEvent } from '../detect/events.ts';
 import type { RetryableError } from '../retry.ts';
-import type { Delivery } from '../store/store.ts';
 
 /**
- * A place alerts go. A sink only renders and sends; the worker around it owns
- * retries, backoff, dead-lettering and recording, the same for every sink.
+ * A place alerts go, as two small steps: `render` turns events into the
+ * sink's message, `send` delivers one message. The worker around every sink
+ * owns retries, backoff, dead-lettering and recording, the same for all.
  */
-export interface Sink {
+export interface Sink<Message = unknown> {
   readonly name: string;
   /** `event`: one delivery per event. `poll`: one delivery per account per poll, holding all its events. */
   readonly grouping: 'event' | 'poll';
-  /** Sends one delivery; resolves once the receiver accepted it, else throws (a DeliveryError says whether to retry). */
-  send(delivery: Delivery, signal: AbortSignal): Promise<void>;
+  /** The message for one delivery's events (pure: no I/O). */
+  render(events: readonly RiskEvent[]): Message;
+  /** A clearly marked test message, for `test-sinks`. */
+  renderTest(): Message;
+  /** Resolves once the receiver accepted the message; else throws (a DeliveryError says whether to retry). */
+  send(message: Message, signal: AbortSignal): Promise<void>;
 }
 
 /** A receiver's refusal or a failed attempt, said in one line without secrets. */

@@ -126,7 +126,7 @@ export class DeliveryWorker {
     const signal = AbortSignal.any([this.#stopSends.signal, AbortSignal.timeout(this.#policy.sendTimeoutMs)]);
     let outcome: DeliveryOutcome;
     try {
-      await sink.send(delivery, signal);
+      await sink.send(sink.render(delivery.events), signal);
       outcome = { kind: 'delivered', at: clock.now() };
       log.debug({ sink: sink.name, delivery: delivery.id, events: delivery.events.length }, 'delivered');
     } catch (error) {

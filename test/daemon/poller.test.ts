@@ -10,7 +10,8 @@ import type { Sink } from '../../src/notify/sink.ts';
 import { DeliveryWorker } from '../../src/notify/worker.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import type { Delivery, StateStore } from '../../src/store/store.ts';
+import type { StateStore } from '../../src/store/store.ts';
+import type { RiskEvent } from '../../src/detect/events.ts';
 import { ACCOUNT, behavior, clientFor, tokenCredential, user } from '../support/cloudflare.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
@@ -18,12 +19,18 @@ const account: AccountConfig = { id: ACCOUNT, name: 'production', label: 'produc
 const consoleSink: SinkConfig = { type: 'console', name: 'out', minLevel: 'low', events: undefined, accounts: undefined };
 
 /** A sink that keeps what it was sent: the receiver side of these tests. */
-class RecordingSink implements Sink {
+class RecordingSink implements Sink<{ events: readonly RiskEvent[] }> {
   readonly name = 'out';
   readonly grouping = 'event';
-  readonly received: Delivery[] = [];
-  async send(delivery: Delivery): Promise<void> {
-    this.received.push(delivery);
+  readonly received: { events: readonly RiskEvent[] }[] = [];
+  render(events: readonly RiskEvent[]) {
+    return { events };
+  }
+  renderTest() {
+    return { events: [] };
+  }
+  async send(message: { events: readonly RiskEvent[] }): Promise<void> {
+    this.received.push(message);
   }
 }
 

@@ -7,13 +7,12 @@ import { silentLogger } from '../../src/log.ts';
 import { DeliveryError, type Sink } from '../../src/notify/sink.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../../src/notify/worker.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import type { Delivery } from '../../src/store/store.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
 /** A sink whose answer the test decides per attempt. */
-class ScriptedSink implements Sink {
+class ScriptedSink implements Sink<readonly RiskEvent[]> {
   readonly grouping = 'event';
-  readonly attempts: { at: number; delivery: Delivery }[] = [];
+  readonly attempts: { at: number; delivery: { events: readonly RiskEvent[] } }[] = [];
   readonly name: string;
   readonly #clock: FakeClock;
   readonly #answer: (attempt: number) => Error | undefined;
@@ -22,8 +21,14 @@ class ScriptedSink implements Sink {
     this.#clock = clock;
     this.#answer = answer;
   }
-  async send(delivery: Delivery): Promise<void> {
-    this.attempts.push({ at: this.#clock.now(), delivery });
+  render(events: readonly RiskEvent[]) {
+    return events;
+  }
+  renderTest() {
+    return [];
+  }
+  async send(events: readonly RiskEvent[]): Promise<void> {
+    this.attempts.push({ at: this.#clock.now(), delivery: { events } });
     const error = this.#answer(this.attempts.length);
     if (error) throw error;
   }

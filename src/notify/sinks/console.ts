@@ -1,10 +1,9 @@
 import type { AccountRef, RiskEvent } from '../../detect/events.ts';
 import { isUserEvent } from '../../detect/events.ts';
-import type { Delivery } from '../../store/store.ts';
 import type { Sink } from '../sink.ts';
 
 /** One readable line per event on stdout (SPEC §5): for the demo and for trying a config. */
-export class ConsoleSink implements Sink {
+export class ConsoleSink implements Sink<readonly string[]> {
   readonly name: string;
   readonly grouping = 'event';
   readonly #write: (line: string) => void;
@@ -14,8 +13,16 @@ export class ConsoleSink implements Sink {
     this.#write = write;
   }
 
-  async send(delivery: Delivery): Promise<void> {
-    for (const event of delivery.events) this.#write(formatEventLine(event));
+  render(events: readonly RiskEvent[]): readonly string[] {
+    return events.map(formatEventLine);
+  }
+
+  renderTest(): readonly string[] {
+    return [`${new Date().toISOString()} riskwatch test notification for sink ${this.name}: this sink works`];
+  }
+
+  async send(lines: readonly string[]): Promise<void> {
+    for (const line of lines) this.#write(line);
   }
 }
 
