@@ -2,7 +2,10 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, resolveConfigPath } from './config/load.ts';
 import { summarizeConfig } from './config/summary.ts';
+import { Agent } from 'undici';
+import { systemClock } from './clock.ts';
 import { assemble } from './daemon/assemble.ts';
+import { testSinks } from './notify/test-sinks.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
 import { createLogger } from './log.ts';
 
@@ -49,6 +52,18 @@ const COMMANDS: Record<string, Command> = {
     process.once('SIGTERM', force).once('SIGINT', force);
     await daemon.stop();
     return 0;
+  },
+
+  'test-sinks': async (options, io) => {
+    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
+    const dispatcher = new Agent();
+    try {
+      const results = await testSinks(config, options.sink, { clock: systemClock, dispatcher, writeLine: io.out });
+      for (const result of results) io.out(result.line);
+      return results.every((r) => r.ok) ? 0 : 1;
+    } finally {
+      await dispatcher.close();
+    }
   },
 
   once: async (options, io) => {

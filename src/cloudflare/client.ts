@@ -7,7 +7,8 @@ import type { Behavior, RiskEventDetail, RiskLevel, RiskUser } from '../model.ts
 import { parseRetryAfter, type RetryPolicy, withRetry } from '../retry.ts';
 import { USER_AGENT } from '../version.ts';
 import type { RequestBudget } from './budget.ts';
-import { type ApiMessage, CloudflareError, isRetryableStatus } from './errors.ts';
+import { describeNetworkError, excerpt, isRetryableStatus } from '../http.ts';
+import { type ApiMessage, CloudflareError } from './errors.ts';
 import { parseBehavior, parseRiskEvent, parseUser } from './records.ts';
 
 /** The three risk-scoring calls (SPEC §1), named for logs and metrics. */
@@ -422,17 +423,6 @@ async function readBody(body: AsyncIterable<Buffer> & { destroy(error?: Error): 
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const value = headers[name];
   return Array.isArray(value) ? value[0] : value;
-}
-
-function excerpt(text: string): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  if (flat === '') return '(empty body)';
-  return JSON.stringify(flat.length > 120 ? `${flat.slice(0, 120)}…` : flat);
-}
-
-function describeNetworkError(error: unknown): string {
-  const e = error as { code?: string; message?: string };
-  return [e.code, e.message].filter(Boolean).join(': ') || String(error);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

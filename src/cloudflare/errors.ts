@@ -30,8 +30,3 @@ export class CloudflareError extends Error implements RetryableError {
     this.errors = details.errors ?? [];
   }
 }
-
-/** Statuses worth another attempt: timeouts, rate limits, server errors. */
-export function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
-}

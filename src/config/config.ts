@@ -15,7 +15,12 @@ export interface Config {
   readonly accounts: readonly AccountConfig[];
   readonly pollIntervalMs: number;
   readonly firstRun: 'baseline' | 'notify';
-  readonly notify: { readonly lowered: boolean; readonly enrich: boolean };
+  readonly notify: {
+    readonly lowered: boolean;
+    readonly enrich: boolean;
+    /** How long a failing delivery is retried before it is dead-lettered. */
+    readonly maxAgeMs: number;
+  };
   /** Absolute path of the SQLite state file. */
   readonly state: { readonly sqlite: string };
   readonly sinks: readonly SinkConfig[];
@@ -53,6 +58,8 @@ export interface ConsoleSinkConfig extends SinkRouting {
 export interface SlackSinkConfig extends SinkRouting {
   readonly type: 'slack';
   readonly url: Secret;
+  /** Slack mentions put at the top of every message of this sink: the only way a mention gets in. */
+  readonly mention: string | undefined;
 }
 
 export interface WebhookSinkConfig extends SinkRouting {

@@ -209,7 +209,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
       case 'console':
         return { type: 'console', ...routing };
       case 'slack':
-        return { type: 'slack', ...routing, url: new Secret(sink.url) };
+        return { type: 'slack', ...routing, url: new Secret(sink.url), mention: sink.mention };
       case 'webhook':
         return {
           type: 'webhook',
@@ -227,7 +227,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     accounts,
     pollIntervalMs: file.poll_interval,
     firstRun: file.first_run,
-    notify: { lowered: file.notify.lowered, enrich: file.notify.enrich },
+    notify: { lowered: file.notify.lowered, enrich: file.notify.enrich, maxAgeMs: file.notify.max_age },
     state: { sqlite: path.resolve(path.dirname(source), file.state.sqlite) },
     sinks,
     http: { listen: file.http.listen },

@@ -73,7 +73,18 @@ const sink = z.discriminatedUnion(
   'type',
   [
     z.strictObject({ type: z.literal('console'), ...routing }),
-    z.strictObject({ type: z.literal('slack'), ...routing, url: httpUrl }),
+    z.strictObject({
+      type: z.literal('slack'),
+      ...routing,
+      url: httpUrl,
+      mention: z
+        .string()
+        .trim()
+        .regex(/^(<!(here|channel|everyone)>|<@[UW][A-Z0-9]+>|<!subteam\^[A-Z0-9]+>)( (<!(here|channel|everyone)>|<@[UW][A-Z0-9]+>|<!subteam\^[A-Z0-9]+>))*$/, {
+          error: 'must be Slack mentions such as <!here>, <!channel>, <@U012AB3CD> or <!subteam^S012AB3CD>',
+        })
+        .optional(),
+    }),
     z.strictObject({
       type: z.literal('webhook'),
       ...routing,
@@ -120,6 +131,7 @@ export const configFileSchema = z.strictObject({
     .strictObject({
       lowered: z.boolean().default(false),
       enrich: z.boolean().default(true),
+      max_age: duration(60_000, '1m').default(24 * 3_600_000),
     })
     .prefault({}),
   state: z.strictObject({ sqlite: nonEmpty.default('./riskwatch.db') }).prefault({}),

@@ -8,7 +8,7 @@ export function summarizeConfig(config: Config): string {
     `cloudflare: ${config.cloudflare.apiBaseUrl} (budget ${config.cloudflare.requestsPer5Min} requests / 5 min per credential)`,
     `accounts (${config.accounts.length}):`,
     ...config.accounts.map((a) => `  - ${a.id}${a.name ? ` "${a.name}"` : ''}: ${describeCredential(a.credential)}`),
-    `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}`,
+    `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}, notify.max_age: ${formatDuration(config.notify.maxAgeMs)}`,
     `state: sqlite ${config.state.sqlite}`,
     `sinks (${config.sinks.length}):`,
     ...config.sinks.map((sink) => `  - ${describeSink(sink, config)}`),
@@ -27,6 +27,7 @@ function describeCredential(credential: Credential): string {
 function describeSink(sink: SinkConfig, config: Config): string {
   const parts = [`${sink.name} (${sink.type})`];
   if (sink.type !== 'console') parts.push(`url ${sink.url.masked}`);
+  if (sink.type === 'slack' && sink.mention) parts.push(`mention ${sink.mention}`);
   if (sink.type === 'webhook') {
     if (sink.secret) parts.push(`signed (secret ${sink.secret.masked})`);
     const headers = Object.entries(sink.headers);

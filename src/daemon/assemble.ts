@@ -6,14 +6,13 @@ import { CloudflareClient } from '../cloudflare/client.ts';
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { createSink, type SinkDeps } from '../notify/sinks/create.ts';
-import { DeliveryWorker } from '../notify/worker.ts';
+import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../notify/worker.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 import { Daemon } from './daemon.ts';
 import { AccountPoller } from './poller.ts';
 
-export interface AssembleDeps extends SinkDeps {
+export interface AssembleDeps extends Partial<SinkDeps> {
   readonly log: Logger;
-  readonly clock?: Clock;
   readonly newId?: () => string;
 }
 
@@ -25,10 +24,10 @@ export interface AssembleDeps extends SinkDeps {
 export function assemble(config: Config, deps: AssembleDeps): Daemon {
   const clock = deps.clock ?? systemClock;
   const log = deps.log;
-  const sinks = config.sinks.map((sinkConfig) => ({ config: sinkConfig, sink: createSink(sinkConfig, deps) }));
+  const dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  const sinks = config.sinks.map((sinkConfig) => ({ config: sinkConfig, sink: createSink(sinkConfig, { clock, dispatcher, ...deps }) }));
   const store = SqliteStore.open(config.state.sqlite);
 
-  const dispatcher = new Agent({ connections: 8, keepAliveTimeout: 30_000 });
   const budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
   const clients = new Map<string, CloudflareClient>();
   const clientFor = (credential: Config['accounts'][number]['credential']) => {
@@ -56,10 +55,17 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
         clock,
         log,
         diff: { firstRun: config.firstRun, lowered: config.notify.lowered },
+        enrich: config.notify.enrich,
         sinks,
         newId: deps.newId ?? randomUUID,
       }),
   );
-  const worker = new DeliveryWorker({ store, sinks: sinks.map((s) => s.sink), clock, log });
+  const worker = new DeliveryWorker({
+    store,
+    sinks: sinks.map((s) => s.sink),
+    clock,
+    log,
+    policy: { ...DEFAULT_DELIVERY_POLICY, maxAgeMs: config.notify.maxAgeMs },
+  });
   return new Daemon({ pollers, worker, store, clock, log, pollIntervalMs: config.pollIntervalMs, onStopped: () => dispatcher.close() });
 }

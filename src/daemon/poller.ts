@@ -1,10 +1,18 @@
 import type { Clock } from '../clock.ts';
 import type { CloudflareClient } from '../cloudflare/client.ts';
 import type { AccountConfig, SinkConfig } from '../config/config.ts';
-import { type CurrentSnapshot, type DiffOptions, diff, type PreviousSnapshot, type SnapshotDelta } from '../detect/diff.ts';
+import {
+  type CurrentSnapshot,
+  type DiffOptions,
+  diff,
+  type PreviousSnapshot,
+  type SnapshotDelta,
+  type Transition,
+  type UserTransition,
+} from '../detect/diff.ts';
 import { buildEvents } from '../detect/events.ts';
 import type { Logger } from '../log.ts';
-import type { Behavior, RiskLevel } from '../model.ts';
+import type { Behavior, RiskEventDetail, RiskLevel } from '../model.ts';
 import { routeEvents } from '../notify/route.ts';
 import type { Sink } from '../notify/sink.ts';
 import { StaleSnapshotError, type StateStore } from '../store/store.ts';
@@ -25,7 +33,14 @@ export interface AccountPollerOptions {
   readonly diff: DiffOptions;
   readonly sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping'> }[];
   readonly newId: () => string;
+  /** Add the raised users' recent risk events to their alerts (notify.enrich). */
+  readonly enrich: boolean;
 }
+
+/** Enrichment is best effort and small: a few users per poll, a short deadline, a few events each. */
+const ENRICH_MAX_USERS = 10;
+const ENRICH_DEADLINE_MS = 10_000;
+const ENRICH_MAX_EVENTS = 5;
 
 /**
  * One poll of one account, start to commit: fetch the summary and behaviors,
@@ -67,6 +82,7 @@ export class AccountPoller {
       at: polledAt,
       newId: this.#options.newId,
       departedUsers: departed.length > 0 ? await store.loadUsers(account.id, departed) : new Map(),
+      riskEvents: this.#options.enrich ? await this.#enrich(transitions, signal) : undefined,
     });
     const deliveries = routeEvents(account.id, events, this.#options.sinks);
 
@@ -81,6 +97,33 @@ export class AccountPoller {
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
     return { users: summary.users.size, events: events.length, deliveries: deliveries.length, firstRun: previous.snapshot === undefined };
+  }
+
+  /**
+   * The recent risk events of the highest raised users. A failure or a slow
+   * answer only leaves that user's alert without them: it never delays the
+   * poll past the deadline, and never drops an alert.
+   */
+  async #enrich(transitions: readonly Transition[], signal?: AbortSignal): Promise<Map<string, readonly RiskEventDetail[]>> {
+    const { account, client, log } = this.#options;
+    const raised = transitions.filter((t) => t.type === 'user.risk_level_raised').slice(0, ENRICH_MAX_USERS) as UserTransition[];
+    const found = new Map<string, readonly RiskEventDetail[]>();
+    if (raised.length === 0) return found;
+    const deadline = AbortSignal.timeout(ENRICH_DEADLINE_MS);
+    const enrichSignal = signal ? AbortSignal.any([signal, deadline]) : deadline;
+    await Promise.all(
+      raised.map(async ({ userId }) => {
+        try {
+          const detail = await client.fetchUserDetail(account.id, userId, enrichSignal);
+          const recent = [...detail.events].sort((a, b) => (a.timestamp < b.timestamp ? 1 : a.timestamp > b.timestamp ? -1 : 0));
+          found.set(userId, recent.slice(0, ENRICH_MAX_EVENTS));
+        } catch (error) {
+          log.warn({ account: account.label, user: userId, err: (error as Error).message }, 'could not enrich the alert; it goes out without risk events');
+        }
+      }),
+    );
+    signal?.throwIfAborted();
+    return found;
   }
 }
 

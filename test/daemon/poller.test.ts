@@ -61,7 +61,7 @@ function setUser(n: number, level: RiskLevel) {
   api.account(ACCOUNT).users.set(u.user_id, u);
 }
 
-function poller(options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean } = {}) {
+function poller(options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean; enrich?: boolean } = {}) {
   const { client } = clientFor(api, { clock, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 100 } });
   return new AccountPoller({
     account,
@@ -72,6 +72,7 @@ function poller(options: { store?: StateStore; firstRun?: 'baseline' | 'notify';
     diff: { firstRun: options.firstRun ?? 'baseline', lowered: options.lowered ?? false },
     sinks: [{ config: consoleSink, sink: { grouping: 'event' } }],
     newId: () => `event-${++ids}`,
+    enrich: options.enrich ?? false,
   });
 }
 
@@ -218,5 +219,33 @@ describe('users who leave the summary', () => {
       type: 'user.risk_level_lowered',
       data: { user: { user_id: user(1).user_id, email: user(1).email, name: user(1).name }, previous_level: 'high', current_level: null },
     });
+  });
+});
+
+describe('enrichment adds the risk events behind a rise, and never holds an alert back', () => {
+  it('adds the most recent risk events of a raised user', async () => {
+    setUser(1, 'low');
+    await poller({ enrich: true }).poll();
+    setUser(1, 'high');
+    const events = Array.from({ length: 7 }, (_, i) => ({ id: `r${i}`, name: `Event ${i}`, risk_level: 'high' as const, timestamp: `2026-11-22T17:5${i}:00Z` }));
+    api.account(ACCOUNT).events.set(user(1).user_id, events);
+    await poller({ enrich: true }).poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    const [event] = sink.received.flatMap((d) => d.events);
+    expect(event?.type === 'user.risk_level_raised' && event.data.risk_events?.map((e) => e.id)).toEqual(['r6', 'r5', 'r4', 'r3', 'r2']);
+  });
+
+  it('sends the alert without risk events when the per-user call fails', async () => {
+    setUser(1, 'low');
+    await poller({ enrich: true }).poll();
+    setUser(1, 'high');
+    api.fault = (r) => (r.call === 'user' ? { status: 403 } : undefined);
+    await poller({ enrich: true }).poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    const [event] = sink.received.flatMap((d) => d.events);
+    expect(event?.type).toBe('user.risk_level_raised');
+    expect(event && 'risk_events' in event.data).toBe(false);
   });
 });

@@ -47,7 +47,7 @@ function accountLabel(account: AccountRef): string {
   return clean(account.name ?? account.id);
 }
 
-/** Control characters (newlines, terminal escapes) from API strings must not break or forge lines. */
+/** Control characters (newlines, terminal escapes, line separators, bidi overrides) from API strings must not break or forge lines. */
 function clean(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
 }

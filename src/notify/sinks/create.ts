@@ -1,20 +1,27 @@
+import type { Dispatcher } from 'undici';
+import type { Clock } from '../../clock.ts';
 import type { SinkConfig } from '../../config/config.ts';
-import { ConfigError } from '../../errors.ts';
 import type { Sink } from '../sink.ts';
 import { ConsoleSink } from './console.ts';
+import { SlackSink } from './slack.ts';
+import { WebhookSink } from './webhook.ts';
 
 export interface SinkDeps {
-  /** Where the console sink writes its lines. */
+  readonly clock: Clock;
+  /** The keep-alive pool for HTTP sinks (undici keeps one pool per origin inside it). */
+  readonly dispatcher?: Dispatcher;
+  /** Where the console sink writes its lines; stdout when left out. */
   readonly writeLine?: (line: string) => void;
 }
 
 /** The one place a sink type becomes a sink: a new sink type is added here and in config/schema.ts. */
-export function createSink(config: SinkConfig, deps: SinkDeps = {}): Sink {
+export function createSink(config: SinkConfig, deps: SinkDeps): Sink {
   switch (config.type) {
     case 'console':
       return new ConsoleSink(config.name, deps.writeLine);
     case 'slack':
+      return new SlackSink(config, deps);
     case 'webhook':
-      throw new ConfigError(`sinks: ${config.name}: ${config.type} sinks are not available in this build yet`);
+      return new WebhookSink(config, deps);
   }
 }

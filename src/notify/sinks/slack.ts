@@ -1,0 +1,85 @@
+import { IncomingWebhook, IncomingWebhookHTTPError } from '@slack/webhook';
+import { type Dispatcher, fetch as undiciFetch } from 'undici';
+import type { Clock } from '../../clock.ts';
+import type { SlackSinkConfig } from '../../config/config.ts';
+import type { RiskEvent } from '../../detect/events.ts';
+import type { Sink } from '../sink.ts';
+import { httpFailure, transportFailure } from './http-errors.ts';
+import { renderSlack, renderSlackTest, type SlackMessage } from './slack-render.ts';
+
+/** Slack allows about one message per second per incoming webhook. */
+const MIN_SPACING_MS = 1000;
+
+/**
+ * Slack through `@slack/webhook`: one Block Kit message per account per poll.
+ * The library neither retries a 429 nor reads Retry-After, so this sink paces
+ * itself to one message a second and, after a 429, holds every message of this
+ * webhook back for as long as Slack asked; the worker schedules the retry.
+ */
+export class SlackSink implements Sink<SlackMessage> {
+  readonly name: string;
+  readonly grouping = 'poll';
+  readonly #config: SlackSinkConfig;
+  readonly #clock: Clock;
+  readonly #webhook: IncomingWebhook;
+  /** What the last response said, captured by our fetch: the library drops the headers. */
+  #retryAfter: string | undefined;
+  #current: AbortSignal | undefined;
+  #nextSendAt = 0;
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(config: SlackSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+    this.name = config.name;
+    this.#config = config;
+    this.#clock = deps.clock;
+    const fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const signal = init?.signal && this.#current ? AbortSignal.any([init.signal, this.#current]) : (this.#current ?? init?.signal ?? undefined);
+      const response = await undiciFetch(input as string, {
+        ...(init as object),
+        signal,
+        ...(deps.dispatcher ? { dispatcher: deps.dispatcher } : {}),
+      } as Parameters<typeof undiciFetch>[1]);
+      this.#retryAfter = response.headers.get('retry-after') ?? undefined;
+      return response as unknown as Response;
+    };
+    this.#webhook = new IncomingWebhook(config.url.reveal(), { fetch, retryConfig: { retries: 0 } });
+  }
+
+  render(events: readonly RiskEvent[]): SlackMessage {
+    return renderSlack(events, this.#config.mention);
+  }
+
+  renderTest(): SlackMessage {
+    return renderSlackTest(this.name);
+  }
+
+  /** Sends in turn: one message at a time per webhook, at most one a second. */
+  send(message: SlackMessage, signal: AbortSignal): Promise<void> {
+    const turn = this.#queue.then(() => this.#send(message, signal));
+    this.#queue = turn.catch(() => {});
+    return turn;
+  }
+
+  async #send(message: SlackMessage, signal: AbortSignal): Promise<void> {
+    const wait = this.#nextSendAt - this.#clock.now();
+    if (wait > 0) await this.#clock.sleep(wait, signal).catch((error: unknown) => {
+      throw transportFailure(this.name, error, signal);
+    });
+    this.#current = signal;
+    this.#retryAfter = undefined;
+    try {
+      await this.#webhook.send({ text: message.text, blocks: message.blocks as never });
+    } catch (error) {
+      const now = this.#clock.now();
+      if (error instanceof IncomingWebhookHTTPError) {
+        const failure = httpFailure(this.name, error.statusCode, this.#retryAfter, String(error.body ?? ''), now);
+        if (failure.retryAfterMs !== undefined) this.#nextSendAt = now + failure.retryAfterMs;
+        throw failure;
+      }
+      throw transportFailure(this.name, error, signal);
+    } finally {
+      this.#current = undefined;
+      this.#nextSendAt = Math.max(this.#nextSendAt, this.#clock.now() + MIN_SPACING_MS);
+    }
+  }
+}

@@ -1,0 +1,84 @@
+import { createHmac } from 'node:crypto';
+import { type Dispatcher, request } from 'undici';
+import type { Clock } from '../../clock.ts';
+import type { WebhookSinkConfig } from '../../config/config.ts';
+import type { RiskEvent } from '../../detect/events.ts';
+import { USER_AGENT } from '../../version.ts';
+import type { Sink } from '../sink.ts';
+import { httpFailure, transportFailure } from './http-errors.ts';
+
+/** One Standard Webhooks message: its id and body are fixed; timestamp and signature are per attempt. */
+export interface WebhookMessage {
+  readonly id: string;
+  readonly body: string;
+}
+
+/**
+ * The generic webhook (SPEC §5): one JSON POST per event, shaped and signed
+ * after the Standard Webhooks spec, so that its reference libraries verify it.
+ */
+export class WebhookSink implements Sink<WebhookMessage> {
+  readonly name: string;
+  readonly grouping = 'event';
+  readonly #config: WebhookSinkConfig;
+  readonly #key: Buffer | undefined;
+  readonly #dispatcher: Dispatcher | undefined;
+  readonly #clock: Clock;
+
+  constructor(config: WebhookSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+    this.name = config.name;
+    this.#config = config;
+    const secret = config.secret?.reveal();
+    this.#key = secret === undefined ? undefined : Buffer.from(secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : secret, 'base64');
+    this.#dispatcher = deps.dispatcher;
+    this.#clock = deps.clock;
+  }
+
+  render(events: readonly RiskEvent[]): WebhookMessage {
+    if (events.length !== 1) throw new Error(`webhook sink ${this.name}: a delivery must hold one event, not ${events.length}`);
+    const event = events[0]!;
+    return { id: event.id, body: JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data }) };
+  }
+
+  renderTest(): WebhookMessage {
+    const now = new Date(this.#clock.now()).toISOString();
+    return {
+      id: `test_${this.#clock.now().toString(36)}`,
+      body: JSON.stringify({ type: 'riskwatch.test', timestamp: now, data: { message: `riskwatch test notification for sink ${this.name}: this sink works` } }),
+    };
+  }
+
+  async send(message: WebhookMessage, signal: AbortSignal): Promise<void> {
+    const timestamp = Math.floor(this.#clock.now() / 1000).toString();
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(this.#config.headers)) headers[name.toLowerCase()] = value.reveal();
+    Object.assign(headers, {
+      'content-type': 'application/json',
+      'user-agent': USER_AGENT,
+      'webhook-id': message.id,
+      'webhook-timestamp': timestamp,
+    });
+    if (this.#key) headers['webhook-signature'] = sign(this.#key, message.id, timestamp, message.body);
+
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(this.#config.url.reveal(), {
+        method: 'POST',
+        headers,
+        body: message.body,
+        signal,
+        ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
+      });
+    } catch (error) {
+      throw transportFailure(this.name, error, signal);
+    }
+    const text = await response.body.text().catch(() => '');
+    if (response.statusCode >= 200 && response.statusCode < 300) return;
+    throw httpFailure(this.name, response.statusCode, response.headers['retry-after'], text, this.#clock.now());
+  }
+}
+
+/** `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, as Standard Webhooks defines it. */
+export function sign(key: Buffer, id: string, timestamp: string, body: string): string {
+  return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
+}

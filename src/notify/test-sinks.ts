@@ -1,0 +1,46 @@
+import type { Clock } from '../clock.ts';
+import type { Config } from '../config/config.ts';
+import { UsageError } from '../errors.ts';
+import { type RetryPolicy, withRetry } from '../retry.ts';
+import type { SinkDeps } from './sinks/create.ts';
+import { createSink } from './sinks/create.ts';
+
+/** A few quick attempts: seconds, not the delivery policy's hours. */
+const TEST_RETRY: RetryPolicy = { attempts: 3, baseDelayMs: 1000, maxDelayMs: 4000, maxWaitMs: 5000 };
+const TEST_TIMEOUT_MS = 10_000;
+
+export interface SinkTestResult {
+  readonly sink: string;
+  readonly ok: boolean;
+  /** One line: `secops (slack): accepted` or what went wrong. */
+  readonly line: string;
+}
+
+/** `test-sinks`: one clearly marked test message to each sink (or the one named), through the sinks' real send path. */
+export async function testSinks(config: Config, only: string | undefined, deps: SinkDeps & { clock: Clock }): Promise<SinkTestResult[]> {
+  const chosen = only === undefined ? config.sinks : config.sinks.filter((s) => s.name === only);
+  if (chosen.length === 0) {
+    throw new UsageError(`--sink ${only}: no such sink (configured: ${config.sinks.map((s) => s.name).join(', ')})`);
+  }
+  return Promise.all(
+    chosen.map(async (sinkConfig) => {
+      const sink = createSink(sinkConfig, deps);
+      const label = `${sink.name} (${sinkConfig.type})`;
+      let attempts = 0;
+      try {
+        await withRetry(
+          () => {
+            attempts++;
+            return sink.send(sink.renderTest(), AbortSignal.timeout(TEST_TIMEOUT_MS));
+          },
+          TEST_RETRY,
+          { clock: deps.clock },
+        );
+        return { sink: sink.name, ok: true, line: `${label}: accepted${attempts > 1 ? ` (after ${attempts} attempts)` : ''}` };
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        return { sink: sink.name, ok: false, line: `${label}: FAILED after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${message}` };
+      }
+    }),
+  );
+}

@@ -1,0 +1,179 @@
+import { describe, expect, it } from 'vitest';
+import type { SinkConfig } from '../../src/config/config.ts';
+import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
+import type { EventType, RiskLevel } from '../../src/model.ts';
+import { routeEvents } from '../../src/notify/route.ts';
+import { behavior, riskUser } from '../support/snapshots.ts';
+
+const ACCOUNT = 'acc-prod';
+const TIMESTAMP = '2026-11-22T18:00:05.123Z';
+
+type Level = RiskLevel | null;
+
+function userEvent(id: string, previous: Level, current: Level): UserEvent {
+  const rank = (level: Level) => (level === null ? 0 : ['low', 'medium', 'high'].indexOf(level) + 1);
+  const { max_risk_level: _level, ...user } = riskUser(`user-${id}`, current ?? 'low');
+  return {
+    id,
+    type: rank(current) > rank(previous) ? 'user.risk_level_raised' : 'user.risk_level_lowered',
+    timestamp: TIMESTAMP,
+    data: { account: { id: ACCOUNT, name: 'production' }, user, previous_level: previous, current_level: current },
+  };
+}
+
+function behaviorEvent(id: string, type: BehaviorEvent['type'], riskLevel: RiskLevel = 'low'): BehaviorEvent {
+  return {
+    id,
+    type,
+    timestamp: TIMESTAMP,
+    data: {
+      account: { id: ACCOUNT, name: 'production' },
+      behavior: behavior(`beh-${id}`, { risk_level: riskLevel }),
+      previous: type === 'behavior.added' ? null : { enabled: true, risk_level: riskLevel },
+    },
+  };
+}
+
+function sink(
+  name: string,
+  routing: { minLevel?: RiskLevel; events?: readonly EventType[]; accounts?: readonly string[]; grouping?: 'poll' | 'event' } = {},
+): { config: SinkConfig; sink: { grouping: 'poll' | 'event' } } {
+  return {
+    config: {
+      type: 'console',
+      name,
+      minLevel: routing.minLevel ?? 'low',
+      events: routing.events && new Set(routing.events),
+      accounts: routing.accounts && new Set(routing.accounts),
+    },
+    sink: { grouping: routing.grouping ?? 'event' },
+  };
+}
+
+/** The event ids each sink got, one inner list per delivery. */
+function routed(events: readonly RiskEvent[], sinks: ReturnType<typeof sink>[], accountId = ACCOUNT) {
+  return routeEvents(accountId, events, sinks).map((d) => [d.sink, ...d.eventIds]);
+}
+
+describe('min_level: user events below it skip the sink', () => {
+  it.each([
+    ['raised to low, min medium: skipped', null, 'low', 'medium', false],
+    ['raised low → medium, min medium: kept (at the threshold)', 'low', 'medium', 'medium', true],
+    ['raised medium → high, min medium: kept', 'medium', 'high', 'medium', true],
+    ['raised to high, min high: kept', null, 'high', 'high', true],
+    ['raised low → medium, min high: skipped', 'low', 'medium', 'high', false],
+    ['raised to low, min low: kept', null, 'low', 'low', true],
+    // Lowered events compare the level the user leaves, so the sink that got the rise gets the all-clear.
+    ['lowered high → none (left the summary), min high: kept', 'high', null, 'high', true],
+    ['lowered high → low, min high: kept', 'high', 'low', 'high', true],
+    ['lowered medium → none, min medium: kept', 'medium', null, 'medium', true],
+    ['lowered medium → low, min high: skipped', 'medium', 'low', 'high', false],
+    ['lowered low → none, min medium: skipped', 'low', null, 'medium', false],
+  ] as const)('%s', (_label, previous, current, minLevel, kept) => {
+    const event = userEvent('e1', previous, current);
+    expect(routed([event], [sink('s', { minLevel })])).toEqual(kept ? [['s', 'e1']] : []);
+  });
+
+  it.each(['behavior.enabled', 'behavior.disabled', 'behavior.risk_level_changed', 'behavior.added', 'behavior.removed'] as const)(
+    '%s of a low behavior reaches a min_level high sink: behavior events ignore min_level',
+    (type) => {
+      expect(routed([behaviorEvent('b1', type, 'low')], [sink('s', { minLevel: 'high' })])).toEqual([['s', 'b1']]);
+    },
+  );
+
+  it('keeps the qualifying events of a mixed poll, in their order', () => {
+    const events = [userEvent('high', 'low', 'high'), userEvent('low', null, 'low'), behaviorEvent('beh', 'behavior.disabled'), userEvent('med', 'low', 'medium')];
+    expect(routed(events, [sink('s', { minLevel: 'medium', grouping: 'poll' })])).toEqual([['s', 'high', 'beh', 'med']]);
+  });
+});
+
+describe('events: a sink receives only the event types it lists', () => {
+  const events = [
+    userEvent('raised', 'low', 'high'),
+    userEvent('lowered', 'high', 'low'),
+    behaviorEvent('disabled', 'behavior.disabled'),
+    behaviorEvent('enabled', 'behavior.enabled'),
+    behaviorEvent('added', 'behavior.added'),
+  ];
+
+  it('only the listed types', () => {
+    expect(routed(events, [sink('s', { events: ['user.risk_level_raised', 'behavior.disabled'] })])).toEqual([
+      ['s', 'raised'],
+      ['s', 'disabled'],
+    ]);
+  });
+
+  it('every type when the list is left out', () => {
+    expect(routed(events, [sink('s')]).map(([, id]) => id)).toEqual(['raised', 'lowered', 'disabled', 'enabled', 'added']);
+  });
+
+  it('both filters apply: a listed type below min_level is still skipped', () => {
+    const mixed = [userEvent('to-low', null, 'low'), userEvent('to-high', 'low', 'high')];
+    expect(routed(mixed, [sink('s', { events: ['user.risk_level_raised'], minLevel: 'high' })])).toEqual([['s', 'to-high']]);
+  });
+});
+
+describe('accounts: a sink receives only the accounts it lists', () => {
+  const events = [userEvent('e1', 'low', 'high')];
+
+  it('a listed account is routed', () => {
+    expect(routed(events, [sink('s', { accounts: [ACCOUNT, 'acc-other'] })], ACCOUNT)).toEqual([['s', 'e1']]);
+  });
+
+  it('an unlisted account is not', () => {
+    expect(routed(events, [sink('s', { accounts: ['acc-other'] })], ACCOUNT)).toEqual([]);
+  });
+
+  it('every account when the list is left out', () => {
+    expect(routed(events, [sink('s')], 'acc-anything')).toEqual([['s', 'e1']]);
+  });
+
+  it('each delivery names the account it belongs to', () => {
+    expect(routeEvents('acc-dev', events, [sink('s')])).toEqual([{ sink: 's', accountId: 'acc-dev', eventIds: ['e1'] }]);
+  });
+});
+
+describe('grouping: one delivery per poll, or one per event', () => {
+  const events = [userEvent('e1', 'low', 'high'), behaviorEvent('e2', 'behavior.disabled'), userEvent('e3', null, 'medium')];
+
+  it("'poll': one delivery holding every event the sink wants, in order", () => {
+    expect(routeEvents(ACCOUNT, events, [sink('slack', { grouping: 'poll' })])).toEqual([{ sink: 'slack', accountId: ACCOUNT, eventIds: ['e1', 'e2', 'e3'] }]);
+  });
+
+  it("'event': one delivery per event, in order", () => {
+    expect(routeEvents(ACCOUNT, events, [sink('hook', { grouping: 'event' })])).toEqual([
+      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e1'] },
+      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e2'] },
+      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e3'] },
+    ]);
+  });
+
+  it('each sink is routed on its own: its grouping and its filters', () => {
+    const sinks = [
+      sink('slack', { grouping: 'poll', minLevel: 'high' }),
+      sink('hook', { grouping: 'event', events: ['behavior.disabled', 'user.risk_level_raised'] }),
+      sink('elsewhere', { accounts: ['acc-other'] }),
+    ];
+    expect(routed(events, sinks)).toEqual([
+      ['slack', 'e1', 'e2'],
+      ['hook', 'e1'],
+      ['hook', 'e2'],
+      ['hook', 'e3'],
+    ]);
+  });
+});
+
+describe('no delivery when nothing matches', () => {
+  it('no events, no deliveries, whatever the grouping', () => {
+    expect(routeEvents(ACCOUNT, [], [sink('a', { grouping: 'poll' }), sink('b', { grouping: 'event' })])).toEqual([]);
+  });
+
+  it('a poll-grouped sink whose filters drop every event gets no empty delivery', () => {
+    const events = [userEvent('e1', null, 'low'), behaviorEvent('e2', 'behavior.added')];
+    expect(routeEvents(ACCOUNT, events, [sink('s', { grouping: 'poll', minLevel: 'medium', events: ['user.risk_level_raised'] })])).toEqual([]);
+  });
+
+  it('no sinks, no deliveries', () => {
+    expect(routeEvents(ACCOUNT, [userEvent('e1', 'low', 'high')], [])).toEqual([]);
+  });
+});
