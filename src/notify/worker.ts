@@ -79,8 +79,14 @@ export class DeliveryWorker {
     this.#running = false;
     for (const lane of this.#lanes) lane.wake();
     const loops = Promise.allSettled(this.#lanes.map((lane) => lane.loop));
-    const timer = this.#options.clock.sleep(graceMs).then(() => 'timeout' as const);
-    if ((await Promise.race([loops.then(() => 'done' as const), timer])) === 'timeout') {
+    const graceOver = new AbortController();
+    const timer = this.#options.clock.sleep(graceMs, graceOver.signal).then(
+      () => 'timeout' as const,
+      () => 'done' as const,
+    );
+    const first = await Promise.race([loops.then(() => 'done' as const), timer]);
+    graceOver.abort();
+    if (first === 'timeout') {
       this.#options.log.warn({ graceMs }, 'deliveries still in flight after the grace period; they will be retried after restart');
       this.#stopSends.abort(new Error('shutting down'));
       await loops;

@@ -105,7 +105,9 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
       output.push(...proc.stdout);
     }
 
-    // A last, clean run: wait until every user's current level has been announced.
+    // A last, clean run with one more rise, so it always has something to say:
+    // wait until every user's current level has been announced.
+    rise();
     const final = spawnRiskwatch(['run', '--config', configFile]);
     const announcedLevel = () => {
       const reached = new Map<string, string>();
