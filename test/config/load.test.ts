@@ -66,7 +66,7 @@ describe('a valid config parses into the typed config', () => {
       doc.cloudflare.requests_per_5min = 600;
       doc.poll_interval = '5m';
       doc.first_run = 'notify';
-      doc.notify = { lowered: true, enrich: false };
+      doc.notify = { lowered: true, enrich: false, max_age: '6h' };
       doc.state = { sqlite: './data/rw.db' };
       doc.http = { listen: '0.0.0.0:9464' };
       doc.log = { level: 'debug' };
@@ -76,7 +76,7 @@ describe('a valid config parses into the typed config', () => {
     expect(config.cloudflare).toEqual({ apiBaseUrl: 'http://127.0.0.1:8787/client/v4', requestsPer5Min: 600 });
     expect(config.pollIntervalMs).toBe(300_000);
     expect(config.firstRun).toBe('notify');
-    expect(config.notify).toEqual({ lowered: true, enrich: false });
+    expect(config.notify).toEqual({ lowered: true, enrich: false, maxAgeMs: 6 * 3_600_000 });
     expect(config.state.sqlite).toBe(path.join(tmp.dir, 'data', 'rw.db'));
     expect(config.http.listen).toEqual({ host: '0.0.0.0', port: 9464 });
     expect(config.log.level).toBe('debug');
@@ -113,7 +113,7 @@ describe('a valid config parses into the typed config', () => {
     expect(DEFAULT_API_BASE_URL).toBe('https://api.cloudflare.com/client/v4');
     expect(config.pollIntervalMs).toBe(60_000);
     expect(config.firstRun).toBe('baseline');
-    expect(config.notify).toEqual({ lowered: false, enrich: true });
+    expect(config.notify).toEqual({ lowered: false, enrich: true, maxAgeMs: 24 * 3_600_000 });
     expect(config.state.sqlite).toBe(path.join(tmp.dir, 'riskwatch.db'));
     expect(config.http.listen).toBeUndefined();
     expect(config.log.level).toBe('info');
@@ -547,3 +547,36 @@ describe('sinks', () => {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('a Slack sink may carry mentions, and only real Slack mention syntax', () => {
+  it('keeps a valid mention list', () => {
+    const secops = sink(
+      load((doc) => {
+        doc.sinks[0]!.mention = '<!here> <@U012AB3CD>';
+      }),
+      'secops',
+    );
+    expect(secops.type === 'slack' && secops.mention).toBe('<!here> <@U012AB3CD>');
+  });
+
+  it('refuses anything else', () => {
+    problemAt('sinks[0].mention', () =>
+      load((doc) => {
+        doc.sinks[0]!.mention = '<https://evil.example|click>';
+      }),
+    );
+  });
+
+  it('refuses max_age without a unit and below a minute', () => {
+    problemAt('notify.max_age', () =>
+      load((doc) => {
+        doc.notify = { max_age: 30 };
+      }),
+    );
+    problemAt('notify.max_age', () =>
+      load((doc) => {
+        doc.notify = { max_age: '30s' };
+      }),
+    );
+  });
+});
