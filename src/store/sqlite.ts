@@ -112,8 +112,10 @@ export class SqliteStore implements StateStore {
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(file, { timeout: 5000 });
+      // Refuse a file that is not ours before changing anything in it, even its journal mode.
+      const version = checkSchema(db, file);
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
-      migrate(db, file);
+      migrate(db, version);
       db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
       // Leases belong to the process that held the file before us; it is gone.
       db.exec("UPDATE deliveries SET leased_until = 0 WHERE state = 'pending' AND leased_until > 0");
@@ -126,6 +128,10 @@ export class SqliteStore implements StateStore {
   }
 
   async loadSnapshot(accountId: string): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
+    return this.#read('read the snapshot', () => this.#loadSnapshot(accountId));
+  }
+
+  #loadSnapshot(accountId: string): { version: number; snapshot: PreviousSnapshot | undefined } {
     const row = this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined;
     if (!row) return { version: 0, snapshot: undefined };
     const userLevels = new Map<string, RiskLevel>();
@@ -148,6 +154,10 @@ export class SqliteStore implements StateStore {
   }
 
   async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
+    return this.#read('read users', () => this.#loadUsers(accountId, userIds));
+  }
+
+  #loadUsers(accountId: string, userIds: readonly string[]): Map<string, RiskUser> {
     const users = new Map<string, RiskUser>();
     const select = this.#stmt('SELECT user_id, level, email, name, event_count, last_event FROM users WHERE account_id = ? AND user_id = ?');
     for (const userId of userIds) {
@@ -200,6 +210,13 @@ export class SqliteStore implements StateStore {
 
       const insertEvent = this.#stmt('INSERT INTO events (id, account_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)');
       for (const event of commit.events) insertEvent.run(event.id, accountId, event.type, commit.polledAt, JSON.stringify(event));
+      // A delivery of an event that is not stored would block its sink's outbox for good.
+      const committed = new Set(commit.events.map((e) => e.id));
+      const stored = this.#stmt('SELECT 1 FROM events WHERE id = ?');
+      for (const d of commit.deliveries) {
+        const missing = d.eventIds.find((id) => !committed.has(id) && stored.get(id) === undefined);
+        if (missing !== undefined) throw new StateError(`state file ${this.file}: a delivery to ${d.sink} names event ${missing}, which is not stored; nothing was committed`);
+      }
       const insertDelivery = this.#stmt(
         "INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
       );
@@ -233,7 +250,7 @@ export class SqliteStore implements StateStore {
   }
 
   async nextDueAt(sink: string): Promise<number | undefined> {
-    const row = this.#stmt("SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries WHERE state = 'pending' AND sink = ?").get(sink) as {
+    const row = this.#read('read the outbox', () => this.#stmt("SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries WHERE state = 'pending' AND sink = ?").get(sink)) as {
       due: number | null;
     };
     return row.due ?? undefined;
@@ -267,7 +284,9 @@ export class SqliteStore implements StateStore {
 
   async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
     const counts = new Map<string, { pending: number; dead: number }>();
-    const rows = this.#stmt("SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state").all() as {
+    const rows = this.#read('read the outbox', () =>
+      this.#stmt("SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state").all(),
+    ) as {
       sink: string;
       state: 'pending' | 'dead';
       n: number;
@@ -294,6 +313,14 @@ export class SqliteStore implements StateStore {
       this.#statements.set(sql, statement);
     }
     return statement;
+  }
+
+  #read<T>(what: string, body: () => T): T {
+    try {
+      return body();
+    } catch (error) {
+      throw asStateError(error, this.file, what);
+    }
   }
 
   #transaction<T>(what: string, body: () => T): T {
@@ -329,6 +356,8 @@ function checkDirectory(file: string): void {
 /**
  * One riskwatch per state file: an exclusive SQLite lock on `<file>.lock`,
  * which the operating system releases if the process dies, even by kill -9.
+ * The lock lives as long as its connection: the store keeps it until close(),
+ * so whoever opens a store must keep it referenced while it runs.
  */
 function acquireLock(file: string): DatabaseSync {
   const lockFile = `${file}.lock`;
@@ -361,7 +390,8 @@ function describeHolder(file: string): string {
   return 'another riskwatch process';
 }
 
-function migrate(db: DatabaseSync, file: string): void {
+/** The file's schema version, after making sure it is a riskwatch state file this riskwatch can use. */
+function checkSchema(db: DatabaseSync, file: string): number {
   const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
   if (version > SCHEMA_VERSION) {
     throw new StateError(
@@ -372,6 +402,10 @@ function migrate(db: DatabaseSync, file: string): void {
     const tables = (db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'").get() as { n: number }).n;
     if (tables > 0) throw new StateError(`state file ${file} is an SQLite database but not a riskwatch state file; give state.sqlite a path of its own`);
   }
+  return version;
+}
+
+function migrate(db: DatabaseSync, version: number): void {
   for (let next = version; next < SCHEMA_VERSION; next++) {
     db.exec('BEGIN IMMEDIATE');
     try {
