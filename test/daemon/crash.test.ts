@@ -7,6 +7,7 @@ import { LEVEL_RANK, RISK_LEVELS, type RiskLevel } from '../../src/model.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
 import { spawnRiskwatch } from '../support/process.ts';
+import { mulberry32 } from '../support/random.ts';
 
 /**
  * SPEC §6 against the real process: `kill -9` at random moments while users
@@ -59,16 +60,6 @@ interface Announcement {
   readonly id: string;
 }
 
-/** A small seeded PRNG, so a failure can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('kill -9 at random moments loses nothing and announces nothing twice under two ids', () => {
   it('delivers every rise across many crashes', { timeout: 120_000 }, async () => {

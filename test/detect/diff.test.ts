@@ -9,6 +9,7 @@ import {
 } from '../../src/detect/diff.ts';
 import { type Behavior, LEVEL_RANK, RISK_LEVELS, type RiskLevel } from '../../src/model.ts';
 import { behavior, committed, currentSnapshot, previousSnapshot, riskUser } from '../support/snapshots.ts';
+import { mulberry32 } from '../support/random.ts';
 
 const QUIET: DiffOptions = { firstRun: 'baseline', lowered: false };
 const LOWERED: DiffOptions = { firstRun: 'baseline', lowered: true };
@@ -364,17 +365,6 @@ describe('announcement order is deterministic', () => {
 // ---------------------------------------------------------------------------
 // Properties over random snapshot pairs.
 
-/** mulberry32: a tiny seeded PRNG, so a failing case can be replayed from its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface RandomPair {
   readonly seed: number;
