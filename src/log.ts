@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -15,11 +16,20 @@ const REDACT = [
   '*.api_token',
   '*.api_key',
   '*.secret',
+  '*.url',
 ];
 
-/** JSON lines on stdout (SPEC §7), or to `destination` when given (tests). */
-export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, base: { app: 'riskwatch' }, redact: { paths: REDACT, censor: '****' } }, destination ?? pino.destination(1));
+export interface LoggerOptions {
+  /** Human-readable lines instead of JSON (log.format: pretty). */
+  readonly pretty?: boolean;
+  /** Where lines go; stdout when left out (tests pass a stream). */
+  readonly destination?: pino.DestinationStream;
+}
+
+/** JSON lines on stdout (SPEC §7), pretty only when asked. */
+export function createLogger(level: string, options: LoggerOptions = {}): Logger {
+  const destination = options.destination ?? (options.pretty ? pretty({ colorize: process.stdout.isTTY === true, destination: 1 }) : pino.destination(1));
+  return pino({ level, base: { app: 'riskwatch' }, redact: { paths: REDACT, censor: '****' } }, destination);
 }
 
 /** A logger that drops everything, for tests and commands that print their own output. */

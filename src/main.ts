@@ -4,7 +4,11 @@ import { loadConfig, resolveConfigPath } from './config/load.ts';
 import { summarizeConfig } from './config/summary.ts';
 import { Agent } from 'undici';
 import { systemClock } from './clock.ts';
+import type { Config } from './config/config.ts';
 import { assemble } from './daemon/assemble.ts';
+import { Service } from './daemon/service.ts';
+import { runDemo } from './demo.ts';
+import { SqliteStore } from './store/sqlite.ts';
 import { testSinks } from './notify/test-sinks.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
 import { createLogger } from './log.ts';
@@ -40,17 +44,39 @@ const COMMANDS: Record<string, Command> = {
   },
 
   run: async (options, io) => {
-    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
-    const log = createLogger(config.log.level);
-    const daemon = assemble(config, { log });
-    daemon.start();
-    log.info({ accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs }, 'riskwatch started');
+    const file = resolveConfigPath(options.config, io.env);
+    const config = loadConfig(file, io.env);
+    const log = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+    const service = await Service.start(config, { log });
+    // SIGHUP: read the file again; keep running on the old config if the new one is invalid.
+    let reloading = Promise.resolve();
+    const reload = () => {
+      reloading = reloading.then(async () => {
+        let next: Config;
+        try {
+          next = loadConfig(file, io.env);
+        } catch (error) {
+          const lines = error instanceof ConfigErrors ? error.problems : [(error as Error).message];
+          log.error({ problems: lines }, `reload failed, still running on the previous config: ${lines.join('; ')}`);
+          return;
+        }
+        await service.reload(next).catch((error: unknown) => log.error({ err: (error as Error).message }, 'reload failed'));
+      });
+    };
+    process.on('SIGHUP', reload);
     const signal = await nextSignal(['SIGTERM', 'SIGINT']);
+    process.off('SIGHUP', reload);
     log.info({ signal }, 'stopping');
-    // A second signal while stopping means "now": pending work stays in the store for next time.
+    // A second signal while stopping means "now": pending work stays in the state file for next time.
     const force = () => process.exit(1);
     process.once('SIGTERM', force).once('SIGINT', force);
-    await daemon.stop();
+    await reloading;
+    await service.stop();
+    return 0;
+  },
+
+  demo: async (_options, io) => {
+    await runDemo(io.out, nextSignal(['SIGINT', 'SIGTERM']));
     return 0;
   },
 
@@ -68,12 +94,15 @@ const COMMANDS: Record<string, Command> = {
 
   once: async (options, io) => {
     const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
-    const log = createLogger(config.log.level);
-    const daemon = assemble(config, { log });
+    const log = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+    const store = SqliteStore.open(config.state.sqlite);
     try {
-      return (await daemon.runOnce()) ? 0 : 1;
-    } finally {
+      const daemon = assemble(config, { store, log });
+      const ok = await daemon.runOnce();
       await daemon.stop();
+      return ok ? 0 : 1;
+    } finally {
+      await store.close();
     }
   },
 };

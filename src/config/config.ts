@@ -24,8 +24,9 @@ export interface Config {
   /** Absolute path of the SQLite state file. */
   readonly state: { readonly sqlite: string };
   readonly sinks: readonly SinkConfig[];
-  readonly http: { readonly listen: { readonly host: string; readonly port: number } | undefined };
-  readonly log: { readonly level: string };
+  /** Where `run` serves /healthz, /readyz and /metrics. */
+  readonly http: { readonly listen: { readonly host: string; readonly port: number } };
+  readonly log: { readonly level: string; readonly format: 'json' | 'pretty' };
 }
 
 /** How riskwatch authenticates to Cloudflare; `id` names it in logs without revealing it. */

@@ -231,7 +231,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     state: { sqlite: path.resolve(path.dirname(source), file.state.sqlite) },
     sinks,
     http: { listen: file.http.listen },
-    log: { level: file.log.level },
+    log: { level: file.log.level, format: file.log.format },
   };
 }
 

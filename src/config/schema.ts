@@ -136,7 +136,7 @@ export const configFileSchema = z.strictObject({
     .prefault({}),
   state: z.strictObject({ sqlite: nonEmpty.default('./riskwatch.db') }).prefault({}),
   sinks: z.array(sink, { error: 'must be a list of sinks' }).min(1, { error: 'must list at least one sink' }),
-  http: z.strictObject({ listen: listen.optional() }).prefault({}),
+  http: z.strictObject({ listen: listen.default({ host: '127.0.0.1', port: 9464 }) }).prefault({}),
   log: z
     .strictObject({
       level: z
@@ -144,6 +144,7 @@ export const configFileSchema = z.strictObject({
           error: 'must be one of trace, debug, info, warn, error, fatal, silent',
         })
         .default('info'),
+      format: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).default('json'),
     })
     .prefault({}),
 });

@@ -12,8 +12,8 @@ export function summarizeConfig(config: Config): string {
     `state: sqlite ${config.state.sqlite}`,
     `sinks (${config.sinks.length}):`,
     ...config.sinks.map((sink) => `  - ${describeSink(sink, config)}`),
-    `http: ${config.http.listen ? `${config.http.listen.host}:${config.http.listen.port}` : 'off'}`,
-    `log.level: ${config.log.level}`,
+    `http: ${config.http.listen.host}:${config.http.listen.port} (/healthz, /readyz, /metrics)`,
+    `log: ${config.log.level}, ${config.log.format}`,
   ];
   return lines.join('\n');
 }

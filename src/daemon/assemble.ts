@@ -3,34 +3,42 @@ import { Agent } from 'undici';
 import { type Clock, systemClock } from '../clock.ts';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { CloudflareClient } from '../cloudflare/client.ts';
-import type { Config } from '../config/config.ts';
+import type { Config, Credential } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import { createSink, type SinkDeps } from '../notify/sinks/create.ts';
+import { createSink } from '../notify/sinks/create.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../notify/worker.ts';
-import { SqliteStore } from '../store/sqlite.ts';
+import type { StateStore } from '../store/store.ts';
 import { Daemon } from './daemon.ts';
+import type { Metrics } from './metrics.ts';
 import { AccountPoller } from './poller.ts';
 
-export interface AssembleDeps extends Partial<SinkDeps> {
+export interface AssembleDeps {
+  readonly store: StateStore;
   readonly log: Logger;
+  readonly metrics?: Metrics;
+  readonly clock?: Clock;
   readonly newId?: () => string;
+  /** Where console sinks write; stdout when left out. */
+  readonly writeLine?: (line: string) => void;
 }
 
 /**
- * Builds the pipeline a config describes: one Cloudflare client per
- * credential (sharing its request budget), one poller per account, the sinks,
- * the delivery worker and the store, driven by one Daemon.
+ * Builds the pipeline a config describes over an open store: one Cloudflare
+ * client per credential (sharing its request budget), one poller per account,
+ * the sinks and the delivery worker, driven by one Daemon.
  */
 export function assemble(config: Config, deps: AssembleDeps): Daemon {
+  const { store, log, metrics } = deps;
   const clock = deps.clock ?? systemClock;
-  const log = deps.log;
   const dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
-  const sinks = config.sinks.map((sinkConfig) => ({ config: sinkConfig, sink: createSink(sinkConfig, { clock, dispatcher, ...deps }) }));
-  const store = SqliteStore.open(config.state.sqlite);
+  const sinks = config.sinks.map((sinkConfig) => ({
+    config: sinkConfig,
+    sink: createSink(sinkConfig, { clock, dispatcher, ...(deps.writeLine ? { writeLine: deps.writeLine } : {}) }),
+  }));
 
   const budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
   const clients = new Map<string, CloudflareClient>();
-  const clientFor = (credential: Config['accounts'][number]['credential']) => {
+  const clientFor = (credential: Credential) => {
     let client = clients.get(credential.id);
     if (!client) {
       client = new CloudflareClient({
@@ -40,6 +48,7 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
         clock,
         log: log.child({ credential: credential.id }),
         dispatcher,
+        ...(metrics ? { onResponse: (call, status) => metrics.cloudflareResponse(call, status) } : {}),
       });
       clients.set(credential.id, client);
     }
@@ -66,6 +75,21 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
     clock,
     log,
     policy: { ...DEFAULT_DELIVERY_POLICY, maxAgeMs: config.notify.maxAgeMs },
+    ...(metrics ? { onOutcome: (sink, outcome) => metrics.delivery(sink, outcome) } : {}),
   });
-  return new Daemon({ pollers, worker, store, clock, log, pollIntervalMs: config.pollIntervalMs, onStopped: () => dispatcher.close() });
+  return new Daemon({
+    pollers,
+    worker,
+    store,
+    clock,
+    log,
+    pollIntervalMs: config.pollIntervalMs,
+    onStopped: () => dispatcher.close(),
+    ...(metrics
+      ? {
+          onPoll: (account, ms, result) =>
+            result instanceof Error ? metrics.pollFailed(account.label, ms / 1000) : metrics.pollSucceeded(account.label, ms / 1000, result.users, result.eventTypes),
+        }
+      : {}),
+  });
 }

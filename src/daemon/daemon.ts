@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.ts';
+import type { AccountConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { DeliveryWorker } from '../notify/worker.ts';
 import type { StateStore } from '../store/store.ts';
@@ -23,7 +24,7 @@ export interface DaemonOptions {
   /** Called last on shutdown, to release what the daemon's parts share (connection pools). */
   readonly onStopped?: () => Promise<void>;
   /** Told after every poll, for metrics. */
-  readonly onPoll?: (accountId: string, durationMs: number, result: PollOutcome | Error) => void;
+  readonly onPoll?: (account: AccountConfig, durationMs: number, result: PollOutcome | Error) => void;
 }
 
 /** Longest gap between two accounts' first polls: many accounts never fire in the same second. */
@@ -63,15 +64,31 @@ export class Daemon {
     return polled.every(Boolean) && failed === 0 && pending === 0;
   }
 
-  /** Stops polling (a poll in flight is abandoned uncommitted), lets deliveries finish within the grace period, closes the store. */
+  /**
+   * Stops polling (a poll in flight is abandoned uncommitted) and lets
+   * deliveries in flight finish within the grace period. The store stays open:
+   * it belongs to whoever opened it.
+   */
   async stop(): Promise<void> {
-    const { worker, store, log } = this.#options;
     this.#stop.abort(new Error('shutting down'));
     await Promise.allSettled(this.#loops);
-    await worker.stop(this.#options.graceMs ?? 10_000);
-    await store.close();
+    await this.#options.worker.stop(this.#options.graceMs ?? 10_000);
     await this.#options.onStopped?.();
-    log.info('stopped');
+  }
+
+  /** Ready when every account's last successful poll is within `withinMs`; else which are not, and why. */
+  readiness(now: number, withinMs: number): { ready: boolean; accounts: { account: string; reason: string }[] } {
+    const accounts: { account: string; reason: string }[] = [];
+    for (const poller of this.#options.pollers) {
+      const status = this.status.get(poller.account.id)!;
+      const error = status.lastError ? `; last error: ${status.lastError}` : '';
+      if (status.lastSuccessAt === undefined) {
+        accounts.push({ account: poller.account.label, reason: `not polled successfully yet${error}` });
+      } else if (now - status.lastSuccessAt > withinMs) {
+        accounts.push({ account: poller.account.label, reason: `last successful poll ${Math.round((now - status.lastSuccessAt) / 1000)} s ago${error}` });
+      }
+    }
+    return { ready: accounts.length === 0, accounts };
   }
 
   async #pollLoop(poller: AccountPoller, offsetMs: number): Promise<void> {
@@ -103,9 +120,9 @@ export class Daemon {
       const outcome = await poller.poll(this.#stop.signal);
       status.lastSuccessAt = clock.now();
       status.lastError = undefined;
-      onPoll?.(account.id, clock.now() - started, outcome);
-      log[outcome.events > 0 ? 'info' : 'debug'](
-        { account: account.label, users: outcome.users, events: outcome.events, deliveries: outcome.deliveries, ms: clock.now() - started },
+      onPoll?.(account, clock.now() - started, outcome);
+      log[outcome.eventTypes.length > 0 ? 'info' : 'debug'](
+        { account: account.label, users: outcome.users, events: outcome.eventTypes.length, deliveries: outcome.deliveries, ms: clock.now() - started },
         outcome.firstRun ? 'first poll of the account committed' : 'poll committed',
       );
       if (outcome.deliveries > 0) worker.wake();
@@ -114,7 +131,7 @@ export class Daemon {
       if (this.#stop.signal.aborted) return false;
       const message = error instanceof Error ? error.message : String(error);
       status.lastError = message;
-      onPoll?.(account.id, clock.now() - started, error instanceof Error ? error : new Error(message));
+      onPoll?.(account, clock.now() - started, error instanceof Error ? error : new Error(message));
       log.error({ account: account.label, err: message }, 'poll failed; nothing was committed, the next poll tries again');
       return false;
     } finally {

@@ -12,14 +12,15 @@ import {
 } from '../detect/diff.ts';
 import { buildEvents } from '../detect/events.ts';
 import type { Logger } from '../log.ts';
-import type { Behavior, RiskEventDetail, RiskLevel } from '../model.ts';
+import type { Behavior, EventType, RiskEventDetail, RiskLevel } from '../model.ts';
 import { routeEvents } from '../notify/route.ts';
 import type { Sink } from '../notify/sink.ts';
 import { StaleSnapshotError, type StateStore } from '../store/store.ts';
 
 export interface PollOutcome {
   readonly users: number;
-  readonly events: number;
+  /** The type of each event committed, in order. */
+  readonly eventTypes: readonly EventType[];
   readonly deliveries: number;
   readonly firstRun: boolean;
 }
@@ -96,7 +97,7 @@ export class AccountPoller {
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
-    return { users: summary.users.size, events: events.length, deliveries: deliveries.length, firstRun: previous.snapshot === undefined };
+    return { users: summary.users.size, eventTypes: events.map((e) => e.type), deliveries: deliveries.length, firstRun: previous.snapshot === undefined };
   }
 
   /**

@@ -115,8 +115,8 @@ describe('a valid config parses into the typed config', () => {
     expect(config.firstRun).toBe('baseline');
     expect(config.notify).toEqual({ lowered: false, enrich: true, maxAgeMs: 24 * 3_600_000 });
     expect(config.state.sqlite).toBe(path.join(tmp.dir, 'riskwatch.db'));
-    expect(config.http.listen).toBeUndefined();
-    expect(config.log.level).toBe('info');
+    expect(config.http.listen).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(config.log).toEqual({ level: 'info', format: 'json' });
     expect(config.accounts[0]).toMatchObject({ id: ACCOUNT_ID, name: undefined, label: ACCOUNT_ID });
     expect(config.sinks[0]).toMatchObject({ name: 'stdout', type: 'console', minLevel: 'low', events: undefined, accounts: undefined });
   });

@@ -39,6 +39,8 @@ beforeAll(async () => {
       'sinks:',
       '  - name: out',
       '    type: console',
+      'http:',
+      '  listen: 127.0.0.1:0',
       'log:',
       '  level: warn',
     ].join('\n'),

@@ -120,7 +120,7 @@ describe('first run: baseline or notify', () => {
     setUser(1, 'high');
     api.account(ACCOUNT).behaviors.set('imp_travel', behavior('imp_travel'));
     const outcome = await poller().poll();
-    expect(outcome).toMatchObject({ users: 1, events: 0, deliveries: 0, firstRun: true });
+    expect(outcome).toMatchObject({ users: 1, eventTypes: [], deliveries: 0, firstRun: true });
     expect((await store.loadSnapshot(ACCOUNT)).snapshot?.userLevels.get(user(1).user_id)).toBe('high');
   });
 

@@ -10,7 +10,7 @@ export function captureLogs(level = 'debug'): { log: Logger; lines: () => Record
       done();
     },
   });
-  const log = createLogger(level, sink);
+  const log = createLogger(level, { destination: sink });
   const text = () => chunks.join('');
   return {
     log,

@@ -1,0 +1,47 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { UserFacingError } from '../errors.ts';
+import type { Metrics } from './metrics.ts';
+
+/** Why an account is not ready, or undefined when it is. */
+export type Readiness = () => { ready: boolean; accounts: { account: string; reason: string }[] };
+
+/**
+ * /healthz (the process runs), /readyz (every account polled successfully
+ * lately, else 503 naming those that are not and why) and /metrics.
+ */
+export async function startHttp(listen: { host: string; port: number }, readiness: Readiness, metrics: Metrics): Promise<Server> {
+  const server = createServer(async (req, res) => {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      } else if (path === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else if (path === '/readyz') {
+        const state = readiness();
+        res.writeHead(state.ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(state)}\n`);
+      } else if (path === '/metrics') {
+        const text = await metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text);
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
+      }
+    } catch (error) {
+      res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      const why = error.code === 'EADDRINUSE' ? 'the address is already in use' : error.code === 'EACCES' ? 'permission denied' : error.message;
+      reject(new UserFacingError(`http.listen ${listen.host}:${listen.port}: cannot listen: ${why}`, 2));
+    });
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  return server;
+}
+
+export function boundAddress(server: Server): string {
+  const address = server.address() as AddressInfo;
+  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+}

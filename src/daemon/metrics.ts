@@ -1,0 +1,97 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ApiCall } from '../cloudflare/client.ts';
+import type { DeliveryOutcome, StateStore } from '../store/store.ts';
+
+/**
+ * Every series of SPEC §7, prefixed `riskwatch_`, plus Node's process metrics.
+ * Components report through the small methods here; pending and
+ * dead-lettered counts are read from the store at scrape time.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #pollDuration: Histogram<'account' | 'outcome'>;
+  readonly #pollErrors: Counter<'account'>;
+  readonly #usersTracked: Gauge<'account'>;
+  readonly #events: Counter<'account' | 'type'>;
+  readonly #deliveries: Counter<'sink' | 'outcome'>;
+  readonly #requests: Counter<'call' | 'status'>;
+  readonly #rateLimited: Counter<'call'>;
+  #store: StateStore | undefined;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'riskwatch_' });
+    this.#pollDuration = new Histogram({
+      name: 'riskwatch_poll_duration_seconds',
+      help: 'Time one poll of one account took, from the first request to the commit.',
+      labelNames: ['account', 'outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers,
+    });
+    this.#pollErrors = new Counter({ name: 'riskwatch_poll_errors_total', help: 'Polls that failed and committed nothing.', labelNames: ['account'], registers });
+    this.#usersTracked = new Gauge({ name: 'riskwatch_users_tracked', help: 'Users in the last committed summary of each account.', labelNames: ['account'], registers });
+    this.#events = new Counter({ name: 'riskwatch_events_total', help: 'Events committed, by type.', labelNames: ['account', 'type'], registers });
+    this.#deliveries = new Counter({
+      name: 'riskwatch_deliveries_total',
+      help: 'Delivery attempts by sink and outcome (delivered, retry, dead).',
+      labelNames: ['sink', 'outcome'],
+      registers,
+    });
+    this.#requests = new Counter({
+      name: 'riskwatch_cloudflare_requests_total',
+      help: 'Cloudflare API requests by call and HTTP status ("error" when no response came).',
+      labelNames: ['call', 'status'],
+      registers,
+    });
+    this.#rateLimited = new Counter({ name: 'riskwatch_cloudflare_rate_limited_total', help: 'Cloudflare answers of 429.', labelNames: ['call'], registers });
+    const store = () => this.#store;
+    let counts: Promise<Map<string, { pending: number; dead: number }>> | undefined;
+    // One store read per scrape serves both gauges.
+    const read = () => (counts ??= (store()?.deliveryCounts() ?? Promise.resolve(new Map())).finally(() => setImmediate(() => (counts = undefined))));
+    new Gauge({
+      name: 'riskwatch_deliveries_pending',
+      help: 'Deliveries waiting to be sent (including those waiting to be retried), by sink.',
+      labelNames: ['sink'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const [sink, c] of await read()) this.set({ sink }, c.pending);
+      },
+    });
+    new Gauge({
+      name: 'riskwatch_deliveries_dead_lettered',
+      help: 'Deliveries given up on and kept in the state file, by sink.',
+      labelNames: ['sink'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const [sink, c] of await read()) this.set({ sink }, c.dead);
+      },
+    });
+  }
+
+  /** The store the outbox gauges read at scrape time. */
+  watchStore(store: StateStore): void {
+    this.#store = store;
+  }
+
+  pollSucceeded(account: string, seconds: number, users: number, eventTypes: readonly string[]): void {
+    this.#pollDuration.observe({ account, outcome: 'ok' }, seconds);
+    this.#usersTracked.set({ account }, users);
+    for (const type of eventTypes) this.#events.inc({ account, type });
+  }
+
+  pollFailed(account: string, seconds: number): void {
+    this.#pollDuration.observe({ account, outcome: 'error' }, seconds);
+    this.#pollErrors.inc({ account });
+  }
+
+  cloudflareResponse(call: ApiCall, status: number | 'error'): void {
+    this.#requests.inc({ call, status: String(status) });
+    if (status === 429) this.#rateLimited.inc({ call });
+  }
+
+  delivery(sink: string, outcome: DeliveryOutcome['kind']): void {
+    this.#deliveries.inc({ sink, outcome });
+  }
+}

@@ -1,0 +1,118 @@
+import type { Server } from 'node:http';
+import { type Clock, systemClock } from '../clock.ts';
+import type { Config } from '../config/config.ts';
+import type { Logger } from '../log.ts';
+import { SqliteStore } from '../store/sqlite.ts';
+import type { StateStore } from '../store/store.ts';
+import { assemble } from './assemble.ts';
+import type { Daemon } from './daemon.ts';
+import { boundAddress, startHttp } from './http.ts';
+import { Metrics } from './metrics.ts';
+
+export interface ServiceDeps {
+  readonly log: Logger;
+  readonly clock?: Clock;
+  readonly writeLine?: (line: string) => void;
+}
+
+/**
+ * `run` as a service: owns the state file, the HTTP endpoint and the metrics
+ * for the life of the process, and the Daemon built from the current config,
+ * which a reload (SIGHUP) replaces without losing state or pending deliveries.
+ */
+export class Service {
+  #config: Config;
+  #daemon: Daemon;
+  readonly #store: StateStore;
+  readonly #metrics: Metrics;
+  readonly #http: Server;
+  readonly #deps: ServiceDeps;
+  readonly #clock: Clock;
+
+  private constructor(config: Config, daemon: Daemon, store: StateStore, metrics: Metrics, http: Server, deps: ServiceDeps) {
+    this.#config = config;
+    this.#daemon = daemon;
+    this.#store = store;
+    this.#metrics = metrics;
+    this.#http = http;
+    this.#deps = deps;
+    this.#clock = deps.clock ?? systemClock;
+  }
+
+  static async start(config: Config, deps: ServiceDeps): Promise<Service> {
+    const store = SqliteStore.open(config.state.sqlite);
+    const metrics = new Metrics();
+    metrics.watchStore(store);
+    let service: Service | undefined;
+    let http: Server;
+    try {
+      http = await startHttp(config.http.listen, () => service!.readiness(), metrics);
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+    const daemon = assemble(config, { store, metrics, ...deps });
+    service = new Service(config, daemon, store, metrics, http, deps);
+    daemon.start();
+    deps.log.info(
+      { accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(http) },
+      'riskwatch started',
+    );
+    await service.#reportOrphans();
+    return service;
+  }
+
+  /** Where /healthz, /readyz and /metrics are served. */
+  get httpAddress(): string {
+    return boundAddress(this.#http);
+  }
+
+  /** Ready when every account was polled successfully within 3 × poll_interval (SPEC §7). */
+  readiness(): { ready: boolean; accounts: { account: string; reason: string }[] } {
+    return this.#daemon.readiness(this.#clock.now(), 3 * this.#config.pollIntervalMs);
+  }
+
+  /**
+   * Swaps in a new config: the old pollers and worker stop (deliveries in
+   * flight finish), new ones start on the same state file. What cannot change
+   * while running (the state file, the HTTP address) keeps its old value.
+   */
+  async reload(next: Config): Promise<void> {
+    const { log } = this.#deps;
+    if (next.state.sqlite !== this.#config.state.sqlite) {
+      log.error({ from: this.#config.state.sqlite, to: next.state.sqlite }, 'reload refused: state.sqlite cannot change while running; restart riskwatch to move it');
+      return;
+    }
+    const { listen: was } = this.#config.http;
+    const { listen: now } = next.http;
+    if (was.host !== now.host || was.port !== now.port) log.warn('http.listen changed: it takes effect at the next restart');
+    log.level = next.log.level;
+    await this.#daemon.stop();
+    this.#daemon = assemble(next, { store: this.#store, metrics: this.#metrics, ...this.#deps });
+    this.#config = next;
+    this.#daemon.start();
+    log.info({ accounts: next.accounts.length, sinks: next.sinks.length }, 'config reloaded');
+    await this.#reportOrphans();
+  }
+
+  async stop(): Promise<void> {
+    await this.#daemon.stop();
+    this.#http.closeAllConnections();
+    await new Promise<void>((resolve) => this.#http.close(() => resolve()));
+    await this.#store.close();
+    this.#deps.log.info('stopped');
+  }
+
+  /** Deliveries for sinks no longer configured are kept, never dropped, and said out loud. */
+  async #reportOrphans(): Promise<void> {
+    const configured = new Set(this.#config.sinks.map((s) => s.name));
+    for (const [sink, counts] of await this.#store.deliveryCounts()) {
+      if (!configured.has(sink) && counts.pending > 0) {
+        this.#deps.log.warn(
+          { sink, pending: counts.pending },
+          `${counts.pending} pending deliveries are for sink "${sink}", which is not configured; they are kept and go out if the sink comes back`,
+        );
+      }
+    }
+  }
+}
