@@ -121,7 +121,7 @@ export class Daemon {
       status.lastSuccessAt = clock.now();
       status.lastError = undefined;
       onPoll?.(account, clock.now() - started, outcome);
-      log[outcome.eventTypes.length > 0 ? 'info' : 'debug'](
+      log[outcome.eventTypes.length > 0 || outcome.firstRun ? 'info' : 'debug'](
         { account: account.label, users: outcome.users, events: outcome.eventTypes.length, deliveries: outcome.deliveries, ms: clock.now() - started },
         outcome.firstRun ? 'first poll of the account committed' : 'poll committed',
       );

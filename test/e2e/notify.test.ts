@@ -58,7 +58,7 @@ afterAll(async () => {
 
 const env = { CF_TOKEN: 'cf-e2e-token', HOOK_SECRET: SECRET };
 async function riskwatch(...args: string[]) {
-  const proc = spawnRiskwatch([...args, '--config', configFile], env);
+  const proc = spawnRiskwatch([...args, '--config', configFile], env, ['slacksecretpath']);
   const code = await proc.exited;
   return { code, stdout: proc.stdout, stderr: proc.stderr };
 }

@@ -15,7 +15,15 @@ export interface RiskwatchProcess {
   readonly exited: Promise<number | string>;
 }
 
-export function spawnRiskwatch(args: readonly string[], env: Record<string, string> = {}): RiskwatchProcess {
+/** Environment variables whose values are secrets by their name: they must never appear in any output. */
+const SECRET_NAME = /TOKEN|SECRET|KEY|PASSWORD|WEBHOOK_URL/i;
+
+/**
+ * Spawns riskwatch. Every line it prints is checked, when it exits, for the
+ * values of secret-looking variables in `env` and for `secrets`: a leak makes
+ * `exited` reject, so every test that spawns the real process checks it.
+ */
+export function spawnRiskwatch(args: readonly string[], env: Record<string, string> = {}, secrets: readonly string[] = []): RiskwatchProcess {
   const child = spawn(process.execPath, ['src/main.ts', ...args], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
@@ -29,7 +37,15 @@ export function spawnRiskwatch(args: readonly string[], env: Record<string, stri
     for (const check of waiters) check();
   });
   createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const watched = [...Object.entries(env).filter(([name]) => SECRET_NAME.test(name)).map(([, value]) => value), ...secrets].filter((v) => v.length >= 6);
+  const exited = new Promise<number | string>((resolve, reject) =>
+    child.once('close', (code, signal) => {
+      const output = [...stdout, ...stderr].join('\n');
+      const leaked = watched.filter((secret) => output.includes(secret));
+      if (leaked.length > 0) reject(new Error(`riskwatch printed ${leaked.length} secret value(s): ${leaked.map((s) => `${s.slice(0, 3)}…`).join(', ')}`));
+      else resolve(code ?? signal ?? -1);
+    }),
+  );
 
   const waitForLine = (match: RegExp | ((line: string) => boolean), timeoutMs = 15_000) =>
     new Promise<string>((resolve, reject) => {
