@@ -33,10 +33,12 @@ export interface DeliveryWorkerOptions {
 }
 
 /**
- * Drains the outbox: per sink, claims due deliveries, sends them with bounded
- * concurrency and records each outcome (delivered, retry at T, dead-lettered).
- * The retry policy is applied here, once, around every sink; one sink's
- * failures never hold up another's, nor polling.
+ * Drains the outbox: per sink, claims due deliveries oldest first, sends them
+ * with bounded concurrency and records each outcome (delivered, retry at T,
+ * dead-lettered). The retry policy is applied here, once, around every sink:
+ * a sink in backoff holds its own queue, so deliveries reach a receiver that
+ * was down in the order they were committed; one sink's failures never hold
+ * up another's, nor polling.
  */
 export class DeliveryWorker {
   readonly #options: DeliveryWorkerOptions;
@@ -122,6 +124,8 @@ export class DeliveryWorker {
       const outcomes = await Promise.all(batch.map((delivery) => this.#deliver(lane.sink, delivery)));
       attempted += outcomes.length;
       failed += outcomes.filter((kind) => kind !== 'delivered').length;
+      // A retry holds the sink's queue (see #deliver): nothing more is due now.
+      if (outcomes.includes('retry')) break;
       if (!this.#running && lane.loop !== undefined) break;
     }
     return { attempted, failed };
@@ -140,6 +144,9 @@ export class DeliveryWorker {
       outcome = this.#failure(sink, delivery, error);
     }
     await store.recordOutcome(delivery.id, outcome);
+    // The receiver is struggling: the rest of this sink's queue waits as long as this delivery
+    // does, so that, once it recovers, deliveries go out in the order they were committed.
+    if (outcome.kind === 'retry') await store.holdSink(sink.name, outcome.nextAttemptAt, clock.now());
     this.#options.onOutcome?.(sink.name, outcome.kind);
     return outcome.kind;
   }

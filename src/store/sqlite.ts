@@ -282,6 +282,12 @@ export class SqliteStore implements StateStore {
     });
   }
 
+  async holdSink(sink: string, until: number, now: number): Promise<void> {
+    this.#transaction('hold back a sink', () => {
+      this.#stmt("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending' AND sink = ? AND next_attempt_at < ? AND leased_until <= ?").run(until, sink, until, now);
+    });
+  }
+
   async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
     const counts = new Map<string, { pending: number; dead: number }>();
     const rows = this.#read('read the outbox', () =>

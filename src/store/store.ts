@@ -24,6 +24,8 @@ export interface StateStore {
   /** When the next delivery of `sink` falls due (epoch ms), if any is pending. */
   nextDueAt(sink: string): Promise<number | undefined>;
   recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void>;
+  /** No delivery of `sink` that is not in flight falls due before `until`: a sink in backoff holds its queue, in order. */
+  holdSink(sink: string, until: number, now: number): Promise<void>;
   /** Pending and dead-lettered deliveries per sink, for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
   close(): Promise<void>;

@@ -150,4 +150,27 @@ describe('the delivery worker: one retry policy around every sink', () => {
     await worker([sink]).drainDue();
     expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
   });
+
+  it('holds a struggling sink\'s queue, so a receiver that was down gets everything in commit order', async () => {
+    let recoverAt = Infinity;
+    const delivered: string[] = [];
+    const sink = new ScriptedSink('a', clock, () => (clock.now() < recoverAt ? transient() : undefined));
+    const record = sink.send.bind(sink);
+    sink.send = async (events) => {
+      await record(events);
+      delivered.push(events[0]!.id);
+    };
+    const w = worker([sink]);
+    await commit(['a'], 6);
+    await w.drainDue(); // the first batch fails: the whole queue waits
+    expect(await store.claimDue('a', clock.now(), 10)).toEqual([]);
+    await commit(['a'], 2); // more arrive while the receiver is down: they wait too
+    recoverAt = clock.now() + 60_000;
+    for (let i = 0; i < 100 && delivered.length < 8; i++) {
+      const due = await store.nextDueAt('a');
+      if (due !== undefined) clock.time = Math.max(clock.time, due);
+      await w.drainDue();
+    }
+    expect(delivered).toEqual(['event-0', 'event-1', 'event-2', 'event-3', 'event-4', 'event-5', 'event-100', 'event-101']);
+  });
 });
