@@ -22,6 +22,8 @@ export interface ApiRequest {
   readonly path: string;
   readonly query: URLSearchParams;
   readonly headers: IncomingMessage['headers'];
+  /** When it arrived (epoch ms). */
+  readonly receivedAt: number;
 }
 
 /** What a fault hook may answer instead of the normal response. */
@@ -167,7 +169,7 @@ function classify(url: URL, headers: IncomingMessage['headers']): ApiRequest {
   const match = /^\/client\/v4\/accounts\/([^/]+)\/zt_risk_scoring\/([^/]+)$/.exec(path);
   const tail = match?.[2];
   const call = !match ? 'unknown' : tail === 'summary' ? 'summary' : tail === 'behaviors' ? 'behaviors' : 'user';
-  return { call, accountId: match?.[1], path, query: url.searchParams, headers };
+  return { call, accountId: match?.[1], path, query: url.searchParams, headers, receivedAt: Date.now() };
 }
 
 export function success(result: unknown): { success: true; errors: []; messages: []; result: unknown } {

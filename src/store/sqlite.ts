@@ -321,6 +321,15 @@ export class SqliteStore implements StateStore {
     return statement;
   }
 
+  /** After a failed write (a full disk, say), give the space the rolled-back WAL frames took back. */
+  #releaseWal(): void {
+    try {
+      this.#db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+    } catch {
+      // Best effort: the next successful commit reuses the WAL anyway.
+    }
+  }
+
   #read<T>(what: string, body: () => T): T {
     try {
       return body();
@@ -341,6 +350,7 @@ export class SqliteStore implements StateStore {
       return result;
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      if ((error as { errcode?: number }).errcode !== undefined) this.#releaseWal();
       if (error instanceof StaleSnapshotError || error instanceof StateError) throw error;
       throw asStateError(error, this.file, what);
     }
@@ -370,7 +380,9 @@ function acquireLock(file: string): DatabaseSync {
   let lock: DatabaseSync | undefined;
   try {
     lock = new DatabaseSync(lockFile, { timeout: 0 });
-    lock.exec('PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = DELETE; CREATE TABLE IF NOT EXISTS lock (id INTEGER PRIMARY KEY); INSERT OR REPLACE INTO lock VALUES (1);');
+    // An exclusive transaction left open holds the lock without writing a byte,
+    // so it works on a full disk too; closing the connection (or dying) ends it.
+    lock.exec('BEGIN EXCLUSIVE');
     return lock;
   } catch (error) {
     lock?.close();

@@ -9,7 +9,7 @@ export interface ReceivedRequest {
 }
 
 export type Answer =
-  | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string }
+  | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string; readonly delayMs?: number }
   | { readonly hang: true }
   | { readonly reset: true };
 
@@ -38,8 +38,12 @@ export class Receiver {
         } else if ('hang' in answer) {
           receiver!.#hanging.add(res);
         } else {
-          res.writeHead(answer.status, { 'content-type': 'text/plain', ...answer.headers });
-          res.end(answer.body ?? '');
+          const reply = () => {
+            res.writeHead(answer.status, { 'content-type': 'text/plain', ...answer.headers });
+            res.end(answer.body ?? '');
+          };
+          if (answer.delayMs) setTimeout(reply, answer.delayMs);
+          else reply();
         }
       });
     });
