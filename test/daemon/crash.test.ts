@@ -7,6 +7,7 @@ import { LEVEL_RANK, RISK_LEVELS, type RiskLevel } from '../../src/model.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
 import { spawnRiskwatch } from '../support/process.ts';
+import { Receiver } from '../support/receiver.ts';
 import { mulberry32 } from '../support/random.ts';
 
 /**
@@ -18,9 +19,11 @@ import { mulberry32 } from '../support/random.ts';
 let api: FakeRiskApi;
 let dir: string;
 let configFile: string;
+let receiver: Receiver;
 
 beforeAll(async () => {
   api = await FakeRiskApi.start({ maxPerPage: 25 });
+  receiver = await Receiver.start();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-crash-'));
   configFile = path.join(dir, 'riskwatch.yaml');
   fs.writeFileSync(
@@ -39,6 +42,9 @@ beforeAll(async () => {
       'sinks:',
       '  - name: out',
       '    type: console',
+      '  - name: hook',
+      '    type: webhook',
+      `    url: ${receiver.url('/hook')}`,
       'http:',
       '  listen: 127.0.0.1:0',
       'log:',
@@ -49,6 +55,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await api.close();
+  await receiver.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -63,8 +70,50 @@ interface Announcement {
 }
 
 
+/**
+ * The invariants, for one sink's announcements: no transition under two ids (the same id
+ * twice is the allowed "rarely twice"), and per user the distinct transitions form one
+ * unbroken chain from none to the level the API shows now: nothing lost (the chain reaches
+ * the end), nothing spurious (every step starts where the last ended).
+ */
+function checkAnnouncements(sink: string, announcements: readonly Announcement[], levels: ReadonlyMap<string, RiskLevel>, seed: number) {
+  const idsByTransition = new Map<string, Set<string>>();
+  for (const a of announcements) {
+    const key = `${a.email} ${a.from}->${a.to}`;
+    idsByTransition.set(key, (idsByTransition.get(key) ?? new Set()).add(a.id));
+  }
+  expect([...idsByTransition].filter(([, ids]) => ids.size > 1), `${sink}, seed ${seed}`).toEqual([]);
+  for (const [email, level] of levels) {
+    const steps = [...idsByTransition.keys()]
+      .filter((key) => key.startsWith(`${email} `))
+      .map((key) => key.slice(email.length + 1).split('->') as [string, string])
+      .sort((a, b) => LEVEL_RANK[a[0] as RiskLevel | 'none'] - LEVEL_RANK[b[0] as RiskLevel | 'none']);
+    let at = 'none';
+    for (const [from, to] of steps) {
+      expect(from, `${sink}, seed ${seed}: ${email} announced ${from}->${to} after reaching ${at}`).toBe(at);
+      at = to;
+    }
+    expect(at, `${sink}, seed ${seed}: ${email}`).toBe(level);
+  }
+  return { transitions: idsByTransition.size, duplicates: announcements.length - new Set(announcements.map((a) => a.id)).size };
+}
+
+function fromConsole(lines: readonly string[]): Announcement[] {
+  return lines.flatMap((line) => {
+    const m = RAISED.exec(line);
+    return m ? [{ email: m[1]!, from: m[2]!, to: m[3]!, id: m[4]! }] : [];
+  });
+}
+
+function fromWebhook(requests: Receiver['requests']): Announcement[] {
+  return requests.map((r) => {
+    const body = JSON.parse(r.body) as { data: { user: { email: string }; previous_level: string | null; current_level: string } };
+    return { email: body.data.user.email, from: body.data.previous_level ?? 'none', to: body.data.current_level, id: String(r.headers['webhook-id']) };
+  });
+}
+
 describe('kill -9 at random moments loses nothing and announces nothing twice under two ids', () => {
-  it('delivers every rise across many crashes', { timeout: 120_000 }, async () => {
+  it('delivers every rise across many crashes, to the console and to a flapping webhook receiver', { timeout: 150_000 }, async () => {
     const seed = Number(process.env.RISKWATCH_CRASH_SEED ?? Date.now() % 100_000);
     const random = mulberry32(seed);
     const levels = new Map<string, RiskLevel>();
@@ -84,6 +133,11 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
         if (level !== 'high' && random() < 0.3) setLevel(n, RISK_LEVELS[LEVEL_RANK[level]]!);
       }
     };
+    // While the rounds run, the receiver flaps: refusals, resets, accepted-then-slow answers.
+    receiver.answer = () => {
+      const roll = random();
+      return roll < 0.2 ? { status: 503 } : roll < 0.25 ? { reset: true } : { status: 200, body: 'ok', delayMs: roll < 0.35 ? 150 : 0 };
+    };
 
     const output: string[] = [];
     const rounds = 8;
@@ -98,56 +152,31 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
       output.push(...proc.stdout);
     }
 
-    // A last, clean run with one more rise, so it always has something to say:
-    // wait until every user's current level has been announced.
+    // A last, clean run against a healthy receiver, with one more rise so that it always has
+    // something to say: wait until every user's current level reached both sinks.
+    receiver.answer = () => ({ status: 200, body: 'ok' });
     rise();
     const final = spawnRiskwatch(['run', '--config', configFile]);
-    const announcedLevel = () => {
-      const reached = new Map<string, string>();
-      for (const line of [...output, ...final.stdout]) {
-        const m = RAISED.exec(line);
-        if (m && LEVEL_RANK[m[3] as RiskLevel] > LEVEL_RANK[(reached.get(m[1]!) ?? 'none') as RiskLevel]) reached.set(m[1]!, m[3]!);
-      }
-      return reached;
+    const reached = (announcements: readonly Announcement[]) => {
+      const top = new Map<string, RiskLevel | 'none'>();
+      for (const a of announcements) if (LEVEL_RANK[a.to as RiskLevel] > LEVEL_RANK[top.get(a.email) ?? 'none']) top.set(a.email, a.to as RiskLevel);
+      return [...levels].every(([email, level]) => top.get(email) === level);
     };
-    const caughtUp = () => [...levels].every(([email, level]) => announcedLevel().get(email) === level);
-    await final.waitForLine(() => caughtUp(), 30_000);
+    const deadline = Date.now() + 60_000;
+    while (!(reached(fromConsole([...output, ...final.stdout])) && reached(fromWebhook(receiver.accepted)))) {
+      if (Date.now() > deadline) throw new Error(`seed ${seed}: not every rise arrived within 60 s of the last start`);
+      await delay(100);
+    }
     final.child.kill('SIGTERM');
     expect(await final.exited).toBe(0);
     output.push(...final.stdout);
 
-    const announcements: Announcement[] = output.flatMap((line) => {
-      const m = RAISED.exec(line);
-      return m ? [{ email: m[1]!, from: m[2]!, to: m[3]!, id: m[4]! }] : [];
-    });
-
-    // No transition under two ids (the same id twice is the allowed "rarely twice").
-    const idsByTransition = new Map<string, Set<string>>();
-    for (const a of announcements) {
-      const key = `${a.email} ${a.from}->${a.to}`;
-      idsByTransition.set(key, (idsByTransition.get(key) ?? new Set()).add(a.id));
-    }
-    const underTwoIds = [...idsByTransition].filter(([, ids]) => ids.size > 1);
-    expect(underTwoIds, `seed ${seed}`).toEqual([]);
-
-    // Per user, the distinct transitions form one unbroken chain from none to the level the API shows now:
-    // nothing lost (the chain reaches the end), nothing spurious (every step starts where the last ended).
-    for (const [email, level] of levels) {
-      const steps = [...idsByTransition.keys()]
-        .filter((key) => key.startsWith(`${email} `))
-        .map((key) => key.slice(email.length + 1).split('->') as [string, string])
-        .sort((a, b) => LEVEL_RANK[a[0] as RiskLevel | 'none'] - LEVEL_RANK[b[0] as RiskLevel | 'none']);
-      let at = 'none';
-      for (const [from, to] of steps) {
-        expect(from, `seed ${seed}: ${email} announced ${from}->${to} after reaching ${at}`).toBe(at);
-        at = to;
-      }
-      expect(at, `seed ${seed}: ${email}`).toBe(level);
-    }
-
-    const duplicates = announcements.length - new Set(announcements.map((a) => a.id)).size;
+    const onConsole = checkAnnouncements('console', fromConsole(output), levels, seed);
+    // Nothing lost: counted on what the receiver accepted. Never two ids: counted on everything it saw.
+    const onWebhook = checkAnnouncements('webhook', fromWebhook(receiver.accepted), levels, seed);
+    checkAnnouncements('webhook (all attempts)', fromWebhook(receiver.requests), levels, seed);
     console.info(
-      `crash test (seed ${seed}): ${rounds} kill -9 rounds, ${levels.size} users, ${idsByTransition.size} transitions checked, 0 lost, 0 under two ids, ${duplicates} re-sent under the same id`,
+      `crash test (seed ${seed}): ${rounds} kill -9 rounds, ${levels.size} users, ${onConsole.transitions} transitions checked on the console and ${onWebhook.transitions} on a flapping webhook; 0 lost, 0 under two ids; re-sent under the same id: ${onConsole.duplicates} console, ${onWebhook.duplicates} webhook`,
     );
   });
 });

@@ -15,7 +15,10 @@ export type Answer =
 
 /** A loopback HTTP receiver (a webhook endpoint, a Slack stand-in) whose answers the test scripts. */
 export class Receiver {
+  /** Every request that arrived, whatever the answer. */
   readonly requests: ReceivedRequest[] = [];
+  /** The requests answered with a 2xx, once the answer was sent. */
+  readonly accepted: ReceivedRequest[] = [];
   answer: (request: ReceivedRequest, index: number) => Answer = () => ({ status: 200, body: 'ok' });
   readonly #server: Server;
   readonly #hanging = new Set<ServerResponse>();
@@ -41,6 +44,7 @@ export class Receiver {
           const reply = () => {
             res.writeHead(answer.status, { 'content-type': 'text/plain', ...answer.headers });
             res.end(answer.body ?? '');
+            if (answer.status >= 200 && answer.status < 300) receiver!.accepted.push(request);
           };
           if (answer.delayMs) setTimeout(reply, answer.delayMs);
           else reply();
