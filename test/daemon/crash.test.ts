@@ -113,7 +113,7 @@ function fromWebhook(requests: Receiver['requests']): Announcement[] {
 }
 
 describe('kill -9 at random moments loses nothing and announces nothing twice under two ids', () => {
-  it('delivers every rise across many crashes, to the console and to a flapping webhook receiver', { timeout: 150_000 }, async () => {
+  it('delivers every rise across many crashes, to the console and to a flapping webhook receiver', { timeout: 150_000 + 4_000 * Number(process.env.RISKWATCH_CRASH_ROUNDS ?? 0) }, async () => {
     const seed = Number(process.env.RISKWATCH_CRASH_SEED ?? Date.now() % 100_000);
     const random = mulberry32(seed);
     const levels = new Map<string, RiskLevel>();
@@ -140,7 +140,8 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
     };
 
     const output: string[] = [];
-    const rounds = 8;
+    // `npm run soak` runs many more rounds.
+    const rounds = Number(process.env.RISKWATCH_CRASH_ROUNDS ?? 8);
     for (let round = 0; round < rounds; round++) {
       const proc = spawnRiskwatch(['run', '--config', configFile]);
       rise();
