@@ -21,6 +21,8 @@ export interface PollOutcome {
   readonly users: number;
   /** The type of each event committed, in order. */
   readonly eventTypes: readonly EventType[];
+  /** Rows the commit wrote: changed users and behaviors, events, deliveries and the account's version. */
+  readonly rowsWritten: number;
   readonly deliveries: number;
   readonly firstRun: boolean;
 }
@@ -64,11 +66,11 @@ export class AccountPoller {
 
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
+    const previous = this.#previous ?? (await this.#loadState());
     const polledAt = clock.now();
     const [summary, behaviorList] = await Promise.all([client.fetchSummary(account.id, signal), client.fetchBehaviors(account.id, signal)]);
     signal?.throwIfAborted();
 
-    const previous = this.#previous ?? (await store.loadSnapshot(account.id));
     const current: CurrentSnapshot = {
       users: summary.users,
       behaviors: behaviorList.behaviors,
@@ -97,7 +99,21 @@ export class AccountPoller {
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
-    return { users: summary.users.size, eventTypes: events.map((e) => e.type), deliveries: deliveries.length, firstRun: previous.snapshot === undefined };
+    const rowsWritten =
+      1 + delta.upsertUsers.length + delta.removeUserIds.length + delta.upsertBehaviors.length + delta.removeBehaviorIds.length + events.length + deliveries.length;
+    return { users: summary.users.size, eventTypes: events.map((e) => e.type), deliveries: deliveries.length, rowsWritten, firstRun: previous.snapshot === undefined };
+  }
+
+  /** The last committed snapshot, from the store: at start, and after a commit went wrong. */
+  async #loadState(): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
+    const { account, store, clock, log } = this.#options;
+    const started = clock.now();
+    const state = await store.loadSnapshot(account.id);
+    log.info(
+      { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.now() - started },
+      state.snapshot ? 'state loaded' : 'no state yet: this is the first poll of the account',
+    );
+    return state;
   }
 
   /**

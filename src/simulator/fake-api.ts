@@ -8,9 +8,39 @@ import type { Behavior, RiskEventDetail, RiskUser } from '../model.ts';
  * request. The demo, the tests and the benchmark all run against this one.
  */
 
+/**
+ * The summary's rows by user id, in the order pages list them. Paging reads a
+ * slice by position, so serving a million users costs a page, not a scan;
+ * changing a user in place keeps their position.
+ */
+export class UserTable extends Map<string, RiskUser | Record<string, unknown>> {
+  #order: string[] | undefined;
+
+  override set(key: string, value: RiskUser | Record<string, unknown>): this {
+    if (this.#order && !this.has(key)) this.#order = undefined;
+    return super.set(key, value);
+  }
+
+  override delete(key: string): boolean {
+    if (this.#order && this.has(key)) this.#order = undefined;
+    return super.delete(key);
+  }
+
+  override clear(): void {
+    this.#order = undefined;
+    super.clear();
+  }
+
+  /** Rows `start` to `end` (exclusive), as a page lists them. */
+  slice(start: number, end: number): (RiskUser | Record<string, unknown>)[] {
+    this.#order ??= [...this.keys()];
+    return this.#order.slice(start, end).map((key) => this.get(key)!);
+  }
+}
+
 export interface FakeAccount {
   /** Summary rows in the order pages list them. A test may put malformed rows here too. */
-  readonly users: Map<string, RiskUser | Record<string, unknown>>;
+  readonly users: UserTable;
   readonly behaviors: Map<string, Behavior | Record<string, unknown>>;
   /** Risk events per user id, for the per-user endpoint. */
   readonly events: Map<string, RiskEventDetail[]>;
@@ -81,7 +111,7 @@ export class FakeRiskApi {
   account(id: string): FakeAccount {
     let account = this.accounts.get(id);
     if (!account) {
-      account = { users: new Map(), behaviors: new Map(), events: new Map() };
+      account = { users: new UserTable(), behaviors: new Map(), events: new Map() };
       this.accounts.set(id, account);
     }
     return account;
@@ -148,16 +178,16 @@ export class FakeRiskApi {
     const maxPerPage = this.options.maxPerPage ?? 1000;
     const perPage = Math.min(maxPerPage, Math.max(1, Number(query.get('per_page')) || 20));
     const page = this.ignorePage ? 1 : Math.max(1, Number(query.get('page')) || 1);
-    const all = [...account.users.values()];
-    const rows = all.slice((page - 1) * perPage, page * perPage);
-    const totalPages = Math.max(1, Math.ceil(all.length / perPage));
+    const total = account.users.size;
+    const rows = account.users.slice((page - 1) * perPage, page * perPage);
+    const totalPages = Math.max(1, Math.ceil(total / perPage));
     return {
       ...success({ users: rows }),
       result_info: {
         page,
         per_page: perPage,
         count: rows.length,
-        total_count: all.length,
+        total_count: total,
         ...(this.options.omitTotalPages ? {} : { total_pages: totalPages }),
       },
     };

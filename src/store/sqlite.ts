@@ -87,8 +87,11 @@ export interface SqliteStoreOptions {
 }
 
 /**
- * The embedded store: one SQLite file in WAL mode, written with full fsync so
- * that a committed poll survives a power cut, and held by one process at a time.
+ * The embedded store: one SQLite file in WAL mode, held by one process at a
+ * time. A poll's commit is fsynced (it must survive a power cut: redone, the
+ * poll would announce the same changes under new ids); the outbox's
+ * bookkeeping is not (survives any crash of the process; a power cut may at
+ * worst re-send a delivery, under the same id), which keeps it fast.
  */
 export class SqliteStore implements StateStore {
   readonly file: string;
@@ -114,7 +117,7 @@ export class SqliteStore implements StateStore {
       db = new DatabaseSync(file, { timeout: 5000 });
       // Refuse a file that is not ours before changing anything in it, even its journal mode.
       const version = checkSchema(db, file);
-      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
       migrate(db, version);
       db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
       // Leases belong to the process that held the file before us; it is gone.
@@ -179,7 +182,7 @@ export class SqliteStore implements StateStore {
   }
 
   async commitPoll(commit: PollCommit): Promise<number> {
-    return this.#transaction('commit the poll', () => {
+    return this.#transaction('commit the poll', { durable: true }, () => {
       const { accountId, delta } = commit;
       const current = (this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined)?.version ?? 0;
       if (current !== commit.expectedVersion) throw new StaleSnapshotError(accountId, commit.expectedVersion, current);
@@ -226,7 +229,7 @@ export class SqliteStore implements StateStore {
   }
 
   async claimDue(sink: string, now: number, limit: number): Promise<Delivery[]> {
-    return this.#transaction('claim deliveries', () => {
+    return this.#transaction('claim deliveries', {}, () => {
       const rows = this.#stmt(
         `UPDATE deliveries SET leased_until = ? WHERE id IN (
            SELECT id FROM deliveries WHERE state = 'pending' AND sink = ? AND next_attempt_at <= ? AND leased_until <= ? ORDER BY id LIMIT ?
@@ -257,7 +260,7 @@ export class SqliteStore implements StateStore {
   }
 
   async recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void> {
-    this.#transaction('record a delivery outcome', () => {
+    this.#transaction('record a delivery outcome', {}, () => {
       switch (outcome.kind) {
         case 'delivered':
           this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(
@@ -283,7 +286,7 @@ export class SqliteStore implements StateStore {
   }
 
   async holdSink(sink: string, until: number, now: number): Promise<void> {
-    this.#transaction('hold back a sink', () => {
+    this.#transaction('hold back a sink', {}, () => {
       this.#stmt("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending' AND sink = ? AND next_attempt_at < ? AND leased_until <= ?").run(until, sink, until, now);
     });
   }
@@ -338,8 +341,9 @@ export class SqliteStore implements StateStore {
     }
   }
 
-  #transaction<T>(what: string, body: () => T): T {
+  #transaction<T>(what: string, options: { durable?: boolean }, body: () => T): T {
     try {
+      if (options.durable) this.#db.exec('PRAGMA synchronous = FULL');
       this.#db.exec('BEGIN IMMEDIATE');
     } catch (error) {
       throw asStateError(error, this.file, what);
@@ -353,6 +357,8 @@ export class SqliteStore implements StateStore {
       if ((error as { errcode?: number }).errcode !== undefined) this.#releaseWal();
       if (error instanceof StaleSnapshotError || error instanceof StateError) throw error;
       throw asStateError(error, this.file, what);
+    } finally {
+      if (options.durable && this.#db.isOpen) this.#db.exec('PRAGMA synchronous = NORMAL');
     }
   }
 }
