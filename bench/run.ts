@@ -1,0 +1,269 @@
+/**
+ * `npm run bench`: what riskwatch costs, measured the same way every time
+ * against the repo's fake Cloudflare API on loopback. Prints a table with each
+ * target met or missed and writes the same figures to bench/results.json.
+ *
+ *   BENCH_SIZES=10000,100000 npm run bench     # fewer sizes
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { RISK_LEVELS, type RiskUser } from '../src/model.ts';
+import { FakeRiskApi } from '../src/simulator/fake-api.ts';
+import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
+import { BENCH_ACCOUNT, PAGE_CONCURRENCY, PAGE_SIZE } from './poll-cycle.ts';
+
+const REPO = path.resolve(import.meta.dirname, '..');
+const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').map(Number);
+const POLLS = 5;
+const CHURN = 0.001;
+
+interface Sample {
+  wallMs: number;
+  cpuMs: number;
+  rowsWritten?: number;
+  events?: number;
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+};
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+};
+
+function user(n: number, level = RISK_LEVELS[n % 3]!): RiskUser {
+  return {
+    user_id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    email: `user${n}@example.com`,
+    name: `User ${n}`,
+    event_count: n % 9,
+    last_event: '2026-11-22T17:59:00Z',
+    max_risk_level: level,
+  };
+}
+
+/** A fake API holding `size` users; each poll (its first summary page) changes 0.1% of them. */
+async function tenant(size: number, churn: boolean) {
+  const api = await FakeRiskApi.start({ maxPerPage: PAGE_SIZE });
+  const account = api.account(BENCH_ACCOUNT);
+  for (let n = 1; n <= size; n++) account.users.set(user(n).user_id, user(n));
+  for (const behavior of DEMO_BEHAVIORS) account.behaviors.set(behavior.id, behavior);
+  let next = 1;
+  api.fault = (request) => {
+    if (churn && request.call === 'summary' && request.query.get('page') === '1') {
+      for (let i = 0; i < Math.max(1, size * CHURN); i++) {
+        const n = ((next++ * 7919) % size) + 1;
+        const current = account.users.get(user(n).user_id) as RiskUser;
+        account.users.set(current.user_id, { ...current, max_risk_level: RISK_LEVELS[(RISK_LEVELS.indexOf(current.max_risk_level) + 1) % 3]! });
+      }
+    }
+    // Requests are recorded for tests; a benchmark of millions of them must not keep them.
+    api.requests.length = 0;
+    return undefined;
+  };
+  return api;
+}
+
+function child(args: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    proc.stdout.on('data', (chunk: Buffer) => (out += chunk));
+    proc.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`${args.join(' ')} exited ${code}`))));
+  });
+}
+
+function configFile(dir: string, apiBaseUrl: string, extra: { sink?: string; pollInterval?: string; firstRun?: string; sqlite?: string } = {}) {
+  const file = path.join(dir, `riskwatch-${Math.random().toString(36).slice(2)}.yaml`);
+  fs.writeFileSync(
+    file,
+    `cloudflare:
+  api_base_url: ${apiBaseUrl}
+  api_token: bench-token
+  requests_per_5min: 100000
+accounts:
+  - id: ${BENCH_ACCOUNT}
+    name: bench
+poll_interval: ${extra.pollInterval ?? '1h'}
+first_run: ${extra.firstRun ?? 'baseline'}
+notify:
+  enrich: false
+state:
+  sqlite: ${extra.sqlite ?? path.join(dir, 'bench.db')}
+sinks:
+${extra.sink ?? '  - name: hook\n    type: webhook\n    url: http://127.0.0.1:9/'}
+http:
+  listen: 127.0.0.1:0
+log:
+  level: info
+`,
+  );
+  return file;
+}
+
+/** Spawns `run` and resolves with the ms from spawn to the first log line matching `msg`, then stops it. */
+function timeToLine(config: string, msg: RegExp): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const proc = spawn(process.execPath, ['src/main.ts', 'run', '--config', config], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      if (msg.test(line)) {
+        resolve(performance.now() - start);
+        proc.kill('SIGKILL');
+      }
+    });
+    proc.on('exit', (code, signal) => signal !== 'SIGKILL' && reject(new Error(`run exited ${code ?? signal} before "${msg}"`)));
+  });
+}
+
+interface SizeResult {
+  users: number;
+  pagesPerPoll: number;
+  requestsPerPoll: number;
+  cycle: { wallMs: number; cpuMs: number; rowsWritten: number; changes: number; peakRssMb: number; baselineWallMs: number };
+  floor: { wallMs: number; cpuMs: number; peakRssMb: number };
+  cycleOverFloor: number;
+  coldStartMs?: number;
+}
+
+async function measureSize(size: number): Promise<SizeResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `riskwatch-bench-${size}-`));
+  const api = await tenant(size, true);
+  try {
+    const pages = Math.ceil(size / PAGE_SIZE);
+    const cycle = (await child(['bench/poll-cycle.ts', 'cycle', api.baseUrl, dir, String(POLLS)])) as { baseline: Sample; steady: Sample[]; maxRssMb: number };
+    const floor = (await child(['bench/poll-cycle.ts', 'floor', api.baseUrl, String(pages), String(POLLS)])) as { steady: Sample[]; maxRssMb: number };
+    const result: SizeResult = {
+      users: size,
+      pagesPerPoll: pages,
+      requestsPerPoll: pages + 1,
+      cycle: {
+        wallMs: median(cycle.steady.map((s) => s.wallMs)),
+        cpuMs: median(cycle.steady.map((s) => s.cpuMs)),
+        rowsWritten: median(cycle.steady.map((s) => s.rowsWritten ?? 0)),
+        changes: Math.max(1, size * CHURN),
+        peakRssMb: cycle.maxRssMb,
+        baselineWallMs: cycle.baseline.wallMs,
+      },
+      floor: { wallMs: median(floor.steady.map((s) => s.wallMs)), cpuMs: median(floor.steady.map((s) => s.cpuMs)), peakRssMb: floor.maxRssMb },
+      cycleOverFloor: 0,
+    };
+    result.cycleOverFloor = result.cycle.wallMs / result.floor.wallMs;
+    if (size === Math.max(...SIZES)) {
+      // Cold start: process start until the state of `size` users is loaded and the first poll can diff.
+      const starts: number[] = [];
+      for (let i = 0; i < 3; i++) starts.push(await timeToLine(configFile(dir, api.baseUrl), /"msg":"state loaded"/));
+      result.coldStartMs = median(starts);
+    }
+    return result;
+  } finally {
+    await api.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** 10k events to a loopback webhook receiver: a burst for throughput, then a steady flow for latency. */
+async function measureDelivery(): Promise<{ events: number; eventsPerSecond: number; latency: { events: number; p50Ms: number; p99Ms: number } }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riskwatch-bench-delivery-'));
+  const received = new Map<string, number>();
+  const latencies: number[] = [];
+  const receiver = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const now = Date.now();
+      const id = String(req.headers['webhook-id']);
+      if (!received.has(id)) {
+        received.set(id, now);
+        latencies.push(now - Date.parse((JSON.parse(Buffer.concat(chunks).toString()) as { timestamp: string }).timestamp));
+      }
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  const total = 10_000;
+  const api = await tenant(total, false);
+  try {
+    // Burst: the first poll announces all 10,000 users (first_run: notify) at once.
+    const config = configFile(dir, api.baseUrl, { sink: `  - name: hook\n    type: webhook\n    url: ${url}`, pollInterval: '1s', firstRun: 'notify' });
+    const proc = spawn(process.execPath, ['src/main.ts', 'run', '--config', config], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+    const deadline = Date.now() + 120_000;
+    while (received.size < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const receipts = [...received.values()];
+    const eventsPerSecond = (received.size / (Math.max(...receipts) - Math.min(...receipts))) * 1000;
+
+    // Steady flow: 100 users rise each second for 20 s; latency from the poll that saw them to receipt.
+    latencies.length = 0;
+    const account = api.account(BENCH_ACCOUNT);
+    for (let second = 0; second < 20; second++) {
+      for (let i = 0; i < 100; i++) {
+        const n = second * 100 + i + 1;
+        account.users.set(user(n).user_id, { ...(account.users.get(user(n).user_id) as RiskUser), max_risk_level: 'high', event_count: 100 + second });
+        const u = account.users.get(user(n).user_id) as RiskUser;
+        if (u.max_risk_level === 'high' && user(n).max_risk_level === 'high') account.users.set(u.user_id, { ...u, max_risk_level: 'high' });
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+    return { events: total, eventsPerSecond, latency: { events: latencies.length, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) } };
+  } finally {
+    await api.close();
+    receiver.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const sizes: SizeResult[] = [];
+for (const size of SIZES) {
+  process.stderr.write(`measuring a poll cycle at ${size.toLocaleString('en')} users…\n`);
+  sizes.push(await measureSize(size));
+}
+process.stderr.write('measuring delivery…\n');
+const delivery = await measureDelivery();
+
+const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
+const fmt = (n: number, digits = 0) => n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const rows: string[][] = [['users', 'cycle wall', 'cycle CPU', 'floor wall', 'cycle/floor', 'peak RSS', 'rows written (changes)', 'requests/poll']];
+const targets: { what: string; value: string; ok: boolean }[] = [];
+for (const s of sizes) {
+  rows.push([
+    fmt(s.users),
+    `${fmt(s.cycle.wallMs)} ms`,
+    `${fmt(s.cycle.cpuMs)} ms`,
+    `${fmt(s.floor.wallMs)} ms`,
+    fmt(s.cycleOverFloor, 2),
+    `${fmt(s.cycle.peakRssMb)} MB`,
+    `${fmt(s.cycle.rowsWritten)} (${fmt(s.cycle.changes)})`,
+    fmt(s.requestsPerPoll),
+  ]);
+  if (s.users >= 100_000) targets.push({ what: `cycle/floor ≤ 1.3 at ${fmt(s.users)}`, value: fmt(s.cycleOverFloor, 2), ok: s.cycleOverFloor <= 1.3 });
+  if (s.users === 100_000) targets.push({ what: 'peak RSS ≤ 150 MB at 100,000', value: `${fmt(s.cycle.peakRssMb)} MB`, ok: s.cycle.peakRssMb <= 150 });
+  if (s.users === 1_000_000) targets.push({ what: 'peak RSS ≤ 300 MB at 1,000,000', value: `${fmt(s.cycle.peakRssMb)} MB`, ok: s.cycle.peakRssMb <= 300 });
+  // Proportional: every change writes its user row, and the events, deliveries and version add a few more per change.
+  targets.push({ what: `rows written ∝ changes at ${fmt(s.users)}`, value: `${fmt(s.cycle.rowsWritten)} for ${fmt(s.cycle.changes)}`, ok: s.cycle.rowsWritten <= 3 * s.cycle.changes + 10 });
+  if (s.coldStartMs !== undefined) targets.push({ what: `cold start ≤ 3 s at ${fmt(s.users)}`, value: `${fmt(s.coldStartMs)} ms`, ok: s.coldStartMs <= 3000 });
+}
+targets.push({ what: 'webhook delivery ≥ 2,000 events/s', value: fmt(delivery.eventsPerSecond), ok: delivery.eventsPerSecond >= 2000 });
+targets.push({ what: 'delivery p99 ≤ 50 ms (poll start to receipt)', value: `${fmt(delivery.latency.p99Ms)} ms (p50 ${fmt(delivery.latency.p50Ms)} ms)`, ok: delivery.latency.p99Ms <= 50 });
+
+const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i]!)).join('  ');
+console.log(`\nriskwatch benchmark — ${os.cpus().length} cores, Node ${process.version}, page size ${PAGE_SIZE}, ${PAGE_CONCURRENCY} pages in flight, ${CHURN * 100}% of users changing per poll, median of ${POLLS} polls\n`);
+console.log(line(rows[0]!));
+for (const r of rows.slice(1)) console.log(line(r));
+console.log(`\ndelivery: ${fmt(delivery.events)} events at ${fmt(delivery.eventsPerSecond)} events/s; steady flow of ${fmt(delivery.latency.events)} events: p50 ${fmt(delivery.latency.p50Ms)} ms, p99 ${fmt(delivery.latency.p99Ms)} ms\n`);
+for (const t of targets) console.log(`${mark(t.ok).padEnd(6)}  ${t.what}: ${t.value}`);
+
+const results = { date: new Date().toISOString(), machine: { cores: os.cpus().length, node: process.version }, pageSize: PAGE_SIZE, pageConcurrency: PAGE_CONCURRENCY, churn: CHURN, polls: POLLS, sizes, delivery, targets };
+fs.writeFileSync(path.join(REPO, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+console.log('\nwritten to bench/results.json');
