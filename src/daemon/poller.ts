@@ -55,6 +55,8 @@ const ENRICH_MAX_EVENTS = 5;
 export class AccountPoller {
   readonly #options: AccountPollerOptions;
   #previous: { version: number; snapshot: PreviousSnapshot | undefined } | undefined;
+  /** Users missing from the last committed poll but not yet taken as gone. */
+  #missing: ReadonlySet<string> = new Set();
 
   constructor(options: AccountPollerOptions) {
     this.#options = options;
@@ -77,8 +79,10 @@ export class AccountPoller {
       skippedUserIds: summary.skippedUserIds,
       unidentifiedSkips: summary.unidentifiedSkips,
       skippedBehaviorIds: behaviorList.skippedIds,
+      // One page is one answer, a consistent snapshot; several pages are not.
+      ...(summary.pages > 1 ? { missingLastTime: this.#missing } : {}),
     };
-    const { transitions, delta } = diff(previous.snapshot, current, this.#options.diff);
+    const { transitions, delta, missing } = diff(previous.snapshot, current, this.#options.diff);
     const departed = transitions.flatMap((t) => (t.kind === 'user' && !t.user ? [t.userId] : []));
     const events = buildEvents(transitions, {
       account: { id: account.id, name: account.name ?? null },
@@ -99,6 +103,7 @@ export class AccountPoller {
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
+    this.#missing = missing;
     const rowsWritten =
       1 + delta.upsertUsers.length + delta.removeUserIds.length + delta.upsertBehaviors.length + delta.removeBehaviorIds.length + events.length + deliveries.length;
     return { users: summary.users.size, eventTypes: events.map((e) => e.type), deliveries: deliveries.length, rowsWritten, firstRun: previous.snapshot === undefined };

@@ -20,6 +20,13 @@ export interface CurrentSnapshot {
   readonly unidentifiedSkips: number;
   /** Behaviors whose record was malformed this poll: their previous state stands. */
   readonly skippedBehaviorIds: ReadonlySet<string>;
+  /**
+   * When set, a user missing from this poll counts as gone only if they were
+   * missing from the last poll too (in this set). A summary read over several
+   * pages is not a snapshot: a reset between two pages shifts a user from one
+   * page to the one already read, and they look gone for one read.
+   */
+  readonly missingLastTime?: ReadonlySet<string>;
 }
 
 export interface DiffOptions {
@@ -62,6 +69,8 @@ export interface DiffResult {
   /** In announcement order: users highest level first then by email, then behaviors by id. */
   readonly transitions: readonly Transition[];
   readonly delta: SnapshotDelta;
+  /** Users of the previous snapshot missing from this poll, gone or not yet confirmed (the next poll's `missingLastTime`). */
+  readonly missing: ReadonlySet<string>;
 }
 
 /**
@@ -96,10 +105,14 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   }
 
   // A user missing from the summary left it (usually: an admin reset their score),
-  // unless their record was malformed, or some record could not be attributed to anyone.
+  // unless their record was malformed, some record could not be attributed to anyone,
+  // or the read needs a second look to be sure (see missingLastTime).
+  const missing = new Set<string>();
   if (current.unidentifiedSkips === 0) {
     for (const [userId, was] of before.userLevels) {
       if (current.users.has(userId) || current.skippedUserIds.has(userId)) continue;
+      missing.add(userId);
+      if (current.missingLastTime && !current.missingLastTime.has(userId)) continue;
       removeUserIds.push(userId);
       if (announce && options.lowered) {
         userTransitions.push({ kind: 'user', type: 'user.risk_level_lowered', userId, user: undefined, previousLevel: was, currentLevel: null });
@@ -137,6 +150,7 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   return {
     transitions: [...userTransitions, ...behaviorTransitions],
     delta: { upsertUsers, removeUserIds, upsertBehaviors, removeBehaviorIds },
+    missing,
   };
 }
 

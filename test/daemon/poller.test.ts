@@ -206,6 +206,33 @@ describe('restarts: nothing lost, nothing announced twice', () => {
   });
 });
 
+describe('a summary that changes while it is paged never makes a present user look gone', () => {
+  it('keeps a user a reset shifted onto a page already read, and announces the real departure one read later', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 2 });
+    const [a, b, c, d, e] = [1, 2, 3, 4, 5].map((n) => ({ ...user(n), max_risk_level: 'low' as const }));
+    for (const u of [a, b, c, d]) api.account(ACCOUNT).users.set(u!.user_id, u!);
+    const p = poller({ lowered: true });
+    await p.poll();
+    // Between page 1 and page 2 of the next read: b is reset and e appears, so c moves to page 1.
+    api.fault = (r) => {
+      if (r.call === 'summary' && r.query.get('page') === '2') {
+        api.fault = undefined;
+        api.account(ACCOUNT).users.delete(b!.user_id);
+        api.account(ACCOUNT).users.set(e!.user_id, e!);
+      }
+      return undefined;
+    };
+    await p.poll();
+    await p.poll();
+    await p.poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    const said = sink.received.flatMap((d) => d.events).map((ev) => (ev.type.startsWith('user.') ? `${ev.type} ${(ev.data as { user: { email: string } }).user.email}` : ev.type));
+    expect(said).toEqual([`user.risk_level_raised ${e!.email}`, `user.risk_level_lowered ${b!.email}`]);
+  });
+});
+
 describe('users who leave the summary', () => {
   it('announce the fields last stored for them when lowered is on', async () => {
     setUser(1, 'high');

@@ -90,13 +90,13 @@ describe('user.risk_level_lowered: lower than before, announced only with notify
 describe('an unchanged level is neither announced nor written (a steady poll writes nothing)', () => {
   it.each(RISK_LEVELS)('%s → %s', (level) => {
     const result = diff(previousSnapshot({ users: { u1: level } }), currentSnapshot({ users: [riskUser('u1', level)] }), LOWERED);
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('even when the email, name, event count or last event changed', () => {
     const now = riskUser('u1', 'medium', { email: 'renamed@example.com', name: 'Renamed', event_count: 99, last_event: '2026-11-23T00:00:00Z' });
     const result = diff(previousSnapshot({ users: { u1: 'medium' } }), currentSnapshot({ users: [now] }), LOWERED);
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
 
@@ -189,7 +189,7 @@ describe('a behavior whose name or description alone changed is written, not ann
 
   it('an identical behavior is neither announced nor written', () => {
     const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel')] }), currentSnapshot({ behaviors: [behavior('imp_travel')] }), LOWERED);
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
 
@@ -225,7 +225,7 @@ describe('first run of an account (no stored snapshot)', () => {
 
   it('an empty previous snapshot is not a first run: notify does not re-announce a steady user', () => {
     const result = diff(previousSnapshot({ users: { u1: 'low' } }), currentSnapshot({ users: [riskUser('u1', 'low')] }), NOTIFY);
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
 
@@ -236,7 +236,7 @@ describe('a malformed user record keeps that user’s previous state', () => {
       currentSnapshot({ users: [riskUser('steady', 'low')], skippedUserIds: ['skipped'] }),
       LOWERED,
     );
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('others in the same poll are still detected, including one who really left', () => {
@@ -255,7 +255,7 @@ describe('a malformed user record keeps that user’s previous state', () => {
 
   it('a skipped id unknown before is not announced as new', () => {
     const result = diff(previousSnapshot(), currentSnapshot({ skippedUserIds: ['stranger'] }), LOWERED);
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
 
@@ -266,7 +266,7 @@ describe('a malformed record without a usable id: nobody is taken as gone this p
       currentSnapshot({ users: [riskUser('a', 'high')], unidentifiedSkips: 1 }),
       LOWERED,
     );
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('users who are present are still compared', () => {
@@ -293,6 +293,25 @@ describe('a malformed record without a usable id: nobody is taken as gone this p
   });
 });
 
+describe('a summary read over several pages: a user is gone only when two reads in a row miss them', () => {
+  it('keeps a user missing for the first time, and reports them missing', () => {
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), { ...currentSnapshot({ users: [riskUser('a', 'high')] }), missingLastTime: new Set() }, LOWERED);
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set(['b']) });
+  });
+
+  it('announces and removes a user the last read missed too', () => {
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), { ...currentSnapshot({ users: [riskUser('a', 'high')] }), missingLastTime: new Set(['b']) }, LOWERED);
+    expect(result.transitions).toMatchObject([{ type: 'user.risk_level_lowered', userId: 'b', previousLevel: 'low', currentLevel: null }]);
+    expect(result.delta).toEqual(delta({ removeUserIds: ['b'] }));
+  });
+
+  it('takes a one-page read as it is', () => {
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), currentSnapshot({ users: [riskUser('a', 'high')] }), LOWERED);
+    expect(result.delta).toEqual(delta({ removeUserIds: ['b'] }));
+    expect(result.missing).toEqual(new Set(['b']));
+  });
+});
+
 describe('a malformed behavior record keeps that behavior’s previous state', () => {
   it('a skipped behavior is neither announced as removed nor deleted', () => {
     const result = diff(
@@ -300,12 +319,12 @@ describe('a malformed behavior record keeps that behavior’s previous state', (
       currentSnapshot({ behaviors: [behavior('imp_travel')], skippedBehaviorIds: ['high_dlp'] }),
       LOWERED,
     );
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('a skipped behavior unknown before is not announced as added', () => {
     const result = diff(previousSnapshot(), currentSnapshot({ skippedBehaviorIds: ['mystery'] }), LOWERED);
-    expect(result).toEqual({ transitions: [], delta: NO_DELTA });
+    expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
 
@@ -522,7 +541,7 @@ describe('properties over 500 random snapshot pairs', () => {
   it('(d) diff(x, x) is empty: no transitions and nothing to write', () => {
     for (const pair of PAIRS) {
       for (const options of [QUIET, LOWERED, NOTIFY]) {
-        expect(diff(committed(pair.current), pair.current, options), `seed ${pair.seed}`).toEqual({ transitions: [], delta: NO_DELTA });
+        expect(diff(committed(pair.current), pair.current, options), `seed ${pair.seed}`).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
       }
     }
   });
