@@ -135,18 +135,26 @@ export class DeliveryWorker {
     const { store, clock, log } = this.#options;
     const signal = AbortSignal.any([this.#stopSends.signal, AbortSignal.timeout(this.#policy.sendTimeoutMs)]);
     let outcome: DeliveryOutcome;
+    let error: unknown;
     try {
       await sink.send(sink.render(delivery.events), signal);
       outcome = { kind: 'delivered', at: clock.now() };
       log.debug({ sink: sink.name, delivery: delivery.id, events: delivery.events.length }, 'delivered');
-    } catch (error) {
-      if (this.#stopSends.signal.aborted) return 'retry'; // shutting down: the lease lapses, the delivery stays pending
-      outcome = this.#failure(sink, delivery, error);
+    } catch (caught) {
+      error = caught;
+      if (this.#stopSends.signal.aborted) {
+        // Cut off by shutdown: free it at once for whoever runs next (a reload's new worker).
+        await store.recordOutcome(delivery.id, { kind: 'retry', at: clock.now(), nextAttemptAt: clock.now(), error: 'interrupted by shutdown' });
+        return 'retry';
+      }
+      outcome = this.#failure(sink, delivery, caught);
     }
     await store.recordOutcome(delivery.id, outcome);
-    // The receiver is struggling: the rest of this sink's queue waits as long as this delivery
-    // does, so that, once it recovers, deliveries go out in the order they were committed.
-    if (outcome.kind === 'retry') await store.holdSink(sink.name, outcome.nextAttemptAt, clock.now());
+    // The receiver itself is struggling (unreachable, rate limiting, overloaded): the rest of this
+    // sink's queue waits as long as this delivery does, so that once it recovers, deliveries go
+    // out in the order they were committed. A plain 500 may be about this one payload: it waits
+    // alone, and does not stall the sink for a day.
+    if (outcome.kind === 'retry' && receiverStruggling(error)) await store.holdSink(sink.name, outcome.nextAttemptAt, clock.now());
     this.#options.onOutcome?.(sink.name, outcome.kind);
     return outcome.kind;
   }
@@ -170,6 +178,12 @@ export class DeliveryWorker {
     log.warn({ ...context, retryAt: new Date(nextAttemptAt).toISOString() }, 'delivery failed; will retry');
     return { kind: 'retry', at: now, nextAttemptAt, error: message };
   }
+}
+
+/** No answer at all, or an answer about the receiver rather than the payload: 408, 429, 502, 503, 504. */
+function receiverStruggling(error: unknown): boolean {
+  const status = (error as { status?: number } | undefined)?.status;
+  return status === undefined || status === 408 || status === 429 || status === 502 || status === 503 || status === 504;
 }
 
 /** One sink's loop and the means to wake it early. */

@@ -220,10 +220,12 @@ export class SqliteStore implements StateStore {
         const missing = d.eventIds.find((id) => !committed.has(id) && stored.get(id) === undefined);
         if (missing !== undefined) throw new StateError(`state file ${this.file}: a delivery to ${d.sink} names event ${missing}, which is not stored; nothing was committed`);
       }
+      // A sink held back (holdSink) holds new deliveries too: they queue behind the held ones.
       const insertDelivery = this.#stmt(
-        "INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+        `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at)
+         VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT MAX(next_attempt_at) FROM deliveries WHERE state = 'pending' AND sink = ?), 0)))`,
       );
-      for (const d of commit.deliveries) insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt);
+      for (const d of commit.deliveries) insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt, d.sink);
       return version;
     });
   }

@@ -173,4 +173,42 @@ describe('the delivery worker: one retry policy around every sink', () => {
     }
     expect(delivered).toEqual(['event-0', 'event-1', 'event-2', 'event-3', 'event-4', 'event-5', 'event-100', 'event-101']);
   });
+
+  it('queues deliveries committed while the sink is held behind the held ones, even once the receiver is back', async () => {
+    let down = true;
+    const delivered: string[] = [];
+    const sink = new ScriptedSink('a', clock, () => (down ? transient() : undefined));
+    const record = sink.send.bind(sink);
+    sink.send = async (events) => {
+      await record(events);
+      delivered.push(events[0]!.id);
+    };
+    const w = worker([sink]);
+    await commit(['a'], 1);
+    await w.drainDue();
+    down = false; // back, but the first delivery's retry is not due yet
+    await commit(['a'], 1);
+    await w.drainDue();
+    expect(delivered).toEqual([]);
+    clock.time = (await store.nextDueAt('a'))!;
+    await w.drainDue();
+    expect(delivered).toEqual(['event-0', 'event-100']);
+  });
+
+  it('lets a payload the receiver keeps failing with a plain 500 wait alone, without stalling the sink', async () => {
+    const delivered: string[] = [];
+    const sink = new ScriptedSink('a', clock);
+    const record = sink.send.bind(sink);
+    sink.send = async (events) => {
+      await record(events);
+      if (events[0]!.id === 'event-0') throw new DeliveryError('HTTP 500', { retryable: true, status: 500 });
+      delivered.push(events[0]!.id);
+    };
+    await commit(['a'], 6);
+    const w = worker([sink]);
+    await w.drainDue(); // the first batch of four
+    await w.drainDue(); // the rest, not held back by event-0
+    expect(delivered).toEqual(['event-1', 'event-2', 'event-3', 'event-4', 'event-5']);
+    expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 1, dead: 0 }]]));
+  });
 });
