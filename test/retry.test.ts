@@ -66,5 +66,7 @@ describe('backoffDelay and parseRetryAfter', () => {
     expect(parseRetryAfter('Sun, 22 Nov 2026 18:00:30 GMT', now)).toBe(30_000);
     expect(parseRetryAfter(undefined, now)).toBeUndefined();
     expect(parseRetryAfter('soon', now)).toBeUndefined();
+    // No server parks riskwatch for more than an hour, whatever it says.
+    expect(parseRetryAfter('99999999', now)).toBe(3_600_000);
   });
 });

@@ -36,7 +36,14 @@ export class RequestBudget {
     const turn = this.#queue.then(() => this.#grant(signal));
     // One caller giving up (abort) must not stall the queue behind it.
     this.#queue = turn.catch(() => {});
-    return turn;
+    if (!signal) return turn;
+    // A caller that gives up while still queued hears so at once; its turn, when it comes, is skipped.
+    return new Promise((resolve, reject) => {
+      const abort = () => reject(signal.reason);
+      if (signal.aborted) return abort();
+      signal.addEventListener('abort', abort, { once: true });
+      turn.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+    });
   }
 
   /** Cloudflare's `x-ratelimit-remaining`: below a tenth of the limit, requests are spaced out. */

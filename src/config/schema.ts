@@ -24,7 +24,7 @@ const httpUrl = z.string().trim().refine(
   { error: 'must be an http(s) URL' },
 );
 
-const duration = (min: number, minText: string) =>
+const duration = (min: number, minText: string, max: number, maxText: string) =>
   z.union([z.string(), z.number()], { error: 'must be a duration like 30s, 5m, 1h' }).transform((value, ctx) => {
     if (typeof value === 'number') {
       ctx.addIssue({ code: 'custom', message: `${value} has no unit: write ${value}s, ${value}m or ${value}h` });
@@ -37,6 +37,10 @@ const duration = (min: number, minText: string) =>
     }
     if (ms < min) {
       ctx.addIssue({ code: 'custom', message: `must be at least ${minText} (got ${value})` });
+      return z.NEVER;
+    }
+    if (ms > max) {
+      ctx.addIssue({ code: 'custom', message: `must be at most ${maxText} (got ${value})` });
       return z.NEVER;
     }
     return ms;
@@ -125,13 +129,13 @@ export const configFileSchema = z.strictObject({
       { error: 'must be a list of accounts' },
     )
     .min(1, { error: 'must list at least one account' }),
-  poll_interval: duration(1000, '1s').default(60_000),
+  poll_interval: duration(1000, '1s', 86_400_000, '24h').default(60_000),
   first_run: z.enum(['baseline', 'notify'], { error: 'must be baseline or notify' }).default('baseline'),
   notify: z
     .strictObject({
       lowered: z.boolean().default(false),
       enrich: z.boolean().default(true),
-      max_age: duration(60_000, '1m').default(24 * 3_600_000),
+      max_age: duration(60_000, '1m', 30 * 86_400_000, '30d').default(24 * 3_600_000),
     })
     .prefault({}),
   state: z.strictObject({ sqlite: nonEmpty.default('./riskwatch.db') }).prefault({}),

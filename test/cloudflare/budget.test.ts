@@ -55,4 +55,17 @@ describe('RequestBudget: never more than the limit in any five minutes', () => {
     await budget.acquire();
     expect(clock.now()).toBeGreaterThan(0);
   });
+
+  it('tells a queued caller that gives up at once, without waiting for its turn', async () => {
+    // A clock whose sleeps never end: once the window is full, the next in line waits forever.
+    const neverSettles = new Promise<void>(() => {});
+    const stuckClock = { now: () => 0, sleep: () => neverSettles };
+    const stuck = new RequestBudget(1, stuckClock);
+    await stuck.acquire();
+    void stuck.acquire();
+    const gaveUp = new AbortController();
+    const waiting = stuck.acquire(gaveUp.signal);
+    gaveUp.abort(new Error('enrichment deadline'));
+    await expect(waiting).rejects.toThrow('enrichment deadline');
+  });
 });

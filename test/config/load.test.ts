@@ -579,4 +579,17 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
       }),
     );
   });
+
+  it('refuses durations a timer cannot hold for long: poll_interval above 24h, max_age above 30d', () => {
+    problemAt('poll_interval', () =>
+      load((doc) => {
+        doc.poll_interval = '30d';
+      }),
+    );
+    problemAt('notify.max_age', () =>
+      load((doc) => {
+        doc.notify = { max_age: '31d' };
+      }),
+    );
+  });
 });
