@@ -47,10 +47,16 @@ const COMMANDS: Record<string, Command> = {
     const file = resolveConfigPath(options.config, io.env);
     const config = loadConfig(file, io.env);
     const log = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
-    const service = await Service.start(config, { log });
-    // SIGHUP: read the file again; keep running on the old config if the new one is invalid.
+    // Signals are heard from the start: one that arrives while starting stops right after.
+    const stopSignal = nextSignal(['SIGTERM', 'SIGINT']);
+    let service: Service | undefined;
+    let stopping = false;
     let reloading = Promise.resolve();
+    // SIGHUP: read the file again; keep running on the old config if the new one is invalid.
+    // Ignored while starting (the file was just read) and while stopping.
     const reload = () => {
+      if (!service || stopping) return;
+      const running = service;
       reloading = reloading.then(async () => {
         let next: Config;
         try {
@@ -60,19 +66,24 @@ const COMMANDS: Record<string, Command> = {
           log.error({ problems: lines }, `reload failed, still running on the previous config: ${lines.join('; ')}`);
           return;
         }
-        await service.reload(next).catch((error: unknown) => log.error({ err: (error as Error).message }, 'reload failed'));
+        await running.reload(next).catch((error: unknown) => log.error({ err: (error as Error).message }, 'reload failed'));
       });
     };
     process.on('SIGHUP', reload);
-    const signal = await nextSignal(['SIGTERM', 'SIGINT']);
-    process.off('SIGHUP', reload);
-    log.info({ signal }, 'stopping');
-    // A second signal while stopping means "now": pending work stays in the state file for next time.
-    const force = () => process.exit(1);
-    process.once('SIGTERM', force).once('SIGINT', force);
-    await reloading;
-    await service.stop();
-    return 0;
+    try {
+      service = await Service.start(config, { log });
+      const signal = await stopSignal;
+      stopping = true;
+      log.info({ signal }, 'stopping');
+      // A second signal while stopping means "now": pending work stays in the state file for next time.
+      const force = () => process.exit(1);
+      process.once('SIGTERM', force).once('SIGINT', force);
+      await reloading;
+      await service.stop();
+      return 0;
+    } finally {
+      process.off('SIGHUP', reload);
+    }
   },
 
   demo: async (_options, io) => {

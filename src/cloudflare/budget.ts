@@ -93,16 +93,16 @@ export class RequestBudget {
 /** One budget per credential id, created on first use. */
 export class BudgetRegistry {
   readonly #budgets = new Map<string, RequestBudget>();
-  readonly #limit: number;
+  readonly limit: number;
   readonly #clock: Clock;
   constructor(limit: number, clock: Clock) {
-    this.#limit = limit;
+    this.limit = limit;
     this.#clock = clock;
   }
   for(credentialId: string): RequestBudget {
     let budget = this.#budgets.get(credentialId);
     if (!budget) {
-      budget = new RequestBudget(this.#limit, this.#clock);
+      budget = new RequestBudget(this.limit, this.#clock);
       this.#budgets.set(credentialId, budget);
     }
     return budget;

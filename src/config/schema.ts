@@ -94,7 +94,13 @@ const sink = z.discriminatedUnion(
       ...routing,
       url: httpUrl,
       secret: webhookSecret.optional(),
-      headers: z.record(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' }), z.string()).default({}),
+      headers: z
+        .record(
+          z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' }),
+          // Trimmed, as a secret file's trailing newline would otherwise make every request invalid.
+          z.string().trim().regex(/^[^\r\n\0]*$/, { error: 'must not contain line breaks' }),
+        )
+        .default({}),
     }),
   ],
   { error: 'must be one of slack, webhook, console' },

@@ -8,12 +8,17 @@ import type { Logger } from '../log.ts';
 import { createSink } from '../notify/sinks/create.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../notify/worker.ts';
 import type { StateStore } from '../store/store.ts';
-import { Daemon } from './daemon.ts';
+import { type AccountStatus, Daemon } from './daemon.ts';
 import type { Metrics } from './metrics.ts';
 import { AccountPoller } from './poller.ts';
 
 export interface AssembleDeps {
   readonly store: StateStore;
+  /** Request budgets and the connection pool to use; kept by the caller across reloads. Created here when left out. */
+  readonly budgets?: BudgetRegistry;
+  readonly dispatcher?: Agent;
+  /** What the previous daemon knew of each account (a reload keeps readiness). */
+  readonly status?: ReadonlyMap<string, AccountStatus>;
   readonly log: Logger;
   readonly metrics?: Metrics;
   readonly clock?: Clock;
@@ -30,13 +35,14 @@ export interface AssembleDeps {
 export function assemble(config: Config, deps: AssembleDeps): Daemon {
   const { store, log, metrics } = deps;
   const clock = deps.clock ?? systemClock;
-  const dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  const ownDispatcher = deps.dispatcher ? undefined : new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  const dispatcher = deps.dispatcher ?? ownDispatcher!;
   const sinks = config.sinks.map((sinkConfig) => ({
     config: sinkConfig,
     sink: createSink(sinkConfig, { clock, dispatcher, ...(deps.writeLine ? { writeLine: deps.writeLine } : {}) }),
   }));
 
-  const budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
+  const budgets = deps.budgets ?? new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
   const clients = new Map<string, CloudflareClient>();
   const clientFor = (credential: Credential) => {
     let client = clients.get(credential.id);
@@ -84,7 +90,8 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
     clock,
     log,
     pollIntervalMs: config.pollIntervalMs,
-    onStopped: () => dispatcher.close(),
+    onStopped: async () => ownDispatcher?.close(),
+    ...(deps.status ? { status: deps.status } : {}),
     ...(metrics
       ? {
           onPoll: (account, ms, result) =>

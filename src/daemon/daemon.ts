@@ -21,6 +21,8 @@ export interface DaemonOptions {
   readonly pollIntervalMs: number;
   /** How long in-flight deliveries may take to finish on shutdown. Default 10 s. */
   readonly graceMs?: number;
+  /** What a previous daemon knew of the accounts (kept across a reload). */
+  readonly status?: ReadonlyMap<string, AccountStatus>;
   /** Called last on shutdown, to release what the daemon's parts share (connection pools). */
   readonly onStopped?: () => Promise<void>;
   /** Told after every poll, for metrics. */
@@ -43,7 +45,10 @@ export class Daemon {
 
   constructor(options: DaemonOptions) {
     this.#options = options;
-    for (const poller of options.pollers) this.status.set(poller.account.id, { lastSuccessAt: undefined, lastError: undefined, polling: false });
+    for (const poller of options.pollers) {
+      const known = options.status?.get(poller.account.id);
+      this.status.set(poller.account.id, { lastSuccessAt: known?.lastSuccessAt, lastError: known?.lastError, polling: false });
+    }
   }
 
   /** `run`: start polling and delivering until stop(). */
@@ -59,8 +64,9 @@ export class Daemon {
     const polled = await Promise.all(this.#options.pollers.map((poller) => this.#pollSafely(poller)));
     const { failed } = await this.#options.worker.drainDue();
     const counts = await this.#options.store.deliveryCounts();
-    const pending = [...counts.values()].reduce((n, c) => n + c.pending, 0);
-    if (pending > 0) this.#options.log.warn({ pending }, `${pending} deliveries are still pending; they go out on the next run`);
+    // Only the configured sinks count: deliveries kept for a removed sink wait for it to come back.
+    const pending = this.#options.worker.sinkNames.reduce((n, sink) => n + (counts.get(sink)?.pending ?? 0), 0);
+    if (pending > 0) this.#options.log.warn({ pending }, `${pending} deliveries are still pending; they go out on a later run`);
     return polled.every(Boolean) && failed === 0 && pending === 0;
   }
 

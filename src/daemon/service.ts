@@ -4,6 +4,8 @@ import type { Config } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 import type { StateStore } from '../store/store.ts';
+import { Agent } from 'undici';
+import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { assemble } from './assemble.ts';
 import type { Daemon } from './daemon.ts';
 import { boundAddress, startHttp } from './http.ts';
@@ -28,15 +30,38 @@ export class Service {
   readonly #http: Server;
   readonly #deps: ServiceDeps;
   readonly #clock: Clock;
+  /** What a reload cannot change: as the process started. */
+  readonly #statePath: string;
+  readonly #listen: Config['http'];
+  readonly #logFormat: Config['log']['format'];
+  /** Kept across reloads: Cloudflare's window and a 429's block do not restart with the config. */
+  #budgets: BudgetRegistry;
+  readonly #dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
 
-  private constructor(config: Config, daemon: Daemon, store: StateStore, metrics: Metrics, http: Server, deps: ServiceDeps) {
+  private constructor(config: Config, store: StateStore, metrics: Metrics, http: Server, deps: ServiceDeps) {
     this.#config = config;
-    this.#daemon = daemon;
+    this.#statePath = config.state.sqlite;
+    this.#listen = config.http;
+    this.#logFormat = config.log.format;
     this.#store = store;
     this.#metrics = metrics;
     this.#http = http;
     this.#deps = deps;
     this.#clock = deps.clock ?? systemClock;
+    this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock);
+    this.#daemon = this.#assemble(config, undefined);
+  }
+
+  #assemble(config: Config, previous: Daemon | undefined): Daemon {
+    if (this.#budgets.limit !== config.cloudflare.requestsPer5Min) this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock);
+    return assemble(config, {
+      store: this.#store,
+      metrics: this.#metrics,
+      budgets: this.#budgets,
+      dispatcher: this.#dispatcher,
+      ...(previous ? { status: previous.status } : {}),
+      ...this.#deps,
+    });
   }
 
   static async start(config: Config, deps: ServiceDeps): Promise<Service> {
@@ -51,9 +76,8 @@ export class Service {
       await store.close();
       throw error;
     }
-    const daemon = assemble(config, { store, metrics, ...deps });
-    service = new Service(config, daemon, store, metrics, http, deps);
-    daemon.start();
+    service = new Service(config, store, metrics, http, deps);
+    service.#daemon.start();
     deps.log.info(
       { accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(http) },
       'riskwatch started',
@@ -79,16 +103,16 @@ export class Service {
    */
   async reload(next: Config): Promise<void> {
     const { log } = this.#deps;
-    if (next.state.sqlite !== this.#config.state.sqlite) {
-      log.error({ from: this.#config.state.sqlite, to: next.state.sqlite }, 'reload refused: state.sqlite cannot change while running; restart riskwatch to move it');
-      return;
-    }
-    const { listen: was } = this.#config.http;
+    // What cannot change under a running process keeps its value until the next restart.
+    if (next.state.sqlite !== this.#statePath) log.warn({ running: this.#statePath }, 'state.sqlite changed: it takes effect at the next restart');
+    const { listen: was } = this.#listen;
     const { listen: now } = next.http;
     if (was.host !== now.host || was.port !== now.port) log.warn('http.listen changed: it takes effect at the next restart');
+    if (next.log.format !== this.#logFormat) log.warn('log.format changed: it takes effect at the next restart');
     log.level = next.log.level;
-    await this.#daemon.stop();
-    this.#daemon = assemble(next, { store: this.#store, metrics: this.#metrics, ...this.#deps });
+    const previous = this.#daemon;
+    await previous.stop();
+    this.#daemon = this.#assemble(next, previous);
     this.#config = next;
     this.#daemon.start();
     log.info({ accounts: next.accounts.length, sinks: next.sinks.length }, 'config reloaded');
@@ -100,6 +124,7 @@ export class Service {
     this.#http.closeAllConnections();
     await new Promise<void>((resolve) => this.#http.close(() => resolve()));
     await this.#store.close();
+    await this.#dispatcher.close();
     this.#deps.log.info('stopped');
   }
 

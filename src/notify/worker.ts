@@ -53,6 +53,11 @@ export class DeliveryWorker {
     this.#lanes = options.sinks.map((sink) => new Lane(sink));
   }
 
+  /** The sinks this worker delivers to. */
+  get sinkNames(): readonly string[] {
+    return this.#lanes.map((lane) => lane.sink.name);
+  }
+
   /** Starts one loop per sink; they run until stop(). */
   start(): void {
     this.#running = true;

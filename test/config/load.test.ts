@@ -592,4 +592,17 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
       }),
     );
   });
+
+  it('trims header values and refuses line breaks inside them', () => {
+    const config = load((doc) => {
+      doc.sinks[1]!.headers = { Authorization: 'Bearer abc\n' };
+    });
+    const incidents = sink(config, 'incidents');
+    expect(incidents.type === 'webhook' && incidents.headers.Authorization?.reveal()).toBe('Bearer abc');
+    problemAt('sinks[1].headers.Authorization', () =>
+      load((doc) => {
+        doc.sinks[1]!.headers = { Authorization: 'Bearer abc\r\nX-Evil: 1' };
+      }),
+    );
+  });
 });

@@ -91,6 +91,14 @@ describe('payload: exactly SPEC §5, one POST per event', () => {
   });
 });
 
+describe('a delivery that holds several events (planned for a grouping sink before a reload)', () => {
+  it('posts one request per event, in order, each under its own webhook-id', async () => {
+    const sink = sinkFor();
+    await sink.send(sink.render([EVENTS.raised!, EVENTS.disabled!]), AbortSignal.timeout(5000));
+    expect(receiver.requests.map((r) => r.headers['webhook-id'])).toEqual(['evt-raised', 'evt-disabled']);
+  });
+});
+
 describe('signature: verifiable by the Standard Webhooks reference library', () => {
   const verify = (secret: string, body: string, headers: Record<string, unknown>) =>
     new Webhook(secret).verify(body, {

@@ -17,7 +17,7 @@ export interface WebhookMessage {
  * The generic webhook (SPEC §5): one JSON POST per event, shaped and signed
  * after the Standard Webhooks spec, so that its reference libraries verify it.
  */
-export class WebhookSink implements Sink<WebhookMessage> {
+export class WebhookSink implements Sink<readonly WebhookMessage[]> {
   readonly name: string;
   readonly grouping = 'event';
   readonly #config: WebhookSinkConfig;
@@ -34,21 +34,27 @@ export class WebhookSink implements Sink<WebhookMessage> {
     this.#clock = deps.clock;
   }
 
-  render(events: readonly RiskEvent[]): WebhookMessage {
-    if (events.length !== 1) throw new Error(`webhook sink ${this.name}: a delivery must hold one event, not ${events.length}`);
-    const event = events[0]!;
-    return { id: event.id, body: JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data }) };
+  /** One message per event. A delivery holds one event, except one planned for a grouping sink that a reload turned into a webhook. */
+  render(events: readonly RiskEvent[]): readonly WebhookMessage[] {
+    return events.map((event) => ({ id: event.id, body: JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data }) }));
   }
 
-  renderTest(): WebhookMessage {
+  renderTest(): readonly WebhookMessage[] {
     const now = new Date(this.#clock.now()).toISOString();
-    return {
-      id: `test_${this.#clock.now().toString(36)}`,
-      body: JSON.stringify({ type: 'riskwatch.test', timestamp: now, data: { message: `riskwatch test notification for sink ${this.name}: this sink works` } }),
-    };
+    return [
+      {
+        id: `test_${this.#clock.now().toString(36)}`,
+        body: JSON.stringify({ type: 'riskwatch.test', timestamp: now, data: { message: `riskwatch test notification for sink ${this.name}: this sink works` } }),
+      },
+    ];
   }
 
-  async send(message: WebhookMessage, signal: AbortSignal): Promise<void> {
+  /** Posts each message in turn; a failure stops there, and a retry re-sends them all, under the same ids. */
+  async send(messages: readonly WebhookMessage[], signal: AbortSignal): Promise<void> {
+    for (const message of messages) await this.#post(message, signal);
+  }
+
+  async #post(message: WebhookMessage, signal: AbortSignal): Promise<void> {
     const timestamp = Math.floor(this.#clock.now() / 1000).toString();
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(this.#config.headers)) headers[name.toLowerCase()] = value.reveal();
