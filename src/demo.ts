@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from './config/load.ts';
+import { UserFacingError } from './errors.ts';
 import { Service } from './daemon/service.ts';
 import { createLogger } from './log.ts';
 import { FakeRiskApi } from './simulator/fake-api.ts';
@@ -20,7 +21,13 @@ export async function runDemo(out: (line: string) => void, stopped: Promise<unkn
   const api = await FakeRiskApi.start();
   const scenario = new DemoScenario(api.account(DEMO_ACCOUNT));
   scenario.seed(50);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riskwatch-demo-'));
+  let dir: string;
+  try {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riskwatch-demo-'));
+  } catch (error) {
+    await api.close();
+    throw new UserFacingError(`demo: cannot create its state directory in ${os.tmpdir()} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); set TMPDIR to a writable directory`, 2);
+  }
   const config = parseConfig(
     `cloudflare:
   api_base_url: ${api.baseUrl}

@@ -11,6 +11,9 @@ import type { Daemon } from './daemon.ts';
 import { boundAddress, startHttp } from './http.ts';
 import { Metrics } from './metrics.ts';
 
+/** Delivered deliveries and their events are kept this long (for inspection), then pruned. */
+const RETENTION_MS = 7 * 86_400_000;
+
 export interface ServiceDeps {
   readonly log: Logger;
   readonly clock?: Clock;
@@ -37,6 +40,7 @@ export class Service {
   /** Kept across reloads: Cloudflare's window and a 429's block do not restart with the config. */
   #budgets: BudgetRegistry;
   readonly #dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  #pruning: NodeJS.Timeout | undefined;
 
   private constructor(config: Config, store: StateStore, metrics: Metrics, http: Server, deps: ServiceDeps) {
     this.#config = config;
@@ -78,6 +82,7 @@ export class Service {
     }
     service = new Service(config, store, metrics, http, deps);
     service.#daemon.start();
+    service.#schedulePruning();
     deps.log.info(
       { accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(http) },
       'riskwatch started',
@@ -120,12 +125,28 @@ export class Service {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.#pruning);
     await this.#daemon.stop();
     this.#http.closeAllConnections();
     await new Promise<void>((resolve) => this.#http.close(() => resolve()));
     await this.#store.close();
     await this.#dispatcher.close();
     this.#deps.log.info('stopped');
+  }
+
+  /** Hourly, and once at start: delivered history older than RETENTION_MS goes. */
+  #schedulePruning(): void {
+    const prune = async () => {
+      try {
+        const removed = await this.#store.prune(this.#clock.now() - RETENTION_MS);
+        if (removed.deliveries + removed.events > 0) this.#deps.log.info(removed, 'pruned delivered history');
+      } catch (error) {
+        this.#deps.log.error({ err: (error as Error).message }, 'could not prune delivered history');
+      }
+    };
+    void prune();
+    this.#pruning = setInterval(prune, 3_600_000);
+    this.#pruning.unref();
   }
 
   /** Deliveries for sinks no longer configured are kept, never dropped, and said out loud. */

@@ -74,6 +74,8 @@ const MIGRATIONS: readonly string[] = [
      host TEXT NOT NULL,
      started_at INTEGER NOT NULL
    ) STRICT;`,
+  // 2: counting pending and dead-lettered deliveries (every /metrics scrape) must not scan the history.
+  `CREATE INDEX deliveries_state ON deliveries (state, sink);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -290,6 +292,18 @@ export class SqliteStore implements StateStore {
   async holdSink(sink: string, until: number, now: number): Promise<void> {
     this.#transaction('hold back a sink', {}, () => {
       this.#stmt("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending' AND sink = ? AND next_attempt_at < ? AND leased_until <= ?").run(until, sink, until, now);
+    });
+  }
+
+  async prune(before: number): Promise<{ deliveries: number; events: number }> {
+    return this.#transaction('prune old deliveries', {}, () => {
+      const deliveries = this.#stmt("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?").run(before).changes;
+      const events = this.#stmt(
+        `DELETE FROM events WHERE created_at < ? AND NOT EXISTS (
+           SELECT 1 FROM deliveries d, json_each(d.event_ids) j WHERE d.state IN ('pending', 'dead') AND j.value = events.id
+         )`,
+      ).run(before).changes;
+      return { deliveries: Number(deliveries), events: Number(events) };
     });
   }
 

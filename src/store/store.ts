@@ -26,6 +26,12 @@ export interface StateStore {
   recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void>;
   /** No delivery of `sink` that is not in flight falls due before `until`: a sink in backoff holds its queue, in order. */
   holdSink(sink: string, until: number, now: number): Promise<void>;
+  /**
+   * Forgets deliveries delivered before `before` (epoch ms) and the events no
+   * pending or dead-lettered delivery needs any more, so the file does not grow
+   * forever. Dead-lettered deliveries are kept.
+   */
+  prune(before: number): Promise<{ readonly deliveries: number; readonly events: number }>;
   /** Pending and dead-lettered deliveries per sink, for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
   close(): Promise<void>;

@@ -479,6 +479,22 @@ describe('the outbox hands out due deliveries, and records what became of them',
     expect(await store.nextDueAt('incidents')).toBeUndefined();
   });
 
+  it('prune forgets delivered history, and keeps what pending or dead-lettered deliveries still need', async () => {
+    const store = open(file, { leaseMs: 1000 });
+    await twoPolls(store);
+    // incidents: e1 delivered, e2 dead, e3 pending; secops: [e2, e1] delivered.
+    const [i1, i2] = await store.claimDue('incidents', T0, 2);
+    await store.recordOutcome(i1!.id, { kind: 'delivered', at: T0 + 1 });
+    await store.recordOutcome(i2!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 400' });
+    const [s1] = await store.claimDue('secops', T0, 1);
+    await store.recordOutcome(s1!.id, { kind: 'delivered', at: T0 + 1 });
+    expect(await store.prune(T0)).toEqual({ deliveries: 0, events: 0 }); // nothing is that old yet
+    expect(await store.prune(T0 + 120_000)).toEqual({ deliveries: 2, events: 1 }); // e1: only delivered ones needed it
+    expect(rowCounts(file)).toMatchObject({ events: 2, deliveries: 2 });
+    const [pending] = await store.claimDue('incidents', T0 + 120_000, 10);
+    expect(eventIds([pending!])).toEqual([['evt-3']]);
+  });
+
   it('deliveryCounts gives pending and dead-lettered deliveries per sink', async () => {
     const store = open(file, { leaseMs: 1000 });
     await twoPolls(store);
