@@ -1,10 +1,14 @@
 /**
- * One benchmark child: either steady-state poll cycles of one account
- * (`cycle`) or the floor (`floor`: only downloading and JSON-parsing the same
- * pages, same page size, same concurrency). It runs alone in its process so
- * that its CPU time and peak RSS are its own; it prints one JSON line.
+ * One benchmark child, alone in its process so that its CPU time and peak RSS
+ * are its own; it prints one JSON line.
  *
- *   node bench/poll-cycle.ts cycle <apiBaseUrl> <stateDir> <polls>
+ *   baseline: the account's first poll, which stores every user (once per size).
+ *   cycle:    a daemon started on that state: one poll to warm up, then
+ *             steady-state polls, each seeing 0.1% of the users change.
+ *   floor:    only downloading and JSON-parsing the same pages, with the same
+ *             page size and concurrency.
+ *
+ *   node bench/poll-cycle.ts baseline|cycle <apiBaseUrl> <stateDir> <polls>
  *   node bench/poll-cycle.ts floor <apiBaseUrl> <pages> <polls>
  */
 import { cpuUsage, resourceUsage } from 'node:process';
@@ -38,7 +42,7 @@ async function measure(run: () => Promise<{ rowsWritten?: number; events?: numbe
   return { wallMs, cpuMs: (used.user + used.system) / 1000, ...extra };
 }
 
-async function cycle(baseUrl: string, stateDir: string, polls: number): Promise<unknown> {
+async function cycle(baseUrl: string, stateDir: string, polls: number, baselineOnly: boolean): Promise<unknown> {
   const dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
   const store = SqliteStore.open(path.join(stateDir, 'bench.db'));
   const credential = { scheme: 'token' as const, id: 'cred-bench', token: new Secret('bench-token') };
@@ -63,10 +67,15 @@ async function cycle(baseUrl: string, stateDir: string, polls: number): Promise<
     newId: () => crypto.randomUUID(),
     enrich: false,
   });
-  const baseline = await measure(async () => {
+  const first = await measure(async () => {
     const outcome = await poller.poll();
     return { rowsWritten: outcome.rowsWritten, events: outcome.eventTypes.length };
   });
+  if (baselineOnly) {
+    await store.close();
+    await dispatcher.close();
+    return { baseline: first, maxRssMb: resourceUsage().maxRSS / 1024 };
+  }
   const steady: Sample[] = [];
   for (let i = 0; i < polls; i++) {
     steady.push(
@@ -78,7 +87,7 @@ async function cycle(baseUrl: string, stateDir: string, polls: number): Promise<
   }
   await store.close();
   await dispatcher.close();
-  return { baseline, steady, maxRssMb: resourceUsage().maxRSS / 1024 };
+  return { warmup: first, steady, maxRssMb: resourceUsage().maxRSS / 1024 };
 }
 
 /** The floor: the same requests, page size and concurrency, each body downloaded and JSON-parsed, nothing else. */
@@ -108,6 +117,6 @@ async function floor(baseUrl: string, pages: number, polls: number): Promise<unk
 
 if (import.meta.main) {
   const [mode, baseUrl, third, polls] = process.argv.slice(2);
-  const result = mode === 'cycle' ? await cycle(baseUrl!, third!, Number(polls)) : await floor(baseUrl!, Number(third), Number(polls));
+  const result = mode === 'floor' ? await floor(baseUrl!, Number(third), Number(polls)) : await cycle(baseUrl!, third!, Number(polls), mode === 'baseline');
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

@@ -127,7 +127,8 @@ interface SizeResult {
   users: number;
   pagesPerPoll: number;
   requestsPerPoll: number;
-  cycle: { wallMs: number; cpuMs: number; rowsWritten: number; changes: number; peakRssMb: number; baselineWallMs: number };
+  cycle: { wallMs: number; cpuMs: number; rowsWritten: number; changes: number; peakRssMb: number };
+  baseline: { wallMs: number; rowsWritten: number; peakRssMb: number };
   floor: { wallMs: number; cpuMs: number; peakRssMb: number };
   cycleOverFloor: number;
   coldStartMs?: number;
@@ -138,7 +139,8 @@ async function measureSize(size: number): Promise<SizeResult> {
   const api = await tenant(size, true);
   try {
     const pages = Math.ceil(size / PAGE_SIZE);
-    const cycle = (await child(['bench/poll-cycle.ts', 'cycle', api.baseUrl, dir, String(POLLS)])) as { baseline: Sample; steady: Sample[]; maxRssMb: number };
+    const baseline = (await child(['bench/poll-cycle.ts', 'baseline', api.baseUrl, dir, '0'])) as { baseline: Sample; maxRssMb: number };
+    const cycle = (await child(['bench/poll-cycle.ts', 'cycle', api.baseUrl, dir, String(POLLS)])) as { steady: Sample[]; maxRssMb: number };
     const floor = (await child(['bench/poll-cycle.ts', 'floor', api.baseUrl, String(pages), String(POLLS)])) as { steady: Sample[]; maxRssMb: number };
     const result: SizeResult = {
       users: size,
@@ -150,8 +152,8 @@ async function measureSize(size: number): Promise<SizeResult> {
         rowsWritten: median(cycle.steady.map((s) => s.rowsWritten ?? 0)),
         changes: Math.max(1, size * CHURN),
         peakRssMb: cycle.maxRssMb,
-        baselineWallMs: cycle.baseline.wallMs,
       },
+      baseline: { wallMs: baseline.baseline.wallMs, rowsWritten: baseline.baseline.rowsWritten ?? 0, peakRssMb: baseline.maxRssMb },
       floor: { wallMs: median(floor.steady.map((s) => s.wallMs)), cpuMs: median(floor.steady.map((s) => s.cpuMs)), peakRssMb: floor.maxRssMb },
       cycleOverFloor: 0,
     };
@@ -200,15 +202,14 @@ async function measureDelivery(): Promise<{ events: number; eventsPerSecond: num
     const receipts = [...received.values()];
     const eventsPerSecond = (received.size / (Math.max(...receipts) - Math.min(...receipts))) * 1000;
 
-    // Steady flow: 100 users rise each second for 20 s; latency from the poll that saw them to receipt.
+    // Steady flow: 100 users rise each second for 20 s; latency from detection (the event's timestamp) to receipt.
     latencies.length = 0;
     const account = api.account(BENCH_ACCOUNT);
     for (let second = 0; second < 20; second++) {
       for (let i = 0; i < 100; i++) {
-        const n = second * 100 + i + 1;
-        account.users.set(user(n).user_id, { ...(account.users.get(user(n).user_id) as RiskUser), max_risk_level: 'high', event_count: 100 + second });
-        const u = account.users.get(user(n).user_id) as RiskUser;
-        if (u.max_risk_level === 'high' && user(n).max_risk_level === 'high') account.users.set(u.user_id, { ...u, max_risk_level: 'high' });
+        // Users 3, 6, 9, … start low: each rises to high once.
+        const n = (second * 100 + i + 1) * 3;
+        account.users.set(user(n).user_id, { ...user(n), max_risk_level: 'high' });
       }
       await new Promise((r) => setTimeout(r, 1000));
     }
@@ -233,7 +234,7 @@ const delivery = await measureDelivery();
 
 const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
 const fmt = (n: number, digits = 0) => n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-const rows: string[][] = [['users', 'cycle wall', 'cycle CPU', 'floor wall', 'cycle/floor', 'peak RSS', 'rows written (changes)', 'requests/poll']];
+const rows: string[][] = [['users', 'cycle wall', 'cycle CPU', 'floor wall', 'cycle/floor', 'peak RSS', 'rows written (changes)', 'requests/poll', 'first poll', 'its RSS']];
 const targets: { what: string; value: string; ok: boolean }[] = [];
 for (const s of sizes) {
   rows.push([
@@ -245,6 +246,8 @@ for (const s of sizes) {
     `${fmt(s.cycle.peakRssMb)} MB`,
     `${fmt(s.cycle.rowsWritten)} (${fmt(s.cycle.changes)})`,
     fmt(s.requestsPerPoll),
+    `${fmt(s.baseline.wallMs)} ms`,
+    `${fmt(s.baseline.peakRssMb)} MB`,
   ]);
   if (s.users >= 100_000) targets.push({ what: `cycle/floor ≤ 1.3 at ${fmt(s.users)}`, value: fmt(s.cycleOverFloor, 2), ok: s.cycleOverFloor <= 1.3 });
   if (s.users === 100_000) targets.push({ what: 'peak RSS ≤ 150 MB at 100,000', value: `${fmt(s.cycle.peakRssMb)} MB`, ok: s.cycle.peakRssMb <= 150 });
@@ -254,11 +257,12 @@ for (const s of sizes) {
   if (s.coldStartMs !== undefined) targets.push({ what: `cold start ≤ 3 s at ${fmt(s.users)}`, value: `${fmt(s.coldStartMs)} ms`, ok: s.coldStartMs <= 3000 });
 }
 targets.push({ what: 'webhook delivery ≥ 2,000 events/s', value: fmt(delivery.eventsPerSecond), ok: delivery.eventsPerSecond >= 2000 });
-targets.push({ what: 'delivery p99 ≤ 50 ms (poll start to receipt)', value: `${fmt(delivery.latency.p99Ms)} ms (p50 ${fmt(delivery.latency.p50Ms)} ms)`, ok: delivery.latency.p99Ms <= 50 });
+targets.push({ what: 'delivery p99 ≤ 50 ms (detection to receipt)', value: `${fmt(delivery.latency.p99Ms)} ms (p50 ${fmt(delivery.latency.p50Ms)} ms)`, ok: delivery.latency.p99Ms <= 50 });
 
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i]!)).join('  ');
-console.log(`\nriskwatch benchmark — ${os.cpus().length} cores, Node ${process.version}, page size ${PAGE_SIZE}, ${PAGE_CONCURRENCY} pages in flight, ${CHURN * 100}% of users changing per poll, median of ${POLLS} polls\n`);
+console.log(`\nriskwatch benchmark — ${os.cpus().length} cores, Node ${process.version}, page size ${PAGE_SIZE}, ${PAGE_CONCURRENCY} pages in flight, ${CHURN * 100}% of users changing per poll, median of ${POLLS} polls`);
+console.log('cycle: a daemon started on stored state, steady polls; floor: the same pages only downloaded and parsed; first poll: the baseline that stores every user, in a process of its own\n');
 console.log(line(rows[0]!));
 for (const r of rows.slice(1)) console.log(line(r));
 console.log(`\ndelivery: ${fmt(delivery.events)} events at ${fmt(delivery.eventsPerSecond)} events/s; steady flow of ${fmt(delivery.latency.events)} events: p50 ${fmt(delivery.latency.p50Ms)} ms, p99 ${fmt(delivery.latency.p99Ms)} ms\n`);

@@ -69,9 +69,10 @@ export class AccountPoller {
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());
-    const polledAt = clock.now();
     const [summary, behaviorList] = await Promise.all([client.fetchSummary(account.id, signal), client.fetchBehaviors(account.id, signal)]);
     signal?.throwIfAborted();
+    // When the change was seen: the events' timestamp, and the moment delivery latency counts from.
+    const polledAt = clock.now();
 
     const current: CurrentSnapshot = {
       users: summary.users,

@@ -17,7 +17,7 @@ export const DEFAULT_DELIVERY_POLICY: DeliveryPolicy = {
   baseDelayMs: 2000,
   maxDelayMs: 10 * 60_000,
   maxAgeMs: 24 * 3_600_000,
-  concurrency: 4,
+  concurrency: 16,
   sendTimeoutMs: 30_000,
 };
 
