@@ -18,7 +18,7 @@ import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { BENCH_ACCOUNT, PAGE_CONCURRENCY, PAGE_SIZE } from './poll-cycle.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
-const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').map(Number);
+const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').filter(Boolean).map(Number);
 const POLLS = 5;
 const CHURN = 0.001;
 

@@ -74,8 +74,10 @@ const MIGRATIONS: readonly string[] = [
      host TEXT NOT NULL,
      started_at INTEGER NOT NULL
    ) STRICT;`,
-  // 2: counting pending and dead-lettered deliveries (every /metrics scrape) must not scan the history.
-  `CREATE INDEX deliveries_state ON deliveries (state, sink);`,
+  // 2: claiming walks a sink's pending deliveries in id order, and counting pending and
+  // dead-lettered deliveries (every /metrics scrape) must not scan the history.
+  `CREATE INDEX deliveries_claim ON deliveries (sink, id) WHERE state = 'pending';
+   CREATE INDEX deliveries_state ON deliveries (state, sink);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

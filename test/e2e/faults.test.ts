@@ -6,7 +6,8 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FakeRiskApi, failure, success } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
-import { type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
+import { writeDaemonConfig, webhookSinkYaml } from '../support/daemon-config.ts';
+import { killIfRunning, type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
 
 /**
@@ -29,10 +30,7 @@ beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-faults-'));
 });
 afterEach(async () => {
-  if (running && running.child.exitCode === null) {
-    running.child.kill('SIGKILL');
-    await running.exited.catch(() => {});
-  }
+  await killIfRunning(running);
   running = undefined;
   receiver.answer = () => ({ status: 200, body: 'ok' });
   await api.close();
@@ -42,31 +40,13 @@ afterAll(async () => {
   await receiver.close();
 });
 
-function config(options: { stateDir?: string; firstRun?: string; pollInterval?: string } = {}): string {
-  const file = path.join(dir, 'riskwatch.yaml');
-  fs.writeFileSync(
-    file,
-    `cloudflare:
-  api_base_url: ${api.baseUrl}
-  api_token: \${CF_TOKEN}
-accounts:
-  - id: ${ACCOUNT}
-    name: production
-poll_interval: ${options.pollInterval ?? '1s'}
-first_run: ${options.firstRun ?? 'baseline'}
-state:
-  sqlite: ${path.join(options.stateDir ?? dir, 'state.db')}
-sinks:
-  - name: hook
-    type: webhook
-    url: ${receiver.url('/hook')}
-http:
-  listen: 127.0.0.1:0
-log:
-  level: info
-`,
-  );
-  return file;
+function config(options: { stateDir?: string; firstRun?: string } = {}): string {
+  return writeDaemonConfig(path.join(dir, 'riskwatch.yaml'), {
+    apiBaseUrl: api.baseUrl,
+    sinks: webhookSinkYaml('hook', receiver.url('/hook')),
+    state: path.join(options.stateDir ?? dir, 'state.db'),
+    ...(options.firstRun ? { firstRun: options.firstRun } : {}),
+  });
 }
 
 async function once(file: string) {

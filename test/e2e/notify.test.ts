@@ -6,6 +6,7 @@ import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, behavior, user } from '../support/cloudflare.ts';
+import { writeDaemonConfig, webhookSinkYaml } from '../support/daemon-config.ts';
 import { spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
 
@@ -26,29 +27,13 @@ beforeAll(async () => {
   hook = await Receiver.start();
   slack = await Receiver.start();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-e2e-'));
-  configFile = path.join(dir, 'riskwatch.yaml');
-  fs.writeFileSync(
-    configFile,
-    `cloudflare:
-  api_base_url: ${api.baseUrl}
-  api_token: \${CF_TOKEN}
-accounts:
-  - id: ${ACCOUNT}
-    name: production
-state:
-  sqlite: ./state.db
-sinks:
-  - name: incidents
-    type: webhook
-    url: ${hook.url('/riskwatch')}
-    secret: \${HOOK_SECRET}
-  - name: secops
+  configFile = writeDaemonConfig(path.join(dir, 'riskwatch.yaml'), {
+    apiBaseUrl: api.baseUrl,
+    sinks: `${webhookSinkYaml('incidents', hook.url('/riskwatch'), '\${HOOK_SECRET}')}  - name: secops
     type: slack
-    url: ${slack.url('/services/T000/B000/slacksecretpath')}
-log:
-  level: warn
-`,
-  );
+    url: ${slack.url('/services/T000/B000/slacksecretpath')}`,
+    logLevel: 'warn',
+  });
 });
 
 afterAll(async () => {

@@ -5,7 +5,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { failure } from '../../src/simulator/fake-api.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
-import { type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
+import { writeDaemonConfig, webhookSinkYaml } from '../support/daemon-config.ts';
+import { killIfRunning, type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
 
 /** Issue 5 against the real process: demo, readiness, metrics, SIGHUP, and no secret in any output. */
@@ -24,10 +25,7 @@ beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-service-'));
 });
 afterEach(async () => {
-  if (running && running.child.exitCode === null) {
-    running.child.kill('SIGKILL');
-    await running.exited.catch(() => {});
-  }
+  await killIfRunning(running);
   running = undefined;
 });
 afterAll(async () => {
@@ -37,35 +35,11 @@ afterAll(async () => {
 
 const env = { CF_TOKEN: TOKEN, HOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' };
 
-function writeConfig(name: string, sinks: string, extra = ''): string {
-  const file = path.join(dir, name);
-  fs.writeFileSync(
-    file,
-    `cloudflare:
-  api_base_url: ${api.baseUrl}
-  api_token: \${CF_TOKEN}
-accounts:
-  - id: ${ACCOUNT}
-    name: production
-poll_interval: 1s
-state:
-  sqlite: ./${name}.db
-sinks:
-${sinks}
-http:
-  listen: 127.0.0.1:0
-log:
-  level: info
-${extra}`,
-  );
-  return file;
+function writeConfig(name: string, sinks: string, firstRun = 'baseline'): string {
+  return writeDaemonConfig(path.join(dir, name), { apiBaseUrl: api.baseUrl, sinks, state: `./${name}.db`, firstRun });
 }
 
-const hookSink = (name: string, receiver: Receiver) => `  - name: ${name}
-    type: webhook
-    url: ${receiver.url(`/${name}`)}
-    secret: \${HOOK_SECRET}
-`;
+const hookSink = (name: string, receiver: Receiver) => webhookSinkYaml(name, receiver.url(`/${name}`), '${HOOK_SECRET}');
 
 /** Starts `run` and returns the HTTP address from its start-up line. */
 async function startRun(file: string): Promise<string> {
@@ -116,7 +90,7 @@ describe('/readyz follows the polls, /healthz the process', () => {
 describe('/metrics', () => {
   it('is valid Prometheus text with the series of SPEC §7', { timeout: 30_000 }, async () => {
     api.account(ACCOUNT).users.set(user(2).user_id, { ...user(2), max_risk_level: 'high' });
-    const base = await startRun(writeConfig('metrics.yaml', hookSink('a', receiverA), 'first_run: notify\n'));
+    const base = await startRun(writeConfig('metrics.yaml', hookSink('a', receiverA), 'notify'));
     const text = await until('a scrape after the first poll', async () => {
       const body = await (await fetch(`${base}/metrics`)).text();
       return body.includes('riskwatch_users_tracked{account="production"}') && body.includes('riskwatch_deliveries_total{') ? body : undefined;

@@ -74,3 +74,10 @@ export function spawnRiskwatch(args: readonly string[], env: Record<string, stri
 
   return { child, stdout, stderr, waitForLine, exited };
 }
+
+/** After a test: a process still running is killed and waited for. */
+export async function killIfRunning(proc: RiskwatchProcess | undefined): Promise<void> {
+  if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+  proc.child.kill('SIGKILL');
+  await proc.exited.catch(() => {});
+}
