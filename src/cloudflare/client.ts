@@ -362,10 +362,11 @@ class SummaryReader {
     rows.forEach((row, i) => {
       const parsed = parseUser(row);
       if (parsed.ok) {
+        // The hot path, once per user per poll: one Map write, and a size check tells new from seen.
         const id = parsed.value.user_id;
-        if (!this.users.has(id) && !this.skippedUserIds.has(id)) fresh = true;
+        const known = this.users.size;
         this.users.set(id, parsed.value);
-        this.skippedUserIds.delete(id);
+        if (this.users.size > known && (this.skippedUserIds.size === 0 || !this.skippedUserIds.delete(id))) fresh = true;
         return;
       }
       this.reasons.push(`page ${page} users[${i}]: ${parsed.reason}`);

@@ -85,9 +85,12 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   const upsertUsers: RiskUser[] = [];
   const removeUserIds: string[] = [];
 
+  // Users of the previous snapshot found in this poll: when that is all of them, nobody left.
+  let stillThere = 0;
   for (const user of current.users.values()) {
     const was = before.userLevels.get(user.user_id);
     const now = user.max_risk_level;
+    if (was !== undefined) stillThere++;
     if (was === now) continue;
     upsertUsers.push(user);
     if (!announce) continue;
@@ -108,7 +111,8 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   // unless their record was malformed, some record could not be attributed to anyone,
   // or the read needs a second look to be sure (see missingLastTime).
   const missing = new Set<string>();
-  if (current.unidentifiedSkips === 0) {
+  for (const id of current.skippedUserIds) if (before.userLevels.has(id)) stillThere++;
+  if (current.unidentifiedSkips === 0 && stillThere < before.userLevels.size) {
     for (const [userId, was] of before.userLevels) {
       if (current.users.has(userId) || current.skippedUserIds.has(userId)) continue;
       missing.add(userId);
