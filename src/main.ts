@@ -6,7 +6,7 @@ import { Agent } from 'undici';
 import { systemClock } from './clock.ts';
 import type { Config } from './config/config.ts';
 import { assemble } from './daemon/assemble.ts';
-import { Service } from './daemon/service.ts';
+import { RETENTION_MS, Service } from './daemon/service.ts';
 import { runDemo } from './demo.ts';
 import { SqliteStore } from './store/sqlite.ts';
 import { testSinks } from './notify/test-sinks.ts';
@@ -87,7 +87,10 @@ const COMMANDS: Record<string, Command> = {
   },
 
   demo: async (_options, io) => {
-    await runDemo(io.out, nextSignal(['SIGINT', 'SIGTERM']));
+    const stop = nextSignal(['SIGINT', 'SIGTERM']);
+    // A second Ctrl-C while cleaning up means "now".
+    void stop.then(() => process.once('SIGINT', () => process.exit(130)).once('SIGTERM', () => process.exit(143)));
+    await runDemo(io.out, stop);
     return 0;
   },
 
@@ -111,6 +114,7 @@ const COMMANDS: Record<string, Command> = {
       const daemon = assemble(config, { store, log });
       const ok = await daemon.runOnce();
       await daemon.stop();
+      await store.prune(Date.now() - RETENTION_MS);
       return ok ? 0 : 1;
     } finally {
       await store.close();

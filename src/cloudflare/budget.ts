@@ -99,6 +99,13 @@ export class BudgetRegistry {
     this.limit = limit;
     this.#clock = clock;
   }
+  /** The same credentials under a new limit, still blocked where a 429 blocked them (a reload changed requests_per_5min). */
+  withLimit(limit: number): BudgetRegistry {
+    const next = new BudgetRegistry(limit, this.#clock);
+    for (const [id, budget] of this.#budgets) next.for(id).blockUntil(budget.blockedUntil);
+    return next;
+  }
+
   for(credentialId: string): RequestBudget {
     let budget = this.#budgets.get(credentialId);
     if (!budget) {

@@ -27,7 +27,7 @@ export function parseUser(raw: unknown): Parsed<RiskUser> {
   if (!isRiskLevel(max_risk_level)) return fail(`max_risk_level is ${describe(max_risk_level)}`);
   if (typeof email !== 'string') return fail(`email is ${describe(email)}`);
   if (name !== undefined && name !== null && typeof name !== 'string') return fail(`name is ${describe(name)}`);
-  if (event_count !== undefined && event_count !== null && !(Number.isInteger(event_count) && (event_count as number) >= 0)) {
+  if (event_count !== undefined && event_count !== null && !(Number.isSafeInteger(event_count) && (event_count as number) >= 0)) {
     return fail(`event_count is ${describe(event_count)}`);
   }
   if (last_event !== undefined && last_event !== null && typeof last_event !== 'string') {

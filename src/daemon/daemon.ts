@@ -134,8 +134,12 @@ export class Daemon {
       if (outcome.deliveries > 0) worker.wake();
       return true;
     } catch (error) {
-      if (this.#stop.signal.aborted) return false;
       const message = error instanceof Error ? error.message : String(error);
+      if (this.#stop.signal.aborted) {
+        // Stopping: an abandoned poll is expected; anything else (a failed commit) is still said.
+        if (error !== this.#stop.signal.reason && (error as Error).name !== 'AbortError') log.error({ account: account.label, err: message }, 'poll failed while stopping');
+        return false;
+      }
       status.lastError = message;
       onPoll?.(account, clock.now() - started, error instanceof Error ? error : new Error(message));
       log.error({ account: account.label, err: message }, 'poll failed; nothing was committed, the next poll tries again');

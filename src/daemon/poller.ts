@@ -55,7 +55,7 @@ const ENRICH_MAX_EVENTS = 5;
 export class AccountPoller {
   readonly #options: AccountPollerOptions;
   #previous: { version: number; snapshot: PreviousSnapshot | undefined } | undefined;
-  /** Users missing from the last committed poll but not yet taken as gone. */
+  /** Users missing from the last committed read but not yet taken as gone (also stored, for the next process). */
   #missing: ReadonlySet<string> = new Set();
 
   constructor(options: AccountPollerOptions) {
@@ -84,6 +84,13 @@ export class AccountPoller {
       ...(summary.pages > 1 ? { missingLastTime: this.#missing } : {}),
     };
     const { transitions, delta, missing } = diff(previous.snapshot, current, this.#options.diff);
+    // Missed once and kept: marked in the store, so that the next read confirms it whoever runs it.
+    const removed = new Set(delta.removeUserIds);
+    const stillMissing = [...missing].filter((id) => !removed.has(id));
+    const missed = {
+      mark: stillMissing.filter((id) => !this.#missing.has(id)),
+      clear: [...this.#missing].filter((id) => !missing.has(id) && !removed.has(id)),
+    };
     const departed = transitions.flatMap((t) => (t.kind === 'user' && !t.user ? [t.userId] : []));
     const events = buildEvents(transitions, {
       account: { id: account.id, name: account.name ?? null },
@@ -96,17 +103,26 @@ export class AccountPoller {
 
     let version: number;
     try {
-      version = await store.commitPoll({ accountId: account.id, expectedVersion: previous.version, polledAt, delta, events, deliveries });
+      version = await store.commitPoll({ accountId: account.id, expectedVersion: previous.version, polledAt, delta, missing: missed, events, deliveries });
     } catch (error) {
       // Whatever happened, the store is the truth: read it again next time.
       this.#previous = undefined;
+      this.#missing = new Set();
       if (error instanceof StaleSnapshotError) this.#options.log.warn({ account: account.label }, error.message);
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
-    this.#missing = missing;
+    this.#missing = new Set(stillMissing);
     const rowsWritten =
-      1 + delta.upsertUsers.length + delta.removeUserIds.length + delta.upsertBehaviors.length + delta.removeBehaviorIds.length + events.length + deliveries.length;
+      1 +
+      delta.upsertUsers.length +
+      delta.removeUserIds.length +
+      delta.upsertBehaviors.length +
+      delta.removeBehaviorIds.length +
+      missed.mark.length +
+      missed.clear.length +
+      events.length +
+      deliveries.length;
     return { users: summary.users.size, eventTypes: events.map((e) => e.type), deliveries: deliveries.length, rowsWritten, firstRun: previous.snapshot === undefined };
   }
 
@@ -115,6 +131,7 @@ export class AccountPoller {
     const { account, store, clock, log } = this.#options;
     const started = clock.now();
     const state = await store.loadSnapshot(account.id);
+    this.#missing = state.missing;
     log.info(
       { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.now() - started },
       state.snapshot ? 'state loaded' : 'no state yet: this is the first poll of the account',

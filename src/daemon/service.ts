@@ -12,7 +12,7 @@ import { boundAddress, startHttp } from './http.ts';
 import { Metrics } from './metrics.ts';
 
 /** Delivered deliveries and their events are kept this long (for inspection), then pruned. */
-const RETENTION_MS = 7 * 86_400_000;
+export const RETENTION_MS = 7 * 86_400_000;
 
 export interface ServiceDeps {
   readonly log: Logger;
@@ -57,7 +57,7 @@ export class Service {
   }
 
   #assemble(config: Config, previous: Daemon | undefined): Daemon {
-    if (this.#budgets.limit !== config.cloudflare.requestsPer5Min) this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock);
+    if (this.#budgets.limit !== config.cloudflare.requestsPer5Min) this.#budgets = this.#budgets.withLimit(config.cloudflare.requestsPer5Min);
     return assemble(config, {
       store: this.#store,
       metrics: this.#metrics,

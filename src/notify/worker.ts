@@ -154,12 +154,14 @@ export class DeliveryWorker {
       }
       outcome = this.#failure(sink, delivery, caught);
     }
+    // The receiver itself is struggling (unreachable, rate limiting, overloaded): the whole sink
+    // waits until the latest retry any of its deliveries asked for, this one included, so that
+    // once it recovers, deliveries go out in the order they were committed. A plain 500 may be
+    // about this one payload: it waits alone, and does not stall the sink for a day.
+    if (outcome.kind === 'retry' && receiverStruggling(error)) {
+      outcome = { ...outcome, nextAttemptAt: await store.holdSink(sink.name, outcome.nextAttemptAt, clock.now()) };
+    }
     await store.recordOutcome(delivery.id, outcome);
-    // The receiver itself is struggling (unreachable, rate limiting, overloaded): the rest of this
-    // sink's queue waits as long as this delivery does, so that once it recovers, deliveries go
-    // out in the order they were committed. A plain 500 may be about this one payload: it waits
-    // alone, and does not stall the sink for a day.
-    if (outcome.kind === 'retry' && receiverStruggling(error)) await store.holdSink(sink.name, outcome.nextAttemptAt, clock.now());
     this.#options.onOutcome?.(sink.name, outcome.kind);
     return outcome.kind;
   }

@@ -12,6 +12,7 @@ import {
   type PollCommit,
   StaleSnapshotError,
   type StateStore,
+  type StoredSnapshot,
 } from './store.ts';
 
 /** A state file that cannot be used as it is: exit 2 with one line saying why and what to do. */
@@ -76,8 +77,13 @@ const MIGRATIONS: readonly string[] = [
    ) STRICT;`,
   // 2: claiming walks a sink's pending deliveries in id order, and counting pending and
   // dead-lettered deliveries (every /metrics scrape) must not scan the history.
+  // Users a multi-page read missed once are marked, so that the next read confirms their
+  // departure even in another process (\`once\` from cron). A sink held back by a struggling
+  // receiver keeps its hold in sink_holds, so that what is committed meanwhile queues behind it.
   `CREATE INDEX deliveries_claim ON deliveries (sink, id) WHERE state = 'pending';
-   CREATE INDEX deliveries_state ON deliveries (state, sink);`,
+   CREATE INDEX deliveries_state ON deliveries (state, sink);
+   ALTER TABLE users ADD COLUMN missing INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE sink_holds (sink TEXT PRIMARY KEY, until INTEGER NOT NULL) STRICT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -134,13 +140,17 @@ export class SqliteStore implements StateStore {
     return new SqliteStore(file, db, lock, options.leaseMs ?? 5 * 60_000);
   }
 
-  async loadSnapshot(accountId: string): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
+  async loadSnapshot(accountId: string): Promise<StoredSnapshot> {
     return this.#read('read the snapshot', () => this.#loadSnapshot(accountId));
   }
 
-  #loadSnapshot(accountId: string): { version: number; snapshot: PreviousSnapshot | undefined } {
+  #loadSnapshot(accountId: string): StoredSnapshot {
     const row = this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined;
-    if (!row) return { version: 0, snapshot: undefined };
+    if (!row) return { version: 0, snapshot: undefined, missing: new Set() };
+    const missing = new Set<string>();
+    for (const { user_id } of this.#stmt('SELECT user_id FROM users WHERE account_id = ? AND missing = 1').iterate(accountId) as Iterable<{ user_id: string }>) {
+      missing.add(user_id);
+    }
     const userLevels = new Map<string, RiskLevel>();
     const users = this.#stmt('SELECT user_id, level FROM users WHERE account_id = ?');
     users.setReturnArrays(true);
@@ -157,7 +167,7 @@ export class SqliteStore implements StateStore {
     }>) {
       behaviors.set(b.behavior_id, { id: b.behavior_id, name: b.name, description: b.description, enabled: b.enabled === 1, risk_level: b.risk_level });
     }
-    return { version: row.version, snapshot: { userLevels, behaviors } };
+    return { version: row.version, snapshot: { userLevels, behaviors }, missing };
   }
 
   async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
@@ -203,6 +213,9 @@ export class SqliteStore implements StateStore {
       for (const u of delta.upsertUsers) {
         upsertUser.run(accountId, u.user_id, LEVEL_RANK[u.max_risk_level], u.email, u.name, u.event_count, u.last_event);
       }
+      const markMissing = this.#stmt('UPDATE users SET missing = ? WHERE account_id = ? AND user_id = ?');
+      for (const userId of commit.missing?.mark ?? []) markMissing.run(1, accountId, userId);
+      for (const userId of commit.missing?.clear ?? []) markMissing.run(0, accountId, userId);
       const deleteUser = this.#stmt('DELETE FROM users WHERE account_id = ? AND user_id = ?');
       for (const userId of delta.removeUserIds) deleteUser.run(accountId, userId);
 
@@ -227,7 +240,7 @@ export class SqliteStore implements StateStore {
       // A sink held back (holdSink) holds new deliveries too: they queue behind the held ones.
       const insertDelivery = this.#stmt(
         `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at)
-         VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT MAX(next_attempt_at) FROM deliveries WHERE state = 'pending' AND sink = ?), 0)))`,
+         VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT until FROM sink_holds WHERE sink = ?), 0)))`,
       );
       for (const d of commit.deliveries) insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt, d.sink);
       return version;
@@ -291,19 +304,21 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async holdSink(sink: string, until: number, now: number): Promise<void> {
-    this.#transaction('hold back a sink', {}, () => {
-      this.#stmt("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending' AND sink = ? AND next_attempt_at < ? AND leased_until <= ?").run(until, sink, until, now);
+  async holdSink(sink: string, until: number, now: number): Promise<number> {
+    return this.#transaction('hold back a sink', {}, () => {
+      this.#stmt('INSERT INTO sink_holds (sink, until) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET until = MAX(until, excluded.until)').run(sink, until);
+      const held = (this.#stmt('SELECT until FROM sink_holds WHERE sink = ?').get(sink) as { until: number }).until;
+      this.#stmt("UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending' AND sink = ? AND next_attempt_at < ? AND leased_until <= ?").run(held, sink, held, now);
+      return held;
     });
   }
 
   async prune(before: number): Promise<{ deliveries: number; events: number }> {
     return this.#transaction('prune old deliveries', {}, () => {
       const deliveries = this.#stmt("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?").run(before).changes;
+      // Events no remaining delivery refers to; the subquery is evaluated once, not per event.
       const events = this.#stmt(
-        `DELETE FROM events WHERE created_at < ? AND NOT EXISTS (
-           SELECT 1 FROM deliveries d, json_each(d.event_ids) j WHERE d.state IN ('pending', 'dead') AND j.value = events.id
-         )`,
+        `DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT j.value FROM deliveries d, json_each(d.event_ids) j)`,
       ).run(before).changes;
       return { deliveries: Number(deliveries), events: Number(events) };
     });

@@ -10,7 +10,7 @@ import type { RiskUser } from '../model.ts';
  */
 export interface StateStore {
   /** The account's last committed snapshot; `version` 0 and no snapshot before its first poll. */
-  loadSnapshot(accountId: string): Promise<{ readonly version: number; readonly snapshot: PreviousSnapshot | undefined }>;
+  loadSnapshot(accountId: string): Promise<StoredSnapshot>;
   /** The stored fields of these users (for those who left the summary). */
   loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>>;
   /**
@@ -24,8 +24,11 @@ export interface StateStore {
   /** When the next delivery of `sink` falls due (epoch ms), if any is pending. */
   nextDueAt(sink: string): Promise<number | undefined>;
   recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void>;
-  /** No delivery of `sink` that is not in flight falls due before `until`: a sink in backoff holds its queue, in order. */
-  holdSink(sink: string, until: number, now: number): Promise<void>;
+  /**
+   * Holds `sink` back until at least `until`: no delivery of it that is not in flight falls due
+   * before, nor does any committed while the hold lasts. Returns when the hold ends (the latest asked).
+   */
+  holdSink(sink: string, until: number, now: number): Promise<number>;
   /**
    * Forgets deliveries delivered before `before` (epoch ms) and the events no
    * pending or dead-lettered delivery needs any more, so the file does not grow
@@ -37,11 +40,20 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
+export interface StoredSnapshot {
+  readonly version: number;
+  readonly snapshot: PreviousSnapshot | undefined;
+  /** Users the last (multi-page) read missed, kept until a second read confirms they left. */
+  readonly missing: ReadonlySet<string>;
+}
+
 export interface PollCommit {
   readonly accountId: string;
   readonly expectedVersion: number;
   readonly polledAt: number;
   readonly delta: SnapshotDelta;
+  /** Users to mark as missed by this read, and users seen again. */
+  readonly missing?: { readonly mark: readonly string[]; readonly clear: readonly string[] };
   readonly events: readonly RiskEvent[];
   readonly deliveries: readonly PlannedDelivery[];
 }

@@ -162,10 +162,11 @@ describe('malformed records are skipped, the rest is used', () => {
   it('fills optional fields and rejects wrong types', async () => {
     api.account(ACCOUNT).users.set('a', { user_id: 'a', email: 'a@example.com', max_risk_level: 'low' });
     api.account(ACCOUNT).users.set('b', { user_id: 'b', email: 'b@example.com', max_risk_level: 'low', event_count: -1 });
+    api.account(ACCOUNT).users.set('c', { user_id: 'c', email: 'c@example.com', max_risk_level: 'low', event_count: 1e20 });
     const { client } = clientFor(api);
     const summary = await client.fetchSummary(ACCOUNT);
     expect(summary.users.get('a')).toEqual({ user_id: 'a', email: 'a@example.com', name: '', event_count: 0, last_event: null, max_risk_level: 'low' });
-    expect([...summary.skippedUserIds]).toEqual(['b']);
+    expect([...summary.skippedUserIds]).toEqual(['b', 'c']);
   });
 
   it('reads behaviors, skipping a malformed one by id', async () => {

@@ -233,6 +233,25 @@ describe('a summary that changes while it is paged never makes a present user lo
   });
 });
 
+describe('a departure from a multi-page read is confirmed by the next read, even in another process', () => {
+  it('announces the departure on the second read of a new process each time (once from cron), and the return after', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 2 });
+    const users = [1, 2, 3, 4].map((n) => ({ ...user(n), max_risk_level: 'high' as const }));
+    for (const u of users) api.account(ACCOUNT).users.set(u.user_id, u);
+    await poller({ lowered: true }).poll();
+    api.account(ACCOUNT).users.delete(users[1]!.user_id); // reset by an admin
+    await poller({ lowered: true }).poll(); // missed once: kept, and marked in the store
+    await poller({ lowered: true }).poll(); // missed again, by another process: gone
+    api.account(ACCOUNT).users.set(users[1]!.user_id, users[1]!); // back, at high
+    await poller({ lowered: true }).poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    const said = sink.received.flatMap((d) => d.events).map((e) => (e.type.startsWith('user.') ? `${e.type} ${(e.data as { previous_level: string | null }).previous_level}` : e.type));
+    expect(said).toEqual(['user.risk_level_lowered high', 'user.risk_level_raised null']);
+  });
+});
+
 describe('users who leave the summary', () => {
   it('announce the fields last stored for them when lowered is on', async () => {
     setUser(1, 'high');

@@ -211,4 +211,36 @@ describe('the delivery worker: one retry policy around every sink', () => {
     expect(delivered).toEqual(['event-1', 'event-2', 'event-3', 'event-4', 'event-5']);
     expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 1, dead: 0 }]]));
   });
+
+  it('does not hold back new deliveries behind a payload that alone keeps failing with a 500', async () => {
+    const sink = new ScriptedSink('a', clock, (n) => (n === 1 ? new DeliveryError('HTTP 500', { retryable: true, status: 500 }) : undefined));
+    await commit(['a'], 1);
+    const w = worker([sink]);
+    await w.drainDue();
+    await commit(['a'], 1);
+    await w.drainDue();
+    expect(sink.attempts.map((a) => a.delivery.events[0]!.id)).toEqual(['event-0', 'event-100']);
+  });
+
+  it('keeps commit order among deliveries that failed together, whatever their jitter', async () => {
+    let down = true;
+    let roll = 0;
+    const jitter = [0.99, 0.99, 0];
+    const delivered: string[] = [];
+    const sink = new ScriptedSink('a', clock, () => (down ? transient() : undefined));
+    const record = sink.send.bind(sink);
+    sink.send = async (events) => {
+      await record(events);
+      delivered.push(events[0]!.id);
+    };
+    const w = new DeliveryWorker({ store, sinks: [sink], clock, log: silentLogger, random: () => jitter[roll++ % 3]! });
+    await commit(['a'], 3);
+    await w.drainDue();
+    down = false;
+    for (let i = 0; i < 10 && delivered.length < 3; i++) {
+      clock.time = Math.max(clock.time, (await store.nextDueAt('a')) ?? clock.time);
+      await w.drainDue();
+    }
+    expect(delivered).toEqual(['event-0', 'event-1', 'event-2']);
+  });
 });

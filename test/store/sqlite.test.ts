@@ -77,7 +77,7 @@ const highDlp = behavior('high_dlp', { enabled: false });
 describe('a fresh state file holds no snapshot until the first commit, then counts versions', () => {
   it('reports version 0 and no snapshot, and has nothing to deliver', async () => {
     const store = open();
-    expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined });
+    expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
     expect(await store.deliveryCounts()).toEqual(new Map());
     expect(await store.nextDueAt('secops')).toBeUndefined();
     expect(await store.claimDue('secops', T0 + HOUR, 10)).toEqual([]);
@@ -106,7 +106,17 @@ describe('a fresh state file holds no snapshot until the first commit, then coun
           ['high_dlp', highDlp],
         ]),
       },
+      missing: new Set(),
     });
+  });
+
+  it('marks users a read missed, hands them back with the snapshot, and clears a mark when they return', async () => {
+    const store = open();
+    await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }));
+    await store.commitPoll(pollCommit({ expectedVersion: 1, missing: { mark: [users3[0]!.user_id, users3[1]!.user_id], clear: [] } }));
+    expect((await store.loadSnapshot(ACCOUNT.id)).missing).toEqual(new Set([users3[0]!.user_id, users3[1]!.user_id]));
+    await store.commitPoll(pollCommit({ expectedVersion: 2, missing: { mark: [], clear: [users3[1]!.user_id] } }));
+    expect((await store.loadSnapshot(ACCOUNT.id)).missing).toEqual(new Set([users3[0]!.user_id]));
   });
 
   it('applies the next commit, expecting version 1, as a delta on the stored snapshot and returns 2', async () => {
@@ -143,7 +153,7 @@ describe('a fresh state file holds no snapshot until the first commit, then coun
     const store = open();
     expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }))).toBe(1);
     expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: [users3[0]!] }), expectedVersion: 1 }))).toBe(2);
-    expect(await store.loadSnapshot(OTHER_ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined });
+    expect(await store.loadSnapshot(OTHER_ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
     expect(await store.commitPoll(pollCommit({ accountId: OTHER_ACCOUNT.id, delta: delta({ upsertUsers: [riskUser(9, 'medium')] }) }))).toBe(1);
     expect((await store.loadSnapshot(OTHER_ACCOUNT.id)).snapshot?.userLevels).toEqual(new Map([[riskUser(9).user_id, 'medium']]));
     expect((await store.loadSnapshot(ACCOUNT.id)).snapshot?.userLevels.size).toBe(3);
@@ -197,7 +207,7 @@ describe('a poll is committed in one transaction: all of it or none of it', () =
     );
     expect(error.message).toContain(file);
     expect(rowCounts(file)).toEqual({ accounts: 0, users: 0, behaviors: 0, events: 0, deliveries: 0 });
-    expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined });
+    expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
     expect(await store.deliveryCounts()).toEqual(new Map());
   });
 
