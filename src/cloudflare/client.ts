@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Clock } from '../clock.ts';
 import type { Credential } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import type { Behavior, RiskEventDetail, RiskLevel, RiskUser } from '../model.ts';
+import { type Behavior, type RiskEventDetail, type RiskLevel, type RiskUser, UNCHANGED, type Unchanged } from '../model.ts';
 import { parseRetryAfter, type RetryPolicy, withRetry } from '../retry.ts';
 import { USER_AGENT } from '../version.ts';
 import type { RequestBudget } from './budget.ts';
@@ -16,7 +16,8 @@ export type ApiCall = 'summary' | 'behaviors' | 'user';
 
 /** Every user of an account's summary, read from all its pages. */
 export interface Summary {
-  readonly users: ReadonlyMap<string, RiskUser>;
+  /** By id; UNCHANGED where the caller said the user's level is the one it already has. */
+  readonly users: ReadonlyMap<string, RiskUser | Unchanged>;
   /** Users whose record was malformed: their previous state must be kept. */
   readonly skippedUserIds: ReadonlySet<string>;
   /** Malformed records without a usable user_id: any user may be among them. */
@@ -91,6 +92,11 @@ const envelopeSchema = z.looseObject({
 type Envelope = z.output<typeof envelopeSchema>;
 type ResultInfo = NonNullable<Envelope['result_info']>;
 
+export interface SummaryOptions {
+  /** Says a user's level is the one the caller already has: the reader keeps UNCHANGED instead of the record. */
+  readonly isUnchanged?: (user: RiskUser) => boolean;
+}
+
 /** The summary changed under us while we paged through it (or came back short); reading again may succeed. */
 export class SummaryChangedError extends CloudflareError {}
 
@@ -118,13 +124,13 @@ export class CloudflareClient {
    * Every user of the account's summary. All pages or an error, never a partial
    * list: a summary that changed while it was read is read once more.
    */
-  async fetchSummary(accountId: string, signal?: AbortSignal): Promise<Summary> {
+  async fetchSummary(accountId: string, signal?: AbortSignal, options: SummaryOptions = {}): Promise<Summary> {
     try {
-      return await this.#readSummary(accountId, signal);
+      return await this.#readSummary(accountId, signal, options);
     } catch (error) {
       if (!(error instanceof SummaryChangedError)) throw error;
       this.#options.log.info({ account: accountId, reason: error.message }, 'summary changed while it was read; reading it again');
-      return await this.#readSummary(accountId, signal);
+      return await this.#readSummary(accountId, signal, options);
     }
   }
 
@@ -174,8 +180,8 @@ export class CloudflareClient {
     };
   }
 
-  async #readSummary(accountId: string, signal?: AbortSignal): Promise<Summary> {
-    const reader = new SummaryReader(accountId);
+  async #readSummary(accountId: string, signal: AbortSignal | undefined, options: SummaryOptions): Promise<Summary> {
+    const reader = new SummaryReader(accountId, options.isUnchanged);
     const pages = await this.#readPages(accountId, reader, signal);
     const summary = reader.finish();
     this.#warnSkipped(accountId, 'user', reader.reasons);
@@ -348,13 +354,15 @@ class SummaryReader {
   readonly #accountId: string;
   /** The total_count the API reported, when it did. */
   totalCount: number | undefined;
-  readonly users = new Map<string, RiskUser>();
+  readonly users = new Map<string, RiskUser | Unchanged>();
+  readonly #isUnchanged: ((user: RiskUser) => boolean) | undefined;
   readonly skippedUserIds = new Set<string>();
   readonly reasons: string[] = [];
   unidentifiedSkips = 0;
 
-  constructor(accountId: string) {
+  constructor(accountId: string, isUnchanged?: (user: RiskUser) => boolean) {
     this.#accountId = accountId;
+    this.#isUnchanged = isUnchanged;
   }
 
   add(rows: readonly unknown[], page: number): void {
@@ -365,7 +373,7 @@ class SummaryReader {
         // The hot path, once per user per poll: one Map write, and a size check tells new from seen.
         const id = parsed.value.user_id;
         const known = this.users.size;
-        this.users.set(id, parsed.value);
+        this.users.set(id, this.#isUnchanged?.(parsed.value) ? UNCHANGED : parsed.value);
         if (this.users.size > known && (this.skippedUserIds.size === 0 || !this.skippedUserIds.delete(id))) fresh = true;
         return;
       }

@@ -69,7 +69,11 @@ export class AccountPoller {
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());
-    const [summary, behaviorList] = await Promise.all([client.fetchSummary(account.id, signal), client.fetchBehaviors(account.id, signal)]);
+    const levels = previous.snapshot?.userLevels;
+    const [summary, behaviorList] = await Promise.all([
+      client.fetchSummary(account.id, signal, levels ? { isUnchanged: (user) => levels.get(user.user_id) === user.max_risk_level } : {}),
+      client.fetchBehaviors(account.id, signal),
+    ]);
     signal?.throwIfAborted();
     // When the change was seen: the events' timestamp, and the moment delivery latency counts from.
     const polledAt = clock.now();

@@ -1,4 +1,4 @@
-import { type Behavior, type EventType, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
+import { type Behavior, type EventType, LEVEL_RANK, type RiskLevel, type RiskUser, UNCHANGED, type Unchanged } from '../model.ts';
 
 /**
  * What one poll saw, and what the last committed poll left behind: the two
@@ -12,7 +12,8 @@ export interface PreviousSnapshot {
 }
 
 export interface CurrentSnapshot {
-  readonly users: ReadonlyMap<string, RiskUser>;
+  /** Every user of the summary by id; UNCHANGED for one whose level is the previous snapshot's. */
+  readonly users: ReadonlyMap<string, RiskUser | Unchanged>;
   readonly behaviors: ReadonlyMap<string, Behavior>;
   /** Users whose record was malformed this poll: their previous state stands. */
   readonly skippedUserIds: ReadonlySet<string>;
@@ -88,6 +89,10 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   // Users of the previous snapshot found in this poll: when that is all of them, nobody left.
   let stillThere = 0;
   for (const user of current.users.values()) {
+    if (user === UNCHANGED) {
+      stillThere++;
+      continue;
+    }
     const was = before.userLevels.get(user.user_id);
     const now = user.max_risk_level;
     if (was !== undefined) stillThere++;

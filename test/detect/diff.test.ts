@@ -7,7 +7,7 @@ import {
   type SnapshotDelta,
   type UserTransition,
 } from '../../src/detect/diff.ts';
-import { type Behavior, LEVEL_RANK, RISK_LEVELS, type RiskLevel } from '../../src/model.ts';
+import { type Behavior, LEVEL_RANK, RISK_LEVELS, type RiskLevel, type RiskUser, UNCHANGED } from '../../src/model.ts';
 import { behavior, committed, currentSnapshot, previousSnapshot, riskUser } from '../support/snapshots.ts';
 import { mulberry32 } from '../support/random.ts';
 
@@ -442,7 +442,7 @@ function randomPair(seed: number): RandomPair {
 
 /** What the store should hold after the poll: what was seen, plus the previous state of whatever could not be judged. */
 function expectedState({ previous, current }: RandomPair): { levels: Map<string, RiskLevel>; behaviors: Map<string, Behavior> } {
-  const levels = new Map([...current.users.values()].map((u) => [u.user_id, u.max_risk_level]));
+  const levels = new Map(([...current.users.values()] as RiskUser[]).map((u) => [u.user_id, u.max_risk_level]));
   for (const [id, level] of previous?.userLevels ?? []) {
     if (!current.users.has(id) && (current.skippedUserIds.has(id) || current.unidentifiedSkips > 0)) levels.set(id, level);
   }
@@ -542,6 +542,19 @@ describe('properties over 500 random snapshot pairs', () => {
     for (const pair of PAIRS) {
       for (const options of [QUIET, LOWERED, NOTIFY]) {
         expect(diff(committed(pair.current), pair.current, options), `seed ${pair.seed}`).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
+      }
+    }
+  });
+
+  it('(e) a user the reader kept as UNCHANGED (same level as before) changes nothing in the result', () => {
+    for (const pair of PAIRS) {
+      if (!pair.previous) continue;
+      const levels = pair.previous.userLevels;
+      const users = new Map(
+        [...pair.current.users].map(([id, u]) => [id, u !== UNCHANGED && levels.get(id) === u.max_risk_level ? UNCHANGED : u] as const),
+      );
+      for (const options of [QUIET, LOWERED]) {
+        expect(diff(pair.previous, { ...pair.current, users }, options), `seed ${pair.seed}`).toEqual(diff(pair.previous, pair.current, options));
       }
     }
   });

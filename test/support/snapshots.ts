@@ -53,7 +53,7 @@ export function currentSnapshot(
 /** The snapshot the store would hold after committing `current` with nothing skipped. */
 export function committed(current: CurrentSnapshot): PreviousSnapshot {
   return {
-    userLevels: new Map([...current.users.values()].map((u) => [u.user_id, u.max_risk_level])),
+    userLevels: new Map(([...current.users.values()] as RiskUser[]).map((u) => [u.user_id, u.max_risk_level])),
     behaviors: new Map(current.behaviors),
   };
 }
