@@ -2,7 +2,6 @@ import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { PreviousSnapshot } from '../detect/diff.ts';
 import type { RiskEvent } from '../detect/events.ts';
 import { UserFacingError } from '../errors.ts';
 import { type Behavior, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
