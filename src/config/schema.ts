@@ -160,7 +160,6 @@ export const configFileSchema = z.strictObject({
 });
 
 export type ConfigFile = z.output<typeof configFileSchema>;
-export type SinkFile = ConfigFile['sinks'][number];
 
 /** Keys whose value is a secret: they also accept a `<key>_file` sibling, and are never printed. */
 export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret']);
