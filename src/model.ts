@@ -23,14 +23,6 @@ export interface RiskUser {
   readonly max_risk_level: RiskLevel;
 }
 
-/**
- * Stands in a poll's map of users for a user whose level is the one already
- * stored: at a million users, holding every unchanged record as an object for
- * the whole poll is most of the memory, and none of it is needed.
- */
-export const UNCHANGED: unique symbol = Symbol('unchanged');
-export type Unchanged = typeof UNCHANGED;
-
 /** One risk behavior (a detection) and its configuration. */
 export interface Behavior {
   readonly id: string;

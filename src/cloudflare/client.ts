@@ -3,7 +3,8 @@ import { z } from 'zod';
 import type { Clock } from '../clock.ts';
 import type { Credential } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import { type Behavior, type RiskEventDetail, type RiskLevel, type RiskUser, UNCHANGED, type Unchanged } from '../model.ts';
+import type { UnchangedUsers } from '../detect/unchanged.ts';
+import type { Behavior, RiskEventDetail, RiskLevel, RiskUser } from '../model.ts';
 import { parseRetryAfter, type RetryPolicy, withRetry } from '../retry.ts';
 import { USER_AGENT } from '../version.ts';
 import type { RequestBudget } from './budget.ts';
@@ -16,8 +17,10 @@ export type ApiCall = 'summary' | 'behaviors' | 'user';
 
 /** Every user of an account's summary, read from all its pages. */
 export interface Summary {
-  /** By id; UNCHANGED where the caller said the user's level is the one it already has. */
-  readonly users: ReadonlyMap<string, RiskUser | Unchanged>;
+  /** By id: every user, or, when the caller passed `unchanged`, those not at the level it already has. */
+  readonly users: ReadonlyMap<string, RiskUser>;
+  /** The caller's tracker, when it passed one: the users it already had at this level. */
+  readonly unchanged: UnchangedUsers | undefined;
   /** Users whose record was malformed: their previous state must be kept. */
   readonly skippedUserIds: ReadonlySet<string>;
   /** Malformed records without a usable user_id: any user may be among them. */
@@ -93,8 +96,8 @@ type Envelope = z.output<typeof envelopeSchema>;
 type ResultInfo = NonNullable<Envelope['result_info']>;
 
 export interface SummaryOptions {
-  /** Says a user's level is the one the caller already has: the reader keeps UNCHANGED instead of the record. */
-  readonly isUnchanged?: (user: RiskUser) => boolean;
+  /** Users the caller already has at their level are only marked there, not kept (a million records a poll otherwise). */
+  readonly unchanged?: UnchangedUsers;
 }
 
 /** The summary changed under us while we paged through it (or came back short); reading again may succeed. */
@@ -181,7 +184,8 @@ export class CloudflareClient {
   }
 
   async #readSummary(accountId: string, signal: AbortSignal | undefined, options: SummaryOptions): Promise<Summary> {
-    const reader = new SummaryReader(accountId, options.isUnchanged);
+    options.unchanged?.begin();
+    const reader = new SummaryReader(accountId, options.unchanged);
     const pages = await this.#readPages(accountId, reader, signal);
     const summary = reader.finish();
     this.#warnSkipped(accountId, 'user', reader.reasons);
@@ -354,15 +358,15 @@ class SummaryReader {
   readonly #accountId: string;
   /** The total_count the API reported, when it did. */
   totalCount: number | undefined;
-  readonly users = new Map<string, RiskUser | Unchanged>();
-  readonly #isUnchanged: ((user: RiskUser) => boolean) | undefined;
+  readonly users = new Map<string, RiskUser>();
+  readonly #unchanged: UnchangedUsers | undefined;
   readonly skippedUserIds = new Set<string>();
   readonly reasons: string[] = [];
   unidentifiedSkips = 0;
 
-  constructor(accountId: string, isUnchanged?: (user: RiskUser) => boolean) {
+  constructor(accountId: string, unchanged?: UnchangedUsers) {
     this.#accountId = accountId;
-    this.#isUnchanged = isUnchanged;
+    this.#unchanged = unchanged;
   }
 
   add(rows: readonly unknown[], page: number): void {
@@ -372,15 +376,28 @@ class SummaryReader {
       if (parsed.ok) {
         // The hot path, once per user per poll: one Map write, and a size check tells new from seen.
         const id = parsed.value.user_id;
+        const verdict = this.#unchanged?.see(parsed.value) ?? 'changed';
+        if (verdict === 'again') return;
+        if (verdict === 'first') {
+          // At its stored level: only marked. An earlier record of it on another page gives way.
+          if (!this.users.delete(id) && !(this.skippedUserIds.size > 0 && this.skippedUserIds.delete(id))) fresh = true;
+          return;
+        }
+        // Changed or new: kept. The later record of a user on two pages wins.
+        let seenBefore = false;
+        if (this.#unchanged?.has(id)) {
+          this.#unchanged.unsee(id);
+          seenBefore = true;
+        }
         const known = this.users.size;
-        this.users.set(id, this.#isUnchanged?.(parsed.value) ? UNCHANGED : parsed.value);
-        if (this.users.size > known && (this.skippedUserIds.size === 0 || !this.skippedUserIds.delete(id))) fresh = true;
+        this.users.set(id, parsed.value);
+        if (this.users.size > known && !seenBefore && (this.skippedUserIds.size === 0 || !this.skippedUserIds.delete(id))) fresh = true;
         return;
       }
       this.reasons.push(`page ${page} users[${i}]: ${parsed.reason}`);
       const id = (row as { user_id?: unknown } | null)?.user_id;
       if (typeof id === 'string' && id !== '') {
-        if (!this.users.has(id)) {
+        if (!this.users.has(id) && !this.#unchanged?.has(id)) {
           this.skippedUserIds.add(id);
           fresh = true;
         }
@@ -395,11 +412,11 @@ class SummaryReader {
   }
 
   finish(): Omit<Summary, 'pages'> {
-    const seen = this.users.size + this.skippedUserIds.size + this.unidentifiedSkips;
+    const seen = this.users.size + (this.#unchanged?.count ?? 0) + this.skippedUserIds.size + this.unidentifiedSkips;
     if (this.totalCount !== undefined && seen < this.totalCount) {
       throw new SummaryChangedError(`summary of account ${this.#accountId}: read ${seen} distinct users of the ${this.totalCount} reported`, { retryable: true });
     }
-    return { users: this.users, skippedUserIds: this.skippedUserIds, unidentifiedSkips: this.unidentifiedSkips };
+    return { users: this.users, unchanged: this.#unchanged, skippedUserIds: this.skippedUserIds, unidentifiedSkips: this.unidentifiedSkips };
   }
 }
 

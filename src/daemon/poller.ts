@@ -11,6 +11,7 @@ import {
   type UserTransition,
 } from '../detect/diff.ts';
 import { buildEvents } from '../detect/events.ts';
+import { UnchangedUsers } from '../detect/unchanged.ts';
 import type { Logger } from '../log.ts';
 import type { Behavior, EventType, RiskEventDetail, RiskLevel } from '../model.ts';
 import { routeEvents } from '../notify/route.ts';
@@ -57,6 +58,8 @@ export class AccountPoller {
   #previous: { version: number; snapshot: PreviousSnapshot | undefined } | undefined;
   /** Users missing from the last committed read but not yet taken as gone (also stored, for the next process). */
   #missing: ReadonlySet<string> = new Set();
+  /** Marks users a read found at their stored level, so the read need not keep them. */
+  readonly #unchanged = new UnchangedUsers();
 
   constructor(options: AccountPollerOptions) {
     this.#options = options;
@@ -69,9 +72,9 @@ export class AccountPoller {
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());
-    const levels = previous.snapshot?.userLevels;
+    if (previous.snapshot) this.#unchanged.track(previous.snapshot.userLevels);
     const [summary, behaviorList] = await Promise.all([
-      client.fetchSummary(account.id, signal, levels ? { isUnchanged: (user) => levels.get(user.user_id) === user.max_risk_level } : {}),
+      client.fetchSummary(account.id, signal, previous.snapshot ? { unchanged: this.#unchanged } : {}),
       client.fetchBehaviors(account.id, signal),
     ]);
     signal?.throwIfAborted();
@@ -80,6 +83,7 @@ export class AccountPoller {
 
     const current: CurrentSnapshot = {
       users: summary.users,
+      ...(summary.unchanged ? { unchanged: summary.unchanged } : {}),
       behaviors: behaviorList.behaviors,
       skippedUserIds: summary.skippedUserIds,
       unidentifiedSkips: summary.unidentifiedSkips,
@@ -116,6 +120,7 @@ export class AccountPoller {
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
+    for (const id of delta.removeUserIds) this.#unchanged.forget(id);
     this.#missing = new Set(stillMissing);
     const rowsWritten =
       1 +
@@ -127,7 +132,7 @@ export class AccountPoller {
       missed.clear.length +
       events.length +
       deliveries.length;
-    return { users: summary.users.size, eventTypes: events.map((e) => e.type), deliveries: deliveries.length, rowsWritten, firstRun: previous.snapshot === undefined };
+    return { users: summary.users.size + (summary.unchanged?.count ?? 0), eventTypes: events.map((e) => e.type), deliveries: deliveries.length, rowsWritten, firstRun: previous.snapshot === undefined };
   }
 
   /** The last committed snapshot, from the store: at start, and after a commit went wrong. */

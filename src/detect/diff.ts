@@ -1,4 +1,4 @@
-import { type Behavior, type EventType, LEVEL_RANK, type RiskLevel, type RiskUser, UNCHANGED, type Unchanged } from '../model.ts';
+import { type Behavior, type EventType, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
 
 /**
  * What one poll saw, and what the last committed poll left behind: the two
@@ -12,8 +12,10 @@ export interface PreviousSnapshot {
 }
 
 export interface CurrentSnapshot {
-  /** Every user of the summary by id; UNCHANGED for one whose level is the previous snapshot's. */
-  readonly users: ReadonlyMap<string, RiskUser | Unchanged>;
+  /** Users of the summary by id: all of them, or, with `unchanged`, those not at their stored level. */
+  readonly users: ReadonlyMap<string, RiskUser>;
+  /** Users the reader found at their previous level and did not keep (see UnchangedUsers). */
+  readonly unchanged?: { readonly count: number; has(userId: string): boolean };
   readonly behaviors: ReadonlyMap<string, Behavior>;
   /** Users whose record was malformed this poll: their previous state stands. */
   readonly skippedUserIds: ReadonlySet<string>;
@@ -87,12 +89,8 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   const removeUserIds: string[] = [];
 
   // Users of the previous snapshot found in this poll: when that is all of them, nobody left.
-  let stillThere = 0;
+  let stillThere = current.unchanged?.count ?? 0;
   for (const user of current.users.values()) {
-    if (user === UNCHANGED) {
-      stillThere++;
-      continue;
-    }
     const was = before.userLevels.get(user.user_id);
     const now = user.max_risk_level;
     if (was !== undefined) stillThere++;
@@ -119,7 +117,7 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
   for (const id of current.skippedUserIds) if (before.userLevels.has(id)) stillThere++;
   if (current.unidentifiedSkips === 0 && stillThere < before.userLevels.size) {
     for (const [userId, was] of before.userLevels) {
-      if (current.users.has(userId) || current.skippedUserIds.has(userId)) continue;
+      if (current.users.has(userId) || current.unchanged?.has(userId) || current.skippedUserIds.has(userId)) continue;
       missing.add(userId);
       if (current.missingLastTime && !current.missingLastTime.has(userId)) continue;
       removeUserIds.push(userId);

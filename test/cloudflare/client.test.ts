@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RequestBudget } from '../../src/cloudflare/budget.ts';
 import { CloudflareError } from '../../src/cloudflare/errors.ts';
+import { UnchangedUsers } from '../../src/detect/unchanged.ts';
 import { Secret } from '../../src/config/secret.ts';
 import { FakeRiskApi, failure, success } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, behavior, clientFor, OTHER_ACCOUNT, seedUsers, TOKEN, user } from '../support/cloudflare.ts';
@@ -138,6 +139,36 @@ describe('summary pagination: all pages or an error', () => {
     api.fault = () => ({ status: 200, body: { ...success({ users: [user(1)] }), result_info: { page: 1, per_page: 10, count: 1, total_count: 3, total_pages: 1 } } });
     const { client } = clientFor(api);
     await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/read 1 distinct users of the 3 reported/);
+  });
+});
+
+describe('users the caller already has at their level are only marked, not kept', () => {
+  it('keeps changed and new users, counts the rest, and lets the later record of a user on two pages win', async () => {
+    const at = (n: number, level: 'low' | 'medium' | 'high') => ({ ...user(n), max_risk_level: level });
+    const pages = [
+      [at(1, 'low'), at(2, 'high')],
+      [at(2, 'low'), at(3, 'medium')],
+      [at(1, 'high'), at(4, 'low')],
+    ];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      return { status: 200, body: { ...success({ users: pages[page - 1] }), result_info: { page, per_page: 2, count: 2, total_count: 4, total_pages: 3 } } };
+    };
+    const unchanged = new UnchangedUsers();
+    unchanged.track(new Map([[user(1).user_id, 'low'], [user(2).user_id, 'low']]));
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT, undefined, { unchanged });
+    expect([...summary.users.values()].map((u) => `${u.email} ${u.max_risk_level}`).sort()).toEqual([
+      `${user(1).email} high`,
+      `${user(3).email} medium`,
+      `${user(4).email} low`,
+    ]);
+    expect(unchanged.count).toBe(1);
+    expect(unchanged.has(user(2).user_id)).toBe(true);
+    expect(unchanged.has(user(1).user_id)).toBe(false);
+    // A new read starts afresh.
+    await client.fetchSummary(ACCOUNT, undefined, { unchanged });
+    expect(unchanged.count).toBe(1);
   });
 });
 
