@@ -72,7 +72,6 @@ export class AccountPoller {
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());
-    if (previous.snapshot) this.#unchanged.track(previous.snapshot.userLevels);
     const [summary, behaviorList] = await Promise.all([
       client.fetchSummary(account.id, signal, previous.snapshot ? { unchanged: this.#unchanged } : {}),
       client.fetchBehaviors(account.id, signal),
@@ -120,7 +119,7 @@ export class AccountPoller {
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
-    for (const id of delta.removeUserIds) this.#unchanged.forget(id);
+    this.#unchanged.apply(delta);
     this.#missing = new Set(stillMissing);
     const rowsWritten =
       1 +
@@ -141,6 +140,7 @@ export class AccountPoller {
     const started = clock.now();
     const state = await store.loadSnapshot(account.id);
     this.#missing = state.missing;
+    this.#unchanged.load(state.snapshot?.userLevels ?? new Map());
     log.info(
       { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.now() - started },
       state.snapshot ? 'state loaded' : 'no state yet: this is the first poll of the account',

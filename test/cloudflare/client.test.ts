@@ -155,7 +155,7 @@ describe('users the caller already has at their level are only marked, not kept'
       return { status: 200, body: { ...success({ users: pages[page - 1] }), result_info: { page, per_page: 2, count: 2, total_count: 4, total_pages: 3 } } };
     };
     const unchanged = new UnchangedUsers();
-    unchanged.track(new Map([[user(1).user_id, 'low'], [user(2).user_id, 'low']]));
+    unchanged.load(new Map([[user(1).user_id, 'low'], [user(2).user_id, 'low']]));
     const { client } = clientFor(api, { pageConcurrency: 1 });
     const summary = await client.fetchSummary(ACCOUNT, undefined, { unchanged });
     expect([...summary.users.values()].map((u) => `${u.email} ${u.max_risk_level}`).sort()).toEqual([
