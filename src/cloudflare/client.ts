@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Clock } from '../clock.ts';
 import type { Credential } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import type { UnchangedUsers } from '../detect/unchanged.ts';
+import type { StoredLevels } from '../detect/stored-levels.ts';
 import type { Behavior, RiskEventDetail, RiskLevel, RiskUser } from '../model.ts';
 import { parseRetryAfter, type RetryPolicy, withRetry } from '../retry.ts';
 import { USER_AGENT } from '../version.ts';
@@ -17,10 +17,10 @@ export type ApiCall = 'summary' | 'behaviors' | 'user';
 
 /** Every user of an account's summary, read from all its pages. */
 export interface Summary {
-  /** By id: every user, or, when the caller passed `unchanged`, those not at the level it already has. */
+  /** By id: every user, or, when the caller passed `known`, those not at the level it already has. */
   readonly users: ReadonlyMap<string, RiskUser>;
-  /** The caller's tracker, when it passed one: the users it already had at this level. */
-  readonly unchanged: UnchangedUsers | undefined;
+  /** With `known`: the users read at the level the caller already had, only counted and marked there. */
+  readonly unchanged: { readonly count: number; has(userId: string): boolean } | undefined;
   /** Users whose record was malformed: their previous state must be kept. */
   readonly skippedUserIds: ReadonlySet<string>;
   /** Malformed records without a usable user_id: any user may be among them. */
@@ -96,8 +96,8 @@ type Envelope = z.output<typeof envelopeSchema>;
 type ResultInfo = NonNullable<Envelope['result_info']>;
 
 export interface SummaryOptions {
-  /** Users the caller already has at their level are only marked there, not kept (a million records a poll otherwise). */
-  readonly unchanged?: UnchangedUsers;
+  /** The levels the caller has: users read at them are only marked there, not kept (a million records a poll otherwise). */
+  readonly known?: StoredLevels;
 }
 
 /** The summary changed under us while we paged through it (or came back short); reading again may succeed. */
@@ -184,8 +184,8 @@ export class CloudflareClient {
   }
 
   async #readSummary(accountId: string, signal: AbortSignal | undefined, options: SummaryOptions): Promise<Summary> {
-    options.unchanged?.begin();
-    const reader = new SummaryReader(accountId, options.unchanged);
+    options.known?.beginRead();
+    const reader = new SummaryReader(accountId, options.known);
     const pages = await this.#readPages(accountId, reader, signal);
     const summary = reader.finish();
     this.#warnSkipped(accountId, 'user', reader.reasons);
@@ -359,14 +359,14 @@ class SummaryReader {
   /** The total_count the API reported, when it did. */
   totalCount: number | undefined;
   readonly users = new Map<string, RiskUser>();
-  readonly #unchanged: UnchangedUsers | undefined;
+  readonly #known: StoredLevels | undefined;
   readonly skippedUserIds = new Set<string>();
   readonly reasons: string[] = [];
   unidentifiedSkips = 0;
 
-  constructor(accountId: string, unchanged?: UnchangedUsers) {
+  constructor(accountId: string, known?: StoredLevels) {
     this.#accountId = accountId;
-    this.#unchanged = unchanged;
+    this.#known = known;
   }
 
   add(rows: readonly unknown[], page: number): void {
@@ -376,7 +376,7 @@ class SummaryReader {
       if (parsed.ok) {
         // The hot path, once per user per poll: one Map write, and a size check tells new from seen.
         const id = parsed.value.user_id;
-        const verdict = this.#unchanged?.see(parsed.value) ?? 'changed';
+        const verdict = this.#known?.see(parsed.value) ?? 'changed';
         if (verdict === 'again') return;
         if (verdict === 'first') {
           // At its stored level: only marked. An earlier record of it on another page gives way.
@@ -385,8 +385,8 @@ class SummaryReader {
         }
         // Changed or new: kept. The later record of a user on two pages wins.
         let seenBefore = false;
-        if (this.#unchanged?.has(id)) {
-          this.#unchanged.unsee(id);
+        if (this.#known?.seenUnchanged(id)) {
+          this.#known.unsee(id);
           seenBefore = true;
         }
         const known = this.users.size;
@@ -397,7 +397,7 @@ class SummaryReader {
       this.reasons.push(`page ${page} users[${i}]: ${parsed.reason}`);
       const id = (row as { user_id?: unknown } | null)?.user_id;
       if (typeof id === 'string' && id !== '') {
-        if (!this.users.has(id) && !this.#unchanged?.has(id)) {
+        if (!this.users.has(id) && !this.#known?.seenUnchanged(id)) {
           this.skippedUserIds.add(id);
           fresh = true;
         }
@@ -412,11 +412,13 @@ class SummaryReader {
   }
 
   finish(): Omit<Summary, 'pages'> {
-    const seen = this.users.size + (this.#unchanged?.count ?? 0) + this.skippedUserIds.size + this.unidentifiedSkips;
+    const seen = this.users.size + (this.#known?.unchangedCount ?? 0) + this.skippedUserIds.size + this.unidentifiedSkips;
     if (this.totalCount !== undefined && seen < this.totalCount) {
       throw new SummaryChangedError(`summary of account ${this.#accountId}: read ${seen} distinct users of the ${this.totalCount} reported`, { retryable: true });
     }
-    return { users: this.users, unchanged: this.#unchanged, skippedUserIds: this.skippedUserIds, unidentifiedSkips: this.unidentifiedSkips };
+    const known = this.#known;
+    const unchanged = known && { count: known.unchangedCount, has: (id: string) => known.seenUnchanged(id) };
+    return { users: this.users, unchanged, skippedUserIds: this.skippedUserIds, unidentifiedSkips: this.unidentifiedSkips };
   }
 }
 

@@ -11,9 +11,9 @@ import {
   type UserTransition,
 } from '../detect/diff.ts';
 import { buildEvents } from '../detect/events.ts';
-import { UnchangedUsers } from '../detect/unchanged.ts';
+import { StoredLevels } from '../detect/stored-levels.ts';
 import type { Logger } from '../log.ts';
-import type { Behavior, EventType, RiskEventDetail, RiskLevel } from '../model.ts';
+import type { Behavior, EventType, RiskEventDetail } from '../model.ts';
 import { routeEvents } from '../notify/route.ts';
 import type { Sink } from '../notify/sink.ts';
 import { StaleSnapshotError, type StateStore } from '../store/store.ts';
@@ -58,8 +58,6 @@ export class AccountPoller {
   #previous: { version: number; snapshot: PreviousSnapshot | undefined } | undefined;
   /** Users missing from the last committed read but not yet taken as gone (also stored, for the next process). */
   #missing: ReadonlySet<string> = new Set();
-  /** Marks users a read found at their stored level, so the read need not keep them. */
-  readonly #unchanged = new UnchangedUsers();
 
   constructor(options: AccountPollerOptions) {
     this.#options = options;
@@ -73,7 +71,7 @@ export class AccountPoller {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());
     const [summary, behaviorList] = await Promise.all([
-      client.fetchSummary(account.id, signal, previous.snapshot ? { unchanged: this.#unchanged } : {}),
+      client.fetchSummary(account.id, signal, previous.snapshot ? { known: previous.snapshot.userLevels as StoredLevels } : {}),
       client.fetchBehaviors(account.id, signal),
     ]);
     signal?.throwIfAborted();
@@ -119,7 +117,6 @@ export class AccountPoller {
       throw error;
     }
     this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
-    this.#unchanged.apply(delta);
     this.#missing = new Set(stillMissing);
     const rowsWritten =
       1 +
@@ -138,9 +135,12 @@ export class AccountPoller {
   async #loadState(): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
     const { account, store, clock, log } = this.#options;
     const started = clock.now();
-    const state = await store.loadSnapshot(account.id);
-    this.#missing = state.missing;
-    this.#unchanged.load(state.snapshot?.userLevels ?? new Map());
+    const stored = await store.loadSnapshot(account.id);
+    this.#missing = stored.missing;
+    // The reads mark users in the stored levels: they must be in that compact form (a store may give a plain map).
+    const levels = stored.snapshot?.userLevels;
+    const state =
+      stored.snapshot && !(levels instanceof StoredLevels) ? { ...stored, snapshot: { ...stored.snapshot, userLevels: new StoredLevels(levels!) } } : stored;
     log.info(
       { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.now() - started },
       state.snapshot ? 'state loaded' : 'no state yet: this is the first poll of the account',
@@ -176,12 +176,11 @@ export class AccountPoller {
   }
 }
 
-/** The snapshot after a commit, reusing (and changing) the previous maps: only the delta is touched. */
+/** The snapshot after a commit, reusing (and changing) the previous one: only the delta is touched. */
 function applyDelta(previous: PreviousSnapshot | undefined, delta: SnapshotDelta): PreviousSnapshot {
-  const userLevels = (previous?.userLevels as Map<string, RiskLevel> | undefined) ?? new Map<string, RiskLevel>();
+  const userLevels = (previous?.userLevels as StoredLevels | undefined) ?? new StoredLevels();
   const behaviors = (previous?.behaviors as Map<string, Behavior> | undefined) ?? new Map<string, Behavior>();
-  for (const user of delta.upsertUsers) userLevels.set(user.user_id, user.max_risk_level);
-  for (const id of delta.removeUserIds) userLevels.delete(id);
+  userLevels.apply(delta);
   for (const behavior of delta.upsertBehaviors) behaviors.set(behavior.id, behavior);
   for (const id of delta.removeBehaviorIds) behaviors.delete(id);
   return { userLevels, behaviors };

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { RiskEvent } from '../detect/events.ts';
+import { StoredLevels } from '../detect/stored-levels.ts';
 import { UserFacingError } from '../errors.ts';
 import { type Behavior, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
 import {
@@ -150,12 +151,15 @@ export class SqliteStore implements StateStore {
     for (const { user_id } of this.#stmt('SELECT user_id FROM users WHERE account_id = ? AND missing = 1').iterate(accountId) as Iterable<{ user_id: string }>) {
       missing.add(user_id);
     }
-    const userLevels = new Map<string, RiskLevel>();
     const users = this.#stmt('SELECT user_id, level FROM users WHERE account_id = ?');
     users.setReturnArrays(true);
-    for (const [userId, level] of users.iterate(accountId) as Iterable<[string, number]>) {
-      userLevels.set(userId, LEVEL_BY_RANK[level]!);
-    }
+    const rows = users.iterate(accountId) as Iterable<[string, number]>;
+    // Straight into the compact form the poller keeps (at a million users, one map, not two).
+    const userLevels = new StoredLevels(
+      (function* () {
+        for (const [userId, level] of rows) yield [userId, LEVEL_BY_RANK[level]!] as const;
+      })(),
+    );
     const behaviors = new Map<string, Behavior>();
     for (const b of this.#stmt('SELECT behavior_id, name, description, enabled, risk_level FROM behaviors WHERE account_id = ?').iterate(accountId) as Iterable<{
       behavior_id: string;

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RequestBudget } from '../../src/cloudflare/budget.ts';
 import { CloudflareError } from '../../src/cloudflare/errors.ts';
-import { UnchangedUsers } from '../../src/detect/unchanged.ts';
+import { StoredLevels } from '../../src/detect/stored-levels.ts';
 import { Secret } from '../../src/config/secret.ts';
 import { FakeRiskApi, failure, success } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, behavior, clientFor, OTHER_ACCOUNT, seedUsers, TOKEN, user } from '../support/cloudflare.ts';
@@ -154,21 +154,23 @@ describe('users the caller already has at their level are only marked, not kept'
       const page = Number(r.query.get('page'));
       return { status: 200, body: { ...success({ users: pages[page - 1] }), result_info: { page, per_page: 2, count: 2, total_count: 4, total_pages: 3 } } };
     };
-    const unchanged = new UnchangedUsers();
-    unchanged.load(new Map([[user(1).user_id, 'low'], [user(2).user_id, 'low']]));
+    const known = new StoredLevels([
+      [user(1).user_id, 'low'],
+      [user(2).user_id, 'low'],
+    ]);
     const { client } = clientFor(api, { pageConcurrency: 1 });
-    const summary = await client.fetchSummary(ACCOUNT, undefined, { unchanged });
+    const summary = await client.fetchSummary(ACCOUNT, undefined, { known });
     expect([...summary.users.values()].map((u) => `${u.email} ${u.max_risk_level}`).sort()).toEqual([
       `${user(1).email} high`,
       `${user(3).email} medium`,
       `${user(4).email} low`,
     ]);
-    expect(unchanged.count).toBe(1);
-    expect(unchanged.has(user(2).user_id)).toBe(true);
-    expect(unchanged.has(user(1).user_id)).toBe(false);
+    expect(summary.unchanged?.count).toBe(1);
+    expect(summary.unchanged?.has(user(2).user_id)).toBe(true);
+    expect(summary.unchanged?.has(user(1).user_id)).toBe(false);
     // A new read starts afresh.
-    await client.fetchSummary(ACCOUNT, undefined, { unchanged });
-    expect(unchanged.count).toBe(1);
+    const again = await client.fetchSummary(ACCOUNT, undefined, { known });
+    expect(again.unchanged?.count).toBe(1);
   });
 });
 

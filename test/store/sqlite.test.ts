@@ -97,7 +97,8 @@ describe('a fresh state file holds no snapshot until the first commit, then coun
   it('returns version 1 from the first commit, after which loadSnapshot returns the levels and behaviors committed', async () => {
     const store = open();
     expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3, upsertBehaviors: [impTravel, highDlp] }) }))).toBe(1);
-    expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({
+    const loaded = await store.loadSnapshot(ACCOUNT.id);
+    expect({ ...loaded, snapshot: loaded.snapshot && { ...loaded.snapshot, userLevels: new Map(loaded.snapshot.userLevels) } }).toEqual({
       version: 1,
       snapshot: {
         userLevels: new Map(users3.map((u) => [u.user_id, u.max_risk_level])),
@@ -134,7 +135,7 @@ describe('a fresh state file holds no snapshot until the first commit, then coun
     expect(await store.commitPoll(second)).toBe(2);
     const { version, snapshot } = await store.loadSnapshot(ACCOUNT.id);
     expect(version).toBe(2);
-    expect(snapshot?.userLevels).toEqual(
+    expect(new Map(snapshot?.userLevels)).toEqual(
       new Map([
         [lowered.user_id, 'low'],
         [riskUser(3).user_id, 'medium'],
@@ -155,7 +156,7 @@ describe('a fresh state file holds no snapshot until the first commit, then coun
     expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: [users3[0]!] }), expectedVersion: 1 }))).toBe(2);
     expect(await store.loadSnapshot(OTHER_ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
     expect(await store.commitPoll(pollCommit({ accountId: OTHER_ACCOUNT.id, delta: delta({ upsertUsers: [riskUser(9, 'medium')] }) }))).toBe(1);
-    expect((await store.loadSnapshot(OTHER_ACCOUNT.id)).snapshot?.userLevels).toEqual(new Map([[riskUser(9).user_id, 'medium']]));
+    expect(new Map((await store.loadSnapshot(OTHER_ACCOUNT.id)).snapshot?.userLevels)).toEqual(new Map([[riskUser(9).user_id, 'medium']]));
     expect((await store.loadSnapshot(ACCOUNT.id)).snapshot?.userLevels.size).toBe(3);
   });
 });

@@ -1,14 +1,25 @@
 import { describe, expect, it } from 'vitest';
-import { UnchangedUsers } from '../../src/detect/unchanged.ts';
+import { StoredLevels } from '../../src/detect/stored-levels.ts';
 import { riskUser } from '../support/snapshots.ts';
 
-describe('UnchangedUsers: marks, read by read, who is still at their stored level', () => {
+describe('StoredLevels: the stored levels, read as a map, marking read by read who is still at their level', () => {
   const tracker = () => {
-    const t = new UnchangedUsers();
-    t.load(new Map([['a', 'low'], ['b', 'high']]));
-    t.begin();
+    const t = new StoredLevels([
+      ['a', 'low'],
+      ['b', 'high'],
+    ]);
+    t.beginRead();
     return t;
   };
+
+  it('reads as the map of stored levels', () => {
+    const t = tracker();
+    t.see(riskUser('a', 'low'));
+    expect(new Map(t)).toEqual(new Map([['a', 'low'], ['b', 'high']]));
+    expect([t.get('a'), t.get('c'), t.has('b'), t.size]).toEqual(['low', undefined, true, 2]);
+    expect([...t.keys()]).toEqual(['a', 'b']);
+    expect([...t.values()]).toEqual(['low', 'high']);
+  });
 
   it('says first, then again, for a user at their stored level; changed for another level or a newcomer', () => {
     const t = tracker();
@@ -16,16 +27,16 @@ describe('UnchangedUsers: marks, read by read, who is still at their stored leve
     expect(t.see(riskUser('a', 'low'))).toBe('again');
     expect(t.see(riskUser('b', 'medium'))).toBe('changed');
     expect(t.see(riskUser('c', 'low'))).toBe('changed');
-    expect(t.count).toBe(1);
-    expect([t.has('a'), t.has('b'), t.has('c')]).toEqual([true, false, false]);
+    expect(t.unchangedCount).toBe(1);
+    expect([t.seenUnchanged('a'), t.seenUnchanged('b'), t.seenUnchanged('c')]).toEqual([true, false, false]);
   });
 
   it('starts every read afresh', () => {
     const t = tracker();
     t.see(riskUser('a', 'low'));
-    t.begin();
-    expect(t.has('a')).toBe(false);
-    expect(t.count).toBe(0);
+    t.beginRead();
+    expect(t.seenUnchanged('a')).toBe(false);
+    expect(t.unchangedCount).toBe(0);
     expect(t.see(riskUser('a', 'low'))).toBe('first');
   });
 
@@ -33,15 +44,15 @@ describe('UnchangedUsers: marks, read by read, who is still at their stored leve
     const t = tracker();
     t.see(riskUser('a', 'low'));
     t.unsee('a');
-    expect([t.has('a'), t.count]).toEqual([false, 0]);
+    expect([t.seenUnchanged('a'), t.unchangedCount]).toEqual([false, 0]);
     t.unsee('a');
-    expect(t.count).toBe(0);
+    expect(t.unchangedCount).toBe(0);
   });
 
   it('follows a commit: new levels, new users, users gone', () => {
     const t = tracker();
     t.apply({ upsertUsers: [riskUser('b', 'medium'), riskUser('c', 'low')], removeUserIds: ['a'], upsertBehaviors: [], removeBehaviorIds: [] });
-    t.begin();
+    t.beginRead();
     expect(t.see(riskUser('a', 'low'))).toBe('changed');
     expect(t.see(riskUser('b', 'medium'))).toBe('first');
     expect(t.see(riskUser('c', 'low'))).toBe('first');

@@ -1,0 +1,100 @@
+import type { SnapshotDelta } from './diff.ts';
+import { LEVEL_RANK, RISK_LEVELS, type RiskLevel, type RiskUser } from '../model.ts';
+
+/**
+ * The stored level of every user of an account, as the diff reads it (a
+ * ReadonlyMap), that also marks, read by read, who a summary read showed at
+ * that level, so a read need not keep them: at a million users, a poll where
+ * 0.1% change should not allocate a million of anything. Each user is one
+ * number, their level's rank plus four times the last read that saw them at
+ * it, so telling and marking cost one lookup and one write.
+ */
+export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
+  /** User id → rank + 4 × the last read that saw them at that level. */
+  readonly #known = new Map<string, number>();
+  #read = 0;
+  #unchanged = 0;
+
+  constructor(levels: Iterable<readonly [string, RiskLevel]> = []) {
+    for (const [id, level] of levels) this.#known.set(id, LEVEL_RANK[level]);
+  }
+
+  // ReadonlyMap<string, RiskLevel>: what the diff reads.
+  get size(): number {
+    return this.#known.size;
+  }
+  get(userId: string): RiskLevel | undefined {
+    const known = this.#known.get(userId);
+    return known === undefined ? undefined : levelOf(known);
+  }
+  has(userId: string): boolean {
+    return this.#known.has(userId);
+  }
+  *entries(): MapIterator<[string, RiskLevel]> {
+    for (const [id, known] of this.#known) yield [id, levelOf(known)];
+  }
+  keys(): MapIterator<string> {
+    return this.#known.keys();
+  }
+  *values(): MapIterator<RiskLevel> {
+    for (const known of this.#known.values()) yield levelOf(known);
+  }
+  [Symbol.iterator](): MapIterator<[string, RiskLevel]> {
+    return this.entries();
+  }
+  forEach(callback: (value: RiskLevel, key: string, map: ReadonlyMap<string, RiskLevel>) => void): void {
+    for (const [id, known] of this.#known) callback(levelOf(known), id, this);
+  }
+
+  /** Follows a commit: the stored levels changed where the delta says. */
+  apply(delta: SnapshotDelta): void {
+    for (const user of delta.upsertUsers) this.#known.set(user.user_id, LEVEL_RANK[user.max_risk_level]);
+    for (const id of delta.removeUserIds) this.#known.delete(id);
+  }
+
+  /** A new read of the summary begins: nobody is seen yet. */
+  beginRead(): void {
+    this.#read++;
+    this.#unchanged = 0;
+  }
+
+  /**
+   * The read shows `user`: 'first' when at their stored level and not yet seen
+   * in this read, 'again' when already seen so, 'changed' otherwise (new, or
+   * another level: the caller keeps the record).
+   */
+  see(user: RiskUser): 'first' | 'again' | 'changed' {
+    const known = this.#known.get(user.user_id);
+    const rank = LEVEL_RANK[user.max_risk_level];
+    if (known === undefined || known % 4 !== rank) return 'changed';
+    const mark = this.#read * 4 + rank;
+    if (known === mark) return 'again';
+    this.#known.set(user.user_id, mark);
+    this.#unchanged++;
+    return 'first';
+  }
+
+  /** A later record of the same user in this read is not at the stored level after all. */
+  unsee(userId: string): void {
+    const known = this.#known.get(userId);
+    if (known !== undefined && Math.floor(known / 4) === this.#read) {
+      this.#known.set(userId, known % 4);
+      this.#unchanged--;
+    }
+  }
+
+  /** Seen at their stored level in this read. */
+  seenUnchanged(userId: string): boolean {
+    const known = this.#known.get(userId);
+    return known !== undefined && Math.floor(known / 4) === this.#read;
+  }
+
+  /** How many distinct users this read saw at their stored level. */
+  get unchangedCount(): number {
+    return this.#unchanged;
+  }
+}
+
+function levelOf(known: number): RiskLevel {
+  return RISK_LEVELS[(known % 4) - 1]!;
+}
