@@ -13,10 +13,12 @@ import { FakeClock } from '../support/fake-clock.ts';
 class ScriptedSink implements Sink<readonly RiskEvent[]> {
   readonly grouping = 'event';
   readonly attempts: { at: number; delivery: { events: readonly RiskEvent[] } }[] = [];
+  /** Ids of the events the sink accepted, in the order it accepted them. */
+  readonly delivered: string[] = [];
   readonly name: string;
   readonly #clock: FakeClock;
-  readonly #answer: (attempt: number) => Error | undefined;
-  constructor(name: string, clock: FakeClock, answer: (attempt: number) => Error | undefined = () => undefined) {
+  readonly #answer: (attempt: number, events: readonly RiskEvent[]) => Error | undefined;
+  constructor(name: string, clock: FakeClock, answer: (attempt: number, events: readonly RiskEvent[]) => Error | undefined = () => undefined) {
     this.name = name;
     this.#clock = clock;
     this.#answer = answer;
@@ -29,8 +31,9 @@ class ScriptedSink implements Sink<readonly RiskEvent[]> {
   }
   async send(events: readonly RiskEvent[]): Promise<void> {
     this.attempts.push({ at: this.#clock.now(), delivery: { events } });
-    const error = this.#answer(this.attempts.length);
+    const error = this.#answer(this.attempts.length, events);
     if (error) throw error;
+    this.delivered.push(...events.map((e) => e.id));
   }
 }
 
@@ -153,13 +156,8 @@ describe('the delivery worker: one retry policy around every sink', () => {
 
   it('holds a struggling sink\'s queue, so a receiver that was down gets everything in commit order', async () => {
     let recoverAt = Infinity;
-    const delivered: string[] = [];
     const sink = new ScriptedSink('a', clock, () => (clock.now() < recoverAt ? transient() : undefined));
-    const record = sink.send.bind(sink);
-    sink.send = async (events) => {
-      await record(events);
-      delivered.push(events[0]!.id);
-    };
+    const delivered = sink.delivered;
     const w = worker([sink]);
     await commit(['a'], 6);
     await w.drainDue(); // the first batch fails: the whole queue waits
@@ -176,13 +174,8 @@ describe('the delivery worker: one retry policy around every sink', () => {
 
   it('queues deliveries committed while the sink is held behind the held ones, even once the receiver is back', async () => {
     let down = true;
-    const delivered: string[] = [];
     const sink = new ScriptedSink('a', clock, () => (down ? transient() : undefined));
-    const record = sink.send.bind(sink);
-    sink.send = async (events) => {
-      await record(events);
-      delivered.push(events[0]!.id);
-    };
+    const delivered = sink.delivered;
     const w = worker([sink]);
     await commit(['a'], 1);
     await w.drainDue();
@@ -196,14 +189,10 @@ describe('the delivery worker: one retry policy around every sink', () => {
   });
 
   it('lets a payload the receiver keeps failing with a plain 500 wait alone, without stalling the sink', async () => {
-    const delivered: string[] = [];
-    const sink = new ScriptedSink('a', clock);
-    const record = sink.send.bind(sink);
-    sink.send = async (events) => {
-      await record(events);
-      if (events[0]!.id === 'event-0') throw new DeliveryError('HTTP 500', { retryable: true, status: 500 });
-      delivered.push(events[0]!.id);
-    };
+    const sink = new ScriptedSink('a', clock, (_attempt, events) =>
+      events[0]!.id === 'event-0' ? new DeliveryError('HTTP 500', { retryable: true, status: 500 }) : undefined,
+    );
+    const delivered = sink.delivered;
     await commit(['a'], 6);
     const w = worker([sink]);
     await w.drainDue(); // the first batch of four
@@ -226,13 +215,8 @@ describe('the delivery worker: one retry policy around every sink', () => {
     let down = true;
     let roll = 0;
     const jitter = [0.99, 0.99, 0];
-    const delivered: string[] = [];
     const sink = new ScriptedSink('a', clock, () => (down ? transient() : undefined));
-    const record = sink.send.bind(sink);
-    sink.send = async (events) => {
-      await record(events);
-      delivered.push(events[0]!.id);
-    };
+    const delivered = sink.delivered;
     const w = new DeliveryWorker({ store, sinks: [sink], clock, log: silentLogger, random: () => jitter[roll++ % 3]! });
     await commit(['a'], 3);
     await w.drainDue();
