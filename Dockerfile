@@ -31,5 +31,6 @@ VOLUME ["/var/lib/riskwatch"]
 EXPOSE 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9464/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "src/main.ts"]
+# A smaller young generation: the same speed, about a quarter less memory at large accounts (see README, Performance).
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=4", "src/main.ts"]
 CMD ["run"]
