@@ -9,6 +9,11 @@ export type RiskLevel = (typeof RISK_LEVELS)[number];
 /** `none` (not in the summary) ranks below every level. */
 export const LEVEL_RANK: Readonly<Record<RiskLevel | 'none', number>> = { none: 0, low: 1, medium: 2, high: 3 };
 
+/** The level of a rank 1–3 (the inverse of LEVEL_RANK, `none` aside). */
+export function levelOfRank(rank: number): RiskLevel {
+  return RISK_LEVELS[rank - 1]!;
+}
+
 export function isRiskLevel(value: unknown): value is RiskLevel {
   return value === 'low' || value === 'medium' || value === 'high';
 }

@@ -1,5 +1,5 @@
 import type { SnapshotDelta } from './diff.ts';
-import { LEVEL_RANK, RISK_LEVELS, type RiskLevel, type RiskUser } from '../model.ts';
+import { LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 
 /**
  * The stored level of every user of an account, as the diff reads it (a
@@ -17,6 +17,13 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
 
   constructor(levels: Iterable<readonly [string, RiskLevel]> = []) {
     for (const [id, level] of levels) this.#known.set(id, LEVEL_RANK[level]);
+  }
+
+  /** From ranks (1–3) as a store keeps them, without a round trip through level names. */
+  static fromRanks(ranks: Iterable<readonly [string, number]>): StoredLevels {
+    const levels = new StoredLevels();
+    for (const [id, rank] of ranks) levels.#known.set(id, rank);
+    return levels;
   }
 
   // ReadonlyMap<string, RiskLevel>: what the diff reads.
@@ -96,5 +103,5 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
 }
 
 function levelOf(known: number): RiskLevel {
-  return RISK_LEVELS[(known % 4) - 1]!;
+  return levelOfRank(known % 4);
 }

@@ -5,7 +5,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { RiskEvent } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { UserFacingError } from '../errors.ts';
-import { type Behavior, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
+import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import {
   type Delivery,
   type DeliveryOutcome,
@@ -88,8 +88,6 @@ const MIGRATIONS: readonly string[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
-const LEVEL_BY_RANK: readonly RiskLevel[] = ['low', 'low', 'medium', 'high'];
-
 export interface SqliteStoreOptions {
   /** How long a claimed delivery stays invisible to other claims. Default 5 minutes. */
   readonly leaseMs?: number;
@@ -153,13 +151,8 @@ export class SqliteStore implements StateStore {
     }
     const users = this.#stmt('SELECT user_id, level FROM users WHERE account_id = ?');
     users.setReturnArrays(true);
-    const rows = users.iterate(accountId) as Iterable<[string, number]>;
     // Straight into the compact form the poller keeps (at a million users, one map, not two).
-    const userLevels = new StoredLevels(
-      (function* () {
-        for (const [userId, level] of rows) yield [userId, LEVEL_BY_RANK[level]!] as const;
-      })(),
-    );
+    const userLevels = StoredLevels.fromRanks(users.iterate(accountId) as Iterable<[string, number]>);
     const behaviors = new Map<string, Behavior>();
     for (const b of this.#stmt('SELECT behavior_id, name, description, enabled, risk_level FROM behaviors WHERE account_id = ?').iterate(accountId) as Iterable<{
       behavior_id: string;
@@ -191,7 +184,7 @@ export class SqliteStore implements StateStore {
           name: row.name,
           event_count: row.event_count,
           last_event: row.last_event,
-          max_risk_level: LEVEL_BY_RANK[row.level]!,
+          max_risk_level: levelOfRank(row.level),
         });
       }
     }
