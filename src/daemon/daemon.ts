@@ -9,7 +9,6 @@ import type { AccountPoller, PollOutcome } from './poller.ts';
 export interface AccountStatus {
   lastSuccessAt: number | undefined;
   lastError: string | undefined;
-  polling: boolean;
 }
 
 export interface DaemonOptions {
@@ -47,7 +46,7 @@ export class Daemon {
     this.#options = options;
     for (const poller of options.pollers) {
       const known = options.status?.get(poller.account.id);
-      this.status.set(poller.account.id, { lastSuccessAt: known?.lastSuccessAt, lastError: known?.lastError, polling: false });
+      this.status.set(poller.account.id, { lastSuccessAt: known?.lastSuccessAt, lastError: known?.lastError });
     }
   }
 
@@ -121,7 +120,6 @@ export class Daemon {
     const account = poller.account;
     const status = this.status.get(account.id)!;
     const started = clock.now();
-    status.polling = true;
     try {
       const outcome = await poller.poll(this.#stop.signal);
       status.lastSuccessAt = clock.now();
@@ -144,8 +142,6 @@ export class Daemon {
       onPoll?.(account, clock.now() - started, error instanceof Error ? error : new Error(message));
       log.error({ account: account.label, err: message }, 'poll failed; nothing was committed, the next poll tries again');
       return false;
-    } finally {
-      status.polling = false;
     }
   }
 }
