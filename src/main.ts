@@ -11,7 +11,7 @@ import { runDemo } from './demo.ts';
 import { SqliteStore } from './store/sqlite.ts';
 import { testSinks } from './notify/test-sinks.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
-import { createLogger } from './log.ts';
+import { createLogger, type Logger } from './log.ts';
 
 const USAGE = `usage: riskwatch <command> [--config FILE]
 
@@ -35,18 +35,27 @@ interface Io {
 
 type Command = (options: { config: string | undefined; sink: string | undefined }, io: Io) => Promise<number>;
 
+/** The config file SPEC §3 names (--config, $RISKWATCH_CONFIG, ./riskwatch.yaml), read and validated. */
+function readConfig(options: { config: string | undefined }, io: Io): { file: string; config: Config } {
+  const file = resolveConfigPath(options.config, io.env);
+  return { file, config: loadConfig(file, io.env) };
+}
+
+function loggerFor(config: Config): Logger {
+  return createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+}
+
 const COMMANDS: Record<string, Command> = {
   'check-config': async (options, io) => {
-    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
+    const { config } = readConfig(options, io);
     io.out(summarizeConfig(config));
     io.out('config is valid');
     return 0;
   },
 
   run: async (options, io) => {
-    const file = resolveConfigPath(options.config, io.env);
-    const config = loadConfig(file, io.env);
-    const log = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+    const { file, config } = readConfig(options, io);
+    const log = loggerFor(config);
     // Signals are heard from the start: one that arrives while starting stops right after.
     const stopSignal = nextSignal(['SIGTERM', 'SIGINT']);
     let service: Service | undefined;
@@ -95,7 +104,7 @@ const COMMANDS: Record<string, Command> = {
   },
 
   'test-sinks': async (options, io) => {
-    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
+    const { config } = readConfig(options, io);
     const dispatcher = new Agent();
     try {
       const results = await testSinks(config, options.sink, { clock: systemClock, dispatcher, writeLine: io.out });
@@ -107,8 +116,8 @@ const COMMANDS: Record<string, Command> = {
   },
 
   once: async (options, io) => {
-    const config = loadConfig(resolveConfigPath(options.config, io.env), io.env);
-    const log = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+    const { config } = readConfig(options, io);
+    const log = loggerFor(config);
     const store = SqliteStore.open(config.state.sqlite);
     try {
       const daemon = assemble(config, { store, log });
