@@ -8,7 +8,7 @@ import type { Config } from './config/config.ts';
 import { assemble } from './daemon/assemble.ts';
 import { RETENTION_MS, Service } from './daemon/service.ts';
 import { runDemo } from './demo.ts';
-import { SqliteStore } from './store/sqlite.ts';
+import { inspectStore, openStore } from './store/open.ts';
 import { testSinks } from './notify/test-sinks.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -49,6 +49,7 @@ const COMMANDS: Record<string, Command> = {
   'check-config': async (options, io) => {
     const { config } = readConfig(options, io);
     io.out(summarizeConfig(config));
+    io.out(await inspectStore(config.state));
     io.out('config is valid');
     return 0;
   },
@@ -80,7 +81,9 @@ const COMMANDS: Record<string, Command> = {
     };
     process.on('SIGHUP', reload);
     try {
-      service = await Service.start(config, { log });
+      const starting = new AbortController();
+      void stopSignal.then(() => starting.abort());
+      service = await Service.start(config, { log, signal: starting.signal });
       const signal = await stopSignal;
       stopping = true;
       log.info({ signal }, 'stopping');
@@ -118,7 +121,7 @@ const COMMANDS: Record<string, Command> = {
   once: async (options, io) => {
     const { config } = readConfig(options, io);
     const log = loggerFor(config);
-    const store = SqliteStore.open(config.state.sqlite);
+    const store = await openStore(config);
     try {
       const daemon = assemble(config, { store, log });
       const ok = await daemon.runOnce();

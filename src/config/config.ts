@@ -21,13 +21,15 @@ export interface Config {
     /** How long a failing delivery is retried before it is dead-lettered. */
     readonly maxAgeMs: number;
   };
-  /** Absolute path of the SQLite state file. */
-  readonly state: { readonly sqlite: string };
+  /** Where state lives: an SQLite file (absolute path), or a PostgreSQL database shared by replicas. */
+  readonly state: StateConfig;
   readonly sinks: readonly SinkConfig[];
   /** Where `run` serves /healthz, /readyz and /metrics. */
   readonly http: { readonly listen: { readonly host: string; readonly port: number } };
   readonly log: { readonly level: string; readonly format: 'json' | 'pretty' };
 }
+
+export type StateConfig = { readonly kind: 'sqlite'; readonly file: string } | { readonly kind: 'postgres'; readonly url: Secret };
 
 /** How riskwatch authenticates to Cloudflare; `id` names it in logs without revealing it. */
 export type Credential =

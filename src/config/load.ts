@@ -228,7 +228,10 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     pollIntervalMs: file.poll_interval,
     firstRun: file.first_run,
     notify: { lowered: file.notify.lowered, enrich: file.notify.enrich, maxAgeMs: file.notify.max_age },
-    state: { sqlite: path.resolve(path.dirname(source), file.state.sqlite) },
+    state:
+      file.state.postgres !== undefined
+        ? { kind: 'postgres', url: new Secret(file.state.postgres) }
+        : { kind: 'sqlite', file: path.resolve(path.dirname(source), file.state.sqlite ?? './riskwatch.db') },
     sinks,
     http: { listen: file.http.listen },
     log: { level: file.log.level, format: file.log.format },

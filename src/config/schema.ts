@@ -144,7 +144,19 @@ export const configFileSchema = z.strictObject({
       max_age: duration(60_000, '1m', 30 * 86_400_000, '30d').default(24 * 3_600_000),
     })
     .prefault({}),
-  state: z.strictObject({ sqlite: nonEmpty.default('./riskwatch.db') }).prefault({}),
+  // SQLite (a file, the embedded default) or PostgreSQL (shared by replicas): one of the two.
+  state: z
+    .strictObject({
+      sqlite: nonEmpty.optional(),
+      postgres: z
+        .string()
+        .trim()
+        // The value is never echoed: the URL carries the password.
+        .regex(/^postgres(ql)?:\/\/\S+$/, { error: 'must be a PostgreSQL URL (postgres://user:password@host:5432/database)' })
+        .optional(),
+    })
+    .refine((state) => state.sqlite === undefined || state.postgres === undefined, { error: 'give sqlite or postgres, not both' })
+    .prefault({}),
   sinks: z.array(sink, { error: 'must be a list of sinks' }).min(1, { error: 'must list at least one sink' }),
   http: z.strictObject({ listen: listen.default({ host: '127.0.0.1', port: 9464 }) }).prefault({}),
   log: z
@@ -162,4 +174,4 @@ export const configFileSchema = z.strictObject({
 export type ConfigFile = z.output<typeof configFileSchema>;
 
 /** Keys whose value is a secret: they also accept a `<key>_file` sibling, and are never printed. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret']);
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret', 'postgres']);

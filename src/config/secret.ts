@@ -29,6 +29,15 @@ export class Secret {
 }
 
 export function maskSecret(value: string): string {
+  // A database URL: who and where may be shown, never the password.
+  if (/^postgres(ql)?:\/\//i.test(value)) {
+    try {
+      const url = new URL(value);
+      return `${url.protocol}//${url.username ? `${url.username}@` : ''}${url.host}${url.pathname}`;
+    } catch {
+      return '****';
+    }
+  }
   if (/^https?:\/\//i.test(value)) {
     try {
       return `${new URL(value).origin}/****`;

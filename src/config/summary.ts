@@ -9,7 +9,7 @@ export function summarizeConfig(config: Config): string {
     `accounts (${config.accounts.length}):`,
     ...config.accounts.map((a) => `  - ${a.id}${a.name ? ` "${a.name}"` : ''}: ${describeCredential(a.credential)}`),
     `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}, notify.max_age: ${formatDuration(config.notify.maxAgeMs)}`,
-    `state: sqlite ${config.state.sqlite}`,
+    config.state.kind === 'sqlite' ? `state: sqlite ${config.state.file}` : `state: postgres ${config.state.url.masked}`,
     `sinks (${config.sinks.length}):`,
     ...config.sinks.map((sink) => `  - ${describeSink(sink, config)}`),
     `http: ${config.http.listen.host}:${config.http.listen.port} (/healthz, /readyz, /metrics)`,

@@ -2,7 +2,7 @@ import type { Clock } from '../clock.ts';
 import type { AccountConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import type { DeliveryWorker } from '../notify/worker.ts';
-import type { StateStore } from '../store/store.ts';
+import { LeadershipLostError, type StateStore } from '../store/store.ts';
 import type { AccountPoller, PollOutcome } from './poller.ts';
 
 /** What the daemon knows of each account's polling, for readiness and logs. */
@@ -30,17 +30,36 @@ export interface DaemonOptions {
 
 /** Longest gap between two accounts' first polls: many accounts never fire in the same second. */
 const MAX_START_SPACING_MS = 1000;
+/** Longest wait between two tries to reach a store that failed (polling is paused meanwhile). */
+const MAX_STORE_RETRY_MS = 30_000;
+
+/** Why a poll loop was stopped while the daemon goes on: another replica polls the account now. */
+class LeadershipMoved extends Error {
+  constructor() {
+    super('leadership moved to another replica');
+    this.name = 'LeadershipMoved';
+  }
+}
 
 /**
- * Drives everything: polls each account every interval (accounts independent,
- * never two polls of one account at once, start times spread), keeps the
- * delivery worker draining, and owns shutdown.
+ * Drives everything: polls each account it leads every interval (accounts
+ * independent, never two polls of one account at once, start times spread),
+ * keeps the delivery worker draining, and owns shutdown. With a store shared
+ * by replicas, it asks the store which accounts it leads every little while,
+ * starts and stops their polling to match, and pauses all polling while the
+ * store cannot be reached.
  */
 export class Daemon {
   readonly #options: DaemonOptions;
   readonly status = new Map<string, AccountStatus>();
   readonly #stop = new AbortController();
-  #loops: Promise<void>[] = [];
+  /** Each account this process leads, and the means to stop its poll loop. */
+  readonly #led = new Map<string, AbortController>();
+  /** Every poll loop not yet finished, including those stopped because leadership moved: stop() waits for them all. */
+  readonly #running = new Set<Promise<void>>();
+  #leadership: Promise<void> | undefined;
+  /** Why the store could not be asked who leads what, while it cannot. */
+  #storeProblem: string | undefined;
 
   constructor(options: DaemonOptions) {
     this.#options = options;
@@ -50,22 +69,34 @@ export class Daemon {
     }
   }
 
-  /** `run`: start polling and delivering until stop(). */
-  start(): void {
-    const { pollers, pollIntervalMs, worker } = this.#options;
-    worker.start();
-    const spacing = Math.min(MAX_START_SPACING_MS, pollIntervalMs / Math.max(1, pollers.length));
-    this.#loops = pollers.map((poller, i) => this.#pollLoop(poller, i * spacing));
+  /** The accounts (ids) this process polls now. */
+  get leads(): ReadonlySet<string> {
+    return new Set(this.#led.keys());
   }
 
-  /** `once`: poll every account, then deliver what is due. True when everything was polled and delivered. */
+  /** `run`: start polling and delivering until stop(). */
+  start(): void {
+    const { pollers, store } = this.#options;
+    this.#options.worker.start();
+    if (store.leadershipCheckMs === undefined) {
+      this.#follow(new Set(pollers.map((p) => p.account.id)));
+    } else {
+      this.#leadership = this.#leadershipLoop(store.leadershipCheckMs);
+    }
+  }
+
+  /** `once`: poll every account this process may lead, then deliver what is due. True when all of that went well. */
   async runOnce(): Promise<boolean> {
-    const polled = await Promise.all(this.#options.pollers.map((poller) => this.#pollSafely(poller)));
+    const { pollers, store, log } = this.#options;
+    const led = await store.lead(pollers.map((p) => p.account.id));
+    const mine = pollers.filter((p) => led.has(p.account.id));
+    for (const poller of pollers) if (!led.has(poller.account.id)) log.info({ account: poller.account.label }, 'another replica leads this account: not polled here');
+    const polled = await Promise.all(mine.map((poller) => this.#pollSafely(poller, this.#stop.signal)));
     const { failed } = await this.#options.worker.drainDue();
-    const counts = await this.#options.store.deliveryCounts();
+    const counts = await store.deliveryCounts();
     // Only the configured sinks count: deliveries kept for a removed sink wait for it to come back.
     const pending = this.#options.worker.sinkNames.reduce((n, sink) => n + (counts.get(sink)?.pending ?? 0), 0);
-    if (pending > 0) this.#options.log.warn({ pending }, `${pending} deliveries are still pending; they go out on a later run`);
+    if (pending > 0) log.warn({ pending }, `${pending} deliveries are still pending; they go out on a later run`);
     return polled.every(Boolean) && failed === 0 && pending === 0;
   }
 
@@ -76,15 +107,19 @@ export class Daemon {
    */
   async stop(): Promise<void> {
     this.#stop.abort(new Error('shutting down'));
-    await Promise.allSettled(this.#loops);
+    await Promise.allSettled([this.#leadership, ...this.#running]);
     await this.#options.worker.stop(this.#options.graceMs ?? 10_000);
     await this.#options.onStopped?.();
   }
 
-  /** Ready when every account's last successful poll is within `withinMs`; else which are not, and why. */
-  readiness(now: number, withinMs: number): { ready: boolean; accounts: { account: string; reason: string }[] } {
+  /**
+   * Ready when the store answers and every account this process leads was
+   * polled successfully within `withinMs`; else which are not, and why.
+   */
+  readiness(now: number, withinMs: number): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string } {
     const accounts: { account: string; reason: string }[] = [];
     for (const poller of this.#options.pollers) {
+      if (!this.#led.has(poller.account.id)) continue;
       const status = this.status.get(poller.account.id)!;
       const error = status.lastError ? `; last error: ${status.lastError}` : '';
       if (status.lastSuccessAt === undefined) {
@@ -93,12 +128,67 @@ export class Daemon {
         accounts.push({ account: poller.account.label, reason: `last successful poll ${Math.round((now - status.lastSuccessAt) / 1000)} s ago${error}` });
       }
     }
-    return { ready: accounts.length === 0, accounts };
+    const store = this.#storeProblem;
+    return { ready: accounts.length === 0 && store === undefined, accounts, ...(store ? { store } : {}) };
   }
 
-  async #pollLoop(poller: AccountPoller, offsetMs: number): Promise<void> {
+  /** Asks the store which accounts this replica leads, again and again; while it cannot be asked, nothing is polled. */
+  async #leadershipLoop(everyMs: number): Promise<void> {
+    const { pollers, store, clock, log } = this.#options;
+    const ids = pollers.map((p) => p.account.id);
+    let retryMs = everyMs;
+    while (!this.#stop.signal.aborted) {
+      let waitMs = everyMs;
+      try {
+        const led = await store.lead(ids);
+        if (this.#storeProblem !== undefined) log.info('the state store answers again: polling resumes');
+        this.#storeProblem = undefined;
+        retryMs = everyMs;
+        this.#follow(led);
+      } catch (error) {
+        if (this.#stop.signal.aborted) return;
+        const message = (error as Error).message;
+        // Nothing is announced from a store that cannot take the commit: polling pauses.
+        if (this.#storeProblem === undefined) log.error({ err: message }, 'the state store cannot be reached: polling pauses until it answers');
+        this.#storeProblem = message;
+        this.#follow(new Set());
+        waitMs = retryMs;
+        retryMs = Math.min(MAX_STORE_RETRY_MS, retryMs * 2);
+      }
+      try {
+        await clock.sleep(waitMs, this.#stop.signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /** Starts polling the accounts newly led (spread over the first interval) and stops those no longer led. */
+  #follow(led: ReadonlySet<string>): void {
+    const { pollers, pollIntervalMs, log } = this.#options;
+    for (const [id, stop] of this.#led) {
+      if (led.has(id)) continue;
+      stop.abort(new LeadershipMoved());
+      this.#led.delete(id);
+      log.info({ account: pollers.find((p) => p.account.id === id)?.account.label ?? id }, 'no longer leads this account');
+    }
+    const starting = pollers.filter((p) => led.has(p.account.id) && !this.#led.has(p.account.id));
+    const spacing = Math.min(MAX_START_SPACING_MS, pollIntervalMs / Math.max(1, starting.length));
+    const replicated = this.#options.store.replica !== undefined;
+    starting.forEach((poller, i) => {
+      const stop = new AbortController();
+      // Led anew: what this process remembered of the account may be behind what another one committed.
+      poller.forget();
+      if (replicated) log.info({ account: poller.account.label }, 'leads this account now');
+      const loop = this.#pollLoop(poller, i * spacing, AbortSignal.any([this.#stop.signal, stop.signal]));
+      this.#running.add(loop);
+      void loop.finally(() => this.#running.delete(loop));
+      this.#led.set(poller.account.id, stop);
+    });
+  }
+
+  async #pollLoop(poller: AccountPoller, offsetMs: number, signal: AbortSignal): Promise<void> {
     const { clock, pollIntervalMs } = this.#options;
-    const signal = this.#stop.signal;
     let next = clock.now() + offsetMs;
     while (!signal.aborted) {
       try {
@@ -106,7 +196,7 @@ export class Daemon {
       } catch {
         return;
       }
-      await this.#pollSafely(poller);
+      await this.#pollSafely(poller, signal);
       // A poll that overran its interval skips the missed ticks rather than firing back to back.
       next += pollIntervalMs;
       const now = clock.now();
@@ -115,13 +205,13 @@ export class Daemon {
   }
 
   /** One poll; a failure is logged and recorded, never thrown: one account never stops the others. */
-  async #pollSafely(poller: AccountPoller): Promise<boolean> {
+  async #pollSafely(poller: AccountPoller, signal: AbortSignal): Promise<boolean> {
     const { clock, log, worker, onPoll } = this.#options;
     const account = poller.account;
     const status = this.status.get(account.id)!;
     const started = clock.now();
     try {
-      const outcome = await poller.poll(this.#stop.signal);
+      const outcome = await poller.poll(signal);
       status.lastSuccessAt = clock.now();
       status.lastError = undefined;
       onPoll?.(account, clock.now() - started, outcome);
@@ -133,9 +223,14 @@ export class Daemon {
       return true;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      if (this.#stop.signal.aborted) {
-        // Stopping: an abandoned poll is expected; anything else (a failed commit) is still said.
-        if (error !== this.#stop.signal.reason && (error as Error).name !== 'AbortError') log.error({ account: account.label, err: message }, 'poll failed while stopping');
+      if (signal.aborted) {
+        // Stopping, or another replica leads the account now: an abandoned poll is expected; anything else (a failed commit) is still said.
+        if (error !== signal.reason && (error as Error).name !== 'AbortError') log.error({ account: account.label, err: message }, 'poll failed while stopping');
+        return false;
+      }
+      if (error instanceof LeadershipLostError) {
+        // Not a failure of the account: another replica polls it now, and this poll committed nothing.
+        log.warn({ account: account.label }, message);
         return false;
       }
       status.lastError = message;

@@ -17,6 +17,7 @@ export class Metrics {
   readonly #requests: Counter<'call' | 'status'>;
   readonly #rateLimited: Counter<'call'>;
   #store: StateStore | undefined;
+  #leadership: () => readonly { account: string; leads: boolean }[] = () => [];
 
   constructor() {
     const registers = [this.registry];
@@ -44,6 +45,17 @@ export class Metrics {
       registers,
     });
     this.#rateLimited = new Counter({ name: 'riskwatch_cloudflare_rate_limited_total', help: 'Cloudflare answers of 429.', labelNames: ['call'], registers });
+    const leadership = () => this.#leadership();
+    new Gauge({
+      name: 'riskwatch_account_leader',
+      help: '1 for each account this process polls (leads), 0 for one another replica leads.',
+      labelNames: ['account'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { account, leads } of leadership()) this.set({ account }, leads ? 1 : 0);
+      },
+    });
     const store = () => this.#store;
     let counts: Promise<Map<string, { pending: number; dead: number }>> | undefined;
     // One store read per scrape serves both gauges.
@@ -68,6 +80,11 @@ export class Metrics {
         for (const [sink, c] of await read()) this.set({ sink }, c.dead);
       },
     });
+  }
+
+  /** Which accounts this process leads, read at scrape time. */
+  watchLeadership(leadership: () => readonly { account: string; leads: boolean }[]): void {
+    this.#leadership = leadership;
   }
 
   /** The store the outbox gauges read at scrape time. */

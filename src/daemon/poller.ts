@@ -67,6 +67,11 @@ export class AccountPoller {
     return this.#options.account;
   }
 
+  /** Forgets what was remembered of the account: the next poll reads it from the store again. */
+  forget(): void {
+    this.#previous = undefined;
+  }
+
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());

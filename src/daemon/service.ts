@@ -1,9 +1,9 @@
 import type { Server } from 'node:http';
 import { type Clock, systemClock } from '../clock.ts';
-import type { Config } from '../config/config.ts';
+import type { Config, StateConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import { SqliteStore } from '../store/sqlite.ts';
-import type { StateStore } from '../store/store.ts';
+import { openStore } from '../store/open.ts';
+import { type StateStore, StoreUnavailableError } from '../store/store.ts';
 import { Agent } from 'undici';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { assemble } from './assemble.ts';
@@ -18,7 +18,12 @@ export interface ServiceDeps {
   readonly log: Logger;
   readonly clock?: Clock;
   readonly writeLine?: (line: string) => void;
+  /** Aborted when the process is asked to stop while still starting (waiting for its database, say). */
+  readonly signal?: AbortSignal;
 }
+
+/** Longest wait between two tries to reach the state database at start. */
+const MAX_OPEN_RETRY_MS = 30_000;
 
 /**
  * `run` as a service: owns the state file, the HTTP endpoint and the metrics
@@ -34,7 +39,7 @@ export class Service {
   readonly #deps: ServiceDeps;
   readonly #clock: Clock;
   /** What a reload cannot change: as the process started. */
-  readonly #statePath: string;
+  readonly #state: StateConfig;
   readonly #listen: Config['http'];
   readonly #logFormat: Config['log']['format'];
   /** Kept across reloads: Cloudflare's window and a 429's block do not restart with the config. */
@@ -44,7 +49,7 @@ export class Service {
 
   private constructor(config: Config, store: StateStore, metrics: Metrics, http: Server, deps: ServiceDeps) {
     this.#config = config;
-    this.#statePath = config.state.sqlite;
+    this.#state = config.state;
     this.#listen = config.http;
     this.#logFormat = config.log.format;
     this.#store = store;
@@ -69,7 +74,9 @@ export class Service {
   }
 
   static async start(config: Config, deps: ServiceDeps): Promise<Service> {
-    const store = SqliteStore.open(config.state.sqlite);
+    const clock = deps.clock ?? systemClock;
+    const store = await openWithRetry(config, deps.log, clock, deps.signal);
+    if (store.replica !== undefined) deps = { ...deps, log: deps.log.child({ replica: store.replica }) };
     const metrics = new Metrics();
     metrics.watchStore(store);
     let service: Service | undefined;
@@ -81,6 +88,8 @@ export class Service {
       throw error;
     }
     service = new Service(config, store, metrics, http, deps);
+    const running = service;
+    metrics.watchLeadership(() => config.accounts.map((a) => ({ account: a.label, leads: running.leads.has(a.id) })));
     service.#daemon.start();
     service.#schedulePruning();
     deps.log.info(
@@ -96,9 +105,15 @@ export class Service {
     return boundAddress(this.#http);
   }
 
-  /** Ready when every account was polled successfully within 3 × poll_interval (SPEC §7). */
-  readiness(): { ready: boolean; accounts: { account: string; reason: string }[] } {
-    return this.#daemon.readiness(this.#clock.now(), 3 * this.#config.pollIntervalMs);
+  /**
+   * Ready when every account this process leads was polled successfully within
+   * 3 × poll_interval (SPEC §7) and the store answers; replicas also say who they are and what they lead.
+   */
+  readiness(): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string; replica?: string; leads?: string[] } {
+    const state = this.#daemon.readiness(this.#clock.now(), 3 * this.#config.pollIntervalMs);
+    if (this.#store.replica === undefined) return state;
+    const leads = this.#config.accounts.filter((a) => this.#daemon.leads.has(a.id)).map((a) => a.label);
+    return { ...state, replica: this.#store.replica, leads };
   }
 
   /**
@@ -109,7 +124,7 @@ export class Service {
   async reload(next: Config): Promise<void> {
     const { log } = this.#deps;
     // What cannot change under a running process keeps its value until the next restart.
-    if (next.state.sqlite !== this.#statePath) log.warn({ running: this.#statePath }, 'state.sqlite changed: it takes effect at the next restart');
+    if (JSON.stringify(next.state) !== JSON.stringify(this.#state)) log.warn('state changed: it takes effect at the next restart');
     const { listen: was } = this.#listen;
     const { listen: now } = next.http;
     if (was.host !== now.host || was.port !== now.port) log.warn('http.listen changed: it takes effect at the next restart');
@@ -132,6 +147,11 @@ export class Service {
     await this.#store.close();
     await this.#dispatcher.close();
     this.#deps.log.info('stopped');
+  }
+
+  /** The accounts this process leads now (all of them, unless replicas share the store). */
+  get leads(): ReadonlySet<string> {
+    return this.#daemon.leads;
   }
 
   /** Hourly, and once at start: delivered history older than RETENTION_MS goes. */
@@ -159,6 +179,24 @@ export class Service {
           `${counts.pending} pending deliveries are for sink "${sink}", which is not configured; they are kept and go out if the sink comes back`,
         );
       }
+    }
+  }
+}
+
+/**
+ * The store the config names. A database that is not up yet (a replica
+ * starting before it, a failover) is waited for with backoff, saying so;
+ * one that refuses us (a wrong password, a newer schema) is an error at once.
+ */
+async function openWithRetry(config: Config, log: Logger, clock: Clock, signal?: AbortSignal): Promise<StateStore> {
+  for (let waitMs = 1000; ; waitMs = Math.min(MAX_OPEN_RETRY_MS, waitMs * 2)) {
+    try {
+      return await openStore(config);
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError) || signal?.aborted) throw error;
+      log.warn({ err: error.message, retryInMs: waitMs }, 'the state store cannot be reached yet; trying again');
+      await clock.sleep(waitMs, signal).catch(() => {});
+      if (signal?.aborted) throw error;
     }
   }
 }

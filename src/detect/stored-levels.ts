@@ -21,9 +21,13 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
 
   /** From ranks (1–3) as a store keeps them, without a round trip through level names. */
   static fromRanks(ranks: Iterable<readonly [string, number]>): StoredLevels {
-    const levels = new StoredLevels();
-    for (const [id, rank] of ranks) levels.#known.set(id, rank);
-    return levels;
+    return new StoredLevels().addRanks(ranks);
+  }
+
+  /** Adds stored users by rank: a store that reads them page by page adds each page. */
+  addRanks(ranks: Iterable<readonly [string, number]>): this {
+    for (const [id, rank] of ranks) this.#known.set(id, rank);
+    return this;
   }
 
   // ReadonlyMap<string, RiskLevel>: what the diff reads.

@@ -4,23 +4,16 @@ import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import type { RiskEvent } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
-import { UserFacingError } from '../errors.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import {
   type Delivery,
   type DeliveryOutcome,
   type PollCommit,
   StaleSnapshotError,
+  StateError,
   type StateStore,
   type StoredSnapshot,
 } from './store.ts';
-
-/** A state file that cannot be used as it is: exit 2 with one line saying why and what to do. */
-export class StateError extends UserFacingError {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, 2, options);
-  }
-}
 
 /** Each entry moves the schema one version up; `PRAGMA user_version` says how many have run. */
 const MIGRATIONS: readonly string[] = [
@@ -336,6 +329,14 @@ export class SqliteStore implements StateStore {
     }
     return counts;
   }
+
+  /** One process per file: it leads every account, always. */
+  async lead(accountIds: readonly string[]): Promise<ReadonlySet<string>> {
+    return new Set(accountIds);
+  }
+
+  readonly leadershipCheckMs = undefined;
+  readonly replica = undefined;
 
   async close(): Promise<void> {
     if (!this.#db.isOpen) return;

@@ -1,5 +1,6 @@
 import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
 import type { RiskEvent } from '../detect/events.ts';
+import { UserFacingError } from '../errors.ts';
 import type { RiskUser } from '../model.ts';
 
 /**
@@ -35,8 +36,20 @@ export interface StateStore {
    * forever. Dead-lettered deliveries are kept.
    */
   prune(before: number): Promise<{ readonly deliveries: number; readonly events: number }>;
-  /** Pending and dead-lettered deliveries per sink, for metrics and `once`. */
+  /** Pending and dead-lettered deliveries per sink (the whole outbox, whoever drains it), for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
+  /**
+   * Leadership: which of `accountIds` this process may poll now. A store that
+   * is this process's alone leads them all; replicas sharing a store spread the
+   * accounts over the live ones, each held by a lease that commitPoll checks
+   * (a replica that lost it commits nothing: LeadershipLostError).
+   */
+  lead(accountIds: readonly string[]): Promise<ReadonlySet<string>>;
+  /** How often lead() is to be asked again, or undefined when leadership never changes. */
+  readonly leadershipCheckMs: number | undefined;
+  /** This process's name among replicas sharing the store, for logs and /readyz; undefined when it is alone. */
+  readonly replica: string | undefined;
+  /** Closes the store; a replica lets go of its accounts, so that others take them over at once. */
   close(): Promise<void>;
 }
 
@@ -79,6 +92,24 @@ export type DeliveryOutcome =
   | { readonly kind: 'delivered'; readonly at: number }
   | { readonly kind: 'retry'; readonly at: number; readonly nextAttemptAt: number; readonly error: string }
   | { readonly kind: 'dead'; readonly at: number; readonly error: string };
+
+/** Stored state that cannot be used as it is (file, database): exit 2 with one line saying why and what to do. */
+export class StateError extends UserFacingError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 2, options);
+  }
+}
+
+/** The store cannot be reached now (a database down or restarting): worth trying again later. */
+export class StoreUnavailableError extends StateError {}
+
+/** This replica no longer holds the account's lease: another one polls it now, and this poll is not committed. */
+export class LeadershipLostError extends Error {
+  constructor(accountId: string, replica: string) {
+    super(`account ${accountId}: replica ${replica} does not hold its lease (it lapsed, or another replica took the account over); nothing was committed`);
+    this.name = 'LeadershipLostError';
+  }
+}
 
 export class StaleSnapshotError extends Error {
   constructor(accountId: string, expected: number, actual: number) {

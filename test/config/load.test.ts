@@ -77,7 +77,7 @@ describe('a valid config parses into the typed config', () => {
     expect(config.pollIntervalMs).toBe(300_000);
     expect(config.firstRun).toBe('notify');
     expect(config.notify).toEqual({ lowered: true, enrich: false, maxAgeMs: 6 * 3_600_000 });
-    expect(config.state.sqlite).toBe(path.join(tmp.dir, 'data', 'rw.db'));
+    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'data', 'rw.db') });
     expect(config.http.listen).toEqual({ host: '0.0.0.0', port: 9464 });
     expect(config.log.level).toBe('debug');
 
@@ -114,7 +114,7 @@ describe('a valid config parses into the typed config', () => {
     expect(config.pollIntervalMs).toBe(60_000);
     expect(config.firstRun).toBe('baseline');
     expect(config.notify).toEqual({ lowered: false, enrich: true, maxAgeMs: 24 * 3_600_000 });
-    expect(config.state.sqlite).toBe(path.join(tmp.dir, 'riskwatch.db'));
+    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'riskwatch.db') });
     expect(config.http.listen).toEqual({ host: '127.0.0.1', port: 9464 });
     expect(config.log).toEqual({ level: 'info', format: 'json' });
     expect(config.accounts[0]).toMatchObject({ id: ACCOUNT_ID, name: undefined, label: ACCOUNT_ID });
@@ -134,13 +134,13 @@ describe('a valid config parses into the typed config', () => {
 describe('state.sqlite is relative to the config file, not the working directory', () => {
   it('resolves a relative path against the config directory', () => {
     const file = tmp.write('etc/riskwatch/riskwatch.yaml', configYaml((doc) => (doc.state = { sqlite: 'state/rw.db' })));
-    expect(loadConfig(file, ENV).state.sqlite).toBe(path.join(tmp.dir, 'etc', 'riskwatch', 'state', 'rw.db'));
+    expect(loadConfig(file, ENV).state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'etc', 'riskwatch', 'state', 'rw.db') });
     expect(process.cwd()).not.toBe(path.join(tmp.dir, 'etc', 'riskwatch'));
   });
 
   it('keeps an absolute path', () => {
     const config = load((doc) => (doc.state = { sqlite: '/var/lib/riskwatch/state.db' }));
-    expect(config.state.sqlite).toBe('/var/lib/riskwatch/state.db');
+    expect(config.state).toEqual({ kind: 'sqlite', file: '/var/lib/riskwatch/state.db' });
   });
 });
 
@@ -180,7 +180,7 @@ describe('${VAR} is replaced from the environment', () => {
     );
     const incidents = sink(config, 'incidents');
     expect(incidents.type === 'webhook' && incidents.url.reveal()).toBe('https://hooks.example.net/in/abc123');
-    expect(config.state.sqlite).toBe('/var/lib/rw/rw.db');
+    expect(config.state).toEqual({ kind: 'sqlite', file: '/var/lib/rw/rw.db' });
   });
 
   it('does not interpolate a value taken from the environment a second time', () => {
@@ -377,7 +377,7 @@ describe('the file itself', () => {
 
   it('parseConfig reads text it is given, resolving paths against the file it names', () => {
     const config = parseConfig(configYaml(), path.join(tmp.dir, 'elsewhere', 'rw.yaml'), ENV);
-    expect(config.state.sqlite).toBe(path.join(tmp.dir, 'elsewhere', 'riskwatch.db'));
+    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'elsewhere', 'riskwatch.db') });
   });
 });
 

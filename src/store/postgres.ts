@@ -1,0 +1,635 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import type { RiskEvent } from '../detect/events.ts';
+import { StoredLevels } from '../detect/stored-levels.ts';
+import { maskSecret } from '../config/secret.ts';
+import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
+import {
+  type Delivery,
+  type DeliveryOutcome,
+  LeadershipLostError,
+  type PollCommit,
+  StaleSnapshotError,
+  StateError,
+  type StateStore,
+  type StoredSnapshot,
+  StoreUnavailableError,
+} from './store.ts';
+
+/** riskwatch keeps its tables in a schema of its own, so it can share a database with other programs. */
+const SCHEMA = 'riskwatch';
+/** Replicas starting at once migrate one after the other, under this transaction-level advisory lock. */
+const MIGRATION_LOCK = 0x7269_736b;
+
+/** Each entry moves the schema one version up; riskwatch.schema_version says how many have run. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE accounts (
+     account_id text PRIMARY KEY,
+     version bigint NOT NULL,
+     polled_at bigint NOT NULL
+   );
+   CREATE TABLE users (
+     account_id text NOT NULL,
+     user_id text NOT NULL,
+     level smallint NOT NULL,
+     email text NOT NULL,
+     name text NOT NULL,
+     event_count integer NOT NULL,
+     last_event text,
+     missing boolean NOT NULL DEFAULT false,
+     PRIMARY KEY (account_id, user_id)
+   );
+   CREATE TABLE behaviors (
+     account_id text NOT NULL,
+     behavior_id text NOT NULL,
+     name text NOT NULL,
+     description text NOT NULL,
+     enabled boolean NOT NULL,
+     risk_level text NOT NULL,
+     PRIMARY KEY (account_id, behavior_id)
+   );
+   CREATE TABLE events (
+     id text PRIMARY KEY,
+     account_id text NOT NULL,
+     type text NOT NULL,
+     created_at bigint NOT NULL,
+     body text NOT NULL
+   );
+   CREATE TABLE deliveries (
+     id bigserial PRIMARY KEY,
+     sink text NOT NULL,
+     account_id text NOT NULL,
+     event_ids jsonb NOT NULL,
+     state text NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+     attempts integer NOT NULL DEFAULT 0,
+     created_at bigint NOT NULL,
+     next_attempt_at bigint NOT NULL,
+     leased_until bigint NOT NULL DEFAULT 0,
+     leased_by text,
+     finished_at bigint,
+     last_error text
+   );
+   CREATE INDEX deliveries_claim ON deliveries (sink, id) WHERE state = 'pending';
+   CREATE INDEX deliveries_state ON deliveries (state, sink);
+   CREATE INDEX deliveries_event_ids ON deliveries USING gin (event_ids);
+   CREATE TABLE sink_holds (sink text PRIMARY KEY, until bigint NOT NULL);
+   -- Replicas say they are alive by pushing expires_at forward; an account is led by the
+   -- replica named in its lease until the lease expires (database time, not the replicas').
+   CREATE TABLE replicas (
+     replica text PRIMARY KEY,
+     host text NOT NULL,
+     pid integer NOT NULL,
+     started_at timestamptz NOT NULL,
+     expires_at timestamptz NOT NULL
+   );
+   CREATE TABLE leases (
+     account_id text PRIMARY KEY,
+     holder text,
+     expires_at timestamptz NOT NULL DEFAULT '-infinity'
+   );`,
+];
+
+export const PG_SCHEMA_VERSION = MIGRATIONS.length;
+
+export interface PostgresStoreOptions {
+  /** How long a claimed delivery stays invisible to other claims while its replica lives. Default 5 minutes. */
+  readonly leaseMs?: number;
+  /** How long an account's lease, and a replica's heartbeat, last without renewal. Default 30 s. */
+  readonly leadershipMs?: number;
+  /** This process's name among the replicas. Default: host, pid and a random suffix. */
+  readonly replica?: string;
+  readonly now?: () => number;
+}
+
+/** Rows per statement when a commit writes many (a first poll of a big account). */
+const BATCH = 5000;
+/** Users read per page when loading a snapshot, so a million users never sit in one result. */
+const LOAD_PAGE = 50_000;
+
+/**
+ * The shared store: one PostgreSQL database for any number of replicas. Each
+ * account is led by one replica at a time (a lease in the database, renewed in
+ * the background; commitPoll checks it under a row lock, so a replica that lost
+ * it commits nothing), and every replica drains the one outbox: claims skip
+ * rows another replica has locked, and a dead replica's claims are free again
+ * as soon as its heartbeat lapses.
+ */
+export class PostgresStore implements StateStore {
+  readonly replica: string;
+  readonly leadershipCheckMs: number;
+  /** Where the database is, without the password: what errors and logs name. */
+  readonly where: string;
+  readonly #pool: pg.Pool;
+  readonly #leaseMs: number;
+  readonly #leadershipMs: number;
+  readonly #now: () => number;
+  /** Accounts whose lease this replica holds, as of the last renewal. */
+  #held = new Set<string>();
+  #lastRenewal = 0;
+  #keepalive: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(pool: pg.Pool, where: string, options: Required<PostgresStoreOptions>) {
+    this.#pool = pool;
+    this.where = where;
+    this.replica = options.replica;
+    this.#leaseMs = options.leaseMs;
+    this.#leadershipMs = options.leadershipMs;
+    this.leadershipCheckMs = Math.max(100, Math.floor(options.leadershipMs / 3));
+    this.#now = options.now;
+  }
+
+  /**
+   * Connects, creates or migrates the schema (replicas starting together take
+   * turns) and registers this replica. A database that cannot be reached
+   * throws StoreUnavailableError (worth retrying); one that cannot be used
+   * (wrong password, a newer schema) throws StateError.
+   */
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const where = `state database ${maskSecret(url)}`;
+    const pool = createPool(url);
+    const full: Required<PostgresStoreOptions> = {
+      leaseMs: options.leaseMs ?? 5 * 60_000,
+      leadershipMs: options.leadershipMs ?? 30_000,
+      replica: options.replica ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`,
+      now: options.now ?? Date.now,
+    };
+    const store = new PostgresStore(pool, where, full);
+    try {
+      await store.#transaction('migrate the schema', async (client) => {
+        await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+        await migrate(client, where, await schemaVersion(client, where));
+      });
+      await store.#renew();
+    } catch (error) {
+      await pool.end().catch(() => {});
+      throw error;
+    }
+    store.#keepalive = setInterval(() => void store.#renew().catch(() => {}), store.leadershipCheckMs);
+    store.#keepalive.unref();
+    return store;
+  }
+
+  /** For check-config: the schema version of the database at `url` (0 before the first run), changing nothing. */
+  static async inspect(url: string): Promise<{ version: number; current: number }> {
+    const where = `state database ${maskSecret(url)}`;
+    const pool = createPool(url);
+    try {
+      const client = await pool.connect().catch((error: unknown) => {
+        throw asStateError(error, where, 'connect');
+      });
+      try {
+        const version = await schemaVersion(client, where).catch((error: unknown) => {
+          throw asStateError(error, where, 'read the schema version');
+        });
+        return { version, current: PG_SCHEMA_VERSION };
+      } finally {
+        client.release();
+      }
+    } finally {
+      await pool.end().catch(() => {});
+    }
+  }
+
+  async loadSnapshot(accountId: string): Promise<StoredSnapshot> {
+    // One consistent view across the pages, as of the transaction's start.
+    return this.#transaction(
+      'read the snapshot',
+      async (client) => {
+        const row = (await client.query<{ version: number }>('SELECT version FROM accounts WHERE account_id = $1', [accountId])).rows[0];
+        if (!row) return { version: 0, snapshot: undefined, missing: new Set<string>() };
+        const missing = new Set(
+          (await client.query<{ user_id: string }>('SELECT user_id FROM users WHERE account_id = $1 AND missing', [accountId])).rows.map((r) => r.user_id),
+        );
+        const userLevels = new StoredLevels();
+        let after = '';
+        for (;;) {
+          const page = await client.query<[string, number]>({
+            text: 'SELECT user_id, level FROM users WHERE account_id = $1 AND user_id > $2 ORDER BY user_id LIMIT $3',
+            values: [accountId, after, LOAD_PAGE],
+            rowMode: 'array',
+          });
+          userLevels.addRanks(page.rows);
+          if (page.rows.length < LOAD_PAGE) break;
+          after = page.rows[page.rows.length - 1]![0];
+        }
+        const behaviors = new Map<string, Behavior>();
+        const rows = await client.query<{ behavior_id: string; name: string; description: string; enabled: boolean; risk_level: RiskLevel }>(
+          'SELECT behavior_id, name, description, enabled, risk_level FROM behaviors WHERE account_id = $1',
+          [accountId],
+        );
+        for (const b of rows.rows) behaviors.set(b.behavior_id, { id: b.behavior_id, name: b.name, description: b.description, enabled: b.enabled, risk_level: b.risk_level });
+        return { version: row.version, snapshot: { userLevels, behaviors }, missing };
+      },
+      'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+    );
+  }
+
+  async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
+    const rows = await this.#query<{ user_id: string; level: number; email: string; name: string; event_count: number; last_event: string | null }>(
+      'read users',
+      'SELECT user_id, level, email, name, event_count, last_event FROM users WHERE account_id = $1 AND user_id = ANY($2::text[])',
+      [accountId, userIds],
+    );
+    return new Map(
+      rows.map((row) => [
+        row.user_id,
+        { user_id: row.user_id, email: row.email, name: row.name, event_count: row.event_count, last_event: row.last_event, max_risk_level: levelOfRank(row.level) },
+      ]),
+    );
+  }
+
+  async commitPoll(commit: PollCommit): Promise<number> {
+    const { accountId, delta, polledAt } = commit;
+    return this.#transaction('commit the poll', async (client) => {
+      // Fencing: the lease row stays locked until commit, so no replica can take the account over in between.
+      const lease = (
+        await client.query<{ ok: boolean }>('SELECT holder = $2 AND expires_at > clock_timestamp() AS ok FROM leases WHERE account_id = $1 FOR UPDATE', [
+          accountId,
+          this.replica,
+        ])
+      ).rows[0];
+      if (!lease?.ok) {
+        this.#held.delete(accountId);
+        throw new LeadershipLostError(accountId, this.replica);
+      }
+      const current = (await client.query<{ version: number }>('SELECT version FROM accounts WHERE account_id = $1 FOR UPDATE', [accountId])).rows[0]?.version ?? 0;
+      if (current !== commit.expectedVersion) throw new StaleSnapshotError(accountId, commit.expectedVersion, current);
+      const version = current + 1;
+      await client.query(
+        `INSERT INTO accounts (account_id, version, polled_at) VALUES ($1, $2, $3)
+         ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, polled_at = excluded.polled_at`,
+        [accountId, version, polledAt],
+      );
+
+      for (const users of chunks(delta.upsertUsers)) {
+        await client.query(
+          `INSERT INTO users (account_id, user_id, level, email, name, event_count, last_event)
+           SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::integer[], $7::text[])
+           ON CONFLICT (account_id, user_id) DO UPDATE SET level = excluded.level, email = excluded.email, name = excluded.name,
+             event_count = excluded.event_count, last_event = excluded.last_event`,
+          [
+            accountId,
+            users.map((u) => u.user_id),
+            users.map((u) => LEVEL_RANK[u.max_risk_level]),
+            users.map((u) => u.email),
+            users.map((u) => u.name),
+            users.map((u) => u.event_count),
+            users.map((u) => u.last_event),
+          ],
+        );
+      }
+      for (const [mark, ids] of [
+        [true, commit.missing?.mark ?? []],
+        [false, commit.missing?.clear ?? []],
+      ] as const) {
+        for (const chunk of chunks(ids)) await client.query('UPDATE users SET missing = $1 WHERE account_id = $2 AND user_id = ANY($3::text[])', [mark, accountId, chunk]);
+      }
+      for (const chunk of chunks(delta.removeUserIds)) await client.query('DELETE FROM users WHERE account_id = $1 AND user_id = ANY($2::text[])', [accountId, chunk]);
+
+      for (const b of delta.upsertBehaviors) {
+        await client.query(
+          `INSERT INTO behaviors (account_id, behavior_id, name, description, enabled, risk_level) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (account_id, behavior_id) DO UPDATE SET name = excluded.name, description = excluded.description,
+             enabled = excluded.enabled, risk_level = excluded.risk_level`,
+          [accountId, b.id, b.name, b.description, b.enabled, b.risk_level],
+        );
+      }
+      if (delta.removeBehaviorIds.length > 0) {
+        await client.query('DELETE FROM behaviors WHERE account_id = $1 AND behavior_id = ANY($2::text[])', [accountId, delta.removeBehaviorIds]);
+      }
+
+      for (const events of chunks(commit.events)) {
+        await client.query(
+          `INSERT INTO events (id, account_id, type, created_at, body) SELECT id, $1, type, $2, body FROM unnest($3::text[], $4::text[], $5::text[]) AS e(id, type, body)`,
+          [accountId, polledAt, events.map((e) => e.id), events.map((e) => e.type), events.map((e) => JSON.stringify(e))],
+        );
+      }
+      // A delivery of an event that is not stored would block its sink's outbox for good.
+      const committed = new Set(commit.events.map((e) => e.id));
+      const elsewhere = [...new Set(commit.deliveries.flatMap((d) => d.eventIds.filter((id) => !committed.has(id))))];
+      if (elsewhere.length > 0) {
+        const absent = await client.query<{ id: string }>('SELECT id FROM unnest($1::text[]) AS x(id) WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = x.id) LIMIT 1', [elsewhere]);
+        const missing = absent.rows[0]?.id;
+        if (missing !== undefined) {
+          const sink = commit.deliveries.find((d) => d.eventIds.includes(missing))!.sink;
+          throw new StateError(`${this.where}: a delivery to ${sink} names event ${missing}, which is not stored; nothing was committed`);
+        }
+      }
+      // Ids follow the order of the commit; a sink held back (holdSink) holds new deliveries too.
+      for (const deliveries of chunks(commit.deliveries)) {
+        await client.query(
+          `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at)
+           SELECT d.sink, d.account_id, d.event_ids::jsonb, 'pending', $1, GREATEST($1, COALESCE((SELECT until FROM sink_holds h WHERE h.sink = d.sink), 0))
+           FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS d(sink, account_id, event_ids, n) ORDER BY d.n`,
+          [polledAt, deliveries.map((d) => d.sink), deliveries.map((d) => d.accountId), deliveries.map((d) => JSON.stringify(d.eventIds))],
+        );
+      }
+      return version;
+    });
+  }
+
+  async claimDue(sink: string, now: number, limit: number): Promise<Delivery[]> {
+    return this.#transaction('claim deliveries', async (client) => {
+      // Free: not leased, or leased by a replica whose heartbeat lapsed (it died mid-send).
+      const rows = (
+        await client.query<{ id: number; account_id: string; event_ids: string[]; attempts: number; created_at: number }>(
+          `UPDATE deliveries SET leased_until = $3, leased_by = $4 WHERE id IN (
+             SELECT d.id FROM deliveries d
+             WHERE d.state = 'pending' AND d.sink = $1 AND d.next_attempt_at <= $2
+               AND (d.leased_until <= $2 OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp()))
+             ORDER BY d.id LIMIT $5 FOR UPDATE SKIP LOCKED
+           ) RETURNING id, account_id, event_ids, attempts, created_at`,
+          [sink, now, now + this.#leaseMs, this.replica, limit],
+        )
+      ).rows.sort((a, b) => a.id - b.id);
+      if (rows.length === 0) return [];
+      const bodies = new Map(
+        (await client.query<{ id: string; body: string }>('SELECT id, body FROM events WHERE id = ANY($1::text[])', [[...new Set(rows.flatMap((r) => r.event_ids))]])).rows.map(
+          (r) => [r.id, r.body],
+        ),
+      );
+      return rows.map((row) => ({
+        id: row.id,
+        sink,
+        accountId: row.account_id,
+        attempts: row.attempts,
+        createdAt: row.created_at,
+        events: row.event_ids.map((id) => {
+          const body = bodies.get(id);
+          if (body === undefined) throw new StateError(`${this.where}: delivery ${row.id} refers to event ${id}, which is missing`);
+          return JSON.parse(body) as RiskEvent;
+        }),
+      }));
+    });
+  }
+
+  async nextDueAt(sink: string): Promise<number | undefined> {
+    const rows = await this.#query<{ due: number | null }>(
+      'read the outbox',
+      `SELECT MIN(CASE WHEN EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp())
+                       THEN GREATEST(d.next_attempt_at, d.leased_until) ELSE d.next_attempt_at END) AS due
+       FROM deliveries d WHERE d.state = 'pending' AND d.sink = $1`,
+      [sink],
+    );
+    return rows[0]?.due ?? undefined;
+  }
+
+  async recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void> {
+    // Only the replica holding the claim settles it: a replica that was paused past its heartbeat,
+    // whose delivery another one claimed (and perhaps delivered) since, writes nothing.
+    const claimed = `id = $1 AND state = 'pending' AND leased_by = $2`;
+    switch (outcome.kind) {
+      case 'delivered':
+        await this.#query(
+          'record a delivery outcome',
+          `UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = NULL WHERE ${claimed}`,
+          [deliveryId, this.replica, outcome.at],
+        );
+        return;
+      case 'retry':
+        await this.#query(
+          'record a delivery outcome',
+          `UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $3, leased_until = 0, last_error = $4 WHERE ${claimed}`,
+          [deliveryId, this.replica, outcome.nextAttemptAt, outcome.error],
+        );
+        return;
+      case 'dead':
+        await this.#query(
+          'record a delivery outcome',
+          `UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = $4 WHERE ${claimed}`,
+          [deliveryId, this.replica, outcome.at, outcome.error],
+        );
+    }
+  }
+
+  async holdSink(sink: string, until: number, now: number): Promise<number> {
+    return this.#transaction('hold back a sink', async (client) => {
+      const held = (
+        await client.query<{ until: number }>(
+          'INSERT INTO sink_holds (sink, until) VALUES ($1, $2) ON CONFLICT (sink) DO UPDATE SET until = GREATEST(sink_holds.until, excluded.until) RETURNING until',
+          [sink, until],
+        )
+      ).rows[0]!.until;
+      await client.query("UPDATE deliveries SET next_attempt_at = $2 WHERE state = 'pending' AND sink = $1 AND next_attempt_at < $2 AND leased_until <= $3", [
+        sink,
+        held,
+        now,
+      ]);
+      return held;
+    });
+  }
+
+  async prune(before: number): Promise<{ deliveries: number; events: number }> {
+    return this.#transaction('prune old deliveries', async (client) => {
+      const deliveries = (await client.query("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < $1", [before])).rowCount ?? 0;
+      const events = (await client.query('DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id)', [before]))
+        .rowCount;
+      return { deliveries, events: events ?? 0 };
+    });
+  }
+
+  async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
+    const counts = new Map<string, { pending: number; dead: number }>();
+    const rows = await this.#query<{ sink: string; state: 'pending' | 'dead'; n: number }>(
+      'read the outbox',
+      "SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state",
+    );
+    for (const row of rows) {
+      const entry = counts.get(row.sink) ?? { pending: 0, dead: 0 };
+      entry[row.state] = row.n;
+      counts.set(row.sink, entry);
+    }
+    return counts;
+  }
+
+  /**
+   * Keeps what this replica leads, lets go of accounts no longer asked for or
+   * beyond its fair share (accounts ÷ live replicas, rounded up), and takes
+   * free or expired leases up to that share, so the accounts spread over the
+   * replicas and a dead one's are taken over once its leases expire.
+   */
+  async lead(accountIds: readonly string[]): Promise<ReadonlySet<string>> {
+    const wanted = [...new Set(accountIds)].sort();
+    return this.#transaction('take the lead', async (client) => {
+      await this.#heartbeat(client);
+      await client.query('INSERT INTO leases (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [wanted]);
+      const held = new Set((await this.#renewLeases(client)).filter((id) => wanted.includes(id)));
+      const live = (await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM replicas WHERE expires_at > clock_timestamp()')).rows[0]!.n;
+      const share = Math.ceil(wanted.length / Math.max(1, live));
+      const kept = [...held].sort().slice(0, share);
+      await client.query("UPDATE leases SET holder = NULL, expires_at = '-infinity' WHERE holder = $1 AND NOT (account_id = ANY($2::text[]))", [this.replica, kept]);
+      const taken =
+        kept.length < share
+          ? (
+              await client.query<{ account_id: string }>(
+                `UPDATE leases SET holder = $1, expires_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE account_id IN (
+                   SELECT account_id FROM leases WHERE account_id = ANY($3::text[]) AND (holder IS NULL OR expires_at <= clock_timestamp())
+                   ORDER BY account_id LIMIT $4 FOR UPDATE SKIP LOCKED
+                 ) RETURNING account_id`,
+                [this.replica, this.#leadershipMs, wanted, share - kept.length],
+              )
+            ).rows.map((r) => r.account_id)
+          : [];
+      this.#held = new Set([...kept, ...taken]);
+      this.#lastRenewal = this.#now();
+      return new Set(this.#held);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#keepalive);
+    // Let go at once (best effort: if the database is gone, the leases simply expire).
+    try {
+      await this.#pool.query("UPDATE leases SET holder = NULL, expires_at = '-infinity' WHERE holder = $1", [this.replica]);
+      await this.#pool.query('DELETE FROM replicas WHERE replica = $1', [this.replica]);
+    } catch {
+      // the leases expire by themselves
+    }
+    this.#held.clear();
+    await this.#pool.end().catch(() => {});
+  }
+
+  /** The heartbeat and the held leases, pushed forward; runs in the background every leadershipCheckMs. */
+  async #renew(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.#transaction('renew leases', async (client) => {
+        await this.#heartbeat(client);
+        this.#held = new Set(await this.#renewLeases(client));
+      });
+      this.#lastRenewal = this.#now();
+    } catch (error) {
+      // Unrenewed leases expire in the database by themselves; stop believing in them as they do.
+      if (this.#now() - this.#lastRenewal > this.#leadershipMs) this.#held.clear();
+      throw error;
+    }
+  }
+
+  async #heartbeat(client: pg.PoolClient): Promise<void> {
+    await client.query(
+      `INSERT INTO replicas (replica, host, pid, started_at, expires_at) VALUES ($1, $2, $3, now(), clock_timestamp() + $4 * interval '1 millisecond')
+       ON CONFLICT (replica) DO UPDATE SET expires_at = excluded.expires_at`,
+      [this.replica, hostname(), process.pid, this.#leadershipMs],
+    );
+    // Replicas long gone leave no trace (an hour: long enough to read who held what after a failover).
+    await client.query("DELETE FROM replicas WHERE expires_at < clock_timestamp() - interval '1 hour'");
+  }
+
+  /** Pushes this replica's leases forward and returns the accounts they are for (a lease taken over is not among them). */
+  async #renewLeases(client: pg.PoolClient): Promise<string[]> {
+    const rows = await client.query<{ account_id: string }>(
+      "UPDATE leases SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE holder = $1 RETURNING account_id",
+      [this.replica, this.#leadershipMs],
+    );
+    return rows.rows.map((r) => r.account_id);
+  }
+
+  async #query<R extends pg.QueryResultRow>(what: string, text: string, values?: unknown[]): Promise<R[]> {
+    try {
+      return (await this.#pool.query<R>(text, values)).rows;
+    } catch (error) {
+      throw asStateError(error, this.where, what);
+    }
+  }
+
+  async #transaction<T>(what: string, body: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw asStateError(error, this.where, what);
+    }
+    let broken: Error | undefined;
+    try {
+      await client.query(begin);
+      const result = await body(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackFailed) {
+        // The connection itself is gone: don't hand it out again.
+        broken = rollbackFailed as Error;
+      }
+      if (error instanceof StaleSnapshotError || error instanceof LeadershipLostError || error instanceof StateError) throw error;
+      throw asStateError(error, this.where, what);
+    } finally {
+      client.release(broken);
+    }
+  }
+}
+
+function createPool(url: string): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 8,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+    query_timeout: 60_000,
+    application_name: 'riskwatch',
+    options: `-c search_path=${SCHEMA}`,
+    // Epoch milliseconds and counts are bigint: as numbers, not strings (safe far beyond any of ours).
+    types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 ? Number : pg.types.getTypeParser(oid, format as 'text'))) as pg.CustomTypesConfig['getTypeParser'] },
+  });
+  // An idle connection the server dropped (a restart) must not bring the process down; the next query reconnects.
+  pool.on('error', () => {});
+  return pool;
+}
+
+async function schemaVersion(client: pg.PoolClient, where: string): Promise<number> {
+  const table = await client.query<{ found: boolean }>(`SELECT to_regclass('${SCHEMA}.schema_version') IS NOT NULL AS found`);
+  if (!table.rows[0]!.found) return 0;
+  const version = (await client.query<{ version: number }>(`SELECT version FROM ${SCHEMA}.schema_version`)).rows[0]?.version ?? 0;
+  if (version > PG_SCHEMA_VERSION) {
+    throw new StateError(`${where} was written by a newer riskwatch (schema ${version}; this one knows up to ${PG_SCHEMA_VERSION}); upgrade riskwatch`);
+  }
+  return version;
+}
+
+async function migrate(client: pg.PoolClient, where: string, version: number): Promise<void> {
+  if (version === PG_SCHEMA_VERSION) return;
+  if (version === 0) {
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
+    const tables = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = $1", [SCHEMA]);
+    if (tables.rows[0]!.n > 0) throw new StateError(`${where}: schema "${SCHEMA}" holds tables that are not riskwatch's; give riskwatch a database of its own`);
+    await client.query(`CREATE TABLE ${SCHEMA}.schema_version (version integer NOT NULL)`);
+    await client.query(`INSERT INTO ${SCHEMA}.schema_version VALUES (0)`);
+  }
+  for (let next = version; next < PG_SCHEMA_VERSION; next++) await client.query(MIGRATIONS[next]!);
+  await client.query(`UPDATE ${SCHEMA}.schema_version SET version = $1`, [PG_SCHEMA_VERSION]);
+}
+
+function* chunks<T>(items: readonly T[]): Generator<readonly T[]> {
+  for (let i = 0; i < items.length; i += BATCH) yield items.slice(i, i + BATCH);
+}
+
+/** Errors of the connection rather than of the request: the database may be back in a moment. */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', '53300', '57P01', '57P02', '57P03', '40001', '40P01']);
+const WHY: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'host not found',
+  '28P01': 'password authentication failed',
+  '28000': 'this user may not connect',
+  '3D000': 'the database does not exist',
+  '42501': 'permission denied',
+  '53300': 'too many connections',
+  '57P01': 'the server is shutting down',
+  '57P03': 'the server is starting up',
+};
+
+/** PostgreSQL's and the network's errors, said for an operator: which database, doing what, and why. */
+function asStateError(error: unknown, where: string, doing: string): Error {
+  if (error instanceof StateError || error instanceof StaleSnapshotError || error instanceof LeadershipLostError) return error;
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message ?? String(error);
+  const why = (code && WHY[code]) ?? message;
+  const unreachable =
+    (code !== undefined && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) || /Connection terminated|timeout|connection.*(closed|ended)|not queryable/i.test(message);
+  const line = `${where}: cannot ${doing}: ${why}`;
+  return unreachable ? new StoreUnavailableError(line, { cause: error }) : new StateError(line, { cause: error });
+}
