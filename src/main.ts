@@ -49,7 +49,8 @@ const COMMANDS: Record<string, Command> = {
   'check-config': async (options, io) => {
     const { config } = readConfig(options, io);
     io.out(summarizeConfig(config));
-    io.out(await inspectStore(config.state));
+    const store = await inspectStore(config.state);
+    if (store) io.out(store);
     io.out('config is valid');
     return 0;
   },

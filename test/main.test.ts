@@ -2,7 +2,10 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { maskSecret } from '../src/config/secret.ts';
 import { main } from '../src/main.ts';
+import { PostgresStore } from '../src/store/postgres.ts';
+import { freePort, freshDatabase } from './support/postgres.ts';
 import { ACCOUNT_ID, type ConfigDoc, configYaml, ENV, makeTempDir, OTHER_ACCOUNT_ID, SECRETS, type TempDir } from './support/config-files.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -236,3 +239,44 @@ describe("the repository's config.example.yaml", () => {
     }
   });
 });
+
+describe('check-config asks a PostgreSQL store whether it answers, changing nothing', () => {
+  const withDatabase = (url: string) => (doc: ConfigDoc) => {
+    doc.state = { postgres: url };
+  };
+
+  it('reports a database that answers and has no schema yet, and leaves it without one', async () => {
+    const url = await freshDatabase();
+    const first = await cli(['check-config', '--config', writeConfig(withDatabase(url))]);
+    expect(first.err).toEqual([]);
+    expect(first.code).toBe(0);
+    expect(first.out).toContain(`state database ${maskSecret(url)} answers; no schema yet: the first riskwatch to start creates it`);
+    const again = await cli(['check-config', '--config', writeConfig(withDatabase(url))]);
+    expect(again.out.join('\n')).toContain('no schema yet');
+  });
+
+  it('reports the schema version of a database riskwatch has used', async () => {
+    const url = await freshDatabase();
+    await (await PostgresStore.open(url)).close();
+    const result = await cli(['check-config', '--config', writeConfig(withDatabase(url))]);
+    expect(result.code).toBe(0);
+    expect(result.out.join('\n')).toMatch(/answers; schema version \d+, current/);
+  });
+
+  it.each([
+    ['a server that is not there', async () => `postgres://riskwatch:pw-7f3a9c@127.0.0.1:${await freePort()}/riskwatch`, /cannot connect: connection refused$/],
+    ['a database that does not exist', async () => `${(await freshDatabase()).replace(/\/[^/]+$/, '/no_such_db')}`, /cannot connect: the database does not exist$/],
+  ])('exits 2 with one line for %s', async (_label, urlOf, why) => {
+    const url = await urlOf();
+    const result = await cli(['check-config', '--config', writeConfig(withDatabase(url))]);
+    expect(result.code).toBe(2);
+    expect(result.errCalls).toHaveLength(1);
+    expect(result.errCalls[0]).toMatch(new RegExp(`^riskwatch: state database ${escapeRegExp(maskSecret(url))}: `));
+    expect(result.errCalls[0]).toMatch(why);
+    expect(result.errCalls.join('\n')).not.toContain('pw-7f3a9c');
+  });
+});
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -173,7 +173,8 @@ export class Daemon {
       log.info({ account: pollers.find((p) => p.account.id === id)?.account.label ?? id }, 'no longer leads this account');
     }
     const starting = pollers.filter((p) => led.has(p.account.id) && !this.#led.has(p.account.id));
-    const spacing = Math.min(MAX_START_SPACING_MS, pollIntervalMs / Math.max(1, starting.length));
+    // Spread over a quarter of an interval: at start, and when taking over a dead replica's accounts, which are already late.
+    const spacing = Math.min(MAX_START_SPACING_MS, pollIntervalMs / 4 / Math.max(1, starting.length));
     const replicated = this.#options.store.replica !== undefined;
     starting.forEach((poller, i) => {
       const stop = new AbortController();

@@ -19,13 +19,19 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
 }
 
 /**
- * For check-config: what can be known of the store without changing it. A
- * database must answer and have no newer schema than this riskwatch knows;
+ * For check-config: what can be known of the store without changing it, or
+ * undefined when there is nothing to ask (a file is checked as it is opened).
+ * A database must answer and have no newer schema than this riskwatch knows;
  * throws StateError (one line) when it does not.
  */
-export async function inspectStore(state: StateConfig): Promise<string> {
-  if (state.kind === 'sqlite') return `state: sqlite ${state.file} (opened at start)`;
+export async function inspectStore(state: StateConfig): Promise<string | undefined> {
+  if (state.kind === 'sqlite') return undefined;
   const { version, current } = await PostgresStore.inspect(state.url.reveal());
-  const schema = version === current ? `schema version ${version}, current` : version === 0 ? 'empty: the first riskwatch to start creates the schema' : `schema version ${version}: riskwatch migrates it to ${current} at start`;
-  return `state: postgres ${state.url.masked} reachable; ${schema}`;
+  const schema =
+    version === current
+      ? `schema version ${version}, current`
+      : version === 0
+        ? 'no schema yet: the first riskwatch to start creates it'
+        : `schema version ${version}: riskwatch migrates it to ${current} at start`;
+  return `state database ${state.url.masked} answers; ${schema}`;
 }

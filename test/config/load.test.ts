@@ -606,3 +606,32 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
     );
   });
 });
+
+describe('state is an SQLite file or a PostgreSQL database, not both', () => {
+  const DATABASE_URL = 'postgres://riskwatch:s3cret-db-pass@db.internal:5432/riskwatch';
+
+  it('takes state.postgres from ${DATABASE_URL} as a secret that prints without its password', () => {
+    const config = load((doc) => (doc.state = { postgres: '${DATABASE_URL}' }), { ...ENV, DATABASE_URL });
+    expect(config.state.kind).toBe('postgres');
+    if (config.state.kind !== 'postgres') return;
+    expect(config.state.url.reveal()).toBe(DATABASE_URL);
+    expect(String(config.state.url)).toBe('postgres://riskwatch@db.internal:5432/riskwatch');
+    expect(JSON.stringify(config)).not.toContain('s3cret-db-pass');
+  });
+
+  it('reads state.postgres_file, trimmed', () => {
+    const secretFile = tmp.write('db-url', `${DATABASE_URL}\n`);
+    const config = load((doc) => (doc.state = { postgres_file: secretFile }));
+    expect(config.state.kind === 'postgres' && config.state.url.reveal()).toBe(DATABASE_URL);
+  });
+
+  it('refuses both at once', () => {
+    expect(problemAt('state', () => load((doc) => (doc.state = { sqlite: './rw.db', postgres: DATABASE_URL })))).toMatch(/give sqlite or postgres, not both/);
+  });
+
+  it('refuses a value that is not a PostgreSQL URL, without echoing it', () => {
+    const problem = problemAt('state.postgres', () => load((doc) => (doc.state = { postgres: 'mysql://root:hunter2@db/x' })));
+    expect(problem).toMatch(/must be a PostgreSQL URL/);
+    expect(problem).not.toContain('hunter2');
+  });
+});
