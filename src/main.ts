@@ -121,8 +121,8 @@ const COMMANDS: Record<string, Command> = {
 
   once: async (options, io) => {
     const { config } = readConfig(options, io);
-    const log = loggerFor(config);
     const store = await openStore(config);
+    const log = store.replica === undefined ? loggerFor(config) : loggerFor(config).child({ replica: store.replica });
     try {
       const daemon = assemble(config, { store, log });
       const ok = await daemon.runOnce();

@@ -89,7 +89,7 @@ export class Service {
     }
     service = new Service(config, store, metrics, http, deps);
     const running = service;
-    metrics.watchLeadership(() => config.accounts.map((a) => ({ account: a.label, leads: running.leads.has(a.id) })));
+    metrics.watchLeadership(() => running.leadership());
     service.#daemon.start();
     service.#schedulePruning();
     deps.log.info(
@@ -112,7 +112,7 @@ export class Service {
   readiness(): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string; replica?: string; leads?: string[] } {
     const state = this.#daemon.readiness(this.#clock.now(), 3 * this.#config.pollIntervalMs);
     if (this.#store.replica === undefined) return state;
-    const leads = this.#config.accounts.filter((a) => this.#daemon.leads.has(a.id)).map((a) => a.label);
+    const leads = this.leadership().flatMap((a) => (a.leads ? [a.account] : []));
     return { ...state, replica: this.#store.replica, leads };
   }
 
@@ -149,9 +149,10 @@ export class Service {
     this.#deps.log.info('stopped');
   }
 
-  /** The accounts this process leads now (all of them, unless replicas share the store). */
-  get leads(): ReadonlySet<string> {
-    return this.#daemon.leads;
+  /** Whether this process leads each configured account (all of them, unless replicas share the store). */
+  leadership(): { account: string; leads: boolean }[] {
+    const leads = this.#daemon.leads;
+    return this.#config.accounts.map((a) => ({ account: a.label, leads: leads.has(a.id) }));
   }
 
   /** Hourly, and once at start: delivered history older than RETENTION_MS goes. */

@@ -567,8 +567,9 @@ export class PostgresStore implements StateStore {
 function createPool(url: string): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
-    max: 8,
-    connectionTimeoutMillis: 10_000,
+    // Polls, sink lanes, leases and scrapes share these; a slow first commit of a big account must not starve the lease renewals.
+    max: 16,
+    connectionTimeoutMillis: 30_000,
     idleTimeoutMillis: 30_000,
     query_timeout: 60_000,
     application_name: 'riskwatch',

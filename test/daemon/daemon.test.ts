@@ -1,0 +1,167 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Clock } from '../../src/clock.ts';
+import type { AccountConfig } from '../../src/config/config.ts';
+import { Daemon } from '../../src/daemon/daemon.ts';
+import type { AccountPoller, PollOutcome } from '../../src/daemon/poller.ts';
+import { silentLogger } from '../../src/log.ts';
+import { DeliveryWorker } from '../../src/notify/worker.ts';
+import type { StateStore } from '../../src/store/store.ts';
+import { tokenCredential } from '../support/cloudflare.ts';
+
+/** A clock whose sleeps wait until the test moves time past them. */
+class ManualClock implements Clock {
+  time = Date.UTC(2026, 10, 23, 6, 0, 0);
+  readonly #sleepers = new Set<{ at: number; resolve: () => void }>();
+  now(): number {
+    return this.time;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    return new Promise((resolve, reject) => {
+      const sleeper = { at: this.time + Math.max(0, ms), resolve };
+      this.#sleepers.add(sleeper);
+      signal?.addEventListener('abort', () => {
+        this.#sleepers.delete(sleeper);
+        reject(signal.reason);
+      });
+    });
+  }
+  /** Moves time forward by `ms`, waking each sleeper in turn and letting what it starts run. */
+  async advance(ms: number): Promise<void> {
+    const until = this.time + ms;
+    for (;;) {
+      await settle();
+      const next = [...this.#sleepers].sort((a, b) => a.at - b.at)[0];
+      if (!next || next.at > until) break;
+      this.#sleepers.delete(next);
+      this.time = Math.max(this.time, next.at);
+      next.resolve();
+    }
+    this.time = until;
+    await settle();
+  }
+}
+
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+const ACCOUNTS = ['a', 'b', 'c'].map((name, i): AccountConfig => ({
+  id: String(i).repeat(32),
+  name,
+  label: name,
+  credential: tokenCredential(),
+}));
+
+/** A poller that records its polls and can be held mid-poll. */
+function fakePoller(account: AccountConfig, polls: string[], forgotten: string[]): AccountPoller {
+  const outcome: PollOutcome = { users: 0, eventTypes: [], rowsWritten: 1, deliveries: 0, firstRun: false };
+  return {
+    account,
+    forget: () => forgotten.push(account.label),
+    poll: async () => {
+      polls.push(account.label);
+      return outcome;
+    },
+  } as unknown as AccountPoller;
+}
+
+/** The parts of a store the daemon asks about leadership, with `lead` under the test's control. */
+function leadershipStore(lead: () => ReadonlySet<string>): StateStore {
+  return {
+    lead: async () => lead(),
+    leadershipCheckMs: 1000,
+    replica: 'test-replica',
+    deliveryCounts: async () => new Map(),
+    nextDueAt: async () => undefined,
+  } as unknown as StateStore;
+}
+
+let daemon: Daemon | undefined;
+afterEach(async () => {
+  await daemon?.stop();
+  daemon = undefined;
+});
+
+function start(store: StateStore, clock: ManualClock) {
+  const polls: string[] = [];
+  const forgotten: string[] = [];
+  daemon = new Daemon({
+    pollers: ACCOUNTS.map((a) => fakePoller(a, polls, forgotten)),
+    worker: new DeliveryWorker({ store, sinks: [], clock, log: silentLogger }),
+    store,
+    clock,
+    log: silentLogger,
+    pollIntervalMs: 10_000,
+    graceMs: 0,
+  });
+  daemon.start();
+  return { daemon, polls, forgotten };
+}
+
+const ids = (...labels: string[]) => new Set(ACCOUNTS.filter((a) => labels.includes(a.label!)).map((a) => a.id));
+
+describe('a replica polls only the accounts the store says it leads', () => {
+  it('starts polling an account when it is led, stops when another replica leads it, and reads it afresh when led again', async () => {
+    const clock = new ManualClock();
+    let led = ids('a', 'b');
+    const { daemon, polls, forgotten } = start(leadershipStore(() => led), clock);
+    await clock.advance(30_000);
+    expect(new Set(polls)).toEqual(new Set(['a', 'b']));
+    expect(polls.filter((p) => p === 'a').length).toBe(4); // at start, then every 10 s
+    expect(daemon.leads).toEqual(ids('a', 'b'));
+
+    led = ids('b', 'c');
+    polls.length = 0;
+    await clock.advance(30_000);
+    expect(new Set(polls)).toEqual(new Set(['b', 'c']));
+    expect(daemon.leads).toEqual(ids('b', 'c'));
+
+    led = ids('a', 'b', 'c');
+    await clock.advance(2000);
+    // Led anew: whatever it remembered of `a` may be behind what another replica committed.
+    expect(forgotten).toEqual(['a', 'b', 'c', 'a']);
+  });
+
+  it('counts only the accounts it leads for readiness', async () => {
+    const clock = new ManualClock();
+    const { daemon } = start(leadershipStore(() => ids('a')), clock);
+    await clock.advance(5000);
+    expect(daemon.readiness(clock.now(), 30_000)).toEqual({ ready: true, accounts: [] });
+  });
+});
+
+describe('while the store cannot be reached, nothing is polled, and polling resumes by itself', () => {
+  it('pauses every account, is not ready (naming the store), retries with growing waits, and resumes once it answers', async () => {
+    const clock = new ManualClock();
+    let down = false;
+    let asked = 0;
+    const { daemon, polls } = start(
+      leadershipStore(() => {
+        asked++;
+        if (down) throw new Error('state database postgres://rw@db/rw: cannot take the lead: connection refused');
+        return ids('a', 'b', 'c');
+      }),
+      clock,
+    );
+    await clock.advance(5000);
+    expect(new Set(polls)).toEqual(new Set(['a', 'b', 'c']));
+
+    down = true;
+    await clock.advance(1000);
+    polls.length = 0;
+    asked = 0;
+    await clock.advance(60_000);
+    expect(polls).toEqual([]);
+    expect(daemon.leads.size).toBe(0);
+    // 1, 2, 4, 8, 16, 30 s... rather than every second.
+    expect(asked).toBeGreaterThanOrEqual(4);
+    expect(asked).toBeLessThanOrEqual(6);
+    const state = daemon.readiness(clock.now(), 30_000);
+    expect(state.ready).toBe(false);
+    expect(state.store).toMatch(/connection refused/);
+
+    down = false;
+    await clock.advance(31_000);
+    expect(new Set(polls)).toEqual(new Set(['a', 'b', 'c']));
+    expect(daemon.readiness(clock.now(), 30_000).store).toBeUndefined();
+  });
+});
