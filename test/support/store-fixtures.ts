@@ -91,16 +91,36 @@ export function makeStateDir(): StateDir {
   };
 }
 
+/** The tables that hold state, in the SQLite file and the PostgreSQL schema alike (not the bookkeeping: holder, sink_holds, leases, replicas). */
 export const STATE_TABLES = ['accounts', 'users', 'behaviors', 'events', 'deliveries'] as const;
 export type RowCounts = Record<(typeof STATE_TABLES)[number], number>;
 
-/** Row counts of the state file's tables, read through a connection of our own (not the store's). */
-export function rowCounts(file: string): RowCounts {
-  const db = new DatabaseSync(file, { readOnly: true });
+/**
+ * How many rows of each state table of the SQLite file the transactions committed while `during`
+ * ran inserted, updated or deleted (an upsert counts once: SQLite fires its UPDATE triggers only).
+ * Counted by AFTER triggers added through a connection of our own, which SQLite runs whichever
+ * connection writes the table; a transaction rolled back takes its counts with it. The triggers
+ * and their table are gone again afterwards, whatever `during` did.
+ */
+export async function sqliteWrites(file: string, during: () => Promise<unknown>): Promise<RowCounts> {
+  const db = new DatabaseSync(file, { timeout: 5000 });
   try {
-    const counts = {} as RowCounts;
-    for (const table of STATE_TABLES) counts[table] = (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
-    return counts;
+    db.exec('CREATE TABLE test_writes (tbl TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT');
+    for (const table of STATE_TABLES) {
+      db.prepare('INSERT INTO test_writes VALUES (?, 0)').run(table);
+      for (const op of ['INSERT', 'UPDATE', 'DELETE']) {
+        db.exec(`CREATE TRIGGER test_${table}_${op.toLowerCase()} AFTER ${op} ON ${table} BEGIN UPDATE test_writes SET n = n + 1 WHERE tbl = '${table}'; END`);
+      }
+    }
+    try {
+      await during();
+      const counts = {} as RowCounts;
+      for (const { tbl, n } of db.prepare('SELECT tbl, n FROM test_writes').all() as { tbl: (typeof STATE_TABLES)[number]; n: number }[]) counts[tbl] = n;
+      return counts;
+    } finally {
+      for (const table of STATE_TABLES) for (const op of ['insert', 'update', 'delete']) db.exec(`DROP TRIGGER test_${table}_${op}`);
+      db.exec('DROP TABLE test_writes');
+    }
   } finally {
     db.close();
   }

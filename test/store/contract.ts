@@ -1,0 +1,699 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { RiskEvent } from '../../src/detect/events.ts';
+import { StaleSnapshotError, StateError, type StateStore } from '../../src/store/store.ts';
+import {
+  ACCOUNT,
+  behavior,
+  behaviorEvent,
+  delta,
+  OTHER_ACCOUNT,
+  planned,
+  pollCommit,
+  riskUser,
+  T0,
+  userEvent,
+} from '../support/store-fixtures.ts';
+
+/**
+ * The StateStore contract: what every implementation (SQLite, PostgreSQL) does, tested through
+ * the interface alone. What a store's own medium adds (files, locks, schema versions) is tested
+ * next to it, in <name>.test.ts.
+ */
+
+export interface StoreOptions {
+  /** How long a claimed delivery stays invisible to other claims; the store's default when absent. */
+  readonly leaseMs?: number;
+  readonly now?: () => number;
+}
+
+/** What the contract needs of one implementation: fresh stores, restarts, and a way to count what a commit wrote. */
+export interface StoreHarness {
+  /** A new, empty store (a fresh file, a fresh database) of this process alone. */
+  open(options?: StoreOptions): Promise<StateStore>;
+  /** Closes `store` (one open() or reopen() gave) and opens the same state again, as the next process would. */
+  reopen(store: StateStore, options?: StoreOptions): Promise<StateStore>;
+  /**
+   * How many rows of stored state the transactions committed while `during` ran inserted, updated
+   * or deleted, in all: the accounts' versions, their users and behaviors, the events and the
+   * deliveries; not the store's own bookkeeping (locks, leases, heartbeats, holds). An upsert counts
+   * once. A transaction that was rolled back counts nothing (AFTER ROW triggers writing to a counter
+   * table do this in SQLite and PostgreSQL alike; pg_stat_user_tables does not: it counts the rows
+   * of aborted transactions too, and reports late). `during` may throw; the counting is undone either way.
+   */
+  countWrites(store: StateStore, during: () => Promise<unknown>): Promise<number>;
+  /** What this store's StateErrors name it by, so that an operator knows which: the file's path, the database's name. */
+  named(store: StateStore): string;
+  /**
+   * `replica` and `leadershipCheckMs` of a store from open(), for toEqual (asymmetric matchers
+   * welcome): undefined for a store that is always alone (SQLite).
+   */
+  readonly alone: { readonly replica: unknown; readonly leadershipCheckMs: unknown };
+  /** Closes every store open() and reopen() gave that is still open, and removes what they left. Runs after each test. */
+  closeAll(): Promise<void>;
+}
+
+const HOUR = 3_600_000;
+const users3 = [riskUser(1, 'high'), riskUser(2, 'low'), riskUser(3, 'medium')];
+const impTravel = behavior('imp_travel', { risk_level: 'high' });
+const highDlp = behavior('high_dlp', { enabled: false });
+/** Every account these tests commit for. */
+const ACCOUNTS = [ACCOUNT.id, OTHER_ACCOUNT.id];
+const NOTHING_PENDING = { pending: 0, dead: 0 };
+
+/** The error `attempt` fails with; fails the test if it does not. */
+async function failureOf(attempt: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await attempt();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the attempt to fail, but it succeeded');
+}
+
+const eventIds = (deliveries: readonly { events: readonly RiskEvent[] }[]) => deliveries.map((d) => d.events.map((e) => e.id));
+
+export function describeStoreContract(name: string, harness: StoreHarness): void {
+  /**
+   * A fresh store that the harness closes after the test, which has asked to lead the accounts
+   * the tests commit for, as the daemon does before it polls (a store alone leads them all).
+   */
+  async function open(options?: StoreOptions): Promise<StateStore> {
+    return leading(await harness.open(options));
+  }
+
+  /** The same state, opened again by the next process after `store` closed. */
+  async function reopen(store: StateStore, options?: StoreOptions): Promise<StateStore> {
+    return leading(await harness.reopen(store, options));
+  }
+
+  async function leading(store: StateStore): Promise<StateStore> {
+    expect(await store.lead(ACCOUNTS)).toEqual(new Set(ACCOUNTS));
+    return store;
+  }
+
+  /** `error`, checked to be a StateError of one line with exit code 2 that names the store. */
+  function asStateError(store: StateStore, error: unknown): StateError {
+    expect(error).toBeInstanceOf(StateError);
+    const stateError = error as StateError;
+    expect(stateError.exitCode).toBe(2);
+    expect(stateError.message).not.toContain('\n');
+    expect(stateError.message).toContain(harness.named(store));
+    return stateError;
+  }
+
+  /** How `attempt` failed, and how many rows it wrote meanwhile. */
+  async function refusal(store: StateStore, attempt: () => Promise<unknown>): Promise<{ error: unknown; writes: number }> {
+    let error: unknown;
+    const writes = await harness.countWrites(store, async () => {
+      error = await failureOf(attempt);
+    });
+    return { error, writes };
+  }
+
+  describe(`StateStore contract: ${name}`, () => {
+    afterEach(() => harness.closeAll());
+
+    describe('a fresh store holds no snapshot until the first commit, then counts versions', () => {
+      it('reports version 0 and no snapshot, and has nothing to deliver', async () => {
+        const store = await open();
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.deliveryCounts()).toEqual(new Map());
+        expect(await store.nextDueAt('secops')).toBeUndefined();
+        expect(await store.claimDue('secops', T0 + HOUR, 10)).toEqual([]);
+      });
+
+      it('returns version 1 from the first commit, after which loadSnapshot returns the levels and behaviors committed', async () => {
+        const store = await open();
+        expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3, upsertBehaviors: [impTravel, highDlp] }) }))).toBe(1);
+        const loaded = await store.loadSnapshot(ACCOUNT.id);
+        expect({ ...loaded, snapshot: loaded.snapshot && { ...loaded.snapshot, userLevels: new Map(loaded.snapshot.userLevels) } }).toEqual({
+          version: 1,
+          snapshot: {
+            userLevels: new Map(users3.map((u) => [u.user_id, u.max_risk_level])),
+            behaviors: new Map([
+              ['imp_travel', impTravel],
+              ['high_dlp', highDlp],
+            ]),
+          },
+          missing: new Set(),
+        });
+      });
+
+      it('marks users a read missed, hands them back with the snapshot, and clears a mark when they return', async () => {
+        const store = await open();
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }));
+        await store.commitPoll(pollCommit({ expectedVersion: 1, missing: { mark: [users3[0]!.user_id, users3[1]!.user_id], clear: [] } }));
+        expect((await store.loadSnapshot(ACCOUNT.id)).missing).toEqual(new Set([users3[0]!.user_id, users3[1]!.user_id]));
+        await store.commitPoll(pollCommit({ expectedVersion: 2, missing: { mark: [], clear: [users3[1]!.user_id] } }));
+        expect((await store.loadSnapshot(ACCOUNT.id)).missing).toEqual(new Set([users3[0]!.user_id]));
+      });
+
+      it('applies the next commit, expecting version 1, as a delta on the stored snapshot and returns 2', async () => {
+        const store = await open();
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3, upsertBehaviors: [impTravel, highDlp] }) }));
+        const lowered = riskUser(1, 'low');
+        const newcomer = riskUser(4, 'high');
+        const enabled = { ...highDlp, enabled: true };
+        const added = behavior('sentinel_one');
+        const second = pollCommit({
+          expectedVersion: 1,
+          polledAt: T0 + 60_000,
+          delta: delta({ upsertUsers: [lowered, newcomer], removeUserIds: [riskUser(2).user_id], upsertBehaviors: [enabled, added], removeBehaviorIds: ['imp_travel'] }),
+        });
+        expect(await store.commitPoll(second)).toBe(2);
+        const { version, snapshot } = await store.loadSnapshot(ACCOUNT.id);
+        expect(version).toBe(2);
+        expect(new Map(snapshot?.userLevels)).toEqual(
+          new Map([
+            [lowered.user_id, 'low'],
+            [riskUser(3).user_id, 'medium'],
+            [newcomer.user_id, 'high'],
+          ]),
+        );
+        expect(snapshot?.behaviors).toEqual(
+          new Map([
+            ['high_dlp', enabled],
+            ['sentinel_one', added],
+          ]),
+        );
+      });
+
+      it("keeps each account's snapshot and version to itself", async () => {
+        const store = await open();
+        expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }))).toBe(1);
+        expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: [users3[0]!] }), expectedVersion: 1 }))).toBe(2);
+        expect(await store.loadSnapshot(OTHER_ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.commitPoll(pollCommit({ accountId: OTHER_ACCOUNT.id, delta: delta({ upsertUsers: [riskUser(9, 'medium')] }) }))).toBe(1);
+        expect(new Map((await store.loadSnapshot(OTHER_ACCOUNT.id)).snapshot?.userLevels)).toEqual(new Map([[riskUser(9).user_id, 'medium']]));
+        expect((await store.loadSnapshot(ACCOUNT.id)).snapshot?.userLevels.size).toBe(3);
+      });
+    });
+
+    describe('a commit against a version that is no longer current is refused and writes nothing', () => {
+      it.each([
+        ['0: another first poll got in first', 0],
+        ['2: a version this store never reached', 2],
+      ])('expectedVersion %s', async (_label, stale) => {
+        const store = await open();
+        const raised = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [raised], deliveries: [planned('secops', [raised])] }));
+        const snapshotBefore = await store.loadSnapshot(ACCOUNT.id);
+
+        const late = userEvent('evt-2', riskUser(5, 'high'), null, 'high');
+        const { error, writes } = await refusal(store, () =>
+          store.commitPoll(
+            pollCommit({
+              expectedVersion: stale,
+              polledAt: T0 + 60_000,
+              delta: delta({ upsertUsers: [riskUser(5, 'high'), riskUser(2, 'high')], removeUserIds: [riskUser(3).user_id], removeBehaviorIds: ['imp_travel'] }),
+              events: [late],
+              deliveries: [planned('secops', [late]), planned('incidents', [late])],
+            }),
+          ),
+        );
+        expect(error).toBeInstanceOf(StaleSnapshotError);
+        expect((error as Error).message).toContain(`account ${ACCOUNT.id}: snapshot version is 1, expected ${stale}`);
+
+        expect(writes).toBe(0);
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual(snapshotBefore);
+        expect(await store.loadUsers(ACCOUNT.id, [riskUser(5).user_id])).toEqual(new Map());
+        expect(await store.deliveryCounts()).toEqual(new Map([['secops', { pending: 1, dead: 0 }]]));
+      });
+    });
+
+    describe('a poll is committed in one transaction: all of it or none of it', () => {
+      it('writes nothing of a first commit that fails halfway (two events with one id), and says so in one line naming the store', async () => {
+        const store = await open();
+        const first = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+        const sameId = userEvent('evt-1', riskUser(3, 'medium'), null, 'medium');
+        const { error, writes } = await refusal(store, () =>
+          store.commitPoll(
+            pollCommit({
+              delta: delta({ upsertUsers: users3, upsertBehaviors: [impTravel] }),
+              events: [first, sameId],
+              deliveries: [planned('secops', [first, sameId])],
+            }),
+          ),
+        );
+        asStateError(store, error);
+        expect(writes).toBe(0);
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.loadUsers(ACCOUNT.id, users3.map((u) => u.user_id))).toEqual(new Map());
+        expect(await store.deliveryCounts()).toEqual(new Map());
+        expect(await store.nextDueAt('secops')).toBeUndefined();
+      });
+
+      it('keeps the previous snapshot whole when a later commit fails halfway (an event id already stored), and commits the redone poll', async () => {
+        const store = await open();
+        const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3, upsertBehaviors: [impTravel] }), events: [e1], deliveries: [planned('secops', [e1])] }));
+        const snapshotBefore = await store.loadSnapshot(ACCOUNT.id);
+
+        const change = delta({ upsertUsers: [riskUser(2, 'high'), riskUser(4, 'high')], removeUserIds: [riskUser(3).user_id], removeBehaviorIds: ['imp_travel'] });
+        const e2 = userEvent('evt-2', riskUser(2, 'high'), 'low', 'high', T0 + 60_000);
+        const reused = userEvent('evt-1', riskUser(4, 'high'), null, 'high', T0 + 60_000);
+        const { error, writes } = await refusal(store, () =>
+          store.commitPoll(
+            pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: change, events: [e2, reused], deliveries: [planned('secops', [e2, reused])] }),
+          ),
+        );
+        asStateError(store, error);
+        expect(writes).toBe(0);
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual(snapshotBefore);
+        expect(await store.deliveryCounts()).toEqual(new Map([['secops', { pending: 1, dead: 0 }]]));
+
+        // The failed commit left no transaction open: the redone poll, with fresh ids, goes through.
+        const e4 = userEvent('evt-4', riskUser(4, 'high'), null, 'high', T0 + 60_000);
+        expect(
+          await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: change, events: [e2, e4], deliveries: [planned('secops', [e2, e4])] })),
+        ).toBe(2);
+        const { snapshot } = await store.loadSnapshot(ACCOUNT.id);
+        expect(new Map(snapshot?.userLevels)).toEqual(
+          new Map([
+            [riskUser(1).user_id, 'high'],
+            [riskUser(2).user_id, 'high'],
+            [riskUser(4).user_id, 'high'],
+          ]),
+        );
+        expect(snapshot?.behaviors).toEqual(new Map());
+        expect((await store.claimDue('secops', T0 + 60_000, 10)).map((d) => d.events)).toEqual([[e1], [e2, e4]]);
+      });
+
+      it('writes nothing when the very last row fails (a second delivery that cannot be stored, after the first was)', async () => {
+        const store = await open();
+        const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+        const unstorable = { sink: null, accountId: ACCOUNT.id, eventIds: [e1.id] } as unknown as ReturnType<typeof planned>;
+        const { error, writes } = await refusal(store, () =>
+          store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [e1], deliveries: [planned('secops', [e1]), unstorable] })),
+        );
+        asStateError(store, error);
+        expect(writes).toBe(0);
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.deliveryCounts()).toEqual(new Map());
+      });
+
+      it('refuses a delivery of an event that is neither in the commit nor stored, writing nothing', async () => {
+        const store = await open();
+        const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+        const ghost = userEvent('evt-ghost', riskUser(2, 'high'), null, 'high');
+        const { error, writes } = await refusal(store, () =>
+          store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [e1], deliveries: [planned('secops', [e1]), planned('secops', [ghost])] })),
+        );
+        const stateError = asStateError(store, error);
+        expect(stateError.message).toMatch(/names event evt-ghost, which is not stored/);
+        expect(writes).toBe(0);
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.deliveryCounts()).toEqual(new Map());
+      });
+    });
+
+    describe('a steady poll writes only what changed', () => {
+      it('10 level changes and 2 departures among 100,000 users write 12 user rows, not 100,000', async () => {
+        const store = await open();
+        const everyone = Array.from({ length: 100_000 }, (_, n) => riskUser(n));
+        // The first poll writes everyone: which also shows that every row written is counted.
+        const baseline = await harness.countWrites(store, async () => {
+          expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: everyone, upsertBehaviors: [impTravel] }) }))).toBe(1);
+        });
+        expect(baseline).toBe(1 + 100_000 + 1); // the account, its users, its behavior
+
+        const raised = Array.from({ length: 10 }, (_, i) => riskUser(i * 9_973 + 17, 'high'));
+        const departed = [riskUser(4_242).user_id, riskUser(99_999).user_id];
+        const events = raised.map((u, i) => userEvent(`evt-${i}`, u, 'low', 'high', T0 + 60_000));
+        const steady = await harness.countWrites(store, async () => {
+          const version = await store.commitPoll(
+            pollCommit({
+              expectedVersion: 1,
+              polledAt: T0 + 60_000,
+              delta: delta({ upsertUsers: raised, removeUserIds: departed }),
+              events,
+              deliveries: [planned('secops', events)],
+            }),
+          );
+          expect(version).toBe(2);
+        });
+        expect(steady).toBe(1 + 12 + 10 + 1); // the account's version, 12 users, 10 events, 1 delivery
+
+        const { snapshot } = await store.loadSnapshot(ACCOUNT.id);
+        expect(snapshot?.userLevels.size).toBe(99_998);
+        for (const u of raised) expect(snapshot?.userLevels.get(u.user_id)).toBe('high');
+        for (const id of departed) expect(snapshot?.userLevels.has(id)).toBe(false);
+        expect(snapshot?.userLevels.get(riskUser(50_000).user_id)).toBe('low');
+      });
+    });
+
+    describe('loadUsers returns what was stored of users, for the events of those who left the summary', () => {
+      it('returns every stored field of the users asked for, and nothing for ids it never stored', async () => {
+        const store = await open();
+        const quiet = riskUser(1, 'high', { last_event: null, event_count: 0 });
+        const odd = riskUser(2, 'medium', { name: "Zoë O'Brien <b>&", email: 'zoë+risk@example.com' });
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: [quiet, odd, riskUser(3)] }) }));
+        expect(await store.loadUsers(ACCOUNT.id, [quiet.user_id, odd.user_id, riskUser(404).user_id])).toEqual(
+          new Map([
+            [quiet.user_id, quiet],
+            [odd.user_id, odd],
+          ]),
+        );
+        expect(await store.loadUsers(OTHER_ACCOUNT.id, [quiet.user_id])).toEqual(new Map());
+        expect(await store.loadUsers(ACCOUNT.id, [])).toEqual(new Map());
+      });
+
+      it('returns the fields of the latest commit, and nothing for a user removed since', async () => {
+        const store = await open();
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }));
+        const changed = riskUser(1, 'medium', { email: 'renamed@example.com', name: 'Renamed', event_count: 42, last_event: '2026-11-22T18:00:30Z' });
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: delta({ upsertUsers: [changed], removeUserIds: [riskUser(2).user_id] }) }));
+        expect(await store.loadUsers(ACCOUNT.id, users3.map((u) => u.user_id))).toEqual(
+          new Map([
+            [changed.user_id, changed],
+            [users3[2]!.user_id, users3[2]!],
+          ]),
+        );
+      });
+    });
+
+    describe('the outbox hands out due deliveries, and records what became of them', () => {
+      const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+      const e2 = behaviorEvent('evt-2', { ...highDlp, enabled: false }, 'behavior.disabled', { enabled: true, risk_level: 'medium' });
+      const e3 = userEvent('evt-3', riskUser(3, 'medium'), 'low', 'medium', T0 + 60_000);
+
+      /** Two polls: incidents gets one delivery per event, secops one group per poll. */
+      async function twoPolls(store: StateStore): Promise<void> {
+        await store.commitPoll(
+          pollCommit({
+            delta: delta({ upsertUsers: [riskUser(1, 'high')] }),
+            events: [e1, e2],
+            deliveries: [planned('incidents', [e1]), planned('secops', [e2, e1]), planned('incidents', [e2])],
+          }),
+        );
+        await store.commitPoll(
+          pollCommit({
+            expectedVersion: 1,
+            polledAt: T0 + 60_000,
+            delta: delta({ upsertUsers: [riskUser(3, 'medium')] }),
+            events: [e3],
+            deliveries: [planned('incidents', [e3])],
+          }),
+        );
+      }
+
+      it("claims a sink's due deliveries oldest first, each with the full events it was planned with, in their order", async () => {
+        const store = await open();
+        await twoPolls(store);
+        const incidents = await store.claimDue('incidents', T0 + 60_000, 10);
+        expect(incidents.map((d) => d.events)).toEqual([[e1], [e2], [e3]]);
+        expect(incidents.map((d) => d.id)).toEqual([...incidents.map((d) => d.id)].sort((a, b) => a - b));
+        expect(incidents.map(({ sink, accountId, attempts, createdAt }) => ({ sink, accountId, attempts, createdAt }))).toEqual([
+          { sink: 'incidents', accountId: ACCOUNT.id, attempts: 0, createdAt: T0 },
+          { sink: 'incidents', accountId: ACCOUNT.id, attempts: 0, createdAt: T0 },
+          { sink: 'incidents', accountId: ACCOUNT.id, attempts: 0, createdAt: T0 + 60_000 },
+        ]);
+        const secops = await store.claimDue('secops', T0 + 60_000, 10);
+        expect(secops.map((d) => d.events)).toEqual([[e2, e1]]);
+      });
+
+      it('hands out no more than `limit`, the oldest first', async () => {
+        const store = await open();
+        await twoPolls(store);
+        const now = T0 + 60_000;
+        expect(eventIds(await store.claimDue('incidents', now, 2))).toEqual([['evt-1'], ['evt-2']]);
+        expect(eventIds(await store.claimDue('incidents', now, 2))).toEqual([['evt-3']]);
+        expect(await store.claimDue('incidents', now, 2)).toEqual([]);
+      });
+
+      it('does not hand out a delivery before it is due', async () => {
+        const store = await open();
+        await twoPolls(store);
+        expect(eventIds(await store.claimDue('incidents', T0 + 59_999, 10))).toEqual([['evt-1'], ['evt-2']]);
+        expect(await store.nextDueAt('incidents')).toBe(T0 + 60_000);
+        expect(eventIds(await store.claimDue('incidents', T0 + 60_000, 10))).toEqual([['evt-3']]);
+      });
+
+      it('hides a claimed delivery from further claims until its lease runs out', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        const [claimed] = await store.claimDue('secops', T0 + 60_000, 10);
+        expect(claimed).toBeDefined();
+        expect(await store.claimDue('secops', T0 + 60_999, 10)).toEqual([]);
+        expect(await store.nextDueAt('secops')).toBe(T0 + 61_000);
+        const again = await store.claimDue('secops', T0 + 61_000, 10);
+        expect(again.map((d) => [d.id, d.attempts])).toEqual([[claimed!.id, 0]]);
+        expect(again[0]!.events).toEqual(claimed!.events);
+      });
+
+      it('delivered: never handed out again', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        const [delivery] = await store.claimDue('secops', T0, 10);
+        await store.recordOutcome(delivery!.id, { kind: 'delivered', at: T0 + 5 });
+        expect(await store.claimDue('secops', T0 + 48 * HOUR, 10)).toEqual([]);
+        expect(await store.nextDueAt('secops')).toBeUndefined();
+        expect((await store.deliveryCounts()).get('secops') ?? NOTHING_PENDING).toEqual(NOTHING_PENDING);
+      });
+
+      it('retry: handed out again at nextAttemptAt and not before, lease or no lease, with its attempts counted', async () => {
+        const store = await open(); // the default lease (minutes) outlasts the retry: recording the outcome must end it
+        await twoPolls(store);
+        const [first] = await store.claimDue('secops', T0, 10);
+        await store.recordOutcome(first!.id, { kind: 'retry', at: T0 + 5, nextAttemptAt: T0 + 30_000, error: 'HTTP 503' });
+        expect(await store.claimDue('secops', T0 + 29_999, 10)).toEqual([]);
+        expect(await store.nextDueAt('secops')).toBe(T0 + 30_000);
+        const [second] = await store.claimDue('secops', T0 + 30_000, 10);
+        expect([second?.id, second?.attempts]).toEqual([first!.id, 1]);
+        expect(second!.events).toEqual(first!.events);
+        await store.recordOutcome(second!.id, { kind: 'retry', at: T0 + 30_005, nextAttemptAt: T0 + 90_000, error: 'timeout' });
+        const [third] = await store.claimDue('secops', T0 + 90_000, 10);
+        expect([third?.id, third?.attempts]).toEqual([first!.id, 2]);
+        expect((await store.deliveryCounts()).get('secops')).toEqual({ pending: 1, dead: 0 });
+      });
+
+      it('dead: kept and counted as dead-lettered, never handed out again', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        const [first] = await store.claimDue('incidents', T0, 1);
+        await store.recordOutcome(first!.id, { kind: 'dead', at: T0 + 5, error: 'HTTP 404' });
+        expect((await store.deliveryCounts()).get('incidents')).toEqual({ pending: 2, dead: 1 });
+        expect(eventIds(await store.claimDue('incidents', T0 + 48 * HOUR, 10))).toEqual([['evt-2'], ['evt-3']]);
+      });
+
+      it("nextDueAt is the earliest time one of the sink's pending deliveries falls due", async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        expect(await store.nextDueAt('incidents')).toBe(T0);
+        expect(await store.nextDueAt('console')).toBeUndefined();
+        const [d1, d2] = await store.claimDue('incidents', T0, 2);
+        await store.recordOutcome(d1!.id, { kind: 'delivered', at: T0 + 1 });
+        await store.recordOutcome(d2!.id, { kind: 'retry', at: T0 + 1, nextAttemptAt: T0 + 300_000, error: 'HTTP 429' });
+        expect(await store.nextDueAt('incidents')).toBe(T0 + 60_000);
+        const [d3] = await store.claimDue('incidents', T0 + 60_000, 10);
+        await store.recordOutcome(d3!.id, { kind: 'dead', at: T0 + 60_001, error: 'HTTP 400' });
+        expect(await store.nextDueAt('incidents')).toBe(T0 + 300_000);
+        const [last] = await store.claimDue('incidents', T0 + 300_000, 10);
+        await store.recordOutcome(last!.id, { kind: 'delivered', at: T0 + 300_001 });
+        expect(await store.nextDueAt('incidents')).toBeUndefined();
+      });
+
+      it('prune forgets delivered history, and keeps what pending or dead-lettered deliveries still need', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        // incidents: e1 delivered, e2 dead, e3 pending; secops: [e2, e1] delivered.
+        const [i1, i2] = await store.claimDue('incidents', T0, 2);
+        await store.recordOutcome(i1!.id, { kind: 'delivered', at: T0 + 1 });
+        await store.recordOutcome(i2!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 400' });
+        const [s1] = await store.claimDue('secops', T0, 1);
+        await store.recordOutcome(s1!.id, { kind: 'delivered', at: T0 + 1 });
+        expect(await store.prune(T0)).toEqual({ deliveries: 0, events: 0 }); // nothing is that old yet
+        expect(await store.prune(T0 + 120_000)).toEqual({ deliveries: 2, events: 1 }); // e1: only delivered ones needed it
+        expect(await store.deliveryCounts()).toEqual(new Map([['incidents', { pending: 1, dead: 1 }]]));
+        const [pending] = await store.claimDue('incidents', T0 + 120_000, 10);
+        expect(eventIds([pending!])).toEqual([['evt-3']]);
+
+        // What was forgotten is gone: a delivery may no longer name e1, but it may name e2, kept whole for the dead-lettered one.
+        const forgotten = asStateError(store, await failureOf(() => store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, deliveries: [planned('console', [e1])] }))));
+        expect(forgotten.message).toMatch(/names event evt-1, which is not stored/);
+        expect(await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, deliveries: [planned('console', [e2])] }))).toBe(3);
+        expect((await store.claimDue('console', T0 + 120_000, 10)).map((d) => d.events)).toEqual([[e2]]);
+      });
+
+      it('deliveryCounts gives pending and dead-lettered deliveries per sink', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, deliveries: [planned('console', [e3])] }));
+        expect(await store.deliveryCounts()).toEqual(
+          new Map([
+            ['incidents', { pending: 3, dead: 0 }],
+            ['secops', { pending: 1, dead: 0 }],
+            ['console', { pending: 1, dead: 0 }],
+          ]),
+        );
+        const [i1, i2] = await store.claimDue('incidents', T0, 10);
+        await store.recordOutcome(i1!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 410' });
+        await store.recordOutcome(i2!.id, { kind: 'delivered', at: T0 + 1 });
+        const [c1] = await store.claimDue('console', T0 + 120_000, 10);
+        await store.recordOutcome(c1!.id, { kind: 'delivered', at: T0 + 120_001 });
+        const counts = await store.deliveryCounts();
+        expect(counts.get('incidents')).toEqual({ pending: 1, dead: 1 });
+        expect(counts.get('secops')).toEqual({ pending: 1, dead: 0 });
+        expect(counts.get('console') ?? NOTHING_PENDING).toEqual(NOTHING_PENDING);
+      });
+    });
+
+    describe('a sink held back (holdSink) hands out nothing waiting before the hold ends, nor anything committed meanwhile', () => {
+      const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+      const e2 = userEvent('evt-2', riskUser(2, 'high'), 'low', 'high');
+
+      /** secops: one delivery per event; incidents: one for both. */
+      async function onePoll(store: StateStore): Promise<void> {
+        await store.commitPoll(
+          pollCommit({ events: [e1, e2], deliveries: [planned('secops', [e1]), planned('secops', [e2]), planned('incidents', [e1, e2])] }),
+        );
+      }
+
+      it('moves what waits to the end of the hold, in its order, returns that end, and leaves other sinks alone', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await onePoll(store);
+        expect(await store.holdSink('secops', T0 + 30_000, T0)).toBe(T0 + 30_000);
+        expect(await store.claimDue('secops', T0 + 29_999, 10)).toEqual([]);
+        expect(await store.nextDueAt('secops')).toBe(T0 + 30_000);
+        expect(eventIds(await store.claimDue('incidents', T0, 10))).toEqual([['evt-1', 'evt-2']]);
+        const released = await store.claimDue('secops', T0 + 30_000, 10);
+        expect(eventIds(released)).toEqual([['evt-1'], ['evt-2']]);
+        expect(released.map((d) => d.attempts)).toEqual([0, 0]);
+      });
+
+      it('keeps the latest end asked: a shorter hold neither shortens it nor is refused', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await onePoll(store);
+        expect(await store.holdSink('secops', T0 + 60_000, T0)).toBe(T0 + 60_000);
+        expect(await store.holdSink('secops', T0 + 30_000, T0 + 1)).toBe(T0 + 60_000);
+        expect(await store.nextDueAt('secops')).toBe(T0 + 60_000);
+        expect(await store.claimDue('secops', T0 + 59_999, 10)).toEqual([]);
+        expect(await store.holdSink('secops', T0 + 90_000, T0 + 2)).toBe(T0 + 90_000);
+        expect(await store.nextDueAt('secops')).toBe(T0 + 90_000);
+        expect(eventIds(await store.claimDue('secops', T0 + 90_000, 10))).toEqual([['evt-1'], ['evt-2']]);
+      });
+
+      it('lets the delivery in flight that asked for the hold, retried at its end, go first when it ends', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await onePoll(store);
+        const [inFlight] = await store.claimDue('secops', T0, 1);
+        const until = await store.holdSink('secops', T0 + 30_000, T0 + 10);
+        await store.recordOutcome(inFlight!.id, { kind: 'retry', at: T0 + 10, nextAttemptAt: until, error: 'HTTP 503' });
+        expect(await store.claimDue('secops', T0 + 29_999, 10)).toEqual([]);
+        const released = await store.claimDue('secops', T0 + 30_000, 10);
+        expect(released.map((d) => [d.id, d.attempts])).toEqual([
+          [inFlight!.id, 1],
+          [expect.any(Number), 0],
+        ]);
+        expect(eventIds(released)).toEqual([['evt-1'], ['evt-2']]);
+      });
+
+      it('holds deliveries committed while the hold lasts, and not those committed after it ended', async () => {
+        const store = await open({ leaseMs: 1000 });
+        expect(await store.holdSink('secops', T0 + 30_000, T0)).toBe(T0 + 30_000); // nothing waits yet
+        await store.commitPoll(pollCommit({ polledAt: T0 + 10_000, events: [e1], deliveries: [planned('secops', [e1]), planned('incidents', [e1])] }));
+        expect(await store.nextDueAt('secops')).toBe(T0 + 30_000);
+        expect(await store.claimDue('secops', T0 + 29_999, 10)).toEqual([]);
+        expect(await store.nextDueAt('incidents')).toBe(T0 + 10_000);
+
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 40_000, events: [e2], deliveries: [planned('secops', [e2])] }));
+        const held = await store.claimDue('secops', T0 + 30_000, 10);
+        expect(eventIds(held)).toEqual([['evt-1']]);
+        await store.recordOutcome(held[0]!.id, { kind: 'delivered', at: T0 + 30_001 });
+        expect(await store.nextDueAt('secops')).toBe(T0 + 40_000);
+        expect(eventIds(await store.claimDue('secops', T0 + 40_000, 10))).toEqual([['evt-2']]);
+      });
+    });
+
+    describe('a store of this process alone leads every account it is asked about', () => {
+      it('lead() of a fresh store returns every id asked, and only those', async () => {
+        const store = await harness.open();
+        const ids = [ACCOUNT.id, OTHER_ACCOUNT.id, 'a0d5e1c6b4f24c8f9e7d3b2a1c0f9e8d'];
+        expect(await store.lead(ids)).toEqual(new Set(ids));
+        expect(await store.lead([OTHER_ACCOUNT.id])).toEqual(new Set([OTHER_ACCOUNT.id]));
+        expect(await store.lead([])).toEqual(new Set());
+      });
+
+      it('commits the polls of the accounts it leads', async () => {
+        const store = await harness.open();
+        expect(await store.lead(ACCOUNTS)).toEqual(new Set(ACCOUNTS));
+        expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }))).toBe(1);
+        expect(await store.commitPoll(pollCommit({ accountId: OTHER_ACCOUNT.id, delta: delta({ upsertUsers: users3 }) }))).toBe(1);
+        expect(await store.lead(ACCOUNTS)).toEqual(new Set(ACCOUNTS));
+        expect(await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000 }))).toBe(2);
+      });
+
+      it('leads them all again once reopened after close()', async () => {
+        const first = await harness.open();
+        expect(await first.lead(ACCOUNTS)).toEqual(new Set(ACCOUNTS));
+        const second = await harness.reopen(first);
+        expect(await second.lead(ACCOUNTS)).toEqual(new Set(ACCOUNTS));
+      });
+
+      it('says whether it shares the store: replica and leadershipCheckMs are as expected of a store alone', async () => {
+        const store = await harness.open();
+        expect({ replica: store.replica, leadershipCheckMs: store.leadershipCheckMs }).toEqual(harness.alone);
+        if (store.replica !== undefined) expect(store.replica).toMatch(/^\S[^\n]*$/);
+        if (store.leadershipCheckMs !== undefined) expect(store.leadershipCheckMs).toBeGreaterThan(0);
+      });
+    });
+
+    describe('what was committed survives close() and the next process opening the same state', () => {
+      const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+      const e2 = behaviorEvent('evt-2', behavior('sentinel_one'), 'behavior.added', null);
+
+      it('keeps the snapshot, the users, the events and the pending and dead deliveries', async () => {
+        const first = await open();
+        await first.commitPoll(
+          pollCommit({
+            delta: delta({ upsertUsers: users3, upsertBehaviors: [impTravel, behavior('sentinel_one')] }),
+            events: [e1, e2],
+            deliveries: [planned('secops', [e1, e2]), planned('incidents', [e1]), planned('incidents', [e2])],
+          }),
+        );
+        const [delivered, dead] = await first.claimDue('incidents', T0, 2);
+        await first.recordOutcome(delivered!.id, { kind: 'delivered', at: T0 + 1 });
+        await first.recordOutcome(dead!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 404' });
+        await first.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, deliveries: [planned('incidents', [e2])] }));
+        const snapshot = await first.loadSnapshot(ACCOUNT.id);
+
+        const second = await reopen(first);
+        expect(await second.loadSnapshot(ACCOUNT.id)).toEqual(snapshot);
+        expect(snapshot.version).toBe(2);
+        expect(await second.loadUsers(ACCOUNT.id, [users3[1]!.user_id])).toEqual(new Map([[users3[1]!.user_id, users3[1]!]]));
+        expect(await second.deliveryCounts()).toEqual(
+          new Map([
+            ['secops', { pending: 1, dead: 0 }],
+            ['incidents', { pending: 1, dead: 1 }],
+          ]),
+        );
+        expect((await second.claimDue('secops', T0 + HOUR, 10)).map((d) => d.events)).toEqual([[e1, e2]]);
+        expect((await second.claimDue('incidents', T0 + HOUR, 10)).map((d) => d.events)).toEqual([[e2]]);
+        expect(await second.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000 }))).toBe(3);
+      });
+
+      it('hands a delivery claimed but never settled by the last process to the next one at once, with the same events', async () => {
+        const first = await open(); // a lease of minutes
+        await first.commitPoll(pollCommit({ events: [e1, e2], deliveries: [planned('secops', [e1, e2])] }));
+        const [claimed] = await first.claimDue('secops', T0, 10);
+
+        const second = await reopen(first);
+        const again = await second.claimDue('secops', T0, 10);
+        expect(again.map((d) => [d.id, d.attempts])).toEqual([[claimed!.id, 0]]);
+        expect(again[0]!.events.map((e) => e.id)).toEqual(['evt-1', 'evt-2']);
+      });
+
+      it("keeps the users a read missed, and a sink's hold with what it holds back", async () => {
+        const first = await open({ leaseMs: 1000 });
+        await first.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), missing: { mark: [users3[2]!.user_id], clear: [] } }));
+        expect(await first.holdSink('secops', T0 + 30_000, T0)).toBe(T0 + 30_000);
+
+        const second = await reopen(first, { leaseMs: 1000 });
+        expect((await second.loadSnapshot(ACCOUNT.id)).missing).toEqual(new Set([users3[2]!.user_id]));
+        await second.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 10_000, events: [e1], deliveries: [planned('secops', [e1])] }));
+        expect(await second.nextDueAt('secops')).toBe(T0 + 30_000);
+        expect(await second.holdSink('secops', T0 + 20_000, T0 + 10_000)).toBe(T0 + 30_000);
+      });
+    });
+  });
+}
