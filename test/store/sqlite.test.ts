@@ -274,6 +274,13 @@ catch (e) { console.log(JSON.stringify({ name: e.name, exitCode: e.exitCode, mes
 });
 
 describe('one riskwatch process per state file', () => {
+  it('needs no leadership: the process holding the file commits any account without asking lead()', async () => {
+    const store = open();
+    expect(await store.commitPoll(pollCommit())).toBe(1);
+    expect(store.replica).toBeUndefined();
+    expect(store.leadershipCheckMs).toBeUndefined();
+  });
+
   it('refuses a second open while the first is open, naming this process, leaves the first undisturbed, and allows it once the first has closed', async () => {
     const first = open(file, { leaseMs: 1000 });
     const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
