@@ -6,7 +6,9 @@ import { StoredLevels } from '../detect/stored-levels.ts';
 import { maskSecret } from '../config/secret.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import {
+  DELIVERY_COUNTS_SQL,
   type Delivery,
+  type DeliveryCountRow,
   type DeliveryOutcome,
   LeadershipLostError,
   type PollCommit,
@@ -15,6 +17,7 @@ import {
   type StateStore,
   type StoredSnapshot,
   StoreUnavailableError,
+  tallyDeliveries,
 } from './store.ts';
 
 /** riskwatch keeps its tables in a schema of its own, so it can share a database with other programs. */
@@ -431,18 +434,9 @@ export class PostgresStore implements StateStore {
   }
 
   async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
-    const counts = new Map<string, { pending: number; dead: number }>();
-    const rows = await this.#query<{ sink: string; state: 'pending' | 'dead'; n: number }>(
-      'read the outbox',
-      "SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state",
-    );
-    for (const row of rows) {
-      const entry = counts.get(row.sink) ?? { pending: 0, dead: 0 };
-      entry[row.state] = row.n;
-      counts.set(row.sink, entry);
-    }
-    return counts;
+    return tallyDeliveries(await this.#query<DeliveryCountRow>('read the outbox', DELIVERY_COUNTS_SQL));
   }
+
 
   /**
    * Keeps what this replica leads, lets go of accounts no longer asked for or

@@ -9,8 +9,11 @@ import {
   type Delivery,
   type DeliveryOutcome,
   type PollCommit,
+  DELIVERY_COUNTS_SQL,
+  type DeliveryCountRow,
   StaleSnapshotError,
   StateError,
+  tallyDeliveries,
   type StateStore,
   type StoredSnapshot,
 } from './store.ts';
@@ -314,21 +317,9 @@ export class SqliteStore implements StateStore {
   }
 
   async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
-    const counts = new Map<string, { pending: number; dead: number }>();
-    const rows = this.#read('read the outbox', () =>
-      this.#stmt("SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state").all(),
-    ) as {
-      sink: string;
-      state: 'pending' | 'dead';
-      n: number;
-    }[];
-    for (const row of rows) {
-      const entry = counts.get(row.sink) ?? { pending: 0, dead: 0 };
-      entry[row.state] = row.n;
-      counts.set(row.sink, entry);
-    }
-    return counts;
+    return tallyDeliveries(this.#read('read the outbox', () => this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]));
   }
+
 
   /** One process per file: it leads every account, always. */
   async lead(accountIds: readonly string[]): Promise<ReadonlySet<string>> {

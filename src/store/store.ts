@@ -117,3 +117,22 @@ export class StaleSnapshotError extends Error {
     this.name = 'StaleSnapshotError';
   }
 }
+
+/** Pending and dead-lettered deliveries per sink and state: the same query on every store. */
+export const DELIVERY_COUNTS_SQL = "SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state";
+export interface DeliveryCountRow {
+  readonly sink: string;
+  readonly state: 'pending' | 'dead';
+  readonly n: number;
+}
+
+/** deliveryCounts() from the rows of DELIVERY_COUNTS_SQL. */
+export function tallyDeliveries(rows: readonly DeliveryCountRow[]): Map<string, { pending: number; dead: number }> {
+  const counts = new Map<string, { pending: number; dead: number }>();
+  for (const row of rows) {
+    const entry = counts.get(row.sink) ?? { pending: 0, dead: 0 };
+    entry[row.state] = row.n;
+    counts.set(row.sink, entry);
+  }
+  return counts;
+}
