@@ -121,7 +121,7 @@ const COMMANDS: Record<string, Command> = {
 
   once: async (options, io) => {
     const { config } = readConfig(options, io);
-    const store = await openStore(config);
+    const store = await openStore(config, { passing: true });
     const log = store.replica === undefined ? loggerFor(config) : loggerFor(config).child({ replica: store.replica });
     try {
       const daemon = assemble(config, { store, log });

@@ -58,8 +58,13 @@ export class Metrics {
     });
     const store = () => this.#store;
     let counts: Promise<Map<string, { pending: number; dead: number }>> | undefined;
+    // While the store cannot be read, the last counts stand: a scrape never fails for it (readiness says why).
+    let last = new Map<string, { pending: number; dead: number }>();
     // One store read per scrape serves both gauges.
-    const read = () => (counts ??= (store()?.deliveryCounts() ?? Promise.resolve(new Map())).finally(() => setImmediate(() => (counts = undefined))));
+    const read = () =>
+      (counts ??= (store()?.deliveryCounts() ?? Promise.resolve(new Map()))
+        .then((read) => (last = read), () => last)
+        .finally(() => setImmediate(() => (counts = undefined))));
     new Gauge({
       name: 'riskwatch_deliveries_pending',
       help: 'Deliveries waiting to be sent (including those waiting to be retried), by sink.',
@@ -72,7 +77,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'riskwatch_deliveries_dead_lettered',
-      help: 'Deliveries given up on and kept in the state file, by sink.',
+      help: 'Deliveries given up on and kept in the store, by sink.',
       labelNames: ['sink'],
       registers,
       async collect() {

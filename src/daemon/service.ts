@@ -170,10 +170,17 @@ export class Service {
     this.#pruning.unref();
   }
 
-  /** Deliveries for sinks no longer configured are kept, never dropped, and said out loud. */
+  /** Deliveries for sinks no longer configured are kept, never dropped, and said out loud (when the store answers). */
   async #reportOrphans(): Promise<void> {
     const configured = new Set(this.#config.sinks.map((s) => s.name));
-    for (const [sink, counts] of await this.#store.deliveryCounts()) {
+    let bySink: Map<string, { pending: number; dead: number }>;
+    try {
+      bySink = await this.#store.deliveryCounts();
+    } catch (error) {
+      this.#deps.log.warn({ err: (error as Error).message }, 'could not count pending deliveries per sink');
+      return;
+    }
+    for (const [sink, counts] of bySink) {
       if (!configured.has(sink) && counts.pending > 0) {
         this.#deps.log.warn(
           { sink, pending: counts.pending },

@@ -9,13 +9,14 @@ const MAX_LEADERSHIP_MS = 30_000;
 /**
  * Opens the store the config names: the SQLite file, or the PostgreSQL
  * database replicas share. A lease lasts one poll interval (30 s at most), so
- * a dead replica's accounts are polled again within two intervals.
+ * a dead replica's accounts are polled again within two intervals. A process
+ * `passing` through (`once`) polls only accounts no replica leads, and takes none from them.
  */
-export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>): Promise<StateStore> {
+export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>, options: { readonly passing?: boolean } = {}): Promise<StateStore> {
   const { state } = config;
   return state.kind === 'sqlite'
     ? SqliteStore.open(state.file)
-    : PostgresStore.open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS) });
+    : PostgresStore.open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS), passing: options.passing ?? false });
 }
 
 /**

@@ -83,6 +83,7 @@ const MIGRATIONS: readonly string[] = [
      replica text PRIMARY KEY,
      host text NOT NULL,
      pid integer NOT NULL,
+     passing boolean NOT NULL,
      started_at timestamptz NOT NULL,
      expires_at timestamptz NOT NULL
    );
@@ -102,11 +103,17 @@ export interface PostgresStoreOptions {
   readonly leadershipMs?: number;
   /** This process's name among the replicas. Default: host, pid and a random suffix. */
   readonly replica?: string;
-  readonly now?: () => number;
+  /**
+   * A process passing through (`once`): it polls only accounts no replica
+   * leads, and is not counted among the replicas the accounts are shared by.
+   */
+  readonly passing?: boolean;
 }
 
 /** Rows per statement when a commit writes many (a first poll of a big account). */
 const BATCH = 5000;
+/** Longest close() waits for the database: a stopping process does not hang on one that is gone. */
+const CLOSE_DEADLINE_MS = 3000;
 /** Users read per page when loading a snapshot, so a million users never sit in one result. */
 const LOAD_PAGE = 50_000;
 
@@ -126,11 +133,12 @@ export class PostgresStore implements StateStore {
   readonly #pool: pg.Pool;
   readonly #leaseMs: number;
   readonly #leadershipMs: number;
-  readonly #now: () => number;
-  /** Accounts whose lease this replica holds, as of the last renewal. */
-  #held = new Set<string>();
-  #lastRenewal = 0;
+  readonly #passing: boolean;
+  /** The accounts lead() last handed out: the background renewal keeps exactly these. */
+  #held: readonly string[] = [];
   #keepalive: NodeJS.Timeout | undefined;
+  /** The renewal in flight, if any: never two at once, and close() waits for it. */
+  #renewing: Promise<void> | undefined;
   #closed = false;
 
   private constructor(pool: pg.Pool, where: string, options: Required<PostgresStoreOptions>) {
@@ -140,7 +148,7 @@ export class PostgresStore implements StateStore {
     this.#leaseMs = options.leaseMs;
     this.#leadershipMs = options.leadershipMs;
     this.leadershipCheckMs = Math.max(100, Math.floor(options.leadershipMs / 3));
-    this.#now = options.now;
+    this.#passing = options.passing;
   }
 
   /**
@@ -151,13 +159,13 @@ export class PostgresStore implements StateStore {
    */
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const where = `state database ${maskSecret(url)}`;
-    const pool = createPool(url);
     const full: Required<PostgresStoreOptions> = {
       leaseMs: options.leaseMs ?? 5 * 60_000,
       leadershipMs: options.leadershipMs ?? 30_000,
       replica: options.replica ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`,
-      now: options.now ?? Date.now,
+      passing: options.passing ?? false,
     };
+    const pool = createPool(url, full.leadershipMs);
     const store = new PostgresStore(pool, where, full);
     try {
       await store.#transaction('migrate the schema', async (client) => {
@@ -169,6 +177,7 @@ export class PostgresStore implements StateStore {
       await pool.end().catch(() => {});
       throw error;
     }
+    // Renewal failures need no word here: lead() meets the same database and says it.
     store.#keepalive = setInterval(() => void store.#renew().catch(() => {}), store.leadershipCheckMs);
     store.#keepalive.unref();
     return store;
@@ -177,7 +186,7 @@ export class PostgresStore implements StateStore {
   /** For check-config: the schema version of the database at `url` (0 before the first run), changing nothing. */
   static async inspect(url: string): Promise<{ version: number; current: number }> {
     const where = `state database ${maskSecret(url)}`;
-    const pool = createPool(url);
+    const pool = createPool(url, 30_000);
     try {
       const client = await pool.connect().catch((error: unknown) => {
         throw asStateError(error, where, 'connect');
@@ -246,17 +255,13 @@ export class PostgresStore implements StateStore {
   async commitPoll(commit: PollCommit): Promise<number> {
     const { accountId, delta, polledAt } = commit;
     return this.#transaction('commit the poll', async (client) => {
-      // Fencing: the lease row stays locked until commit, so no replica can take the account over in between.
-      const lease = (
-        await client.query<{ ok: boolean }>('SELECT holder = $2 AND expires_at > clock_timestamp() AS ok FROM leases WHERE account_id = $1 FOR UPDATE', [
-          accountId,
-          this.replica,
-        ])
-      ).rows[0];
-      if (!lease?.ok) {
-        this.#held.delete(accountId);
-        throw new LeadershipLostError(accountId, this.replica);
-      }
+      // Fencing: the lease must be this replica's and unexpired; the update renews it and keeps its row
+      // locked until the commit, so no replica can take the account over in between.
+      const lease = await client.query(
+        "UPDATE leases SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' WHERE account_id = $1 AND holder = $2 AND expires_at > clock_timestamp()",
+        [accountId, this.replica, this.#leadershipMs],
+      );
+      if (lease.rowCount !== 1) throw new LeadershipLostError(accountId, this.replica);
       const current = (await client.query<{ version: number }>('SELECT version FROM accounts WHERE account_id = $1 FOR UPDATE', [accountId])).rows[0]?.version ?? 0;
       if (current !== commit.expectedVersion) throw new StaleSnapshotError(accountId, commit.expectedVersion, current);
       const version = current + 1;
@@ -442,84 +447,106 @@ export class PostgresStore implements StateStore {
    * Keeps what this replica leads, lets go of accounts no longer asked for or
    * beyond its fair share (accounts ÷ live replicas, rounded up), and takes
    * free or expired leases up to that share, so the accounts spread over the
-   * replicas and a dead one's are taken over once its leases expire.
+   * replicas and a dead one's are taken over once its leases expire. Each
+   * statement stands alone and skips rows a commit has locked, so a long
+   * commit never holds up leadership.
    */
   async lead(accountIds: readonly string[]): Promise<ReadonlySet<string>> {
     const wanted = [...new Set(accountIds)].sort();
-    return this.#transaction('take the lead', async (client) => {
-      await this.#heartbeat(client);
-      await client.query('INSERT INTO leases (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [wanted]);
-      const held = new Set((await this.#renewLeases(client)).filter((id) => wanted.includes(id)));
-      const live = (await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM replicas WHERE expires_at > clock_timestamp()')).rows[0]!.n;
-      const share = Math.ceil(wanted.length / Math.max(1, live));
-      const kept = [...held].sort().slice(0, share);
-      await client.query("UPDATE leases SET holder = NULL, expires_at = '-infinity' WHERE holder = $1 AND NOT (account_id = ANY($2::text[]))", [this.replica, kept]);
-      const taken =
-        kept.length < share
-          ? (
-              await client.query<{ account_id: string }>(
-                `UPDATE leases SET holder = $1, expires_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE account_id IN (
-                   SELECT account_id FROM leases WHERE account_id = ANY($3::text[]) AND (holder IS NULL OR expires_at <= clock_timestamp())
-                   ORDER BY account_id LIMIT $4 FOR UPDATE SKIP LOCKED
-                 ) RETURNING account_id`,
-                [this.replica, this.#leadershipMs, wanted, share - kept.length],
-              )
-            ).rows.map((r) => r.account_id)
-          : [];
-      this.#held = new Set([...kept, ...taken]);
-      this.#lastRenewal = this.#now();
-      return new Set(this.#held);
-    });
+    const wantedSet = new Set(wanted);
+    const ms = this.#leadershipMs;
+    try {
+      return await this.#session('take the lead', async (client) => {
+        await this.#heartbeat(client);
+        await client.query('INSERT INTO leases (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [wanted]);
+        const mine = (await client.query<{ account_id: string }>('SELECT account_id FROM leases WHERE holder = $1 AND expires_at > clock_timestamp() ORDER BY account_id', [
+            this.replica,
+          ])).rows
+          .map((r) => r.account_id)
+          .filter((id) => wantedSet.has(id));
+        const live = (await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM replicas WHERE expires_at > clock_timestamp() AND NOT passing')).rows[0]!.n;
+        const share = this.#passing ? wanted.length : Math.ceil(wanted.length / Math.max(1, live));
+        const kept = mine.slice(0, share);
+        await this.#renewLeases(client, kept);
+        await client.query(
+          `UPDATE leases SET holder = NULL, expires_at = '-infinity' WHERE account_id IN (
+             SELECT account_id FROM leases WHERE holder = $1 AND NOT (account_id = ANY($2::text[])) FOR UPDATE SKIP LOCKED
+           ) AND holder = $1`,
+          [this.replica, kept],
+        );
+        const taken =
+          kept.length < share
+            ? (
+                await client.query<{ account_id: string }>(
+                  `UPDATE leases SET holder = $1, expires_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE account_id IN (
+                     SELECT account_id FROM leases WHERE account_id = ANY($3::text[]) AND (holder IS NULL OR expires_at <= clock_timestamp())
+                     ORDER BY account_id LIMIT $4 FOR UPDATE SKIP LOCKED
+                   ) RETURNING account_id`,
+                  [this.replica, ms, wanted, share - kept.length],
+                )
+              ).rows.map((r) => r.account_id)
+            : [];
+        this.#held = [...kept, ...taken];
+        return new Set(this.#held);
+      });
+    } catch (error) {
+      // The caller stops polling when this fails: stop renewing too, so the leases lapse and
+      // other replicas take the accounts over rather than nobody polling them.
+      this.#held = [];
+      throw error;
+    }
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#keepalive);
-    // Let go at once (best effort: if the database is gone, the leases simply expire).
-    try {
+    await this.#renewing?.catch(() => {});
+    this.#held = [];
+    // Let go at once (best effort, and not for long: if the database is gone, the leases simply expire).
+    const release = (async () => {
       await this.#pool.query("UPDATE leases SET holder = NULL, expires_at = '-infinity' WHERE holder = $1", [this.replica]);
       await this.#pool.query('DELETE FROM replicas WHERE replica = $1', [this.replica]);
-    } catch {
-      // the leases expire by themselves
-    }
-    this.#held.clear();
-    await this.#pool.end().catch(() => {});
+    })();
+    await Promise.race([release.catch(() => {}), new Promise((resolve) => setTimeout(resolve, CLOSE_DEADLINE_MS).unref())]);
+    await Promise.race([this.#pool.end().catch(() => {}), new Promise((resolve) => setTimeout(resolve, CLOSE_DEADLINE_MS).unref())]);
   }
 
-  /** The heartbeat and the held leases, pushed forward; runs in the background every leadershipCheckMs. */
-  async #renew(): Promise<void> {
-    if (this.#closed) return;
-    try {
-      await this.#transaction('renew leases', async (client) => {
-        await this.#heartbeat(client);
-        this.#held = new Set(await this.#renewLeases(client));
-      });
-      this.#lastRenewal = this.#now();
-    } catch (error) {
-      // Unrenewed leases expire in the database by themselves; stop believing in them as they do.
-      if (this.#now() - this.#lastRenewal > this.#leadershipMs) this.#held.clear();
-      throw error;
-    }
+  /** The heartbeat, and the leases lead() last handed out, pushed forward; in the background every leadershipCheckMs. */
+  #renew(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#renewing ??= this.#session('renew leases', async (client) => {
+      await this.#heartbeat(client);
+      await this.#renewLeases(client, this.#held);
+    }).finally(() => {
+      this.#renewing = undefined;
+    });
+    return this.#renewing;
   }
 
+  /** This replica is alive for another lease period (a statement of its own: nothing it waits on can hold it back). */
   async #heartbeat(client: pg.PoolClient): Promise<void> {
     await client.query(
-      `INSERT INTO replicas (replica, host, pid, started_at, expires_at) VALUES ($1, $2, $3, now(), clock_timestamp() + $4 * interval '1 millisecond')
+      `INSERT INTO replicas (replica, host, pid, passing, started_at, expires_at) VALUES ($1, $2, $3, $4, now(), clock_timestamp() + $5 * interval '1 millisecond')
        ON CONFLICT (replica) DO UPDATE SET expires_at = excluded.expires_at`,
-      [this.replica, hostname(), process.pid, this.#leadershipMs],
+      [this.replica, hostname(), process.pid, this.#passing, this.#leadershipMs],
     );
     // Replicas long gone leave no trace (an hour: long enough to read who held what after a failover).
     await client.query("DELETE FROM replicas WHERE expires_at < clock_timestamp() - interval '1 hour'");
   }
 
-  /** Pushes this replica's leases forward and returns the accounts they are for (a lease taken over is not among them). */
-  async #renewLeases(client: pg.PoolClient): Promise<string[]> {
-    const rows = await client.query<{ account_id: string }>(
-      "UPDATE leases SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE holder = $1 RETURNING account_id",
-      [this.replica, this.#leadershipMs],
+  /**
+   * Pushes these leases forward where this replica still holds them. A lease a commit has
+   * locked is skipped: the commit renews it itself.
+   */
+  async #renewLeases(client: pg.PoolClient, accountIds: readonly string[]): Promise<void> {
+    if (accountIds.length === 0) return;
+    await client.query(
+      `UPDATE leases SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' WHERE account_id IN (
+         SELECT account_id FROM leases WHERE holder = $1 AND account_id = ANY($2::text[]) FOR UPDATE SKIP LOCKED
+       ) AND holder = $1`,
+      [this.replica, accountIds, this.#leadershipMs],
     );
-    return rows.rows.map((r) => r.account_id);
   }
 
   async #query<R extends pg.QueryResultRow>(what: string, text: string, values?: unknown[]): Promise<R[]> {
@@ -530,13 +557,31 @@ export class PostgresStore implements StateStore {
     }
   }
 
-  async #transaction<T>(what: string, body: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
-    let client: pg.PoolClient;
+  /** Statements on one connection, each committed on its own. */
+  async #session<T>(what: string, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#connect();
+    let broken: Error | undefined;
     try {
-      client = await this.#pool.connect();
+      return await body(client);
     } catch (error) {
+      broken = error as Error;
       throw asStateError(error, this.where, what);
+    } finally {
+      // After a failure the connection may be gone or mid-statement: don't hand it out again.
+      client.release(broken);
     }
+  }
+
+  async #connect(): Promise<pg.PoolClient> {
+    try {
+      return await this.#pool.connect();
+    } catch (error) {
+      throw asStateError(error, this.where, 'connect');
+    }
+  }
+
+  async #transaction<T>(what: string, body: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+    const client = await this.#connect();
     let broken: Error | undefined;
     try {
       await client.query(begin);
@@ -558,21 +603,36 @@ export class PostgresStore implements StateStore {
   }
 }
 
-function createPool(url: string): pg.Pool {
+/**
+ * The connections of one store. On each: riskwatch's schema, and server-side limits, so
+ * that a replica frozen mid-transaction (SIGSTOP, a lost node) does not keep its locks, and
+ * with them an account's lease, for longer than a lease lasts.
+ */
+function createPool(url: string, leadershipMs: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
-    // Polls, sink lanes, leases and scrapes share these; a slow first commit of a big account must not starve the lease renewals.
+    // Polls, sink lanes, leases and scrapes share these.
     max: 16,
-    connectionTimeoutMillis: 30_000,
+    connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     query_timeout: 60_000,
+    keepAlive: true,
     application_name: 'riskwatch',
-    options: `-c search_path=${SCHEMA}`,
     // Epoch milliseconds and counts are bigint: as numbers, not strings (safe far beyond any of ours).
     types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 ? Number : pg.types.getTypeParser(oid, format as 'text'))) as pg.CustomTypesConfig['getTypeParser'] },
   });
-  // An idle connection the server dropped (a restart) must not bring the process down; the next query reconnects.
+  // A connection the server drops (a restart) must not bring the process down: the query that
+  // was using it fails and says so, and the pool opens a new one for the next.
   pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+    // Queued ahead of whatever the connection is wanted for; set here, not in the URL's options, which a user may also set.
+    client
+      .query(
+        `SET search_path TO ${SCHEMA}; SET statement_timeout = 60000; SET idle_in_transaction_session_timeout = ${Math.max(1000, Math.round(leadershipMs))}`,
+      )
+      .catch(() => {});
+  });
   return pool;
 }
 
@@ -589,7 +649,10 @@ async function schemaVersion(client: pg.PoolClient, where: string): Promise<numb
 async function migrate(client: pg.PoolClient, where: string, version: number): Promise<void> {
   if (version === PG_SCHEMA_VERSION) return;
   if (version === 0) {
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
+    // Only when missing: creating needs CREATE on the database even with IF NOT EXISTS, and an
+    // operator may have made the schema for a user who lacks it.
+    const exists = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [SCHEMA]);
+    if (exists.rowCount === 0) await client.query(`CREATE SCHEMA ${SCHEMA}`);
     const tables = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = $1", [SCHEMA]);
     if (tables.rows[0]!.n > 0) throw new StateError(`${where}: schema "${SCHEMA}" holds tables that are not riskwatch's; give riskwatch a database of its own`);
     await client.query(`CREATE TABLE ${SCHEMA}.schema_version (version integer NOT NULL)`);

@@ -1,0 +1,190 @@
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PG_SCHEMA_VERSION, PostgresStore, type PostgresStoreOptions } from '../../src/store/postgres.ts';
+import { LeadershipLostError, StateError, StoreUnavailableError } from '../../src/store/store.ts';
+import { freshDatabase } from '../support/postgres.ts';
+import { ACCOUNT, OTHER_ACCOUNT, planned, pollCommit, riskUser, T0, userEvent } from '../support/store-fixtures.ts';
+
+/**
+ * What the PostgreSQL store does beyond the shared contract (test/store/contract.ts):
+ * replicas sharing it, and a database that misbehaves underneath.
+ */
+
+const opened: PostgresStore[] = [];
+const admins: pg.Client[] = [];
+
+afterEach(async () => {
+  for (const store of opened.splice(0)) await store.close();
+  for (const admin of admins.splice(0)) await admin.end().catch(() => {});
+});
+
+async function open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+  const store = await PostgresStore.open(url, options);
+  opened.push(store);
+  return store;
+}
+
+/** A plain connection to the same database, to do what a test needs behind the store's back. */
+async function admin(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  admins.push(client);
+  return client;
+}
+
+const ACCOUNTS = Array.from({ length: 10 }, (_, i) => i.toString(16).repeat(32));
+
+describe('replicas starting together', () => {
+  it('migrate one after the other: five stores opened at once on an empty database all come up on the current schema', async () => {
+    const url = await freshDatabase();
+    await Promise.all(Array.from({ length: 5 }, () => open(url)));
+    const db = await admin(url);
+    expect((await db.query('SELECT version FROM riskwatch.schema_version')).rows).toEqual([{ version: PG_SCHEMA_VERSION }]);
+  });
+
+  it('use a schema made for them by an operator, by a user who may not create schemas', async () => {
+    const url = await freshDatabase();
+    const db = await admin(url);
+    const role = `rw_limited_${Math.random().toString(16).slice(2, 8)}`;
+    const database = new URL(url).pathname.slice(1);
+    await db.query(`CREATE ROLE ${role} LOGIN`);
+    await db.query(`REVOKE CREATE ON DATABASE ${database} FROM PUBLIC`);
+    await db.query(`CREATE SCHEMA riskwatch AUTHORIZATION ${role}`);
+    const limited = new URL(url);
+    limited.username = role;
+    const store = await open(limited.toString());
+    expect(await store.lead([ACCOUNT.id])).toEqual(new Set([ACCOUNT.id]));
+  });
+
+  it('refuse a database a newer riskwatch migrated, in one line', async () => {
+    const url = await freshDatabase();
+    await (await PostgresStore.open(url)).close();
+    await (await admin(url)).query('UPDATE riskwatch.schema_version SET version = 99');
+    const error = await PostgresStore.open(url).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StateError);
+    expect((error as Error).message).toMatch(/was written by a newer riskwatch \(schema 99; this one knows up to \d+\); upgrade riskwatch$/);
+  });
+});
+
+describe('accounts spread over the live replicas, each led by one', () => {
+  it('gives each of three replicas its share, none twice, and hands a closed replica’s accounts to the others', async () => {
+    const url = await freshDatabase();
+    const [a, b, c] = await Promise.all([open(url), open(url), open(url)]);
+    // Each asks a few times, as the daemon does: those over their share let go, the others take.
+    for (let round = 0; round < 3; round++) for (const store of [a!, b!, c!]) await store.lead(ACCOUNTS);
+    const shares = await Promise.all([a!, b!, c!].map((s) => s.lead(ACCOUNTS)));
+    // At most ceil(10 / 3) each, and every account led by exactly one.
+    for (const share of shares) {
+      expect(share.size).toBeGreaterThanOrEqual(1);
+      expect(share.size).toBeLessThanOrEqual(4);
+    }
+    expect(shares.reduce((n, s) => n + s.size, 0)).toBe(ACCOUNTS.length);
+    expect(new Set(shares.flatMap((s) => [...s]))).toEqual(new Set(ACCOUNTS));
+
+    await c!.close();
+    const after = [await a!.lead(ACCOUNTS), await b!.lead(ACCOUNTS)];
+    expect(after.map((s) => s.size)).toEqual([5, 5]);
+    expect(new Set(after.flatMap((s) => [...s]))).toEqual(new Set(ACCOUNTS));
+  });
+
+  it('a process passing through (once) takes only accounts nobody leads, and takes none away', async () => {
+    const url = await freshDatabase();
+    const replica = await open(url);
+    expect((await replica.lead(ACCOUNTS.slice(0, 8))).size).toBe(8);
+    const passing = await open(url, { passing: true });
+    expect(await passing.lead(ACCOUNTS)).toEqual(new Set(ACCOUNTS.slice(8)));
+    expect((await replica.lead(ACCOUNTS.slice(0, 8))).size).toBe(8);
+  });
+
+  it('a long commit holding a lease row does not hold up lead(): it answers at once and keeps the account', async () => {
+    const url = await freshDatabase();
+    const store = await open(url);
+    expect(await store.lead([ACCOUNT.id, OTHER_ACCOUNT.id])).toEqual(new Set([ACCOUNT.id, OTHER_ACCOUNT.id]));
+    const db = await admin(url);
+    await db.query('BEGIN');
+    await db.query('SELECT * FROM riskwatch.leases WHERE account_id = $1 FOR UPDATE', [ACCOUNT.id]);
+    try {
+      const answer = await Promise.race([store.lead([ACCOUNT.id, OTHER_ACCOUNT.id]), new Promise((resolve) => setTimeout(() => resolve('blocked'), 5000))]);
+      expect(answer).toEqual(new Set([ACCOUNT.id, OTHER_ACCOUNT.id]));
+    } finally {
+      await db.query('ROLLBACK');
+    }
+  });
+});
+
+describe('fencing: a replica commits only while it holds the account’s lease', () => {
+  it('refuses the commit of a replica whose lease was taken over, and writes nothing', async () => {
+    const url = await freshDatabase();
+    const stale = await open(url, { leadershipMs: 60_000 });
+    expect(await stale.lead([ACCOUNT.id])).toEqual(new Set([ACCOUNT.id]));
+    // Its lease lapses (as if it had been frozen), and another replica takes the account over.
+    await (await admin(url)).query("UPDATE riskwatch.leases SET expires_at = now() - interval '1 second'");
+    const next = await open(url);
+    expect(await next.lead([ACCOUNT.id])).toEqual(new Set([ACCOUNT.id]));
+
+    const user = riskUser(1, 'high');
+    const event = userEvent('evt-stale', user, 'low', 'high');
+    const error = await stale.commitPoll(pollCommit({ delta: { upsertUsers: [user], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] }, events: [event], deliveries: [planned('hook', [event])] })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LeadershipLostError);
+    expect((error as Error).message).toBe(`account ${ACCOUNT.id}: replica ${stale.replica} does not hold its lease (it lapsed, or another replica took the account over); nothing was committed`);
+    expect((await next.loadSnapshot(ACCOUNT.id)).version).toBe(0);
+    expect(await next.deliveryCounts()).toEqual(new Map());
+    expect(await next.commitPoll(pollCommit())).toBe(1);
+  });
+});
+
+describe('one outbox for every replica', () => {
+  it('frees the claims of a replica whose heartbeat lapsed at once, and ignores the outcome it reports late', async () => {
+    const url = await freshDatabase();
+    const dead = await open(url, { leadershipMs: 60_000 });
+    const alive = await open(url);
+    await dead.lead([ACCOUNT.id]);
+    const event = userEvent('evt-1', riskUser(1, 'high'), 'low', 'high');
+    await dead.commitPoll(pollCommit({ events: [event], deliveries: [planned('hook', [event])] }));
+    const [claimed] = await dead.claimDue('hook', T0, 16);
+    expect(claimed).toBeDefined();
+    // The claim is invisible while its replica lives…
+    expect(await alive.claimDue('hook', T0 + 1000, 16)).toEqual([]);
+    // …and free as soon as its heartbeat lapses, with the same event (and so the same webhook-id).
+    await (await admin(url)).query("UPDATE riskwatch.replicas SET expires_at = now() - interval '1 second' WHERE replica = $1", [dead.replica]);
+    const [again] = await alive.claimDue('hook', T0 + 1000, 16);
+    expect(again?.id).toBe(claimed!.id);
+    expect(again?.events.map((e) => e.id)).toEqual(['evt-1']);
+
+    // The first replica wakes up and reports a failure: the claim is no longer its own, so nothing changes.
+    await dead.recordOutcome(claimed!.id, { kind: 'retry', at: T0 + 2000, nextAttemptAt: T0 + 60_000, error: 'late' });
+    await alive.recordOutcome(claimed!.id, { kind: 'delivered', at: T0 + 2000 });
+    expect(await alive.deliveryCounts()).toEqual(new Map());
+  });
+});
+
+describe('a database that goes away under a connection', () => {
+  it('fails the call in flight with one line saying the store cannot be reached, and the next call works', async () => {
+    const url = await freshDatabase();
+    const store = await open(url);
+    await store.lead([ACCOUNT.id]);
+    await store.commitPoll(pollCommit({ delta: { upsertUsers: [riskUser(1)], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] } }));
+    const db = await admin(url);
+    // A snapshot read waits on a lock, and its connection is cut meanwhile (what a restart or failover does).
+    await db.query('BEGIN');
+    await db.query('LOCK TABLE riskwatch.users IN ACCESS EXCLUSIVE MODE');
+    const reading = store.loadSnapshot(ACCOUNT.id).catch((e: unknown) => e);
+    await waitFor(async () => (await db.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'riskwatch' AND wait_event_type = 'Lock'")).rowCount! > 0);
+    await db.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'riskwatch' AND wait_event_type = 'Lock'");
+    const error = await reading;
+    await db.query('ROLLBACK');
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect((error as Error).message).toMatch(/^state database postgres:\/\/\S+: cannot read the snapshot: /);
+    expect((error as Error).message).not.toContain('\n');
+    expect((await store.loadSnapshot(ACCOUNT.id)).version).toBe(1);
+  });
+});
+
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
