@@ -1,5 +1,4 @@
 import type { Config, StateConfig } from '../config/config.ts';
-import { PostgresStore } from './postgres.ts';
 import { SqliteStore } from './sqlite.ts';
 import type { StateStore } from './store.ts';
 
@@ -16,7 +15,7 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
   const { state } = config;
   return state.kind === 'sqlite'
     ? SqliteStore.open(state.file)
-    : PostgresStore.open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS), passing: options.passing ?? false });
+    : (await postgres()).open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS), passing: options.passing ?? false });
 }
 
 /**
@@ -27,7 +26,7 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
  */
 export async function inspectStore(state: StateConfig): Promise<string | undefined> {
   if (state.kind === 'sqlite') return undefined;
-  const { version, current } = await PostgresStore.inspect(state.url.reveal());
+  const { version, current } = await (await postgres()).inspect(state.url.reveal());
   const schema =
     version === current
       ? `schema version ${version}, current`
@@ -35,4 +34,9 @@ export async function inspectStore(state: StateConfig): Promise<string | undefin
         ? 'no schema yet: the first riskwatch to start creates it'
         : `schema version ${version}: riskwatch migrates it to ${current} at start`;
   return `state database ${state.url.masked} answers; ${schema}`;
+}
+
+/** The PostgreSQL store and its driver are loaded only by those who use them (about 10 MB of memory). */
+async function postgres(): Promise<typeof import('./postgres.ts').PostgresStore> {
+  return (await import('./postgres.ts')).PostgresStore;
 }
