@@ -1,5 +1,6 @@
 import type { SnapshotDelta } from './diff.ts';
 import { LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
+import { UserIdMap } from './user-id-map.ts';
 
 /**
  * The stored level of every user of an account, as the diff reads it (a
@@ -11,7 +12,7 @@ import { LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model
  */
 export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
   /** User id → rank + 4 × the last read that saw them at that level. */
-  readonly #known = new Map<string, number>();
+  readonly #known = new UserIdMap();
   #read = 0;
   #unchanged = 0;
 
@@ -42,19 +43,19 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
     return this.#known.has(userId);
   }
   *entries(): MapIterator<[string, RiskLevel]> {
-    for (const [id, known] of this.#known) yield [id, levelOf(known)];
+    for (const [id, known] of this.#known.entries()) yield [id, levelOf(known)];
   }
   keys(): MapIterator<string> {
     return this.#known.keys();
   }
   *values(): MapIterator<RiskLevel> {
-    for (const known of this.#known.values()) yield levelOf(known);
+    for (const [, known] of this.#known.entries()) yield levelOf(known);
   }
   [Symbol.iterator](): MapIterator<[string, RiskLevel]> {
     return this.entries();
   }
   forEach(callback: (value: RiskLevel, key: string, map: ReadonlyMap<string, RiskLevel>) => void): void {
-    for (const [id, known] of this.#known) callback(levelOf(known), id, this);
+    for (const [id, known] of this.#known.entries()) callback(levelOf(known), id, this);
   }
 
   /** Follows a commit: the stored levels changed where the delta says. */

@@ -1,0 +1,53 @@
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { UserIdMap } from '../../src/detect/user-id-map.ts';
+import { mulberry32 } from '../support/random.ts';
+
+describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
+  it('keeps UUIDs and other ids, gives them back exactly, and forgets deleted ones', () => {
+    const map = new UserIdMap();
+    const uuid = '7f3e9a2c-41b0-4d8e-9c1a-0b2c3d4e5f60';
+    const ids = [uuid, 'user-42', '7F3E9A2C-41B0-4D8E-9C1A-0B2C3D4E5F60', '7f3e9a2c41b04d8e9c1a0b2c3d4e5f60', '00000000-0000-0000-0000-000000000000', ''];
+    ids.forEach((id, i) => map.set(id, i));
+    expect(map.size).toBe(ids.length);
+    expect(ids.map((id) => map.get(id))).toEqual(ids.map((_, i) => i));
+    expect(new Set(map.keys())).toEqual(new Set(ids));
+    expect(map.delete(uuid)).toBe(true);
+    expect(map.delete(uuid)).toBe(false);
+    expect([map.has(uuid), map.get(uuid), map.size]).toEqual([false, undefined, ids.length - 1]);
+  });
+
+  it('agrees with a Map over 200,000 random sets, overwrites and deletes (the table grows and shifts entries back)', () => {
+    const random = mulberry32(20261123);
+    const map = new UserIdMap();
+    const reference = new Map<string, number>();
+    const pool = Array.from({ length: 5000 }, (_, i) =>
+      i % 10 === 0 ? `other-${i}` : i % 7 === 0 ? `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` : randomUUID(),
+    );
+    for (let step = 0; step < 200_000; step++) {
+      const id = pool[Math.floor(random() * pool.length)]!;
+      const roll = random();
+      if (roll < 0.35) {
+        expect(map.delete(id)).toBe(reference.delete(id));
+      } else if (roll < 0.8) {
+        const value = Math.floor(random() * 2 ** 32 - 1);
+        map.set(id, value);
+        reference.set(id, value);
+      } else {
+        expect(map.get(id)).toBe(reference.get(id));
+      }
+      if (step % 20_000 === 0) expect(new Map(map.entries())).toEqual(reference);
+    }
+    expect(map.size).toBe(reference.size);
+    expect(new Map(map.entries())).toEqual(reference);
+  });
+
+  it('holds a million UUIDs, growing from its first guess, and finds each', () => {
+    const map = new UserIdMap();
+    const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+    for (let n = 0; n < 1_000_000; n++) map.set(id(n), n % 4);
+    expect(map.size).toBe(1_000_000);
+    for (let n = 0; n < 1_000_000; n += 997) expect(map.get(id(n))).toBe(n % 4);
+    expect(map.get(id(1_000_000))).toBeUndefined();
+  });
+});
