@@ -30,8 +30,6 @@ export interface DaemonOptions {
 
 /** Longest gap between two accounts' first polls: many accounts never fire in the same second. */
 const MAX_START_SPACING_MS = 1000;
-/** Longest wait between two tries to reach a store that failed (polling is paused meanwhile). */
-const MAX_STORE_RETRY_MS = 30_000;
 
 /** Why a poll loop was stopped while the daemon goes on: another replica polls the account now. */
 class LeadershipMoved extends Error {
@@ -153,7 +151,8 @@ export class Daemon {
         this.#storeProblem = message;
         this.#follow(new Set());
         waitMs = retryMs;
-        retryMs = Math.min(MAX_STORE_RETRY_MS, retryMs * 2);
+        // Backing off, but never past a lease's length: polling resumes soon after the store is back.
+        retryMs = Math.min(3 * everyMs, retryMs * 2);
       }
       try {
         await clock.sleep(waitMs, this.#stop.signal);

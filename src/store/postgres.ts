@@ -374,11 +374,13 @@ export class PostgresStore implements StateStore {
   }
 
   async nextDueAt(sink: string): Promise<number | undefined> {
+    // A claim held by a live replica falls due when its lease ends, or sooner if that replica's heartbeat lapses.
     const rows = await this.#query<{ due: number | null }>(
       'read the outbox',
-      `SELECT MIN(CASE WHEN EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp())
-                       THEN GREATEST(d.next_attempt_at, d.leased_until) ELSE d.next_attempt_at END) AS due
-       FROM deliveries d WHERE d.state = 'pending' AND d.sink = $1`,
+      `SELECT MIN(CASE WHEN r.replica IS NULL THEN d.next_attempt_at
+                       ELSE GREATEST(d.next_attempt_at, LEAST(d.leased_until, (extract(epoch FROM r.expires_at) * 1000)::bigint)) END) AS due
+       FROM deliveries d LEFT JOIN replicas r ON r.replica = d.leased_by AND r.expires_at > clock_timestamp()
+       WHERE d.state = 'pending' AND d.sink = $1`,
       [sink],
     );
     return rows[0]?.due ?? undefined;
@@ -618,21 +620,20 @@ function createPool(url: string, leadershipMs: number): pg.Pool {
     query_timeout: 60_000,
     keepAlive: true,
     application_name: 'riskwatch',
+    // Before a new connection is handed out: errors of its own are heard (a connection the server drops
+    // while in use must fail its query, not crash the process), and riskwatch's schema and limits are
+    // set (here, not in the URL's options, which a user may also set).
+    onConnect: async (client) => {
+      client.on('error', () => {});
+      await client.query(
+        `SET search_path TO ${SCHEMA}; SET statement_timeout = 60000; SET idle_in_transaction_session_timeout = ${Math.max(1000, Math.round(leadershipMs))}`,
+      );
+    },
     // Epoch milliseconds and counts are bigint: as numbers, not strings (safe far beyond any of ours).
     types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 ? Number : pg.types.getTypeParser(oid, format as 'text'))) as pg.CustomTypesConfig['getTypeParser'] },
   });
-  // A connection the server drops (a restart) must not bring the process down: the query that
-  // was using it fails and says so, and the pool opens a new one for the next.
+  // An idle connection the server drops (a restart) must not bring the process down: the pool opens a new one.
   pool.on('error', () => {});
-  pool.on('connect', (client) => {
-    client.on('error', () => {});
-    // Queued ahead of whatever the connection is wanted for; set here, not in the URL's options, which a user may also set.
-    client
-      .query(
-        `SET search_path TO ${SCHEMA}; SET statement_timeout = 60000; SET idle_in_transaction_session_timeout = ${Math.max(1000, Math.round(leadershipMs))}`,
-      )
-      .catch(() => {});
-  });
   return pool;
 }
 

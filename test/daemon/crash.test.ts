@@ -5,6 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LEVEL_RANK, RISK_LEVELS, type RiskLevel } from '../../src/model.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
+import { type Announcement, checkAnnouncements, fromWebhook } from '../support/announcements.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
 import { spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
@@ -62,53 +63,10 @@ afterAll(async () => {
 /** A console line of a raised user: `<ts> [production] user.risk_level_raised Name <email> low -> high (event <id>)`. */
 const RAISED = /^\S+ \[production\] user\.risk_level_raised .*<(\S+)> (\w+) -> (\w+) \(event ([0-9a-f-]{36})\)$/;
 
-interface Announcement {
-  readonly email: string;
-  readonly from: string;
-  readonly to: string;
-  readonly id: string;
-}
-
-
-/**
- * The invariants, for one sink's announcements: no transition under two ids (the same id
- * twice is the allowed "rarely twice"), and per user the distinct transitions form one
- * unbroken chain from none to the level the API shows now: nothing lost (the chain reaches
- * the end), nothing spurious (every step starts where the last ended).
- */
-function checkAnnouncements(sink: string, announcements: readonly Announcement[], levels: ReadonlyMap<string, RiskLevel>, seed: number) {
-  const idsByTransition = new Map<string, Set<string>>();
-  for (const a of announcements) {
-    const key = `${a.email} ${a.from}->${a.to}`;
-    idsByTransition.set(key, (idsByTransition.get(key) ?? new Set()).add(a.id));
-  }
-  expect([...idsByTransition].filter(([, ids]) => ids.size > 1), `${sink}, seed ${seed}`).toEqual([]);
-  for (const [email, level] of levels) {
-    const steps = [...idsByTransition.keys()]
-      .filter((key) => key.startsWith(`${email} `))
-      .map((key) => key.slice(email.length + 1).split('->') as [string, string])
-      .sort((a, b) => LEVEL_RANK[a[0] as RiskLevel | 'none'] - LEVEL_RANK[b[0] as RiskLevel | 'none']);
-    let at = 'none';
-    for (const [from, to] of steps) {
-      expect(from, `${sink}, seed ${seed}: ${email} announced ${from}->${to} after reaching ${at}`).toBe(at);
-      at = to;
-    }
-    expect(at, `${sink}, seed ${seed}: ${email}`).toBe(level);
-  }
-  return { transitions: idsByTransition.size, duplicates: announcements.length - new Set(announcements.map((a) => a.id)).size };
-}
-
 function fromConsole(lines: readonly string[]): Announcement[] {
   return lines.flatMap((line) => {
     const m = RAISED.exec(line);
     return m ? [{ email: m[1]!, from: m[2]!, to: m[3]!, id: m[4]! }] : [];
-  });
-}
-
-function fromWebhook(requests: Receiver['requests']): Announcement[] {
-  return requests.map((r) => {
-    const body = JSON.parse(r.body) as { data: { user: { email: string }; previous_level: string | null; current_level: string } };
-    return { email: body.data.user.email, from: body.data.previous_level ?? 'none', to: body.data.current_level, id: String(r.headers['webhook-id']) };
   });
 }
 

@@ -130,7 +130,7 @@ describe('a replica polls only the accounts the store says it leads', () => {
 });
 
 describe('while the store cannot be reached, nothing is polled, and polling resumes by itself', () => {
-  it('pauses every account, is not ready (naming the store), retries with growing waits, and resumes once it answers', async () => {
+  it('pauses every account, is not ready (naming the store), retries with growing waits up to a lease, and resumes soon after it answers', async () => {
     const clock = new ManualClock();
     let down = false;
     let asked = 0;
@@ -152,15 +152,16 @@ describe('while the store cannot be reached, nothing is polled, and polling resu
     await clock.advance(60_000);
     expect(polls).toEqual([]);
     expect(daemon.leads.size).toBe(0);
-    // 1, 2, 4, 8, 16, 30 s... rather than every second.
-    expect(asked).toBeGreaterThanOrEqual(4);
-    expect(asked).toBeLessThanOrEqual(6);
+    // 1, 2, then every 3 s (a lease's length) rather than every second.
+    expect(asked).toBeGreaterThanOrEqual(19);
+    expect(asked).toBeLessThanOrEqual(22);
     const state = daemon.readiness(clock.now(), 30_000);
     expect(state.ready).toBe(false);
     expect(state.store).toMatch(/connection refused/);
 
     down = false;
-    await clock.advance(31_000);
+    // Within a lease (3 s) it asks again, and its accounts' first polls are spread over a quarter interval.
+    await clock.advance(3000 + 2500);
     expect(new Set(polls)).toEqual(new Set(['a', 'b', 'c']));
     expect(daemon.readiness(clock.now(), 30_000).store).toBeUndefined();
   });
