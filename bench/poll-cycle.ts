@@ -1,17 +1,23 @@
 /**
  * One benchmark child, alone in its process so that its CPU time and peak RSS
- * are its own; it prints one JSON line.
+ * are its own.
  *
- *   baseline: the account's first poll, which stores every user (once per size).
- *   cycle:    a daemon started on that state: one poll to warm up, then
- *             steady-state polls, each seeing 0.1% of the users change.
- *   floor:    only downloading and JSON-parsing the same pages, with the same
- *             page size and concurrency.
+ *   baseline: the account's first poll, which stores every user (once per
+ *             size); prints one JSON line.
+ *   cycle:    a poller started on that state: one poll to warm up, then one
+ *             steady-state poll (0.1% of the users changed) per "poll" line
+ *             on stdin, each answered with a JSON line.
+ *   floor:    the same, only downloading and JSON-parsing the same pages with
+ *             the same page size and concurrency.
+ *   An "end" line is answered with the peak RSS, and the child exits. The
+ *   parent alternates cycle and floor polls, so that both see the machine in
+ *   the same state (a 2-core machine drifts by 20% over a minute).
  *
- *   node bench/poll-cycle.ts baseline|cycle <apiBaseUrl> <stateDir> <polls>
- *   node bench/poll-cycle.ts floor <apiBaseUrl> <pages> <polls>
+ *   node bench/poll-cycle.ts baseline|cycle <apiBaseUrl> <stateDir>
+ *   node bench/poll-cycle.ts floor <apiBaseUrl> <pages>
  */
 import { cpuUsage, resourceUsage } from 'node:process';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { systemClock } from '../src/clock.ts';
@@ -25,6 +31,8 @@ import { SqliteStore } from '../src/store/sqlite.ts';
 export const BENCH_ACCOUNT = 'be7c8be7c8be7c8be7c8be7c8be7c8be';
 export const PAGE_SIZE = 1000;
 export const PAGE_CONCURRENCY = 4;
+/** The floor reads with a token of its own, so the fake API can tell its reads from the cycle's. */
+export const FLOOR_TOKEN = 'bench-floor';
 
 interface Sample {
   readonly wallMs: number;
@@ -42,7 +50,13 @@ async function measure(run: () => Promise<{ rowsWritten?: number; events?: numbe
   return { wallMs, cpuMs: (used.user + used.system) / 1000, ...extra };
 }
 
-async function cycle(baseUrl: string, stateDir: string, polls: number, baselineOnly: boolean): Promise<unknown> {
+/** What a mode gives the command loop: one measured poll, and what to do at the end. */
+interface Subject {
+  poll(): Promise<Sample>;
+  close(): Promise<void>;
+}
+
+async function cycle(baseUrl: string, stateDir: string): Promise<{ first: Sample; subject: Subject }> {
   const dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
   const store = SqliteStore.open(path.join(stateDir, 'bench.db'));
   const credential = { scheme: 'token' as const, id: 'cred-bench', token: new Secret('bench-token') };
@@ -67,33 +81,28 @@ async function cycle(baseUrl: string, stateDir: string, polls: number, baselineO
     newId: () => crypto.randomUUID(),
     enrich: false,
   });
-  const first = await measure(async () => {
-    const outcome = await poller.poll();
-    return { rowsWritten: outcome.rowsWritten, events: outcome.eventTypes.length };
-  });
-  if (baselineOnly) {
-    await store.close();
-    await dispatcher.close();
-    return { baseline: first, maxRssMb: resourceUsage().maxRSS / 1024 };
-  }
-  const steady: Sample[] = [];
-  for (let i = 0; i < polls; i++) {
-    steady.push(
-      await measure(async () => {
-        const outcome = await poller.poll();
-        return { rowsWritten: outcome.rowsWritten, events: outcome.eventTypes.length };
-      }),
-    );
-  }
-  await store.close();
-  await dispatcher.close();
-  return { warmup: first, steady, maxRssMb: resourceUsage().maxRSS / 1024 };
+  const poll = () =>
+    measure(async () => {
+      const outcome = await poller.poll();
+      return { rowsWritten: outcome.rowsWritten, events: outcome.eventTypes.length };
+    });
+  const first = await poll();
+  return {
+    first,
+    subject: {
+      poll,
+      close: async () => {
+        await store.close();
+        await dispatcher.close();
+      },
+    },
+  };
 }
 
 /** The floor: the same requests, page size and concurrency, each body downloaded and JSON-parsed, nothing else. */
-async function floor(baseUrl: string, pages: number, polls: number): Promise<unknown> {
+async function floor(baseUrl: string, pages: number): Promise<Subject> {
   const dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
-  const headers = { authorization: 'Bearer bench-token', accept: 'application/json' };
+  const headers = { authorization: `Bearer ${FLOOR_TOKEN}`, accept: 'application/json' };
   const get = async (url: string) => {
     const response = await request(url, { headers, dispatcher });
     return JSON.parse(await response.body.text()) as unknown;
@@ -108,15 +117,27 @@ async function floor(baseUrl: string, pages: number, polls: number): Promise<unk
       }),
     );
   };
-  await once(); // warm the connections, as the cycle's baseline poll does
-  const samples: Sample[] = [];
-  for (let i = 0; i < polls; i++) samples.push(await measure(once));
-  await dispatcher.close();
-  return { steady: samples, maxRssMb: resourceUsage().maxRSS / 1024 };
+  await once(); // warm the connections, as the cycle's first poll does
+  return { poll: () => measure(once), close: () => dispatcher.close() };
 }
 
+const maxRssMb = () => resourceUsage().maxRSS / 1024;
+
 if (import.meta.main) {
-  const [mode, baseUrl, third, polls] = process.argv.slice(2);
-  const result = mode === 'floor' ? await floor(baseUrl!, Number(third), Number(polls)) : await cycle(baseUrl!, third!, Number(polls), mode === 'baseline');
-  process.stdout.write(`${JSON.stringify(result)}\n`);
+  const [mode, baseUrl, third] = process.argv.slice(2);
+  const write = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
+  if (mode === 'baseline') {
+    const { first, subject } = await cycle(baseUrl!, third!);
+    await subject.close();
+    write({ baseline: first, maxRssMb: maxRssMb() });
+  } else {
+    const subject = mode === 'floor' ? await floor(baseUrl!, Number(third)) : (await cycle(baseUrl!, third!)).subject;
+    write({ ready: true });
+    for await (const line of createInterface({ input: process.stdin })) {
+      if (line === 'poll') write(await subject.poll());
+      else break;
+    }
+    await subject.close();
+    write({ maxRssMb: maxRssMb() });
+  }
 }

@@ -10,7 +10,7 @@ import { USER_AGENT } from '../version.ts';
 import type { RequestBudget } from './budget.ts';
 import { describeNetworkError, excerpt, isRetryableStatus } from '../http.ts';
 import { type ApiMessage, CloudflareError } from './errors.ts';
-import { parseBehavior, parseRiskEvent, parseUser } from './records.ts';
+import { parseBehavior, parseRiskEvent, parseUser, userFields } from './records.ts';
 
 /** The three risk-scoring calls (SPEC §1), named for logs and metrics. */
 export type ApiCall = 'summary' | 'behaviors' | 'user';
@@ -390,7 +390,7 @@ class SummaryReader {
           seenBefore = true;
         }
         const known = this.users.size;
-        this.users.set(id, parsed.value);
+        this.users.set(id, userFields(parsed.value));
         if (this.users.size > known && !seenBefore && (this.skippedUserIds.size === 0 || !this.skippedUserIds.delete(id))) fresh = true;
         return;
       }

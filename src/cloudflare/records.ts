@@ -33,9 +33,10 @@ export function parseUser(raw: unknown): Parsed<RiskUser> {
   if (last_event !== undefined && last_event !== null && typeof last_event !== 'string') {
     return fail(`last_event is ${describe(last_event)}`);
   }
-  // A record with exactly the six fields, all present, is used as it is: at a million users
-  // a copy of every record per poll is a second summary's worth of garbage.
-  if (typeof name === 'string' && typeof event_count === 'number' && typeof last_event === 'string' && Object.keys(raw).length === 6) {
+  // A record with every field present is used as it is: at a million users a copy of every
+  // record per poll is a second summary's worth of garbage. Extra fields are dropped by
+  // userFields, for the few records kept (the changed ones).
+  if (typeof name === 'string' && typeof event_count === 'number' && typeof last_event === 'string') {
     return { ok: true, value: raw as unknown as RiskUser };
   }
   return {
@@ -49,6 +50,13 @@ export function parseUser(raw: unknown): Parsed<RiskUser> {
       max_risk_level,
     },
   };
+}
+
+/** The user's six fields and nothing else (a record may carry more): what is stored and announced. */
+export function userFields(user: RiskUser): RiskUser {
+  if (Object.keys(user).length === 6) return user;
+  const { user_id, email, name, event_count, last_event, max_risk_level } = user;
+  return { user_id, email, name, event_count, last_event, max_risk_level };
 }
 
 export function parseBehavior(id: string, raw: unknown): Parsed<Behavior> {

@@ -7,18 +7,18 @@
  * Iteration yields the UUIDs in table order, then the others in insertion order.
  */
 export class UserIdMap {
-  /** Four words per slot: the UUID's 128 bits. */
-  #words: Uint32Array;
-  /** Per slot: 0 when empty, else the value + 1. */
-  #values: Uint32Array;
+  /** Five words per slot: the UUID's 128 bits, then 0 when the slot is empty, else the value + 1 (one cache line, mostly). */
+  #slots: Uint32Array;
   #mask: number;
   #uuids = 0;
   readonly #others = new Map<string, number>();
+  /** The UUID get() last looked up and where it was found: a set() that follows (the usual read-then-mark) skips the search. */
+  #lastId: string | undefined;
+  #lastAt = -1;
 
   constructor(capacity = 16) {
     const slots = 2 ** Math.max(4, Math.ceil(Math.log2(capacity * 2)));
-    this.#words = new Uint32Array(slots * 4);
-    this.#values = new Uint32Array(slots);
+    this.#slots = new Uint32Array(slots * STRIDE);
     this.#mask = slots - 1;
   }
 
@@ -28,8 +28,10 @@ export class UserIdMap {
 
   get(id: string): number | undefined {
     if (!parseUuid(id)) return this.#others.get(id);
-    const slot = this.#find();
-    return slot < 0 ? undefined : this.#values[slot]! - 1;
+    const at = this.#find();
+    this.#lastId = id;
+    this.#lastAt = at;
+    return at < 0 ? undefined : this.#slots[at + 4]! - 1;
   }
 
   has(id: string): boolean {
@@ -37,50 +39,54 @@ export class UserIdMap {
   }
 
   set(id: string, value: number): this {
+    if (this.#lastAt >= 0 && id === this.#lastId) {
+      this.#slots[this.#lastAt + 4] = value + 1;
+      return this;
+    }
     if (!parseUuid(id)) {
       this.#others.set(id, value);
       return this;
     }
     const found = this.#find();
     if (found >= 0) {
-      this.#values[found] = value + 1;
+      this.#slots[found + 4] = value + 1;
       return this;
     }
-    if ((this.#uuids + 1) * 4 > this.#values.length * 3) {
-      this.#grow();
-    }
-    const slot = this.#emptySlot();
-    this.#words.set(WORDS, slot * 4);
-    this.#values[slot] = value + 1;
+    this.#lastId = undefined;
+    if ((this.#uuids + 1) * 4 > (this.#mask + 1) * 3) this.#grow();
+    const at = this.#emptySlot();
+    this.#slots.set(WORDS, at);
+    this.#slots[at + 4] = value + 1;
     this.#uuids++;
     return this;
   }
 
   delete(id: string): boolean {
     if (!parseUuid(id)) return this.#others.delete(id);
-    let hole = this.#find();
-    if (hole < 0) return false;
-    this.#values[hole] = 0;
+    this.#lastId = undefined;
+    const found = this.#find();
+    if (found < 0) return false;
+    const slots = this.#slots;
+    const mask = this.#mask;
+    let hole = found / STRIDE;
+    slots[found + 4] = 0;
     this.#uuids--;
     // Backward-shift deletion: move up every later entry of the run that the hole would hide.
-    const values = this.#values;
-    const words = this.#words;
-    for (let next = (hole + 1) & this.#mask; values[next] !== 0; next = (next + 1) & this.#mask) {
-      const home = hashAt(words, next * 4) & this.#mask;
-      const between = hole <= next ? hole < home && home <= next : hole < home || home <= next;
-      if (between) continue;
-      words.copyWithin(hole * 4, next * 4, next * 4 + 4);
-      values[hole] = values[next]!;
-      values[next] = 0;
+    for (let next = (hole + 1) & mask; slots[next * STRIDE + 4] !== 0; next = (next + 1) & mask) {
+      const home = hashAt(slots, next * STRIDE) & mask;
+      const stays = hole <= next ? hole < home && home <= next : hole < home || home <= next;
+      if (stays) continue;
+      slots.copyWithin(hole * STRIDE, next * STRIDE, next * STRIDE + STRIDE);
+      slots[next * STRIDE + 4] = 0;
       hole = next;
     }
     return true;
   }
 
   *entries(): MapIterator<[string, number]> {
-    const values = this.#values;
-    for (let slot = 0; slot < values.length; slot++) {
-      if (values[slot] !== 0) yield [formatUuid(this.#words, slot * 4), values[slot]! - 1];
+    const slots = this.#slots;
+    for (let at = 0; at < slots.length; at += STRIDE) {
+      if (slots[at + 4] !== 0) yield [formatUuid(slots, at), slots[at + 4]! - 1];
     }
     yield* this.#others.entries();
   }
@@ -89,39 +95,38 @@ export class UserIdMap {
     for (const [id] of this.entries()) yield id;
   }
 
-  /** The slot holding the UUID in WORDS, or -1. */
+  /** Where the UUID in WORDS is (the index of its slot's first word), or -1. */
   #find(): number {
-    const values = this.#values;
-    const words = this.#words;
-    for (let slot = hashAt(WORDS, 0) & this.#mask; values[slot] !== 0; slot = (slot + 1) & this.#mask) {
-      const at = slot * 4;
-      if (words[at] === WORDS[0] && words[at + 1] === WORDS[1] && words[at + 2] === WORDS[2] && words[at + 3] === WORDS[3]) return slot;
+    const slots = this.#slots;
+    const mask = this.#mask;
+    for (let slot = hashAt(WORDS, 0) & mask; ; slot = (slot + 1) & mask) {
+      const at = slot * STRIDE;
+      if (slots[at + 4] === 0) return -1;
+      if (slots[at] === WORDS[0] && slots[at + 1] === WORDS[1] && slots[at + 2] === WORDS[2] && slots[at + 3] === WORDS[3]) return at;
     }
-    return -1;
   }
 
   /** Where the UUID in WORDS goes (it is known to be absent). */
   #emptySlot(): number {
     let slot = hashAt(WORDS, 0) & this.#mask;
-    while (this.#values[slot] !== 0) slot = (slot + 1) & this.#mask;
-    return slot;
+    while (this.#slots[slot * STRIDE + 4] !== 0) slot = (slot + 1) & this.#mask;
+    return slot * STRIDE;
   }
 
   #grow(): void {
-    const words = this.#words;
-    const values = this.#values;
-    this.#words = new Uint32Array(words.length * 2);
-    this.#values = new Uint32Array(values.length * 2);
-    this.#mask = this.#values.length - 1;
-    for (let slot = 0; slot < values.length; slot++) {
-      if (values[slot] === 0) continue;
-      let to = hashAt(words, slot * 4) & this.#mask;
-      while (this.#values[to] !== 0) to = (to + 1) & this.#mask;
-      this.#words.set(words.subarray(slot * 4, slot * 4 + 4), to * 4);
-      this.#values[to] = values[slot]!;
+    const old = this.#slots;
+    this.#slots = new Uint32Array(old.length * 2);
+    this.#mask = this.#slots.length / STRIDE - 1;
+    for (let from = 0; from < old.length; from += STRIDE) {
+      if (old[from + 4] === 0) continue;
+      let slot = hashAt(old, from) & this.#mask;
+      while (this.#slots[slot * STRIDE + 4] !== 0) slot = (slot + 1) & this.#mask;
+      this.#slots.set(old.subarray(from, from + STRIDE), slot * STRIDE);
     }
   }
 }
+
+const STRIDE = 5;
 
 /** The last UUID parsed: scratch space, so that a lookup allocates nothing. */
 const WORDS = new Uint32Array(4);
@@ -130,23 +135,32 @@ const WORDS = new Uint32Array(4);
 const HEX = new Int8Array(128).fill(-1);
 for (let c = 0; c < 16; c++) HEX['0123456789abcdef'.charCodeAt(c)] = c;
 
-/** Parses a lowercase, hyphenated UUID into WORDS; false for anything else. */
+/** Parses a lowercase, hyphenated UUID into WORDS; false for anything else. Hot: once per user per poll. */
 function parseUuid(id: string): boolean {
   if (id.length !== 36 || id.charCodeAt(8) !== 45 || id.charCodeAt(13) !== 45 || id.charCodeAt(18) !== 45 || id.charCodeAt(23) !== 45) return false;
-  let word = 0;
-  let digits = 0;
-  for (let i = 0; i < 36; i++) {
-    if (i === 8 || i === 13 || i === 18 || i === 23) continue;
+  const w0 = hexRun(id, 0, 8, 0);
+  const w1 = hexRun(id, 14, 18, hexRun(id, 9, 13, 0));
+  const w2 = hexRun(id, 24, 28, hexRun(id, 19, 23, 0));
+  const w3 = hexRun(id, 28, 36, 0);
+  if (w0 < 0 || w1 < 0 || w2 < 0 || w3 < 0) return false;
+  WORDS[0] = w0;
+  WORDS[1] = w1;
+  WORDS[2] = w2;
+  WORDS[3] = w3;
+  return true;
+}
+
+/** `word` followed by the hex digits of id[from, to), as an unsigned 32-bit number; -1 if one is not a hex digit. */
+function hexRun(id: string, from: number, to: number, word: number): number {
+  if (word < 0) return -1;
+  let w = word;
+  for (let i = from; i < to; i++) {
     const code = id.charCodeAt(i);
     const digit = code < 128 ? HEX[code]! : -1;
-    if (digit < 0) return false;
-    word = (word << 4) | digit;
-    if (++digits % 8 === 0) {
-      WORDS[digits / 8 - 1] = word >>> 0;
-      word = 0;
-    }
+    if (digit < 0) return -1;
+    w = ((w << 4) | digit) >>> 0;
   }
-  return true;
+  return w;
 }
 
 function formatUuid(words: Uint32Array, at: number): string {

@@ -202,6 +202,14 @@ describe('malformed records are skipped, the rest is used', () => {
     expect([...summary.skippedUserIds]).toEqual(['b', 'c']);
   });
 
+  it('keeps only the six fields of a record that carries more, so nothing unknown is stored or announced', async () => {
+    const full = { user_id: 'd', email: 'd@example.com', name: 'D', event_count: 2, last_event: '2026-11-22T17:00:00Z', max_risk_level: 'high' as const };
+    api.account(ACCOUNT).users.set('d', { ...full, internal_note: 'not for Slack' });
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.get('d')).toStrictEqual(full);
+  });
+
   it('reads behaviors, skipping a malformed one by id', async () => {
     const target = api.account(ACCOUNT);
     target.behaviors.set('imp_travel', behavior('imp_travel', true, 'high'));
