@@ -7,8 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -208,26 +206,11 @@ async function measureSize(size: number): Promise<SizeResult> {
   }
 }
 
-/** 10k events to a loopback webhook receiver: a burst for throughput, then a steady flow for latency. */
+/** 10k events to a loopback webhook receiver (a process of its own): a burst for throughput, then a steady flow for latency. */
 async function measureDelivery(): Promise<{ events: number; eventsPerSecond: number; latency: { events: number; p50Ms: number; p99Ms: number } }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riskwatch-bench-delivery-'));
-  const received = new Map<string, number>();
-  const latencies: number[] = [];
-  const receiver = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const now = Date.now();
-      const id = String(req.headers['webhook-id']);
-      if (!received.has(id)) {
-        received.set(id, now);
-        latencies.push(now - Date.parse((JSON.parse(Buffer.concat(chunks).toString()) as { timestamp: string }).timestamp));
-      }
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  const receiver = child(['bench/receiver.ts']);
+  const url = (await receiver.next()).url as string;
   const total = 10_000;
   const api = await tenant(total, false);
   try {
@@ -235,12 +218,15 @@ async function measureDelivery(): Promise<{ events: number; eventsPerSecond: num
     const config = configFile(dir, api.baseUrl, { sink: `  - name: hook\n    type: webhook\n    url: ${url}`, pollInterval: '1s', firstRun: 'notify' });
     const proc = spawn(process.execPath, [...NODE_FLAGS, 'src/main.ts', 'run', '--config', config], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
     const deadline = Date.now() + 120_000;
-    while (received.size < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    const receipts = [...received.values()];
-    const eventsPerSecond = (received.size / (Math.max(...receipts) - Math.min(...receipts))) * 1000;
+    let burst = (await receiver.send('count')) as { count: number; first: number; last: number };
+    while (burst.count < total && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      burst = (await receiver.send('count')) as { count: number; first: number; last: number };
+    }
+    const eventsPerSecond = (burst.count / (burst.last - burst.first)) * 1000;
 
     // Steady flow: 100 users rise each second for 20 s; latency from detection (the event's timestamp) to receipt.
-    latencies.length = 0;
+    await receiver.send('latencies');
     const account = api.account(BENCH_ACCOUNT);
     for (let second = 0; second < 20; second++) {
       for (let i = 0; i < 100; i++) {
@@ -251,12 +237,13 @@ async function measureDelivery(): Promise<{ events: number; eventsPerSecond: num
       await new Promise((r) => setTimeout(r, 1000));
     }
     await new Promise((r) => setTimeout(r, 2000));
+    const latencies = (await receiver.send('latencies')).latencies as number[];
     proc.kill('SIGTERM');
     await new Promise((r) => proc.once('exit', r));
     return { events: total, eventsPerSecond, latency: { events: latencies.length, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) } };
   } finally {
+    await receiver.end();
     await api.close();
-    receiver.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
