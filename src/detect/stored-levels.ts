@@ -66,6 +66,7 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
 
   /** A new read of the summary begins: nobody is seen yet. */
   beginRead(): void {
+    this.#known.settle();
     this.#read++;
     this.#unchanged = 0;
   }

@@ -1,37 +1,72 @@
 /**
  * A Map from user id to a small number (below 2³²), compact for the ids
- * Cloudflare gives users: a lowercase UUID is kept as four 32-bit words in an
- * open-addressing table, 20 bytes a slot, instead of a string and a map entry
- * (about 100 bytes). At a million users that is the difference between the
- * poller's memory fitting its budget or not. Any other id goes to a plain Map.
- * Iteration yields the UUIDs in table order, then the others in insertion order.
+ * Cloudflare gives users: a lowercase UUID is kept as four 32-bit words, 20
+ * bytes with its value, instead of a string and a map entry (about 100
+ * bytes). At a million users that is the difference between the poller's
+ * memory fitting its budget or not. Any other id goes to a plain Map.
+ *
+ * The entries lie in one dense array, with a hash index beside it. A summary
+ * lists users in much the same order every poll, so a lookup first tries the
+ * entry after the last one found: a read of the summary walks the array in
+ * order instead of jumping around memory. When a read found many entries out
+ * of order (the first read after a load, whose order is the store's), settle()
+ * lays the array out in the order that read found them.
+ * Iteration yields the UUIDs in array order, then the others in insertion order.
  */
 export class UserIdMap {
-  /** Five words per slot: the UUID's 128 bits, then 0 when the slot is empty, else the value + 1 (one cache line, mostly). */
-  #slots: Uint32Array;
+  /** Five words per entry: the UUID's 128 bits, then the value. */
+  #entries: Uint32Array;
+  #count = 0;
+  /** Open addressing: per slot, 0 when empty, else the entry's position + 1. */
+  #index: Uint32Array;
   #mask: number;
-  #uuids = 0;
+  /** Where the next lookup is expected: just after the last entry found. */
+  #cursor = 0;
+  /** Since the last settle(): lookups found away from the cursor, and every position found, in order. */
+  #misses = 0;
+  #found = new Uint32Array(0);
+  #foundCount = 0;
   readonly #others = new Map<string, number>();
   /** The UUID get() last looked up and where it was found: a set() that follows (the usual read-then-mark) skips the search. */
   #lastId: string | undefined;
   #lastAt = -1;
 
   constructor(capacity = 16) {
-    const slots = 2 ** Math.max(4, Math.ceil(Math.log2(capacity * 2)));
-    this.#slots = new Uint32Array(slots * STRIDE);
-    this.#mask = slots - 1;
+    const entries = Math.max(16, capacity);
+    this.#entries = new Uint32Array(entries * STRIDE);
+    this.#index = new Uint32Array(2 ** Math.ceil(Math.log2(entries * 2)));
+    this.#mask = this.#index.length - 1;
   }
 
   get size(): number {
-    return this.#uuids + this.#others.size;
+    return this.#count + this.#others.size;
   }
 
   get(id: string): number | undefined {
     if (!parseUuid(id)) return this.#others.get(id);
     const at = this.#find();
+    if (at < 0) {
+      this.#lastId = undefined;
+      return undefined;
+    }
+    if (at !== this.#cursor) this.#misses++;
+    if (this.#foundCount < this.#found.length) this.#found[this.#foundCount++] = at;
+    this.#cursor = at + 1;
     this.#lastId = id;
     this.#lastAt = at;
-    return at < 0 ? undefined : this.#slots[at + 4]! - 1;
+    return this.#entries[at * STRIDE + 4];
+  }
+
+  /**
+   * Between two reads: when the last one found more than an eighth of the entries out of
+   * order, lays the array out in the order it found them, so that the next read walks it.
+   */
+  settle(): void {
+    if (this.#misses * 8 > this.#count && this.#foundCount > 0) this.#reorder();
+    this.#misses = 0;
+    this.#foundCount = 0;
+    this.#cursor = 0;
+    if (this.#found.length < this.#count) this.#found = new Uint32Array(this.#entries.length / STRIDE);
   }
 
   has(id: string): boolean {
@@ -39,8 +74,8 @@ export class UserIdMap {
   }
 
   set(id: string, value: number): this {
-    if (this.#lastAt >= 0 && id === this.#lastId) {
-      this.#slots[this.#lastAt + 4] = value + 1;
+    if (this.#lastId !== undefined && id === this.#lastId) {
+      this.#entries[this.#lastAt * STRIDE + 4] = value;
       return this;
     }
     if (!parseUuid(id)) {
@@ -49,45 +84,41 @@ export class UserIdMap {
     }
     const found = this.#find();
     if (found >= 0) {
-      this.#slots[found + 4] = value + 1;
+      this.#entries[found * STRIDE + 4] = value;
       return this;
     }
     this.#lastId = undefined;
-    if ((this.#uuids + 1) * 4 > (this.#mask + 1) * 3) this.#grow();
-    const at = this.#emptySlot();
-    this.#slots.set(WORDS, at);
-    this.#slots[at + 4] = value + 1;
-    this.#uuids++;
+    if (this.#count * STRIDE === this.#entries.length) {
+      const grown = new Uint32Array(this.#entries.length * 2);
+      grown.set(this.#entries);
+      this.#entries = grown;
+    }
+    if ((this.#count + 1) * 2 > this.#index.length) this.#reindex(this.#index.length * 2);
+    const at = this.#count++;
+    this.#entries.set(WORDS, at * STRIDE);
+    this.#entries[at * STRIDE + 4] = value;
+    this.#index[this.#freeSlot(hashAt(WORDS, 0))] = at + 1;
     return this;
   }
 
   delete(id: string): boolean {
     if (!parseUuid(id)) return this.#others.delete(id);
+    const at = this.#find();
+    if (at < 0) return false;
     this.#lastId = undefined;
-    const found = this.#find();
-    if (found < 0) return false;
-    const slots = this.#slots;
-    const mask = this.#mask;
-    let hole = found / STRIDE;
-    slots[found + 4] = 0;
-    this.#uuids--;
-    // Backward-shift deletion: move up every later entry of the run that the hole would hide.
-    for (let next = (hole + 1) & mask; slots[next * STRIDE + 4] !== 0; next = (next + 1) & mask) {
-      const home = hashAt(slots, next * STRIDE) & mask;
-      const stays = hole <= next ? hole < home && home <= next : hole < home || home <= next;
-      if (stays) continue;
-      slots.copyWithin(hole * STRIDE, next * STRIDE, next * STRIDE + STRIDE);
-      slots[next * STRIDE + 4] = 0;
-      hole = next;
+    this.#unindex(this.#slotOf(at));
+    // The last entry fills the hole, keeping the array dense.
+    const last = --this.#count;
+    if (at !== last) {
+      this.#index[this.#slotOf(last)] = at + 1;
+      this.#entries.copyWithin(at * STRIDE, last * STRIDE, last * STRIDE + STRIDE);
     }
+    if (this.#cursor > this.#count) this.#cursor = this.#count;
     return true;
   }
 
   *entries(): MapIterator<[string, number]> {
-    const slots = this.#slots;
-    for (let at = 0; at < slots.length; at += STRIDE) {
-      if (slots[at + 4] !== 0) yield [formatUuid(slots, at), slots[at + 4]! - 1];
-    }
+    for (let at = 0; at < this.#count; at++) yield [formatUuid(this.#entries, at * STRIDE), this.#entries[at * STRIDE + 4]!];
     yield* this.#others.entries();
   }
 
@@ -95,38 +126,79 @@ export class UserIdMap {
     for (const [id] of this.entries()) yield id;
   }
 
-  /** Where the UUID in WORDS is (the index of its slot's first word), or -1. */
+  /** The position of the entry for the UUID in WORDS, or -1: the expected one first, else by the index. */
   #find(): number {
-    const slots = this.#slots;
+    const entries = this.#entries;
+    if (this.#cursor < this.#count && sameWords(entries, this.#cursor * STRIDE)) return this.#cursor;
+    const index = this.#index;
     const mask = this.#mask;
-    for (let slot = hashAt(WORDS, 0) & mask; ; slot = (slot + 1) & mask) {
-      const at = slot * STRIDE;
-      if (slots[at + 4] === 0) return -1;
-      if (slots[at] === WORDS[0] && slots[at + 1] === WORDS[1] && slots[at + 2] === WORDS[2] && slots[at + 3] === WORDS[3]) return at;
+    for (let slot = hashAt(WORDS, 0) & mask; index[slot] !== 0; slot = (slot + 1) & mask) {
+      const at = index[slot]! - 1;
+      if (sameWords(entries, at * STRIDE)) return at;
+    }
+    return -1;
+  }
+
+  /** The index slot that points to the entry at `at`. */
+  #slotOf(at: number): number {
+    let slot = hashAt(this.#entries, at * STRIDE) & this.#mask;
+    while (this.#index[slot] !== at + 1) slot = (slot + 1) & this.#mask;
+    return slot;
+  }
+
+  #freeSlot(hash: number): number {
+    let slot = hash & this.#mask;
+    while (this.#index[slot] !== 0) slot = (slot + 1) & this.#mask;
+    return slot;
+  }
+
+  /** Empties an index slot, moving up every later slot of the run that the hole would hide (backward-shift deletion). */
+  #unindex(hole: number): void {
+    const index = this.#index;
+    const mask = this.#mask;
+    index[hole] = 0;
+    for (let next = (hole + 1) & mask; index[next] !== 0; next = (next + 1) & mask) {
+      const home = hashAt(this.#entries, (index[next]! - 1) * STRIDE) & mask;
+      const stays = hole <= next ? hole < home && home <= next : hole < home || home <= next;
+      if (stays) continue;
+      index[hole] = index[next]!;
+      index[next] = 0;
+      hole = next;
     }
   }
 
-  /** Where the UUID in WORDS goes (it is known to be absent). */
-  #emptySlot(): number {
-    let slot = hashAt(WORDS, 0) & this.#mask;
-    while (this.#slots[slot * STRIDE + 4] !== 0) slot = (slot + 1) & this.#mask;
-    return slot * STRIDE;
+  /** The entries found since the last settle() first, in the order found (once each), then the rest. */
+  #reorder(): void {
+    const placed = new Uint8Array(this.#count);
+    const entries = this.#entries;
+    const next = new Uint32Array(entries.length);
+    let n = 0;
+    const place = (at: number) => {
+      placed[at] = 1;
+      next.set(entries.subarray(at * STRIDE, at * STRIDE + STRIDE), n++ * STRIDE);
+    };
+    for (let i = 0; i < this.#foundCount; i++) {
+      const at = this.#found[i]!;
+      if (at < this.#count && placed[at] === 0) place(at);
+    }
+    for (let at = 0; at < this.#count; at++) if (placed[at] === 0) place(at);
+    this.#entries = next;
+    this.#lastId = undefined;
+    this.#reindex(this.#index.length);
   }
 
-  #grow(): void {
-    const old = this.#slots;
-    this.#slots = new Uint32Array(old.length * 2);
-    this.#mask = this.#slots.length / STRIDE - 1;
-    for (let from = 0; from < old.length; from += STRIDE) {
-      if (old[from + 4] === 0) continue;
-      let slot = hashAt(old, from) & this.#mask;
-      while (this.#slots[slot * STRIDE + 4] !== 0) slot = (slot + 1) & this.#mask;
-      this.#slots.set(old.subarray(from, from + STRIDE), slot * STRIDE);
-    }
+  #reindex(size: number): void {
+    this.#index = new Uint32Array(size);
+    this.#mask = size - 1;
+    for (let at = 0; at < this.#count; at++) this.#index[this.#freeSlot(hashAt(this.#entries, at * STRIDE))] = at + 1;
   }
 }
 
 const STRIDE = 5;
+
+function sameWords(entries: Uint32Array, at: number): boolean {
+  return entries[at] === WORDS[0] && entries[at + 1] === WORDS[1] && entries[at + 2] === WORDS[2] && entries[at + 3] === WORDS[3];
+}
 
 /** The last UUID parsed: scratch space, so that a lookup allocates nothing. */
 const WORDS = new Uint32Array(4);

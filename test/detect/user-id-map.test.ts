@@ -17,7 +17,7 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
     expect([map.has(uuid), map.get(uuid), map.size]).toEqual([false, undefined, ids.length - 1]);
   });
 
-  it('agrees with a Map over 200,000 random sets, overwrites and deletes (the table grows and shifts entries back)', () => {
+  it('agrees with a Map over 200,000 random sets, overwrites, deletes and settles (the table grows, shifts entries back and reorders)', () => {
     const random = mulberry32(20261123);
     const map = new UserIdMap();
     const reference = new Map<string, number>();
@@ -27,7 +27,9 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
     for (let step = 0; step < 200_000; step++) {
       const id = pool[Math.floor(random() * pool.length)]!;
       const roll = random();
-      if (roll < 0.35) {
+      if (roll < 0.01) {
+        map.settle();
+      } else if (roll < 0.35) {
         expect(map.delete(id)).toBe(reference.delete(id));
       } else if (roll < 0.8) {
         const value = Math.floor(random() * 2 ** 32 - 1);
@@ -49,5 +51,18 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
     expect(map.size).toBe(1_000_000);
     for (let n = 0; n < 1_000_000; n += 997) expect(map.get(id(n))).toBe(n % 4);
     expect(map.get(id(1_000_000))).toBeUndefined();
+  });
+
+  it('after a read that found entries out of order, lays them out in the order that read found them', () => {
+    const map = new UserIdMap();
+    const ids = Array.from({ length: 1000 }, () => randomUUID());
+    ids.forEach((id, i) => map.set(id, i));
+    const random = mulberry32(7);
+    const readOrder = [...ids].sort(() => random() - 0.5);
+    map.settle(); // between reads, as StoredLevels.beginRead() does
+    for (const id of readOrder) map.get(id);
+    map.settle();
+    expect([...map.keys()]).toEqual(readOrder);
+    expect(readOrder.map((id) => map.get(id))).toEqual(readOrder.map((id) => ids.indexOf(id)));
   });
 });
