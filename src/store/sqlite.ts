@@ -80,6 +80,10 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX deliveries_state ON deliveries (state, sink);
    ALTER TABLE users ADD COLUMN missing INTEGER NOT NULL DEFAULT 0;
    CREATE TABLE sink_holds (sink TEXT PRIMARY KEY, until INTEGER NOT NULL) STRICT;`,
+  // 3: with deliveries_due there, claiming took every due delivery of the sink and sorted
+  // them by id to hand out the first 16: 1.6 ms a claim with 10,000 pending. Walking
+  // deliveries_claim in id order stops at the 16th.
+  `DROP INDEX deliveries_due;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

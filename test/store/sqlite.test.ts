@@ -82,6 +82,26 @@ describe('the state is one SQLite file', () => {
       db.close();
     }
   });
+
+  it('moves a file of an older riskwatch (schema 2) to the current schema on open, keeping what it holds', async () => {
+    const first = open();
+    expect(await first.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'high')] }) }))).toBe(1);
+    await first.close();
+    // As schema 2 left it: the index claims used to trip over, and its version.
+    const older = new DatabaseSync(file);
+    older.exec("CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; PRAGMA user_version = 2;");
+    older.close();
+
+    const store = open();
+    expect((await store.loadSnapshot(ACCOUNT.id)).version).toBe(1);
+    const db = new DatabaseSync(file, { readOnly: true });
+    try {
+      expect(db.prepare('PRAGMA user_version').get()).toEqual(expect.objectContaining({ user_version: SCHEMA_VERSION }));
+      expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_due'").all()).toEqual([]);
+    } finally {
+      db.close();
+    }
+  });
 });
 
 /**
