@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
-import type { RiskEvent } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { maskSecret } from '../config/secret.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
@@ -10,6 +9,7 @@ import {
   type Delivery,
   type DeliveryCountRow,
   type DeliveryOutcome,
+  claimedDelivery,
   LeadershipLostError,
   type PollCommit,
   StaleSnapshotError,
@@ -358,18 +358,7 @@ export class PostgresStore implements StateStore {
           (r) => [r.id, r.body],
         ),
       );
-      return rows.map((row) => ({
-        id: row.id,
-        sink,
-        accountId: row.account_id,
-        attempts: row.attempts,
-        createdAt: row.created_at,
-        events: row.event_ids.map((id) => {
-          const body = bodies.get(id);
-          if (body === undefined) throw new StateError(`${this.where}: delivery ${row.id} refers to event ${id}, which is missing`);
-          return JSON.parse(body) as RiskEvent;
-        }),
-      }));
+      return rows.map((row) => claimedDelivery(this.where, sink, row, row.event_ids, (id) => bodies.get(id)));
     });
   }
 

@@ -2,7 +2,6 @@ import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { RiskEvent } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import {
@@ -11,6 +10,7 @@ import {
   type PollCommit,
   DELIVERY_COUNTS_SQL,
   type DeliveryCountRow,
+  claimedDelivery,
   StaleSnapshotError,
   StateError,
   tallyDeliveries,
@@ -252,18 +252,8 @@ export class SqliteStore implements StateStore {
       ).all(now + this.#leaseMs, sink, now, now, limit) as { id: number; account_id: string; event_ids: string; attempts: number; created_at: number }[];
       rows.sort((a, b) => a.id - b.id);
       const eventBody = this.#stmt('SELECT body FROM events WHERE id = ?');
-      return rows.map((row) => ({
-        id: row.id,
-        sink,
-        accountId: row.account_id,
-        attempts: row.attempts,
-        createdAt: row.created_at,
-        events: (JSON.parse(row.event_ids) as string[]).map((id) => {
-          const found = eventBody.get(id) as { body: string } | undefined;
-          if (!found) throw new StateError(`state file ${this.file}: delivery ${row.id} refers to event ${id}, which is missing`);
-          return JSON.parse(found.body) as RiskEvent;
-        }),
-      }));
+      const bodyOf = (id: string) => (eventBody.get(id) as { body: string } | undefined)?.body;
+      return rows.map((row) => claimedDelivery(`state file ${this.file}`, sink, row, JSON.parse(row.event_ids) as string[], bodyOf));
     });
   }
 

@@ -136,3 +136,30 @@ export function tallyDeliveries(rows: readonly DeliveryCountRow[]): Map<string, 
   }
   return counts;
 }
+
+/** A claimed delivery's row, as both stores read it. */
+export interface ClaimedRow {
+  readonly id: number;
+  readonly account_id: string;
+  readonly attempts: number;
+  readonly created_at: number;
+}
+
+/**
+ * A claimed row as a Delivery, with the events it names read through `bodyOf`. An event
+ * that is gone would block its sink for good: a StateError naming the store (`where`).
+ */
+export function claimedDelivery(where: string, sink: string, row: ClaimedRow, eventIds: readonly string[], bodyOf: (id: string) => string | undefined): Delivery {
+  return {
+    id: row.id,
+    sink,
+    accountId: row.account_id,
+    attempts: row.attempts,
+    createdAt: row.created_at,
+    events: eventIds.map((id) => {
+      const body = bodyOf(id);
+      if (body === undefined) throw new StateError(`${where}: delivery ${row.id} refers to event ${id}, which is missing`);
+      return JSON.parse(body) as RiskEvent;
+    }),
+  };
+}
