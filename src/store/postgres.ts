@@ -586,7 +586,6 @@ export class PostgresStore implements StateStore {
         // The connection itself is gone: don't hand it out again.
         broken = rollbackFailed as Error;
       }
-      if (error instanceof StaleSnapshotError || error instanceof LeadershipLostError || error instanceof StateError) throw error;
       throw asStateError(error, this.where, what);
     } finally {
       client.release(broken);
