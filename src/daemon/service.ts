@@ -124,7 +124,7 @@ export class Service {
   async reload(next: Config): Promise<void> {
     const { log } = this.#deps;
     // What cannot change under a running process keeps its value until the next restart.
-    if (JSON.stringify(next.state) !== JSON.stringify(this.#state)) log.warn('state changed: it takes effect at the next restart');
+    if (stateKey(next.state) !== stateKey(this.#state)) log.warn('state changed: it takes effect at the next restart');
     const { listen: was } = this.#listen;
     const { listen: now } = next.http;
     if (was.host !== now.host || was.port !== now.port) log.warn('http.listen changed: it takes effect at the next restart');
@@ -189,6 +189,11 @@ export class Service {
       }
     }
   }
+}
+
+/** What names a store: its file, or its whole URL (a Secret prints masked, so a new password would compare equal). */
+function stateKey(state: StateConfig): string {
+  return state.kind === 'sqlite' ? `sqlite:${state.file}` : state.url.reveal();
 }
 
 /**
