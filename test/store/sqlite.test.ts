@@ -253,9 +253,9 @@ describe('a state file that cannot be used is refused with a one-line StateError
       expect(error.message).toMatch(/not writable/);
       return;
     }
-    // root writes through 0o555, so the refusal is only observable for another user:
-    // open the store in a child running as nobody (uid 65534), which only root may start.
-    fs.chmodSync(tmp.dir, 0o755);
+    // root writes through 0o555 by its capabilities, so the refusal is only observable without them:
+    // open the store in a child that keeps root's uid (so it still reads the repository, wherever it
+    // was cloned, however private) but loses CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (util-linux setpriv).
     const script = tmp.path('open-store.mjs');
     fs.writeFileSync(
       script,
@@ -264,7 +264,8 @@ try { SqliteStore.open(process.argv[2]); console.log(JSON.stringify({ opened: tr
 catch (e) { console.log(JSON.stringify({ name: e.name, exitCode: e.exitCode, message: e.message })); }
 `,
     );
-    const child = spawnSync(process.execPath, [script, inside], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 15_000 });
+    const dropped = '-dac_override,-dac_read_search';
+    const child = spawnSync('setpriv', [`--bounding-set=${dropped}`, `--inh-caps=${dropped}`, '--', process.execPath, script, inside], { encoding: 'utf8', timeout: 15_000 });
     expect(child.status, child.stderr).toBe(0);
     const outcome = JSON.parse(child.stdout.trim()) as { name?: string; exitCode?: number; message?: string };
     expect(outcome.name).toBe('StateError');
