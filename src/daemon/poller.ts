@@ -17,6 +17,7 @@ import type { Behavior, EventType, RiskEventDetail } from '../model.ts';
 import { routeEvents } from '../notify/route.ts';
 import type { Sink } from '../notify/sink.ts';
 import { StaleSnapshotError, type StateStore } from '../store/store.ts';
+import { together } from '../together.ts';
 
 export interface PollOutcome {
   readonly users: number;
@@ -75,9 +76,11 @@ export class AccountPoller {
   async poll(signal?: AbortSignal): Promise<PollOutcome> {
     const { account, client, store, clock } = this.#options;
     const previous = this.#previous ?? (await this.#loadState());
-    const [summary, behaviorList] = await Promise.all([
-      client.fetchSummary(account.id, signal, previous.snapshot ? { known: previous.snapshot.userLevels as StoredLevels } : {}),
-      client.fetchBehaviors(account.id, signal),
+    // When either read fails, the other is stopped and settled before the poll returns: a summary read
+    // left running would keep marking the stored levels the next poll reads into.
+    const [summary, behaviorList] = await together(signal, [
+      (both) => client.fetchSummary(account.id, both, previous.snapshot ? { known: previous.snapshot.userLevels as StoredLevels } : {}),
+      (both) => client.fetchBehaviors(account.id, both),
     ]);
     signal?.throwIfAborted();
     // When the change was seen: the events' timestamp, and the moment delivery latency counts from.
