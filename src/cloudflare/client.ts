@@ -10,7 +10,8 @@ import { USER_AGENT } from '../version.ts';
 import type { RequestBudget } from './budget.ts';
 import { describeNetworkError, excerpt, isRetryableStatus } from '../http.ts';
 import { type ApiMessage, CloudflareError } from './errors.ts';
-import { parseBehavior, parseRiskEvent, parseUser, userFields } from './records.ts';
+import { together } from '../together.ts';
+import { isUserId, parseBehavior, parseRiskEvent, parseUser, userFields } from './records.ts';
 
 /** The three risk-scoring calls (SPEC §1), named for logs and metrics. */
 export type ApiCall = 'summary' | 'behaviors' | 'user';
@@ -21,10 +22,13 @@ export interface Summary {
   readonly users: ReadonlyMap<string, RiskUser>;
   /** With `known`: the users read at the level the caller already had, only counted and marked there. */
   readonly unchanged: { readonly count: number; has(userId: string): boolean } | undefined;
-  /** Users whose record was malformed: their previous state must be kept. */
+  /** Users whose records were malformed or listed them at two levels: their previous state must be kept. */
   readonly skippedUserIds: ReadonlySet<string>;
+  /** How many of those were listed at two levels. */
+  readonly ambiguousUsers: number;
   /** Malformed records without a usable user_id: any user may be among them. */
   readonly unidentifiedSkips: number;
+  /** Pages read: more than one is not a snapshot taken at one moment. */
   readonly pages: number;
 }
 
@@ -58,12 +62,23 @@ export interface CloudflareClientOptions {
   readonly pageSize?: number;
   /** Summary pages in flight at once, after the first. Default 4. */
   readonly pageConcurrency?: number;
+  /** `auto` (default) pages through the summary; `off` takes one answer as all of it (SPEC §1). */
+  readonly summaryPaging?: 'auto' | 'off';
   /** Called once per HTTP attempt with its status, or 'error' when no response came (for metrics). */
   readonly onResponse?: (call: ApiCall, status: number | 'error') => void;
+  /** Called once per read that set records aside: malformed ones, and users listed at two levels (for metrics). */
+  readonly onSkipped?: (accountId: string, kind: SkippedKind, count: number) => void;
   readonly random?: () => number;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 1000, maxDelayMs: 30_000, maxWaitMs: 5 * 60_000 };
+
+/** What a read sets aside: a record that breaks the schema, or a user listed at two levels in one read. */
+export type SkippedKind = 'malformed_user' | 'ambiguous_user' | 'malformed_behavior' | 'malformed_risk_event';
+
+/** The fix for a server that answers every page with the first: riskwatch can only say it. */
+const IGNORES_PAGING =
+  'the API ignores paging, so the summary cannot be read page by page; if it answers with the whole summary at once, set cloudflare.summary_paging: off';
 
 /** The largest response body read; a bigger one is refused rather than buffered. */
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -110,6 +125,8 @@ export class SummaryChangedError extends CloudflareError {}
 export class CloudflareClient {
   readonly #options: CloudflareClientOptions;
   readonly #headers: Record<string, string>;
+  /** Accounts whose result_info was found to disagree with summary_paging off, and said so. */
+  readonly #claimNoted = new Set<string>();
 
   constructor(options: CloudflareClientOptions) {
     this.#options = options;
@@ -155,7 +172,7 @@ export class CloudflareClient {
         reasons.push(`behaviors.${id}: ${parsed.reason}`);
       }
     }
-    this.#warnSkipped(accountId, 'behavior', reasons);
+    this.#warnSkipped(accountId, 'malformed_behavior', reasons, 'skipped {n} malformed behavior record(s); their previous state is kept');
     return { behaviors, skippedIds };
   }
 
@@ -171,7 +188,7 @@ export class CloudflareClient {
       if (parsed.ok) events.push(parsed.value);
       else reasons.push(`events[${i}]: ${parsed.reason}`);
     });
-    this.#warnSkipped(accountId, 'risk event', reasons);
+    this.#warnSkipped(accountId, 'malformed_risk_event', reasons, 'skipped {n} malformed risk event record(s) of a user');
     const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
     const level = result.risk_level;
     return {
@@ -188,18 +205,31 @@ export class CloudflareClient {
     const reader = new SummaryReader(accountId, options.known);
     const pages = await this.#readPages(accountId, reader, signal);
     const summary = reader.finish();
-    this.#warnSkipped(accountId, 'user', reader.reasons);
+    this.#warnSkipped(accountId, 'malformed_user', reader.reasons, 'skipped {n} malformed user record(s); their previous state is kept');
+    this.#warnSkipped(
+      accountId,
+      'ambiguous_user',
+      reader.ambiguityReasons,
+      '{n} user(s) listed at two levels in one read; their previous state is kept until a read agrees with itself',
+    );
     return { ...summary, pages };
   }
 
-  /** Feeds every summary page to `reader`; returns how many pages there were. */
+  /** Feeds every summary page to `reader`; returns how many pages it read. */
   async #readPages(accountId: string, reader: SummaryReader, signal?: AbortSignal): Promise<number> {
+    if (this.#options.summaryPaging === 'off') {
+      const whole = await this.#summaryPage(accountId, undefined, signal);
+      reader.add(whole.rows, 1);
+      this.#noteUnpagedClaim(accountId, whole.info, reader.distinct);
+      return 1;
+    }
     const first = await this.#summaryPage(accountId, 1, signal);
     reader.add(first.rows, 1);
     const info = first.info;
     // A response without result_info is one complete page (SPEC §1).
     if (!info) return 1;
     reader.totalCount = info.total_count;
+    if (reader.complete) return 1;
 
     const perPage = info.per_page && info.per_page > 0 ? info.per_page : first.rows.length || this.#pageSize;
     const lastPage =
@@ -208,13 +238,13 @@ export class CloudflareClient {
       throw new CloudflareError(`summary of account ${accountId}: the API reports ${lastPage} pages, more than the ${MAX_PAGES} riskwatch reads`, { retryable: false });
     }
     if (lastPage !== undefined) {
-      await this.#eachPage(2, lastPage, signal, async (page, pageSignal) => {
+      // Complete once the distinct users reach total_count, whatever total_pages says.
+      return await this.#eachPage(2, lastPage, signal, () => reader.complete, async (page, pageSignal) => {
         const next = await this.#summaryPage(accountId, page, pageSignal);
         const changed = totalsDiffer(info, next.info);
         if (changed) throw new SummaryChangedError(`summary of account ${accountId}: ${changed} between page 1 and page ${page}`, { retryable: true });
         reader.add(next.rows, page);
       });
-      return lastPage;
     }
     // No totals: keep going until an empty page.
     for (let page = 2; page <= MAX_PAGES; page++) {
@@ -225,42 +255,54 @@ export class CloudflareClient {
     throw new CloudflareError(`summary of account ${accountId}: still no empty page after ${MAX_PAGES} pages`, { retryable: false });
   }
 
-  /** Runs `fetch` for pages first..last, a few at once; the first failure stops the rest. */
-  async #eachPage(first: number, last: number, signal: AbortSignal | undefined, fetch: (page: number, signal: AbortSignal) => Promise<void>): Promise<void> {
-    const stop = new AbortController();
-    const pageSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  /**
+   * Runs `fetch` for pages first..last, a few at once, until `done` says the read
+   * is complete; the first failure stops the rest. Returns the last page fetched.
+   */
+  async #eachPage(
+    first: number,
+    last: number,
+    signal: AbortSignal | undefined,
+    done: () => boolean,
+    fetch: (page: number, signal: AbortSignal) => Promise<void>,
+  ): Promise<number> {
     let next = first;
-    const worker = async () => {
-      while (next <= last && !pageSignal.aborted) {
+    const worker = async (pageSignal: AbortSignal) => {
+      while (next <= last && !pageSignal.aborted && !done()) {
         const page = next++;
         await fetch(page, pageSignal);
       }
     };
-    const workers = Array.from({ length: Math.min(this.#options.pageConcurrency ?? 4, last - first + 1) }, worker);
-    try {
-      await Promise.all(workers.map((w) => w.catch((error: unknown) => {
-        stop.abort(error);
-        throw error;
-      })));
-    } finally {
-      stop.abort();
-      // Let the other workers settle before returning, so no request outlives the call.
-      await Promise.allSettled(workers);
-    }
+    await together(signal, Array.from({ length: Math.min(this.#options.pageConcurrency ?? 4, last - first + 1) }, () => worker));
+    return next - 1;
+  }
+
+  /** With summary_paging off, result_info is only what the API claims: said once per account if the answer disagrees. */
+  #noteUnpagedClaim(accountId: string, info: ResultInfo | undefined, distinct: number): void {
+    if (!info || this.#claimNoted.has(accountId)) return;
+    const pages = info.total_pages ?? 1;
+    if ((info.total_count === undefined || info.total_count === distinct) && pages <= 1) return;
+    this.#claimNoted.add(accountId);
+    this.#options.log.warn(
+      { account: accountId, users: distinct, total_count: info.total_count, total_pages: info.total_pages },
+      `cloudflare.summary_paging is off: the summary's one answer lists ${distinct} users although its result_info claims ${info.total_count ?? '?'} over ${pages} page(s); taking the answer as the whole summary`,
+    );
   }
 
   get #pageSize(): number {
     return this.#options.pageSize ?? 1000;
   }
 
-  async #summaryPage(accountId: string, page: number, signal?: AbortSignal): Promise<{ rows: unknown[]; info: ResultInfo | undefined }> {
-    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/summary?page=${page}&per_page=${this.#pageSize}`;
+  /** One page of the summary, or with `page` undefined, the summary asked for without paging parameters. */
+  async #summaryPage(accountId: string, page: number | undefined, signal?: AbortSignal): Promise<{ rows: unknown[]; info: ResultInfo | undefined }> {
+    const paging = page === undefined ? '' : `?page=${page}&per_page=${this.#pageSize}`;
+    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/summary${paging}`;
     const envelope = await this.#get('summary', path, signal);
     const users = isRecord(envelope.result) ? envelope.result.users : undefined;
     if (!Array.isArray(users)) throw this.#malformed('summary', path, 'result.users is not a list');
     const info = envelope.result_info ?? undefined;
-    if (info?.page !== undefined && info.page !== page) {
-      throw new CloudflareError(`GET ${path}: asked for page ${page} and got page ${info.page}: the API ignores paging, so the summary cannot be read completely`, { retryable: false });
+    if (page !== undefined && info?.page !== undefined && info.page !== page) {
+      throw new CloudflareError(`GET ${path}: asked for page ${page} and got page ${info.page}: ${IGNORES_PAGING}`, { retryable: false });
     }
     return { rows: users, info };
   }
@@ -344,24 +386,30 @@ export class CloudflareClient {
     return new CloudflareError(`GET ${path}: malformed ${call} response: ${what}`, { retryable: false });
   }
 
-  #warnSkipped(accountId: string, kind: string, reasons: readonly string[]): void {
+  /** One line per read for what it set aside, with a few examples, and the count for metrics. */
+  #warnSkipped(accountId: string, kind: SkippedKind, reasons: readonly string[], message: string): void {
     if (reasons.length === 0) return;
-    this.#options.log.warn(
-      { account: accountId, skipped: reasons.length, examples: reasons.slice(0, 5) },
-      `skipped ${reasons.length} malformed ${kind} record(s); their previous state is kept`,
-    );
+    this.#options.onSkipped?.(accountId, kind, reasons.length);
+    this.#options.log.warn({ account: accountId, skipped: reasons.length, examples: reasons.slice(0, 5) }, message.replace('{n}', String(reasons.length)));
   }
 }
 
-/** Collects summary pages: de-duplicates users, notices a server that ignores `page`, checks the count. */
+/**
+ * Collects summary pages: de-duplicates users, sets aside a user listed at two
+ * levels in one read, notices a server that ignores `page`, checks the count.
+ */
 class SummaryReader {
   readonly #accountId: string;
   /** The total_count the API reported, when it did. */
   totalCount: number | undefined;
   readonly users = new Map<string, RiskUser>();
   readonly #known: StoredLevels | undefined;
+  /** Users with only malformed records so far. */
   readonly skippedUserIds = new Set<string>();
+  /** Users listed at two levels in this read: which one is true is unknown, so neither is taken. */
+  readonly ambiguousUserIds = new Set<string>();
   readonly reasons: string[] = [];
+  readonly ambiguityReasons: string[] = [];
   unidentifiedSkips = 0;
 
   constructor(accountId: string, known?: StoredLevels) {
@@ -369,56 +417,81 @@ class SummaryReader {
     this.#known = known;
   }
 
+  /** Distinct users read so far, whether kept, only marked, malformed or ambiguous. */
+  get distinct(): number {
+    return this.users.size + (this.#known?.unchangedCount ?? 0) + this.skippedUserIds.size + this.ambiguousUserIds.size + this.unidentifiedSkips;
+  }
+
+  /** The read holds as many distinct users as the API said there are (SPEC §1). */
+  get complete(): boolean {
+    return this.totalCount !== undefined && this.distinct >= this.totalCount;
+  }
+
   add(rows: readonly unknown[], page: number): void {
-    let fresh = rows.length === 0;
+    const before = this.distinct;
     rows.forEach((row, i) => {
       const parsed = parseUser(row);
-      if (parsed.ok) {
-        // The hot path, once per user per poll: one Map write, and a size check tells new from seen.
-        const id = parsed.value.user_id;
-        const verdict = this.#known?.see(parsed.value) ?? 'changed';
-        if (verdict === 'again') return;
-        if (verdict === 'first') {
-          // At its stored level: only marked. An earlier record of it on another page gives way.
-          if (!this.users.delete(id) && !(this.skippedUserIds.size > 0 && this.skippedUserIds.delete(id))) fresh = true;
-          return;
-        }
-        // Changed or new: kept. The later record of a user on two pages wins.
-        let seenBefore = false;
-        if (this.#known?.seenUnchanged(id)) {
-          this.#known.unsee(id);
-          seenBefore = true;
-        }
-        const known = this.users.size;
-        this.users.set(id, userFields(parsed.value));
-        if (this.users.size > known && !seenBefore && (this.skippedUserIds.size === 0 || !this.skippedUserIds.delete(id))) fresh = true;
-        return;
-      }
-      this.reasons.push(`page ${page} users[${i}]: ${parsed.reason}`);
-      const id = (row as { user_id?: unknown } | null)?.user_id;
-      if (typeof id === 'string' && id !== '') {
-        if (!this.users.has(id) && !this.#known?.seenUnchanged(id)) {
-          this.skippedUserIds.add(id);
-          fresh = true;
-        }
-      } else {
-        this.unidentifiedSkips++;
-        fresh = true;
-      }
+      if (parsed.ok) this.#addUser(parsed.value, page, i);
+      else this.#addMalformed(row, parsed.reason, page, i);
     });
-    if (!fresh && page > 1) {
-      throw new CloudflareError(`summary of account ${this.#accountId}: page ${page} repeated only users of earlier pages: the API ignores paging, so the summary cannot be read completely`, { retryable: false });
+    if (page > 1 && rows.length > 0 && this.distinct === before) {
+      throw new CloudflareError(`summary of account ${this.#accountId}: page ${page} repeated only users of earlier pages: ${IGNORES_PAGING}`, { retryable: false });
     }
   }
 
+  /** The hot path, once per user per poll: a stored-level check, and a Map lookup for the rare rest. */
+  #addUser(user: RiskUser, page: number, i: number): void {
+    const id = user.user_id;
+    if (this.ambiguousUserIds.size > 0 && this.ambiguousUserIds.has(id)) return;
+    const known = this.#known;
+    const verdict = known?.see(user) ?? 'changed';
+    if (verdict === 'again') return;
+    if (verdict === 'first') {
+      // At their stored level, and marked there. An earlier record at another level makes them ambiguous.
+      const earlier = this.users.size > 0 ? this.users.get(id) : undefined;
+      if (earlier) this.#ambiguous(id, earlier.max_risk_level, user.max_risk_level, page, i);
+      else if (this.skippedUserIds.size > 0) this.skippedUserIds.delete(id);
+      return;
+    }
+    // Another level than stored, or new: kept, unless an earlier record of this read disagrees.
+    if (known?.seenUnchanged(id)) {
+      this.#ambiguous(id, known.get(id)!, user.max_risk_level, page, i);
+      return;
+    }
+    const earlier = this.users.get(id);
+    if (earlier && earlier.max_risk_level !== user.max_risk_level) {
+      this.#ambiguous(id, earlier.max_risk_level, user.max_risk_level, page, i);
+      return;
+    }
+    this.users.set(id, userFields(user));
+    if (this.skippedUserIds.size > 0) this.skippedUserIds.delete(id);
+  }
+
+  #ambiguous(id: string, one: RiskLevel, other: RiskLevel, page: number, i: number): void {
+    this.users.delete(id);
+    this.#known?.unsee(id);
+    this.ambiguousUserIds.add(id);
+    this.ambiguityReasons.push(`page ${page} users[${i}]: ${id} listed at ${one} and at ${other}`);
+  }
+
+  #addMalformed(row: unknown, reason: string, page: number, i: number): void {
+    this.reasons.push(`page ${page} users[${i}]: ${reason}`);
+    const id = (row as { user_id?: unknown } | null)?.user_id;
+    // A record whose id is no UUID names nobody: anyone may be behind it.
+    if (!isUserId(id)) this.unidentifiedSkips++;
+    else if (!this.users.has(id) && !this.#known?.seenUnchanged(id) && !this.ambiguousUserIds.has(id)) this.skippedUserIds.add(id);
+  }
+
   finish(): Omit<Summary, 'pages'> {
-    const seen = this.users.size + (this.#known?.unchangedCount ?? 0) + this.skippedUserIds.size + this.unidentifiedSkips;
+    const seen = this.distinct;
     if (this.totalCount !== undefined && seen < this.totalCount) {
       throw new SummaryChangedError(`summary of account ${this.#accountId}: read ${seen} distinct users of the ${this.totalCount} reported`, { retryable: true });
     }
     const known = this.#known;
     const unchanged = known && { count: known.unchangedCount, has: (id: string) => known.seenUnchanged(id) };
-    return { users: this.users, unchanged, skippedUserIds: this.skippedUserIds, unidentifiedSkips: this.unidentifiedSkips };
+    // Both keep their previous state: to the diff, an ambiguous user is one whose record could not be used.
+    const skippedUserIds = this.ambiguousUserIds.size === 0 ? this.skippedUserIds : new Set([...this.skippedUserIds, ...this.ambiguousUserIds]);
+    return { users: this.users, unchanged, skippedUserIds, ambiguousUsers: this.ambiguousUserIds.size, unidentifiedSkips: this.unidentifiedSkips };
   }
 }
 

@@ -20,10 +20,21 @@ function describe(value: unknown): string {
   return text.length > 40 ? `${text.slice(0, 40)}…` : text;
 }
 
+/**
+ * The schema's `format: uuid`: 8-4-4-4-12 hex digits, any case. Neither version
+ * nor variant bits are checked: ids generated from the schema do not all carry them.
+ */
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** A user id as the schema defines it: anything else names nobody (and is no key to anyone's state). */
+export function isUserId(value: unknown): value is string {
+  return typeof value === 'string' && UUID.test(value);
+}
+
 export function parseUser(raw: unknown): Parsed<RiskUser> {
   if (!isObject(raw)) return fail('is not an object');
   const { user_id, email, name, event_count, last_event, max_risk_level } = raw;
-  if (typeof user_id !== 'string' || user_id === '') return fail(`user_id is ${describe(user_id)}`);
+  if (!isUserId(user_id)) return fail(`user_id is ${describe(user_id)}, not a UUID`);
   if (!isRiskLevel(max_risk_level)) return fail(`max_risk_level is ${describe(max_risk_level)}`);
   if (typeof email !== 'string') return fail(`email is ${describe(email)}`);
   if (name !== undefined && name !== null && typeof name !== 'string') return fail(`name is ${describe(name)}`);
@@ -52,14 +63,32 @@ export function parseUser(raw: unknown): Parsed<RiskUser> {
   };
 }
 
-/** The user's six fields and nothing else (a record may carry more): what is stored and announced. */
+/**
+ * The user's six fields and nothing else (a record may carry more), each storable:
+ * what is stored and announced. Called for the few records a read keeps.
+ */
 export function userFields(user: RiskUser): RiskUser {
-  if (Object.keys(user).length === 6) return user;
   const { user_id, email, name, event_count, last_event, max_risk_level } = user;
-  return { user_id, email, name, event_count, last_event, max_risk_level };
+  if (Object.keys(user).length === 6 && isStorable(email) && isStorable(name) && (last_event === null || isStorable(last_event))) return user;
+  return { user_id, email: storable(email), name: storable(name), event_count, last_event: last_event === null ? null : storable(last_event), max_risk_level };
+}
+
+/**
+ * Text every store can hold: PostgreSQL refuses a NUL character in `text`
+ * ('invalid byte sequence for encoding "UTF8": 0x00'), and a lone surrogate has
+ * no UTF-8 form. Both become U+FFFD, as a UTF-8 decoder would show them.
+ */
+export function storable(text: string): string {
+  return isStorable(text) ? text : text.toWellFormed().replaceAll('\0', '\uFFFD');
+}
+
+function isStorable(text: string): boolean {
+  return !text.includes('\0') && text.isWellFormed();
 }
 
 export function parseBehavior(id: string, raw: unknown): Parsed<Behavior> {
+  // An id is a key: made storable, two ids could become one. Such an id is refused instead.
+  if (!isStorable(id)) return fail('its id holds a NUL character or a lone surrogate, which no store can keep');
   if (!isObject(raw)) return fail('is not an object');
   const { name, description, enabled, risk_level } = raw;
   if (typeof enabled !== 'boolean') return fail(`enabled is ${describe(enabled)}`);
@@ -70,7 +99,7 @@ export function parseBehavior(id: string, raw: unknown): Parsed<Behavior> {
   }
   return {
     ok: true,
-    value: { id, name: (name as string | undefined) ?? id, description: (description as string | null | undefined) ?? '', enabled, risk_level },
+    value: { id, name: storable((name as string | undefined) ?? id), description: storable((description as string | null | undefined) ?? ''), enabled, risk_level },
   };
 }
 

@@ -11,6 +11,8 @@ export interface Config {
   readonly cloudflare: {
     readonly apiBaseUrl: string;
     readonly requestsPer5Min: number;
+    /** `auto` reads the summary page by page; `off` takes one answer as all of it (SPEC §1). */
+    readonly summaryPaging: 'auto' | 'off';
   };
   readonly accounts: readonly AccountConfig[];
   readonly pollIntervalMs: number;

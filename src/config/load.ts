@@ -223,7 +223,11 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
 
   return {
     file: source,
-    cloudflare: { apiBaseUrl: file.cloudflare.api_base_url.replace(/\/+$/, ''), requestsPer5Min: file.cloudflare.requests_per_5min },
+    cloudflare: {
+      apiBaseUrl: file.cloudflare.api_base_url.replace(/\/+$/, ''),
+      requestsPer5Min: file.cloudflare.requests_per_5min,
+      summaryPaging: file.cloudflare.summary_paging,
+    },
     accounts,
     pollIntervalMs: file.poll_interval,
     firstRun: file.first_run,

@@ -123,6 +123,7 @@ export const configFileSchema = z.strictObject({
       api_base_url: httpUrl.default(DEFAULT_API_BASE_URL),
       ...credentialFields,
       requests_per_5min: z.int().min(1).max(100_000).default(1200),
+      summary_paging: z.enum(['auto', 'off'], { error: 'must be auto or off' }).default('auto'),
     })
     .prefault({}),
   accounts: z

@@ -5,7 +5,7 @@ import { formatDuration } from './duration.ts';
 export function summarizeConfig(config: Config): string {
   const lines = [
     `config: ${config.file}`,
-    `cloudflare: ${config.cloudflare.apiBaseUrl} (budget ${config.cloudflare.requestsPer5Min} requests / 5 min per credential)`,
+    `cloudflare: ${config.cloudflare.apiBaseUrl} (budget ${config.cloudflare.requestsPer5Min} requests / 5 min per credential, summary_paging ${config.cloudflare.summaryPaging})`,
     `accounts (${config.accounts.length}):`,
     ...config.accounts.map((a) => `  - ${a.id}${a.name ? ` "${a.name}"` : ''}: ${describeCredential(a.credential)}`),
     `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}, notify.max_age: ${formatDuration(config.notify.maxAgeMs)}`,

@@ -44,6 +44,7 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
 
   const budgets = deps.budgets ?? new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
   const clients = new Map<string, CloudflareClient>();
+  const labels = new Map(config.accounts.map((account) => [account.id, account.label]));
   const clientFor = (credential: Credential) => {
     let client = clients.get(credential.id);
     if (!client) {
@@ -54,7 +55,13 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
         clock,
         log: log.child({ credential: credential.id }),
         dispatcher,
-        ...(metrics ? { onResponse: (call, status) => metrics.cloudflareResponse(call, status) } : {}),
+        summaryPaging: config.cloudflare.summaryPaging,
+        ...(metrics
+          ? {
+              onResponse: (call, status) => metrics.cloudflareResponse(call, status),
+              onSkipped: (accountId, kind, count) => metrics.recordsSkipped(labels.get(accountId) ?? accountId, kind, count),
+            }
+          : {}),
       });
       clients.set(credential.id, client);
     }

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ApiCall } from '../cloudflare/client.ts';
+import type { ApiCall, SkippedKind } from '../cloudflare/client.ts';
 import type { DeliveryOutcome, StateStore } from '../store/store.ts';
 
 /**
@@ -16,6 +16,7 @@ export class Metrics {
   readonly #deliveries: Counter<'sink' | 'outcome'>;
   readonly #requests: Counter<'call' | 'status'>;
   readonly #rateLimited: Counter<'call'>;
+  readonly #skipped: Counter<'account' | 'kind'>;
   #store: StateStore | undefined;
   #leadership: () => readonly { account: string; leads: boolean }[] = () => [];
 
@@ -42,6 +43,12 @@ export class Metrics {
       name: 'riskwatch_cloudflare_requests_total',
       help: 'Cloudflare API requests by call and HTTP status ("error" when no response came).',
       labelNames: ['call', 'status'],
+      registers,
+    });
+    this.#skipped = new Counter({
+      name: 'riskwatch_records_skipped_total',
+      help: 'Records of API answers set aside, the state before them kept: malformed ones, and users listed at two levels in one read.',
+      labelNames: ['account', 'kind'],
       registers,
     });
     this.#rateLimited = new Counter({ name: 'riskwatch_cloudflare_rate_limited_total', help: 'Cloudflare answers of 429.', labelNames: ['call'], registers });
@@ -111,6 +118,10 @@ export class Metrics {
   cloudflareResponse(call: ApiCall, status: number | 'error'): void {
     this.#requests.inc({ call, status: String(status) });
     if (status === 429) this.#rateLimited.inc({ call });
+  }
+
+  recordsSkipped(account: string, kind: SkippedKind, count: number): void {
+    this.#skipped.inc({ account, kind }, count);
   }
 
   delivery(sink: string, outcome: DeliveryOutcome['kind']): void {

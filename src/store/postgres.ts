@@ -92,6 +92,9 @@ const MIGRATIONS: readonly string[] = [
      holder text,
      expires_at timestamptz NOT NULL DEFAULT '-infinity'
    );`,
+  // The schema's event_count is an integer >= 0 without a bound: past 2^31-1 it no longer fit, and
+  // every commit of that account failed on the same record.
+  `ALTER TABLE users ALTER COLUMN event_count TYPE bigint;`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -274,7 +277,7 @@ export class PostgresStore implements StateStore {
       for (const users of chunks(delta.upsertUsers)) {
         await client.query(
           `INSERT INTO users (account_id, user_id, level, email, name, event_count, last_event)
-           SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::integer[], $7::text[])
+           SELECT $1, * FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::bigint[], $7::text[])
            ON CONFLICT (account_id, user_id) DO UPDATE SET level = excluded.level, email = excluded.email, name = excluded.name,
              event_count = excluded.event_count, last_event = excluded.last_event`,
           [

@@ -143,12 +143,12 @@ describe('summary pagination: all pages or an error', () => {
 });
 
 describe('users the caller already has at their level are only marked, not kept', () => {
-  it('keeps changed and new users, counts the rest, and lets the later record of a user on two pages win', async () => {
+  it('keeps changed and new users, counts the rest, and starts afresh on the next read', async () => {
     const at = (n: number, level: 'low' | 'medium' | 'high') => ({ ...user(n), max_risk_level: level });
     const pages = [
       [at(1, 'low'), at(2, 'high')],
-      [at(2, 'low'), at(3, 'medium')],
-      [at(1, 'high'), at(4, 'low')],
+      [at(2, 'high'), at(3, 'medium')],
+      [at(1, 'low'), at(4, 'low')],
     ];
     api.fault = (r) => {
       const page = Number(r.query.get('page'));
@@ -160,17 +160,140 @@ describe('users the caller already has at their level are only marked, not kept'
     ]);
     const { client } = clientFor(api, { pageConcurrency: 1 });
     const summary = await client.fetchSummary(ACCOUNT, undefined, { known });
+    // User 2 twice at the same level is one user, at that level.
     expect([...summary.users.values()].map((u) => `${u.email} ${u.max_risk_level}`).sort()).toEqual([
-      `${user(1).email} high`,
+      `${user(2).email} high`,
       `${user(3).email} medium`,
       `${user(4).email} low`,
     ]);
     expect(summary.unchanged?.count).toBe(1);
-    expect(summary.unchanged?.has(user(2).user_id)).toBe(true);
-    expect(summary.unchanged?.has(user(1).user_id)).toBe(false);
-    // A new read starts afresh.
+    expect(summary.unchanged?.has(user(1).user_id)).toBe(true);
+    expect(summary.unchanged?.has(user(2).user_id)).toBe(false);
     const again = await client.fetchSummary(ACCOUNT, undefined, { known });
     expect(again.unchanged?.count).toBe(1);
+  });
+});
+
+describe('a user listed twice in one read with two levels keeps their previous state (SPEC §1)', () => {
+  const at = (n: number, level: 'low' | 'medium' | 'high') => ({ ...user(n), max_risk_level: level });
+  /** Serves `pages` as a summary of `total` users, two to a page. */
+  const serve = (pages: ReturnType<typeof at>[][], total: number) => {
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      const rows = pages[page - 1] ?? [];
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page, per_page: 2, count: rows.length, total_count: total, total_pages: pages.length } } };
+    };
+  };
+
+  it('in whichever order the stored level and the other one come, across pages or on one', async () => {
+    serve(
+      [
+        [at(1, 'low'), at(2, 'high')],
+        [at(2, 'low'), at(3, 'medium')],
+        [at(1, 'high'), at(4, 'low'), at(4, 'medium'), at(5, 'medium'), at(5, 'high'), at(5, 'medium')],
+      ],
+      5,
+    );
+    // 1 and 2 are stored at low: 1 is read low then high, 2 high then low. 4 and 5 are new, each read at two levels.
+    const known = new StoredLevels([
+      [user(1).user_id, 'low'],
+      [user(2).user_id, 'low'],
+    ]);
+    const logs = captureLogs();
+    const skipped: [string, string, number][] = [];
+    const { client } = clientFor(api, { pageConcurrency: 1, log: logs.log, onSkipped: (account, kind, n) => skipped.push([account, kind, n]) });
+    const summary = await client.fetchSummary(ACCOUNT, undefined, { known });
+    expect([...summary.users.keys()]).toEqual([user(3).user_id]);
+    expect(summary.unchanged?.count).toBe(0);
+    expect([...summary.skippedUserIds].sort()).toEqual([1, 2, 4, 5].map((n) => user(n).user_id).sort());
+    expect(summary.ambiguousUsers).toBe(4);
+    expect(skipped).toEqual([[ACCOUNT, 'ambiguous_user', 4]]);
+    const warning = logs.lines().find((l) => l.skipped === 4);
+    expect(warning?.msg).toMatch(/4 user\(s\) listed at two levels in one read; their previous state is kept/);
+    expect(String(warning?.examples)).toContain(`${user(1).user_id} listed at low and at high`);
+  });
+
+  it('without stored levels too (on an account\'s first read)', async () => {
+    serve([[at(1, 'low'), at(1, 'high')]], 1);
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(0);
+    expect([...summary.skippedUserIds]).toEqual([user(1).user_id]);
+  });
+
+  it('counts the ambiguous user once against total_count', async () => {
+    serve([[at(1, 'low'), at(2, 'low')], [at(2, 'high'), at(3, 'low')]], 3);
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect([...summary.users.keys()].sort()).toEqual([user(1).user_id, user(3).user_id].sort());
+    expect([...summary.skippedUserIds]).toEqual([user(2).user_id]);
+  });
+});
+
+describe('summary_paging (SPEC §1)', () => {
+  /** The answer of Prism serving Cloudflare's schema: its example claims 100 pages of 20, lists one user, and answers every page with page 1. */
+  const prismExample = () => {
+    api.fault = (r) =>
+      r.call === 'summary'
+        ? { status: 200, body: { ...success({ users: [user(1)] }), result_info: { count: 1, page: 1, per_page: 20, total_count: 2000, total_pages: 100 } } }
+        : undefined;
+  };
+
+  it('auto: a read is complete once its distinct users reach total_count, whatever total_pages says', async () => {
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      const rows = page === 1 ? [user(1), user(2)] : page === 2 ? [user(3)] : [user(90 + page)];
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page, per_page: 2, count: rows.length, total_count: 3, total_pages: 100 } } };
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(3);
+    expect(summary.pages).toBe(2);
+    expect(pagesAsked()).toEqual([1, 2]);
+  });
+
+  it('auto: one page holding total_count users is the whole summary', async () => {
+    api.fault = () => ({ status: 200, body: { ...success({ users: [user(1)] }), result_info: { count: 1, page: 1, per_page: 20, total_count: 1, total_pages: 100 } } });
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(1);
+    expect(summary.pages).toBe(1);
+    expect(summaryRequests()).toHaveLength(1);
+  });
+
+  it('auto: an API answering page 2 with page 1 fails the read in one line naming cloudflare.summary_paging', async () => {
+    prismExample();
+    const { client } = clientFor(api);
+    const error = (await client.fetchSummary(ACCOUNT).catch((e: unknown) => e)) as CloudflareError;
+    expect(error).toBeInstanceOf(CloudflareError);
+    expect(error.retryable).toBe(false);
+    expect(error.message).toMatch(/asked for page \d+ and got page 1: the API ignores paging.*set cloudflare\.summary_paging: off/);
+    expect(error.message).not.toContain('\n');
+    expect(summaryRequests().length).toBeLessThanOrEqual(5);
+  });
+
+  it('off: one request without paging parameters, its answer taken as the whole summary, the disagreeing claim logged once', async () => {
+    prismExample();
+    const logs = captureLogs();
+    const { client } = clientFor(api, { summaryPaging: 'off', log: logs.log });
+    for (let i = 0; i < 2; i++) {
+      const summary = await client.fetchSummary(ACCOUNT);
+      expect([...summary.users.keys()]).toEqual([user(1).user_id]);
+      expect(summary.pages).toBe(1);
+    }
+    expect(summaryRequests()).toHaveLength(2);
+    expect(summaryRequests().every((r) => r.query.size === 0)).toBe(true);
+    const claims = logs.lines().filter((l) => /summary_paging is off/.test(String(l.msg)));
+    expect(claims).toHaveLength(1);
+    expect(claims[0]).toMatchObject({ level: 40, users: 1, total_count: 2000, total_pages: 100 });
+  });
+
+  it('off: an answer that agrees with its result_info logs nothing', async () => {
+    seedUsers(api, 3);
+    const logs = captureLogs();
+    const { client } = clientFor(api, { summaryPaging: 'off', log: logs.log });
+    expect((await client.fetchSummary(ACCOUNT)).users.size).toBe(3);
+    expect(logs.lines().filter((l) => (l.level as number) >= 40)).toEqual([]);
   });
 });
 
@@ -178,36 +301,73 @@ describe('malformed records are skipped, the rest is used', () => {
   it('skips a record with an unknown level or a missing field, logs and counts it, keeps its id', async () => {
     seedUsers(api, 3);
     const target = api.account(ACCOUNT);
-    target.users.set('bad-level', { ...user(50), user_id: 'bad-level', max_risk_level: 'critical' });
-    target.users.set('no-email', { user_id: 'no-email', max_risk_level: 'high' });
+    const badLevel = user(50).user_id;
+    const noEmail = user(51).user_id;
+    target.users.set(badLevel, { ...user(50), max_risk_level: 'critical' });
+    target.users.set(noEmail, { user_id: noEmail, max_risk_level: 'high' });
     target.users.set('no-id', { email: 'x@example.com', max_risk_level: 'high' });
     const logs = captureLogs();
-    const { client } = clientFor(api, { log: logs.log });
+    const skipped: [string, string, number][] = [];
+    const { client } = clientFor(api, { log: logs.log, onSkipped: (account, kind, n) => skipped.push([account, kind, n]) });
     const summary = await client.fetchSummary(ACCOUNT);
     expect(summary.users.size).toBe(3);
-    expect([...summary.skippedUserIds].sort()).toEqual(['bad-level', 'no-email']);
+    expect([...summary.skippedUserIds].sort()).toEqual([badLevel, noEmail].sort());
     expect(summary.unidentifiedSkips).toBe(1);
+    expect(skipped).toEqual([[ACCOUNT, 'malformed_user', 3]]);
     const warning = logs.lines().find((l) => l.skipped === 3);
     expect(warning?.msg).toMatch(/skipped 3 malformed user record/);
     expect(String(warning?.examples)).toMatch(/max_risk_level is "critical"/);
   });
 
-  it('fills optional fields and rejects wrong types', async () => {
-    api.account(ACCOUNT).users.set('a', { user_id: 'a', email: 'a@example.com', max_risk_level: 'low' });
-    api.account(ACCOUNT).users.set('b', { user_id: 'b', email: 'b@example.com', max_risk_level: 'low', event_count: -1 });
-    api.account(ACCOUNT).users.set('c', { user_id: 'c', email: 'c@example.com', max_risk_level: 'low', event_count: 1e20 });
+  it('takes a user_id that is not a UUID (8-4-4-4-12 hex) as naming nobody, not as a user', async () => {
+    const target = api.account(ACCOUNT);
+    for (const id of ['not-a-uuid', '../../etc/passwd', '00000000-0000-4000-8000-00000000000g', ` ${user(1).user_id}`]) {
+      target.users.set(id, { ...user(1), user_id: id });
+    }
+    // The schema says format: uuid, not a version: ids without RFC 4122 version bits, in either case, are users.
+    const plain = { ...user(2), user_id: 'a169451c-8525-0352-c8ca-070dd449a1a5' };
+    const upper = { ...user(3), user_id: 'A169451C-8525-4352-B8CA-070DD449A1A6' };
+    target.users.set(plain.user_id, plain);
+    target.users.set(upper.user_id, upper);
     const { client } = clientFor(api);
     const summary = await client.fetchSummary(ACCOUNT);
-    expect(summary.users.get('a')).toEqual({ user_id: 'a', email: 'a@example.com', name: '', event_count: 0, last_event: null, max_risk_level: 'low' });
-    expect([...summary.skippedUserIds]).toEqual(['b', 'c']);
+    expect([...summary.users.keys()].sort()).toEqual([upper.user_id, plain.user_id].sort());
+    expect(summary.skippedUserIds.size).toBe(0);
+    expect(summary.unidentifiedSkips).toBe(4);
+  });
+
+  it('fills optional fields and rejects wrong types', async () => {
+    const [a, b, c] = [user(1), user(2), user(3)].map((u) => u.user_id) as [string, string, string];
+    api.account(ACCOUNT).users.set(a, { user_id: a, email: 'a@example.com', max_risk_level: 'low' });
+    api.account(ACCOUNT).users.set(b, { user_id: b, email: 'b@example.com', max_risk_level: 'low', event_count: -1 });
+    api.account(ACCOUNT).users.set(c, { user_id: c, email: 'c@example.com', max_risk_level: 'low', event_count: 1e20 });
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.get(a)).toEqual({ user_id: a, email: 'a@example.com', name: '', event_count: 0, last_event: null, max_risk_level: 'low' });
+    expect([...summary.skippedUserIds]).toEqual([b, c]);
   });
 
   it('keeps only the six fields of a record that carries more, so nothing unknown is stored or announced', async () => {
-    const full = { user_id: 'd', email: 'd@example.com', name: 'D', event_count: 2, last_event: '2026-11-22T17:00:00Z', max_risk_level: 'high' as const };
-    api.account(ACCOUNT).users.set('d', { ...full, internal_note: 'not for Slack' });
+    const id = user(4).user_id;
+    const full = { user_id: id, email: 'd@example.com', name: 'D', event_count: 2, last_event: '2026-11-22T17:00:00Z', max_risk_level: 'high' as const };
+    api.account(ACCOUNT).users.set(id, { ...full, internal_note: 'not for Slack' });
     const { client } = clientFor(api);
     const summary = await client.fetchSummary(ACCOUNT);
-    expect(summary.users.get('d')).toStrictEqual(full);
+    expect(summary.users.get(id)).toStrictEqual(full);
+  });
+
+  it('makes text every store can hold: a NUL or a lone surrogate becomes U+FFFD; a count past 2^31 stays as it is', async () => {
+    const id = user(5).user_id;
+    api.account(ACCOUNT).users.set(id, { ...user(5), name: 'Eve\u0000', email: 'e\ud800@example.com', last_event: '2026\u0000', event_count: 3_000_000_000 });
+    api.account(ACCOUNT).behaviors.set('imp_travel', { ...behavior('imp_travel'), name: 'Imp\u0000', description: 'x\udc00y' });
+    api.account(ACCOUNT).behaviors.set('nul\u0000id', behavior('nul'));
+    const { client } = clientFor(api);
+    const read = (await client.fetchSummary(ACCOUNT)).users.get(id);
+    expect(read).toMatchObject({ name: 'Eve\uFFFD', email: 'e\uFFFD@example.com', last_event: '2026\uFFFD', event_count: 3_000_000_000 });
+    const list = await client.fetchBehaviors(ACCOUNT);
+    expect(list.behaviors.get('imp_travel')).toMatchObject({ name: 'Imp\uFFFD', description: 'x\uFFFDy' });
+    // An id is a key: made storable, two ids could become one, so it is refused.
+    expect([...list.skippedIds]).toEqual(['nul\u0000id']);
   });
 
   it('reads behaviors, skipping a malformed one by id', async () => {

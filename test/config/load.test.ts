@@ -64,6 +64,7 @@ describe('a valid config parses into the typed config', () => {
     const config = load((doc) => {
       doc.cloudflare.api_base_url = 'http://127.0.0.1:8787/client/v4/';
       doc.cloudflare.requests_per_5min = 600;
+      doc.cloudflare.summary_paging = 'off';
       doc.poll_interval = '5m';
       doc.first_run = 'notify';
       doc.notify = { lowered: true, enrich: false, max_age: '6h' };
@@ -73,7 +74,7 @@ describe('a valid config parses into the typed config', () => {
     });
 
     expect(config.file).toBe(path.join(tmp.dir, 'riskwatch.yaml'));
-    expect(config.cloudflare).toEqual({ apiBaseUrl: 'http://127.0.0.1:8787/client/v4', requestsPer5Min: 600 });
+    expect(config.cloudflare).toEqual({ apiBaseUrl: 'http://127.0.0.1:8787/client/v4', requestsPer5Min: 600, summaryPaging: 'off' });
     expect(config.pollIntervalMs).toBe(300_000);
     expect(config.firstRun).toBe('notify');
     expect(config.notify).toEqual({ lowered: true, enrich: false, maxAgeMs: 6 * 3_600_000 });
@@ -109,7 +110,7 @@ describe('a valid config parses into the typed config', () => {
       doc.sinks = [{ name: 'stdout', type: 'console' }];
     });
 
-    expect(config.cloudflare).toEqual({ apiBaseUrl: DEFAULT_API_BASE_URL, requestsPer5Min: 1200 });
+    expect(config.cloudflare).toEqual({ apiBaseUrl: DEFAULT_API_BASE_URL, requestsPer5Min: 1200, summaryPaging: 'auto' });
     expect(DEFAULT_API_BASE_URL).toBe('https://api.cloudflare.com/client/v4');
     expect(config.pollIntervalMs).toBe(60_000);
     expect(config.firstRun).toBe('baseline');
@@ -272,6 +273,13 @@ describe('secrets may be read from *_file siblings', () => {
     tmp.write('slack-url', `${SECRETS.slackUrl}\n`);
     const problem = problemAt('sinks[0]', () => load((doc) => (doc.sinks[0]!.url_file = 'slack-url')));
     expect(problem).toMatch(/give url or url_file, not both/);
+  });
+});
+
+describe('cloudflare.summary_paging', () => {
+  it('is auto or off, and nothing else', () => {
+    expect(load((doc) => (doc.cloudflare.summary_paging = 'off')).cloudflare.summaryPaging).toBe('off');
+    expect(problemAt('cloudflare.summary_paging', () => load((doc) => (doc.cloudflare.summary_paging = 'sometimes')))).toMatch(/must be auto or off/);
   });
 });
 

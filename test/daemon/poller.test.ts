@@ -3,17 +3,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AccountConfig, SinkConfig } from '../../src/config/config.ts';
+import type { CloudflareClientOptions } from '../../src/cloudflare/client.ts';
 import { AccountPoller } from '../../src/daemon/poller.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { RiskLevel } from '../../src/model.ts';
 import type { Sink } from '../../src/notify/sink.ts';
 import { DeliveryWorker } from '../../src/notify/worker.ts';
-import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
+import { FakeRiskApi, success } from '../../src/simulator/fake-api.ts';
+import { PostgresStore } from '../../src/store/postgres.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { StateStore } from '../../src/store/store.ts';
 import type { RiskEvent } from '../../src/detect/events.ts';
 import { ACCOUNT, behavior, clientFor, tokenCredential, user } from '../support/cloudflare.ts';
 import { FakeClock } from '../support/fake-clock.ts';
+import { freshDatabase } from '../support/postgres.ts';
 
 const account: AccountConfig = { id: ACCOUNT, name: 'production', label: 'production', credential: tokenCredential() };
 const consoleSink: SinkConfig = { type: 'console', name: 'out', minLevel: 'low', events: undefined, accounts: undefined };
@@ -61,8 +64,10 @@ function setUser(n: number, level: RiskLevel) {
   api.account(ACCOUNT).users.set(u.user_id, u);
 }
 
-function poller(options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean; enrich?: boolean } = {}) {
-  const { client } = clientFor(api, { clock, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 100 } });
+function poller(
+  options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean; enrich?: boolean; client?: Partial<CloudflareClientOptions> } = {},
+) {
+  const { client } = clientFor(api, { clock, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 100 }, ...options.client });
   return new AccountPoller({
     account,
     client,
@@ -112,6 +117,90 @@ describe('a failed or partial poll commits nothing and emits nothing', () => {
     const sink = new RecordingSink();
     await drain(sink);
     expect(raisedEmails(sink)).toEqual([`${user(1).email} low->high`]);
+  });
+});
+
+describe('a poll whose reads fail together: the one left is stopped and settled before the poll returns', () => {
+  it('aborts the summary read when the behaviors call fails, so nothing of it runs on into the next poll', async () => {
+    for (let n = 1; n <= 30; n++) setUser(n, 'low');
+    const answered: [string, number | 'error'][] = [];
+    const p = poller({ client: { onResponse: (call, status) => answered.push([call, status]) } });
+    await p.poll();
+    api.fault = (r) => (r.call === 'summary' && r.query.get('page') === '2' ? { hang: true } : r.call === 'behaviors' ? { status: 403 } : undefined);
+    answered.length = 0;
+    await expect(p.poll()).rejects.toThrow(/HTTP 403/);
+    // The hanging page was given up on before the poll returned, not left to its 30 s timeout.
+    expect(answered).toContainEqual(['summary', 'error']);
+    api.fault = undefined;
+    setUser(5, 'high');
+    expect((await p.poll()).eventTypes).toEqual(['user.risk_level_raised']);
+  });
+});
+
+describe('an answer that contradicts itself or names nobody announces nothing (SPEC §1)', () => {
+  /** The summary as it is, plus `extra` rows, all on one page. */
+  const withExtraRows = (extra: unknown[]) => {
+    api.fault = (r) => {
+      if (r.call !== 'summary') return undefined;
+      const rows = [...api.account(ACCOUNT).users.values(), ...extra];
+      const total = api.account(ACCOUNT).users.size;
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page: 1, per_page: 1000, count: rows.length, total_count: total, total_pages: 1 } } };
+    };
+  };
+
+  it('keeps a user listed twice with two levels at their state, and takes the level once a read agrees with itself', async () => {
+    setUser(1, 'low');
+    setUser(2, 'low');
+    const p = poller({ lowered: true });
+    await p.poll();
+    // A fabricated duplicate: the real user stays low. No alert, and no all-clear after it.
+    withExtraRows([{ ...user(1), max_risk_level: 'high' }]);
+    expect((await p.poll()).eventTypes).toEqual([]);
+    api.fault = undefined;
+    expect((await p.poll()).eventTypes).toEqual([]);
+    // A real rise caught mid-read: announced by the next read, which agrees with itself.
+    withExtraRows([{ ...user(2), max_risk_level: 'high' }]);
+    expect((await p.poll()).eventTypes).toEqual([]);
+    api.fault = undefined;
+    setUser(2, 'high');
+    expect((await p.poll()).eventTypes).toEqual(['user.risk_level_raised']);
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(raisedEmails(sink)).toEqual([`${user(2).email} low->high`]);
+  });
+
+  it('never makes a user of a record whose user_id is not a UUID', async () => {
+    setUser(1, 'high');
+    const p = poller({ firstRun: 'notify', lowered: true });
+    withExtraRows(['not-a-uuid', '../../etc/passwd'].map((id) => ({ ...user(9), user_id: id })));
+    await p.poll();
+    api.fault = undefined;
+    await p.poll();
+    const sink = new RecordingSink();
+    await drain(sink);
+    expect(sink.received.flatMap((d) => d.events).map((e) => e.type)).toEqual(['user.risk_level_raised']);
+    expect(raisedEmails(sink)).toEqual([`${user(1).email} null->high`]);
+  });
+});
+
+describe('a record no store could hold never blocks its account', () => {
+  it('commits a NUL in a name or email and an event_count past 2^31-1 on PostgreSQL, and announces the user', async () => {
+    const postgres = await PostgresStore.open(await freshDatabase());
+    try {
+      const eve = { ...user(1, 'high'), name: 'Eve\u0000', email: 'eve\u0000@example.com', event_count: 3_000_000_000 };
+      api.account(ACCOUNT).users.set(eve.user_id, eve);
+      api.account(ACCOUNT).behaviors.set('imp_travel', { ...behavior('imp_travel'), description: 'NUL\u0000' });
+      await postgres.lead([ACCOUNT]);
+      const p = poller({ store: postgres, firstRun: 'notify' });
+      expect((await p.poll()).eventTypes).toEqual(['user.risk_level_raised', 'behavior.added']);
+      const stored = await postgres.loadUsers(ACCOUNT, [eve.user_id]);
+      expect(stored.get(eve.user_id)).toMatchObject({ name: 'Eve\uFFFD', email: 'eve\uFFFD@example.com', event_count: 3_000_000_000 });
+      // And the next rise of the account is not held up behind that record.
+      setUser(2, 'high');
+      expect((await p.poll()).eventTypes).toEqual(['user.risk_level_raised']);
+    } finally {
+      await postgres.close();
+    }
   });
 });
 

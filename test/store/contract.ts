@@ -346,7 +346,8 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
       it('returns every stored field of the users asked for, and nothing for ids it never stored', async () => {
         const store = await open();
         const quiet = riskUser(1, 'high', { last_event: null, event_count: 0 });
-        const odd = riskUser(2, 'medium', { name: "Zoë O'Brien <b>&", email: 'zoë+risk@example.com' });
+        // event_count is an integer >= 0 with no bound in the schema: past 2^31-1 too (up to 2^53, what JSON gives exactly).
+        const odd = riskUser(2, 'medium', { name: "Zoë O'Brien <b>&", email: 'zoë+risk@example.com', event_count: 3_000_000_000 });
         await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: [quiet, odd, riskUser(3)] }) }));
         expect(await store.loadUsers(ACCOUNT.id, [quiet.user_id, odd.user_id, riskUser(404).user_id])).toEqual(
           new Map([
