@@ -11,7 +11,7 @@ import type { RequestBudget } from './budget.ts';
 import { describeNetworkError, excerpt, isRetryableStatus } from '../http.ts';
 import { type ApiMessage, CloudflareError } from './errors.ts';
 import { together } from '../together.ts';
-import { isUserId, parseBehavior, parseRiskEvent, parseUser, userFields } from './records.ts';
+import { isUserId, notUserId, parseBehavior, parseRiskEvent, parseUser, userFields } from './records.ts';
 
 /** The three risk-scoring calls (SPEC §1), named for logs and metrics. */
 export type ApiCall = 'summary' | 'behaviors' | 'user';
@@ -453,7 +453,11 @@ class SummaryReader {
       else if (this.skippedUserIds.size > 0) this.skippedUserIds.delete(id);
       return;
     }
-    // Another level than stored, or new: kept, unless an earlier record of this read disagrees.
+    // Another level than stored, or new: kept, unless its id names nobody or an earlier record of this read disagrees.
+    if (!isUserId(id)) {
+      this.#addMalformed(user, notUserId(id).reason, page, i);
+      return;
+    }
     if (known?.seenUnchanged(id)) {
       this.#ambiguous(id, known.get(id)!, user.max_risk_level, page, i);
       return;
