@@ -48,6 +48,16 @@ export function isUserEvent(event: RiskEvent): event is UserEvent {
   return event.type.startsWith('user.');
 }
 
+/**
+ * What an event is about, in its account: `<account_id>/user/<user_id>` or
+ * `<account_id>/behavior/<id>`. A sink receives the events of one subject in
+ * the order they were committed (SPEC §6); an incident receiver keys its
+ * incident by it. The stores' migrations spell the same format in SQL.
+ */
+export function subjectOf(event: RiskEvent): string {
+  return isUserEvent(event) ? `${event.data.account.id}/user/${event.data.user.user_id}` : `${event.data.account.id}/behavior/${event.data.behavior.id}`;
+}
+
 export interface EventContext {
   readonly account: AccountRef;
   /** When the poll ran, epoch ms. */

@@ -1,5 +1,5 @@
 import type { SinkConfig } from '../config/config.ts';
-import { isUserEvent, type RiskEvent } from '../detect/events.ts';
+import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { LEVEL_RANK } from '../model.ts';
 import type { PlannedDelivery } from '../store/store.ts';
 import type { Sink } from './sink.ts';
@@ -19,12 +19,17 @@ export function routeEvents(
     const wanted = events.filter((event) => wants(config, event));
     if (wanted.length === 0) continue;
     if (sink.grouping === 'poll') {
-      planned.push({ sink: config.name, accountId, eventIds: wanted.map((e) => e.id) });
+      planned.push(plannedDelivery(config.name, accountId, wanted));
     } else {
-      for (const event of wanted) planned.push({ sink: config.name, accountId, eventIds: [event.id] });
+      for (const event of wanted) planned.push(plannedDelivery(config.name, accountId, [event]));
     }
   }
   return planned;
+}
+
+/** A delivery of `events` to `sink`, with the subjects its order is kept by. */
+export function plannedDelivery(sink: string, accountId: string, events: readonly RiskEvent[]): PlannedDelivery {
+  return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))] };
 }
 
 function wants(config: SinkConfig, event: RiskEvent): boolean {

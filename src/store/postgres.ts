@@ -11,6 +11,7 @@ import {
   type DeliveryOutcome,
   claimedDelivery,
   LeadershipLostError,
+  pendingSubjects,
   type PollCommit,
   StaleSnapshotError,
   StateError,
@@ -26,7 +27,7 @@ const SCHEMA = 'riskwatch';
 const MIGRATION_LOCK = 0x7269_736b;
 
 /** Each entry moves the schema one version up; riskwatch.schema_version says how many have run. */
-const MIGRATIONS: readonly string[] = [
+const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))[] = [
   `CREATE TABLE accounts (
      account_id text PRIMARY KEY,
      version bigint NOT NULL,
@@ -95,7 +96,31 @@ const MIGRATIONS: readonly string[] = [
   // The schema's event_count is an integer >= 0 without a bound: past 2^31-1 it no longer fit, and
   // every commit of that account failed on the same record.
   `ALTER TABLE users ALTER COLUMN event_count TYPE bigint;`,
+  // 3: the subjects of each pending delivery (what its events are about, subjectOf), so that a
+  // claim passes over a delivery while an earlier one of the same subject is still pending, on
+  // any replica. Rows live while their delivery is pending. Those pending at the upgrade get
+  // theirs here, read from the events' bodies in JavaScript (PostgreSQL's json refuses a \u0000).
+  async (client) => {
+    await client.query(`CREATE TABLE delivery_subjects (
+       delivery_id bigint NOT NULL,
+       sink text NOT NULL,
+       subject text NOT NULL,
+       PRIMARY KEY (delivery_id, subject)
+     );
+     CREATE INDEX delivery_subjects_order ON delivery_subjects (sink, subject, delivery_id);`);
+    const rows = await client.query<{ id: number; sink: string; body: string }>(
+      `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
+       JOIN events e ON e.id = j.event_id WHERE d.state = 'pending'`,
+    );
+    await insertSubjects(client, pendingSubjects(rows.rows));
+  },
 ];
+
+/** A pending delivery `d` shares a subject with an earlier pending delivery of its sink: it waits. */
+const HELD_BY_EARLIER = `EXISTS (
+  SELECT 1 FROM delivery_subjects mine JOIN delivery_subjects earlier
+    ON earlier.sink = mine.sink AND earlier.subject = mine.subject AND earlier.delivery_id < mine.delivery_id
+  WHERE mine.delivery_id = d.id)`;
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -328,14 +353,22 @@ export class PostgresStore implements StateStore {
           throw new StateError(`${this.where}: a delivery to ${sink} names event ${missing}, which is not stored; nothing was committed`);
         }
       }
-      // Ids follow the order of the commit; a sink held back (holdSink) holds new deliveries too.
+      // Ids follow the order of the commit, taken first so that each delivery's subjects can name it;
+      // the account's row lock orders this commit after the account's last. A sink held back
+      // (holdSink) holds new deliveries too.
       for (const deliveries of chunks(commit.deliveries)) {
+        const ids = (
+          await client.query<{ id: number }>(`SELECT nextval(pg_get_serial_sequence('${SCHEMA}.deliveries', 'id')) AS id FROM generate_series(1, $1)`, [deliveries.length])
+        ).rows
+          .map((r) => r.id)
+          .sort((a, b) => a - b);
         await client.query(
-          `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at)
-           SELECT d.sink, d.account_id, d.event_ids::jsonb, 'pending', $1, GREATEST($1, COALESCE((SELECT until FROM sink_holds h WHERE h.sink = d.sink), 0))
-           FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS d(sink, account_id, event_ids, n) ORDER BY d.n`,
-          [polledAt, deliveries.map((d) => d.sink), deliveries.map((d) => d.accountId), deliveries.map((d) => JSON.stringify(d.eventIds))],
+          `INSERT INTO deliveries (id, sink, account_id, event_ids, state, created_at, next_attempt_at)
+           SELECT d.id, d.sink, d.account_id, d.event_ids::jsonb, 'pending', $1, GREATEST($1, COALESCE((SELECT until FROM sink_holds h WHERE h.sink = d.sink), 0))
+           FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS d(id, sink, account_id, event_ids)`,
+          [polledAt, ids, deliveries.map((d) => d.sink), deliveries.map((d) => d.accountId), deliveries.map((d) => JSON.stringify(d.eventIds))],
         );
+        await insertSubjects(client, deliveries.flatMap((d, i) => d.subjects.map((subject) => [ids[i]!, d.sink, subject] as const)));
       }
       return version;
     });
@@ -350,6 +383,7 @@ export class PostgresStore implements StateStore {
              SELECT d.id FROM deliveries d
              WHERE d.state = 'pending' AND d.sink = $1 AND d.next_attempt_at <= $2
                AND (d.leased_until <= $2 OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp()))
+               AND NOT ${HELD_BY_EARLIER}
              ORDER BY d.id LIMIT $5 FOR UPDATE SKIP LOCKED
            ) RETURNING id, account_id, event_ids, attempts, created_at`,
           [sink, now, now + this.#leaseMs, this.replica, limit],
@@ -372,7 +406,7 @@ export class PostgresStore implements StateStore {
       `SELECT MIN(CASE WHEN r.replica IS NULL THEN d.next_attempt_at
                        ELSE GREATEST(d.next_attempt_at, LEAST(d.leased_until, (extract(epoch FROM r.expires_at) * 1000)::bigint)) END) AS due
        FROM deliveries d LEFT JOIN replicas r ON r.replica = d.leased_by AND r.expires_at > clock_timestamp()
-       WHERE d.state = 'pending' AND d.sink = $1`,
+       WHERE d.state = 'pending' AND d.sink = $1 AND NOT ${HELD_BY_EARLIER}`,
       [sink],
     );
     return rows[0]?.due ?? undefined;
@@ -382,11 +416,13 @@ export class PostgresStore implements StateStore {
     // Only the replica holding the claim settles it: a replica that was paused past its heartbeat,
     // whose delivery another one claimed (and perhaps delivered) since, writes nothing.
     const claimed = `id = $1 AND state = 'pending' AND leased_by = $2`;
+    // Settled for good: the next delivery of its subjects may go (in the same statement).
+    const settle = (update: string) => `WITH settled AS (${update} RETURNING id) DELETE FROM delivery_subjects WHERE delivery_id IN (SELECT id FROM settled)`;
     switch (outcome.kind) {
       case 'delivered':
         await this.#query(
           'record a delivery outcome',
-          `UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = NULL WHERE ${claimed}`,
+          settle(`UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = NULL WHERE ${claimed}`),
           [deliveryId, this.replica, outcome.at],
         );
         return;
@@ -400,7 +436,7 @@ export class PostgresStore implements StateStore {
       case 'dead':
         await this.#query(
           'record a delivery outcome',
-          `UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = $4 WHERE ${claimed}`,
+          settle(`UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = $4 WHERE ${claimed}`),
           [deliveryId, this.replica, outcome.at, outcome.error],
         );
     }
@@ -650,8 +686,23 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
     await client.query(`CREATE TABLE ${SCHEMA}.schema_version (version integer NOT NULL)`);
     await client.query(`INSERT INTO ${SCHEMA}.schema_version VALUES (0)`);
   }
-  for (let next = version; next < PG_SCHEMA_VERSION; next++) await client.query(MIGRATIONS[next]!);
+  for (let next = version; next < PG_SCHEMA_VERSION; next++) {
+    const migration = MIGRATIONS[next]!;
+    if (typeof migration === 'string') await client.query(migration);
+    else await migration(client);
+  }
   await client.query(`UPDATE ${SCHEMA}.schema_version SET version = $1`, [PG_SCHEMA_VERSION]);
+}
+
+/** Rows of delivery_subjects: (delivery id, sink, subject). */
+async function insertSubjects(client: pg.PoolClient, subjects: readonly (readonly [number, string, string])[]): Promise<void> {
+  for (const rows of chunks(subjects)) {
+    await client.query('INSERT INTO delivery_subjects (delivery_id, sink, subject) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])', [
+      rows.map((r) => r[0]),
+      rows.map((r) => r[1]),
+      rows.map((r) => r[2]),
+    ]);
+  }
 }
 
 function* chunks<T>(items: readonly T[]): Generator<readonly T[]> {

@@ -11,6 +11,7 @@ import {
   DELIVERY_COUNTS_SQL,
   type DeliveryCountRow,
   claimedDelivery,
+  pendingSubjects,
   StaleSnapshotError,
   StateError,
   tallyDeliveries,
@@ -19,7 +20,7 @@ import {
 } from './store.ts';
 
 /** Each entry moves the schema one version up; `PRAGMA user_version` says how many have run. */
-const MIGRATIONS: readonly string[] = [
+const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
   `CREATE TABLE accounts (
      account_id TEXT PRIMARY KEY,
      version INTEGER NOT NULL,
@@ -84,7 +85,30 @@ const MIGRATIONS: readonly string[] = [
   // them by id to hand out the first 16: 1.6 ms a claim with 10,000 pending. Walking
   // deliveries_claim in id order stops at the 16th.
   `DROP INDEX deliveries_due;`,
+  // 4: the subjects of each pending delivery (what its events are about, subjectOf), so that a
+  // claim passes over a delivery while an earlier one of the same subject is still pending.
+  // Rows live while their delivery is pending. Those pending at the upgrade get theirs here.
+  (db) => {
+    db.exec(`CREATE TABLE delivery_subjects (
+       delivery_id INTEGER NOT NULL,
+       sink TEXT NOT NULL,
+       subject TEXT NOT NULL,
+       PRIMARY KEY (delivery_id, subject)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX delivery_subjects_order ON delivery_subjects (sink, subject, delivery_id);`);
+    const rows = db
+      .prepare("SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.state = 'pending'")
+      .all() as unknown as { id: number; sink: string; body: string }[];
+    const insert = db.prepare('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
+    for (const [id, sink, subject] of pendingSubjects(rows)) insert.run(id, sink, subject);
+  },
 ];
+
+/** A pending delivery `d` shares a subject with an earlier pending delivery of its sink: it waits. */
+const HELD_BY_EARLIER = `EXISTS (
+  SELECT 1 FROM delivery_subjects mine JOIN delivery_subjects earlier
+    ON earlier.sink = mine.sink AND earlier.subject = mine.subject AND earlier.delivery_id < mine.delivery_id
+  WHERE mine.delivery_id = d.id)`;
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -238,7 +262,11 @@ export class SqliteStore implements StateStore {
         `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at)
          VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT until FROM sink_holds WHERE sink = ?), 0)))`,
       );
-      for (const d of commit.deliveries) insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt, d.sink);
+      const insertSubject = this.#stmt('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
+      for (const d of commit.deliveries) {
+        const { lastInsertRowid: id } = insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt, d.sink);
+        for (const subject of d.subjects) insertSubject.run(id, d.sink, subject);
+      }
       return version;
     });
   }
@@ -247,7 +275,8 @@ export class SqliteStore implements StateStore {
     return this.#transaction('claim deliveries', {}, () => {
       const rows = this.#stmt(
         `UPDATE deliveries SET leased_until = ? WHERE id IN (
-           SELECT id FROM deliveries WHERE state = 'pending' AND sink = ? AND next_attempt_at <= ? AND leased_until <= ? ORDER BY id LIMIT ?
+           SELECT id FROM deliveries d WHERE state = 'pending' AND sink = ? AND next_attempt_at <= ? AND leased_until <= ? AND NOT ${HELD_BY_EARLIER}
+           ORDER BY id LIMIT ?
          ) RETURNING id, account_id, event_ids, attempts, created_at`,
       ).all(now + this.#leaseMs, sink, now, now, limit) as { id: number; account_id: string; event_ids: string; attempts: number; created_at: number }[];
       rows.sort((a, b) => a.id - b.id);
@@ -258,7 +287,7 @@ export class SqliteStore implements StateStore {
   }
 
   async nextDueAt(sink: string): Promise<number | undefined> {
-    const row = this.#read('read the outbox', () => this.#stmt("SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries WHERE state = 'pending' AND sink = ?").get(sink)) as {
+    const row = this.#read('read the outbox', () => this.#stmt(`SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries d WHERE state = 'pending' AND sink = ? AND NOT ${HELD_BY_EARLIER}`).get(sink)) as {
       due: number | null;
     };
     return row.due ?? undefined;
@@ -266,6 +295,8 @@ export class SqliteStore implements StateStore {
 
   async recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void> {
     this.#transaction('record a delivery outcome', {}, () => {
+      // Settled for good: the next delivery of its subjects may go.
+      if (outcome.kind !== 'retry') this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?').run(deliveryId);
       switch (outcome.kind) {
         case 'delivered':
           this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(
@@ -448,7 +479,9 @@ function migrate(db: DatabaseSync, version: number): void {
   for (let next = version; next < SCHEMA_VERSION; next++) {
     db.exec('BEGIN IMMEDIATE');
     try {
-      db.exec(MIGRATIONS[next]!);
+      const migration = MIGRATIONS[next]!;
+      if (typeof migration === 'string') db.exec(migration);
+      else migration(db);
       db.exec(`PRAGMA user_version = ${next + 1}`);
       db.exec('COMMIT');
     } catch (error) {

@@ -1,5 +1,5 @@
 import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
-import type { RiskEvent } from '../detect/events.ts';
+import { type RiskEvent, subjectOf } from '../detect/events.ts';
 import { UserFacingError } from '../errors.ts';
 import type { RiskUser } from '../model.ts';
 
@@ -20,9 +20,13 @@ export interface StateStore {
    * longer `expectedVersion` (someone else committed since it was loaded).
    */
   commitPoll(commit: PollCommit): Promise<number>;
-  /** Leases up to `limit` deliveries of `sink` that are due at `now`, oldest first. */
+  /**
+   * Leases up to `limit` deliveries of `sink` that are due at `now`, oldest first, never one
+   * that shares a subject with an earlier pending delivery of the sink, in flight or waiting
+   * for a retry: one subject's deliveries reach a sink one at a time, in commit order (SPEC §6).
+   */
   claimDue(sink: string, now: number, limit: number): Promise<Delivery[]>;
-  /** When the next delivery of `sink` falls due (epoch ms), if any is pending. */
+  /** When the next delivery of `sink` that no earlier one holds back falls due (epoch ms), if any. */
   nextDueAt(sink: string): Promise<number | undefined>;
   recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void>;
   /**
@@ -76,6 +80,8 @@ export interface PlannedDelivery {
   readonly sink: string;
   readonly accountId: string;
   readonly eventIds: readonly string[];
+  /** What its events are about (subjectOf), without repeats: a later delivery sharing one waits for this one. */
+  readonly subjects: readonly string[];
 }
 
 export interface Delivery {
@@ -162,4 +168,17 @@ export function claimedDelivery(where: string, sink: string, row: ClaimedRow, ev
       return JSON.parse(body) as RiskEvent;
     }),
   };
+}
+
+/**
+ * The subjects of pending deliveries, from the stored bodies of their events (one row per
+ * delivery and event): what a store whose schema predates delivery subjects fills in on upgrade.
+ */
+export function pendingSubjects(rows: Iterable<{ readonly id: number; readonly sink: string; readonly body: string }>): [id: number, sink: string, subject: string][] {
+  const subjects = new Map<string, [number, string, string]>();
+  for (const { id, sink, body } of rows) {
+    const subject = subjectOf(JSON.parse(body) as RiskEvent);
+    subjects.set(`${id} ${subject}`, [id, sink, subject]);
+  }
+  return [...subjects.values()];
 }

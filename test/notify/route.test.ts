@@ -129,7 +129,16 @@ describe('accounts: a sink receives only the accounts it lists', () => {
   });
 
   it('each delivery names the account it belongs to', () => {
-    expect(routeEvents('acc-dev', events, [sink('s')])).toEqual([{ sink: 's', accountId: 'acc-dev', eventIds: ['e1'] }]);
+    expect(routeEvents('acc-dev', events, [sink('s')])).toMatchObject([{ sink: 's', accountId: 'acc-dev', eventIds: ['e1'] }]);
+  });
+});
+
+describe('each delivery names its subjects: what its events are about, once each', () => {
+  it('a user by account and id, a behavior by account and id', () => {
+    const rise = userEvent('e1', 'low', 'high');
+    const drop = { ...userEvent('e2', 'high', 'low'), data: { ...userEvent('e2', 'high', 'low').data, user: rise.data.user } };
+    const [delivery] = routeEvents(ACCOUNT, [rise, drop, behaviorEvent('e3', 'behavior.disabled')], [sink('slack', { grouping: 'poll' })]);
+    expect(delivery?.subjects).toEqual([`${ACCOUNT}/user/user-e1`, `${ACCOUNT}/behavior/beh-e3`]);
   });
 });
 
@@ -137,14 +146,16 @@ describe('grouping: one delivery per poll, or one per event', () => {
   const events = [userEvent('e1', 'low', 'high'), behaviorEvent('e2', 'behavior.disabled'), userEvent('e3', null, 'medium')];
 
   it("'poll': one delivery holding every event the sink wants, in order", () => {
-    expect(routeEvents(ACCOUNT, events, [sink('slack', { grouping: 'poll' })])).toEqual([{ sink: 'slack', accountId: ACCOUNT, eventIds: ['e1', 'e2', 'e3'] }]);
+    expect(routeEvents(ACCOUNT, events, [sink('slack', { grouping: 'poll' })])).toEqual([
+      { sink: 'slack', accountId: ACCOUNT, eventIds: ['e1', 'e2', 'e3'], subjects: [`${ACCOUNT}/user/user-e1`, `${ACCOUNT}/behavior/beh-e2`, `${ACCOUNT}/user/user-e3`] },
+    ]);
   });
 
   it("'event': one delivery per event, in order", () => {
     expect(routeEvents(ACCOUNT, events, [sink('hook', { grouping: 'event' })])).toEqual([
-      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e1'] },
-      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e2'] },
-      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e3'] },
+      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e1'], subjects: [`${ACCOUNT}/user/user-e1`] },
+      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e2'], subjects: [`${ACCOUNT}/behavior/beh-e2`] },
+      { sink: 'hook', accountId: ACCOUNT, eventIds: ['e3'], subjects: [`${ACCOUNT}/user/user-e3`] },
     ]);
   });
 

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { RiskEvent } from '../../src/detect/events.ts';
 import { silentLogger } from '../../src/log.ts';
+import { plannedDelivery } from '../../src/notify/route.ts';
 import { DeliveryError, type Sink } from '../../src/notify/sink.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../../src/notify/worker.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
@@ -43,7 +44,8 @@ const event = (n: number): RiskEvent => ({
   timestamp: '2026-11-22T18:00:00.000Z',
   data: {
     account: { id: 'acc', name: null },
-    behavior: { id: 'imp_travel', name: 'Impossible travel', description: '', enabled: false, risk_level: 'high' },
+    // One behavior per event: unrelated subjects, which the worker may send side by side.
+    behavior: { id: `behavior_${n}`, name: 'Impossible travel', description: '', enabled: false, risk_level: 'high' },
     previous: { enabled: true, risk_level: 'high' },
   },
 });
@@ -71,7 +73,7 @@ async function commit(sinks: string[], count: number) {
     polledAt: clock.now(),
     delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
     events,
-    deliveries: sinks.flatMap((sink) => events.map((e) => ({ sink, accountId: 'acc', eventIds: [e.id] }))),
+    deliveries: sinks.flatMap((sink) => events.map((e) => plannedDelivery(sink, 'acc', [e]))),
   });
 }
 beforeEach(() => {

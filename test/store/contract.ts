@@ -606,6 +606,78 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
       });
     });
 
+    describe('one subject at a time: a delivery waits while an earlier one about the same user or behavior is pending', () => {
+      // Two polls: user 1 rises, then drops (two deliveries about one subject); user 2 and a behavior are unrelated.
+      const rise = userEvent('evt-rise', riskUser(1, 'high'), 'low', 'high');
+      const other = userEvent('evt-other', riskUser(2, 'high'), null, 'high');
+      const disabled = behaviorEvent('evt-off', { ...impTravel, enabled: false }, 'behavior.disabled', { enabled: true, risk_level: 'high' });
+      const drop = userEvent('evt-drop', riskUser(1, 'low'), 'high', 'low', T0 + 60_000);
+      const enabled = behaviorEvent('evt-on', impTravel, 'behavior.enabled', { enabled: false, risk_level: 'high' }, T0 + 60_000);
+      const unrelated = userEvent('evt-new', riskUser(3, 'medium'), null, 'medium', T0 + 60_000);
+      async function bothPolls(store: StateStore): Promise<void> {
+        const first = [rise, other, disabled];
+        await store.commitPoll(pollCommit({ events: first, deliveries: first.map((e) => planned('incidents', [e])) }));
+        const second = [drop, enabled, unrelated];
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, events: second, deliveries: second.map((e) => planned('incidents', [e])) }));
+      }
+      const now = T0 + 60_000;
+
+      it('never hands out two deliveries of one subject together: the later waits until the earlier is delivered', async () => {
+        const store = await open();
+        await bothPolls(store);
+        const first = await store.claimDue('incidents', now, 10);
+        expect(eventIds(first)).toEqual([['evt-rise'], ['evt-other'], ['evt-off'], ['evt-new']]);
+        // Nothing more while the rise and the disable are in flight.
+        expect(await store.claimDue('incidents', now + 1, 10)).toEqual([]);
+        for (const d of first.filter((d) => d.events[0]!.id !== 'evt-off')) await store.recordOutcome(d.id, { kind: 'delivered', at: now });
+        expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
+      });
+
+      it('waits behind an earlier one that waits for a retry, and goes once that one is dead-lettered', async () => {
+        const store = await open();
+        await bothPolls(store);
+        const [riseDelivery] = await store.claimDue('incidents', now, 1);
+        await store.recordOutcome(riseDelivery!.id, { kind: 'retry', at: now, nextAttemptAt: now + HOUR, error: 'HTTP 500' });
+        // Due, not in flight, not leased: the drop still waits for the rise.
+        const meanwhile = eventIds(await store.claimDue('incidents', now, 10));
+        expect(meanwhile).not.toContainEqual(['evt-drop']);
+        expect(meanwhile).toEqual([['evt-other'], ['evt-off'], ['evt-new']]);
+        const settle = async (claimed: readonly { id: number }[]) => {
+          for (const d of claimed) await store.recordOutcome(d.id, { kind: 'delivered', at: now });
+        };
+        await settle(await store.claimDue('incidents', now + 6 * 60_000, 10)); // the three above, their lease over
+        await settle(await store.claimDue('incidents', now + 6 * 60_000, 10)); // the enable, behind the disable
+        // All that is left is the rise's retry and the drop behind it: the drop is not counted as due.
+        expect(await store.nextDueAt('incidents')).toBe(now + HOUR);
+        expect(await store.claimDue('incidents', now + 6 * 60_000, 10)).toEqual([]);
+        await store.recordOutcome(riseDelivery!.id, { kind: 'dead', at: now, error: 'HTTP 400' });
+        expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
+      });
+
+      it('keeps the order of a subject between sinks independent, and groups (one delivery, many subjects) by every subject they hold', async () => {
+        const store = await open();
+        await store.commitPoll(pollCommit({ events: [rise, other], deliveries: [planned('secops', [rise, other]), planned('incidents', [rise])] }));
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: now, events: [drop], deliveries: [planned('secops', [drop]), planned('incidents', [drop])] }));
+        // incidents' rise is in flight: secops is another sink, its first delivery goes.
+        const [incidentRise] = await store.claimDue('incidents', now, 10);
+        expect(eventIds(await store.claimDue('secops', now, 10))).toEqual([['evt-rise', 'evt-other']]);
+        expect(await store.claimDue('incidents', now, 10)).toEqual([]);
+        await store.recordOutcome(incidentRise!.id, { kind: 'delivered', at: now });
+        expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
+      });
+
+      it('keeps that order after close() and another process opening the same state', async () => {
+        const store = await open();
+        await bothPolls(store);
+        const [riseDelivery] = await store.claimDue('incidents', now, 1);
+        const again = await reopen(store);
+        const claimed = eventIds(await again.claimDue('incidents', now + 10 * HOUR, 10));
+        expect(claimed).not.toContainEqual(['evt-drop']);
+        expect(claimed).toContainEqual(['evt-rise']);
+        expect(riseDelivery).toBeDefined();
+      });
+    });
+
     describe('a store of this process alone leads every account it is asked about', () => {
       it('lead() of a fresh store returns every id asked, and only those', async () => {
         const store = await harness.open();

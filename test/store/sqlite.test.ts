@@ -12,6 +12,7 @@ import { REPO } from '../support/process.ts';
 import {
   ACCOUNT,
   behavior,
+  behaviorEvent,
   delta,
   makeStateDir,
   planned,
@@ -85,15 +86,22 @@ describe('the state is one SQLite file', () => {
 
   it('moves a file of an older riskwatch (schema 2) to the current schema on open, keeping what it holds', async () => {
     const first = open();
-    expect(await first.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'high')] }) }))).toBe(1);
+    // Two pending deliveries about one user, and one about another.
+    const [rise, drop] = [userEvent('evt-1', riskUser(1, 'high'), 'low', 'high'), userEvent('evt-2', riskUser(1, 'low', { name: 'NUL \u0000' }), 'high', 'low')];
+    const other = behaviorEvent('evt-3', behavior('imp_travel'), 'behavior.disabled', { enabled: true, risk_level: 'high' });
+    const events = [rise, drop, other];
+    const deliveries = events.map((e) => planned('incidents', [e]));
+    expect(await first.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'high')] }), events, deliveries }))).toBe(1);
     await first.close();
-    // As schema 2 left it: the index claims used to trip over, and its version.
+    // As schema 2 left it: the index claims used to trip over, no subjects of deliveries, and its version.
     const older = new DatabaseSync(file);
-    older.exec("CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; PRAGMA user_version = 2;");
+    older.exec("CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; DROP TABLE delivery_subjects; PRAGMA user_version = 2;");
     older.close();
 
     const store = open();
     expect((await store.loadSnapshot(ACCOUNT.id)).version).toBe(1);
+    // The deliveries pending at the upgrade keep their order by subject: the drop waits for the rise.
+    expect((await store.claimDue('incidents', T0, 10)).map((d) => d.events[0]!.id)).toEqual(['evt-1', 'evt-3']);
     const db = new DatabaseSync(file, { readOnly: true });
     try {
       expect(db.prepare('PRAGMA user_version').get()).toEqual(expect.objectContaining({ user_version: SCHEMA_VERSION }));

@@ -5,6 +5,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { SnapshotDelta } from '../../src/detect/diff.ts';
 import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
 import type { Behavior, RiskLevel, RiskUser } from '../../src/model.ts';
+import { plannedDelivery } from '../../src/notify/route.ts';
 import type { PlannedDelivery, PollCommit } from '../../src/store/store.ts';
 
 /** Small, readable data for the store's tests: users, behaviors, events and commits built from a number or an id. */
@@ -60,7 +61,7 @@ export function delta(changes: Partial<SnapshotDelta> = {}): SnapshotDelta {
 
 /** One delivery of `events` to `sink` for the default account. */
 export function planned(sink: string, events: readonly RiskEvent[], accountId: string = ACCOUNT.id): PlannedDelivery {
-  return { sink, accountId, eventIds: events.map((e) => e.id) };
+  return plannedDelivery(sink, accountId, events);
 }
 
 /** A commit of the default account at T0 with nothing in it; fill in what the test needs. */
