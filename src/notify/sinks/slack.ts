@@ -4,7 +4,7 @@ import type { Clock } from '../../clock.ts';
 import type { SlackSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import type { Sink } from '../sink.ts';
-import { httpFailure, transportFailure } from './http-errors.ts';
+import { httpFailure, readAnswer, transportFailure } from './http-errors.ts';
 import { renderSlack, renderSlackTest, type SlackMessage } from './slack-render.ts';
 
 /** Slack allows about one message per second per incoming webhook. */
@@ -40,7 +40,10 @@ export class SlackSink implements Sink<SlackMessage> {
         ...(deps.dispatcher ? { dispatcher: deps.dispatcher } : {}),
       } as Parameters<typeof undiciFetch>[1]);
       this.#retryAfter = response.headers.get('retry-after') ?? undefined;
-      return response as unknown as Response;
+      // The library reads whole bodies (response.text()): it gets a Response that holds only the bounded answer, and the
+      // real body is discarded here, so that no answer can fill the memory or keep the connection open.
+      const answer = await readAnswer(response.status, response.body);
+      return new Response(answer === '' ? null : answer, { status: response.status, statusText: response.statusText });
     };
     this.#webhook = new IncomingWebhook(config.url.reveal(), { fetch, retryConfig: { retries: 0 } });
   }

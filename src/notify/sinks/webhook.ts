@@ -5,7 +5,7 @@ import type { WebhookSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import { USER_AGENT } from '../../version.ts';
 import type { Sink } from '../sink.ts';
-import { httpFailure, transportFailure } from './http-errors.ts';
+import { httpFailure, readAnswer, transportFailure } from './http-errors.ts';
 
 /** One Standard Webhooks message: its id and body are fixed; timestamp and signature are per attempt. */
 export interface WebhookMessage {
@@ -78,7 +78,7 @@ export class WebhookSink implements Sink<readonly WebhookMessage[]> {
     } catch (error) {
       throw transportFailure(this.name, error, signal);
     }
-    const text = await response.body.text().catch(() => '');
+    const text = await readAnswer(response.statusCode, response.body);
     if (response.statusCode >= 200 && response.statusCode < 300) return;
     throw httpFailure(this.name, response.statusCode, response.headers['retry-after'], text, this.#clock.now());
   }
