@@ -245,7 +245,7 @@ describe('mention: the configured one only, at the top', () => {
   it('with a mention: it starts the fallback and is the first section, and appears nowhere else', () => {
     const message = renderSlack(storm(10), MENTION);
     expect(message.text.startsWith(`${MENTION} `)).toBe(true);
-    expect(message.blocks[1]).toEqual({ type: 'section', text: { type: 'mrkdwn', text: MENTION } });
+    expect(message.blocks[1]).toStrictEqual({ type: 'section', text: { type: 'mrkdwn', text: MENTION } });
     const occurrences = [...mrkdwnTexts(message), header(message)].join('\n').split(MENTION).length - 1;
     expect(occurrences).toBe(2);
   });
@@ -345,5 +345,75 @@ describe('lines: each event type reads sensibly', () => {
       expect(text).toMatch(/1 user lowered/);
       expect(text).toMatch(/1 behavior disabled/);
     }
+  });
+});
+
+/** Every mrkdwn text object of the blocks: section texts and fields, context elements. */
+function mrkdwnObjects(message: SlackMessage): { type: string; text: string; verbatim?: boolean }[] {
+  return message.blocks.flatMap((b) => {
+    const block = b as { type: string; text?: { type: string; text: string }; fields?: { type: string; text: string }[]; elements?: { type: string; text: string }[] };
+    return [...(block.type === 'section' && block.text ? [block.text] : []), ...(block.fields ?? []), ...(block.elements ?? [])].filter((t) => t.type === 'mrkdwn');
+  });
+}
+
+describe('verbatim: Slack neither links nor parses API text, but still parses the mention', () => {
+  const URL = 'https://evil.example/login';
+  const urlEvents = (): RiskEvent[] => [
+    userEvent(1, 'high', {
+      name: URL,
+      email: `${URL}@example.com`,
+      riskEvents: [{ id: 're1', name: URL, risk_level: 'high', timestamp: '2026-11-22T17:58:00Z' }],
+    }),
+    behaviorEvent('behavior.disabled', { id: 'www.evil.example', name: URL, description: `see ${URL}`, enabled: false, risk_level: 'high' }, { enabled: true, risk_level: 'high' }),
+  ];
+
+  it.each([undefined, MENTION])('a bare URL in a user name and a behavior (mention %s) sits only in verbatim text objects', (mention) => {
+    const message = renderSlack(urlEvents(), mention);
+    const carrying = mrkdwnObjects(message).filter((t) => t.text.includes('evil.example'));
+    expect(carrying.length).toBe(2); // the user's section and the behavior's section
+    expect(carrying[0]!.text).toContain(`*${URL}*`);
+    expect(carrying[1]!.text).toContain(`*${URL}*`);
+    for (const text of carrying) expect(text.verbatim).toBe(true);
+  });
+
+  it('every mrkdwn object is verbatim except the mention, in a storm with "…and N more" too', () => {
+    const message = renderSlack(storm(500), MENTION);
+    const objects = mrkdwnObjects(message);
+    expect(contexts(message)).toHaveLength(1);
+    const [mention, ...rest] = objects;
+    expect(mention).toStrictEqual({ type: 'mrkdwn', text: MENTION });
+    expect(rest.length).toBe(message.blocks.length - 2); // all but the header and the mention
+    for (const text of rest) expect(text.verbatim, text.text.slice(0, 60)).toBe(true);
+  });
+
+  it('the mention block carries no verbatim, so that Slack still notifies', () => {
+    const message = renderSlack(urlEvents(), '<!subteam^S123> <@U999>');
+    expect(message.blocks[1]).toStrictEqual({ type: 'section', text: { type: 'mrkdwn', text: '<!subteam^S123> <@U999>' } });
+  });
+
+  it('the test message is verbatim too', () => {
+    const [text, ...others] = mrkdwnObjects(renderSlackTest('https://evil.example'));
+    expect(others).toEqual([]);
+    expect(text?.verbatim).toBe(true);
+  });
+});
+
+describe('clipping never leaves half an emoji (a lone surrogate)', () => {
+  // An emoji is two UTF-16 units: a prefix of either parity puts the cut inside one or between two.
+  it.each([0, 1])('a header of emoji, offset %i', (offset) => {
+    const events = storm(1).map((e) => ({ ...e, data: { ...e.data, account: { id: account.id, name: `${'x'.repeat(offset)}${'😀'.repeat(200)}` } } }) as RiskEvent);
+    const title = header(renderSlack(events, undefined));
+    expect(title.length).toBeLessThanOrEqual(SLACK_LIMITS.headerText);
+    expect(title.endsWith('😀…')).toBe(true);
+    expect(title.isWellFormed(), JSON.stringify(title.slice(-4))).toBe(true);
+  });
+
+  it.each([0, 1])('a section of emoji, offset %i', (offset) => {
+    const message = renderSlack([userEvent(1, 'high', { name: `${'x'.repeat(offset)}${'🚨'.repeat(2000)}` })], undefined);
+    const [text] = sections(message);
+    expect(text!.length).toBeLessThanOrEqual(SLACK_LIMITS.sectionText);
+    expect(text!.length).toBeGreaterThan(SLACK_LIMITS.sectionText - 3);
+    expect(text!.endsWith('🚨…')).toBe(true);
+    expect(text!.isWellFormed(), JSON.stringify(text!.slice(-4))).toBe(true);
   });
 });

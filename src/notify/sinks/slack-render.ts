@@ -13,10 +13,17 @@ export interface SlackMessage {
   readonly blocks: readonly Block[];
 }
 
+/**
+ * `verbatim: true` on a mrkdwn object that may hold API text: escaping `&`, `<`
+ * and `>` stops `<!channel>` and `<url|label>`, but without `verbatim` Slack
+ * still turns a bare URL (a user named https://evil.example) into a link and
+ * parses some mentions. Only the configured mention goes without it.
+ */
+type Mrkdwn = { type: 'mrkdwn'; text: string; verbatim?: true };
 type Block =
   | { type: 'header'; text: { type: 'plain_text'; text: string; emoji: true } }
-  | { type: 'section'; text: { type: 'mrkdwn'; text: string } }
-  | { type: 'context'; elements: { type: 'mrkdwn'; text: string }[] };
+  | { type: 'section'; text: Mrkdwn }
+  | { type: 'context'; elements: Mrkdwn[] };
 
 export const SLACK_LIMITS = { blocks: 50, sectionText: 3000, headerText: 150 } as const;
 /** Item sections per message: the rest of the 50 blocks is header, mention and "and N more". */
@@ -41,10 +48,10 @@ export function renderSlack(events: readonly RiskEvent[], mention: string | unde
   const label = account ? (account.name ?? account.id) : 'riskwatch';
   const summary = summarize(events);
   const blocks: Block[] = [{ type: 'header', text: { type: 'plain_text', text: clip(`riskwatch · ${label}: ${summary}`, SLACK_LIMITS.headerText), emoji: true } }];
-  if (mention) blocks.push(section(mention));
+  if (mention) blocks.push(mentionSection(mention));
   for (const event of events.slice(0, MAX_ITEMS)) blocks.push(section(isUserEvent(event) ? userText(event) : behaviorText(event)));
   const more = events.length - MAX_ITEMS;
-  if (more > 0) blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: `…and ${more} more (${summarize(events.slice(MAX_ITEMS))})` }] });
+  if (more > 0) blocks.push({ type: 'context', elements: [verbatim(`…and ${more} more (${summarize(events.slice(MAX_ITEMS))})`)] });
   const text = `${mention ? `${mention} ` : ''}riskwatch: ${escapeSlack(label)}: ${summary}`;
   return { text, blocks };
 }
@@ -54,8 +61,18 @@ export function renderSlackTest(sinkName: string): SlackMessage {
   return { text, blocks: [section(`:white_check_mark: ${text}`)] };
 }
 
+/** A section of text that may carry API text: verbatim, so that nothing in it becomes a link or a mention. */
 function section(text: string): Block {
-  return { type: 'section', text: { type: 'mrkdwn', text: clip(text, SLACK_LIMITS.sectionText) } };
+  return { type: 'section', text: verbatim(clip(text, SLACK_LIMITS.sectionText)) };
+}
+
+/** The configured mention, alone in its section and not verbatim: the one text Slack must parse, so that `<!here>` notifies. */
+function mentionSection(mention: string): Block {
+  return { type: 'section', text: { type: 'mrkdwn', text: clip(mention, SLACK_LIMITS.sectionText) } };
+}
+
+function verbatim(text: string): Mrkdwn {
+  return { type: 'mrkdwn', text, verbatim: true };
 }
 
 function userText(event: UserEvent): string {
@@ -106,8 +123,19 @@ function summarize(events: readonly RiskEvent[]): string {
   return parts.join(', ') || 'no changes';
 }
 
-/** Cuts to `max` characters without leaving half of an `&amp;` escape behind. */
+/**
+ * Cuts to at most `max` UTF-16 units (so also at most `max` code points, however
+ * Slack counts), at a code point boundary: an emoji at the cut goes whole, never
+ * half a surrogate pair, which Slack would show as garbage. Never leaves half of
+ * an `&amp;` escape behind either.
+ */
 function clip(text: string, max: number): string {
   if (text.length <= max) return text;
-  return `${text.slice(0, max - 1).replace(/&[a-z]{0,3}$/, '')}…`;
+  let end = max - 1;
+  if (isHighSurrogate(text.charCodeAt(end - 1))) end--;
+  return `${text.slice(0, end).replace(/&[a-z]{0,3}$/, '')}…`;
+}
+
+function isHighSurrogate(unit: number): boolean {
+  return unit >= 0xd800 && unit <= 0xdbff;
 }
