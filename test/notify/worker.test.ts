@@ -7,8 +7,12 @@ import { silentLogger } from '../../src/log.ts';
 import { plannedDelivery } from '../../src/notify/route.ts';
 import { DeliveryError, type Sink } from '../../src/notify/sink.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../../src/notify/worker.ts';
+import { Secret } from '../../src/config/secret.ts';
+import { WebhookSink } from '../../src/notify/sinks/webhook.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { FakeClock } from '../support/fake-clock.ts';
+import { Receiver } from '../support/receiver.ts';
+import { ACCOUNT, riskUser, userEvent } from '../support/store-fixtures.ts';
 
 /** A sink whose answer the test decides per attempt. */
 class ScriptedSink implements Sink<readonly RiskEvent[]> {
@@ -228,5 +232,73 @@ describe('the delivery worker: one retry policy around every sink', () => {
       await w.drainDue();
     }
     expect(delivered).toEqual(['event-0', 'event-1', 'event-2']);
+  });
+});
+
+describe('one subject at a time, against a real receiver: a user’s later event waits for their earlier one', () => {
+  let receiver: Receiver;
+  beforeEach(async () => {
+    receiver = await Receiver.start();
+  });
+  afterEach(async () => {
+    await receiver.close();
+  });
+
+  const webhook = () =>
+    new WebhookSink({ type: 'webhook', name: 'hook', url: new Secret(receiver.url()), secret: undefined, headers: {}, minLevel: 'low', events: undefined, accounts: undefined }, { clock });
+  // The receiver was down across two polls: user 1's raise and reset are both pending, beside an unrelated rise.
+  const raise = userEvent('evt-raise', riskUser(1, 'high'), 'low', 'high');
+  const reset = userEvent('evt-reset', riskUser(1, 'high'), 'high', null);
+  const unrelated = userEvent('evt-other', riskUser(2, 'high'), null, 'high');
+  async function bothPending(): Promise<void> {
+    const events = [raise, unrelated, reset];
+    await store.commitPoll({
+      accountId: ACCOUNT.id,
+      expectedVersion: 0,
+      polledAt: clock.now(),
+      delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+      events,
+      deliveries: events.map((e) => plannedDelivery('hook', ACCOUNT.id, [e])),
+    });
+  }
+  const arrivals: string[] = [];
+  beforeEach(() => {
+    arrivals.length = 0;
+  });
+
+  it('on a slow receiver, the reset is sent only after the raise was answered; the unrelated rise goes alongside', async () => {
+    // What the receiver had answered (accepted) when each request arrived.
+    const answeredBefore = new Map<string, string[]>();
+    receiver.answer = (request) => {
+      answeredBefore.set(String(request.headers['webhook-id']), receiver.accepted.map((r) => String(r.headers['webhook-id'])));
+      return { status: 200, delayMs: 500 };
+    };
+    await bothPending();
+    expect(await worker([webhook()]).drainDue()).toEqual({ attempted: 3, failed: 0 });
+    expect(receiver.accepted.map((r) => r.headers['webhook-id'])).toEqual(['evt-raise', 'evt-other', 'evt-reset']);
+    expect(answeredBefore.get('evt-reset')).toContain('evt-raise');
+    // The unrelated rise was in flight with the raise, not queued behind it.
+    expect(answeredBefore.get('evt-other')).toEqual([]);
+  });
+
+  it('a 503 on the raise holds the reset back: it goes after the raise is delivered, never alone before it', async () => {
+    let refused = false;
+    receiver.answer = (request) => {
+      arrivals.push(String(request.headers['webhook-id']));
+      if (request.headers['webhook-id'] === 'evt-raise' && !refused) {
+        refused = true;
+        return { status: 503 };
+      }
+      return { status: 200 };
+    };
+    await bothPending();
+    const w = worker([webhook()]);
+    await w.drainDue();
+    expect(arrivals).not.toContain('evt-reset');
+    clock.time = (await store.nextDueAt('hook'))!;
+    await w.drainDue();
+    const accepted = receiver.accepted.map((r) => String(r.headers['webhook-id']));
+    expect(accepted.filter((id) => id !== 'evt-other')).toEqual(['evt-raise', 'evt-reset']);
+    expect(await store.deliveryCounts()).toEqual(new Map());
   });
 });
