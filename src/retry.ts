@@ -68,7 +68,11 @@ export function withRetry<T>(operation: (attempt: number) => Promise<T>, policy:
 /** No server gets to park riskwatch for longer than this, whatever its Retry-After says. */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
-/** Retry-After as seconds or an HTTP date, in milliseconds from `now` (at most an hour); undefined when absent or unreadable. */
+/**
+ * Retry-After as seconds or an HTTP date, in milliseconds from `now` (at most an hour); undefined when absent or unreadable.
+ * `now` is the wall clock: an HTTP date is the server's wall time. The result is a duration, and the waits
+ * built from it (the clock's sleep, the budget's block) run on monotonic time.
+ */
 export function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
   const text = Array.isArray(value) ? value[0] : value;
   if (text === undefined || text.trim() === '') return undefined;

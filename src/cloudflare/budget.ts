@@ -11,17 +11,24 @@ export const RATE_WINDOW_MS = 5 * 60_000;
  * Cloudflare reports its own remaining count running low (the dashboard and
  * other tools spend the same budget), and holds everything back while a
  * Retry-After is in force.
+ *
+ * Every time kept here is the clock's monotonic time: the window and a block
+ * are intervals measured in this process, and a wall clock stepped back (NTP,
+ * a VM resume) must neither stall requests for as long nor, stepped forward,
+ * end a window or a block early. Only the API speaks in epoch ms (blockUntil,
+ * blockedUntil), converted at the moment of the call.
  */
 export class RequestBudget {
   readonly limit: number;
   readonly #clock: Clock;
-  /** Grant times of the last `limit` requests, oldest at #head once full. */
+  /** Grant times (monotonic) of the last `limit` requests, oldest at #head once full. */
   readonly #grants: Float64Array;
   #count = 0;
   #head = 0;
   #lastGrant = -Infinity;
   #paceMs = 0;
-  #blockedUntil = 0;
+  /** Monotonic time before which nothing is granted. */
+  #blockedUntil = -Infinity;
   #queue: Promise<void> = Promise.resolve();
 
   constructor(limit: number, clock: Clock) {
@@ -53,20 +60,37 @@ export class RequestBudget {
       remaining >= lowWater ? 0 : Math.min(30_000, (RATE_WINDOW_MS / limit) * (lowWater / Math.max(remaining, 1)));
   }
 
-  /** After a 429: no request on this credential before `until` (epoch ms). */
+  /** After a 429: no request on this credential before `until` (epoch ms, as now() reads it at this moment). */
   blockUntil(until: number): void {
-    this.#blockedUntil = Math.max(this.#blockedUntil, until);
+    // Held as the wait it means from now, on the monotonic clock: a later step of the wall clock does not move it.
+    this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.monotonic() + (until - this.#clock.now()));
   }
 
-  /** Epoch ms before which no request will be granted (0 when not blocked). */
+  /** Epoch ms (on the wall clock as it reads now) before which no request will be granted (0 when never blocked). */
   get blockedUntil(): number {
-    return this.#blockedUntil;
+    if (this.#blockedUntil === -Infinity) return 0;
+    return this.#clock.now() + (this.#blockedUntil - this.#clock.monotonic());
+  }
+
+  /**
+   * This credential's budget under a new limit (a reload changed requests_per_5min): the requests
+   * already granted still count in Cloudflare's window (the newest `limit` of them are all a lower
+   * limit needs), and the pacing and any Retry-After block stay in force.
+   */
+  withLimit(limit: number): RequestBudget {
+    const next = new RequestBudget(limit, this.#clock);
+    const kept = Math.min(this.#count, limit);
+    for (let i = this.#count - kept; i < this.#count; i++) next.#record(this.#grants[(this.#head + i) % this.limit]!);
+    next.#lastGrant = this.#lastGrant;
+    next.#paceMs = this.#paceMs;
+    next.#blockedUntil = this.#blockedUntil;
+    return next;
   }
 
   async #grant(signal?: AbortSignal): Promise<void> {
     for (;;) {
       signal?.throwIfAborted();
-      const now = this.#clock.now();
+      const now = this.#clock.monotonic();
       const windowFree = this.#count < this.limit ? -Infinity : this.#grants[this.#head]! + RATE_WINDOW_MS;
       const at = Math.max(windowFree, this.#blockedUntil, this.#lastGrant + this.#paceMs);
       if (at <= now) {
@@ -99,10 +123,10 @@ export class BudgetRegistry {
     this.limit = limit;
     this.#clock = clock;
   }
-  /** The same credentials under a new limit, still blocked where a 429 blocked them (a reload changed requests_per_5min). */
+  /** The same credentials under a new limit (a reload changed requests_per_5min), each with its requests in the window and its block. */
   withLimit(limit: number): BudgetRegistry {
     const next = new BudgetRegistry(limit, this.#clock);
-    for (const [id, budget] of this.#budgets) next.for(id).blockUntil(budget.blockedUntil);
+    for (const [id, budget] of this.#budgets) next.#budgets.set(id, budget.withLimit(limit));
     return next;
   }
 

@@ -7,6 +7,7 @@ import type { AccountPoller, PollOutcome } from './poller.ts';
 
 /** What the daemon knows of each account's polling, for readiness and logs. */
 export interface AccountStatus {
+  /** On the clock's monotonic time: in-process only (kept across a reload, never stored), for readiness. */
   lastSuccessAt: number | undefined;
   lastError: string | undefined;
 }
@@ -112,9 +113,11 @@ export class Daemon {
 
   /**
    * Ready when the store answers and every account this process leads was
-   * polled successfully within `withinMs`; else which are not, and why.
+   * polled successfully within `withinMs` (measured on the monotonic clock);
+   * else which are not, and why.
    */
-  readiness(now: number, withinMs: number): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string } {
+  readiness(withinMs: number): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string } {
+    const now = this.#options.clock.monotonic();
     const accounts: { account: string; reason: string }[] = [];
     for (const poller of this.#options.pollers) {
       if (!this.#led.has(poller.account.id)) continue;
@@ -189,17 +192,18 @@ export class Daemon {
 
   async #pollLoop(poller: AccountPoller, offsetMs: number, signal: AbortSignal): Promise<void> {
     const { clock, pollIntervalMs } = this.#options;
-    let next = clock.now() + offsetMs;
+    // The schedule is an interval kept in this process: monotonic, so a wall clock stepped back does not stop polling for as long.
+    let next = clock.monotonic() + offsetMs;
     while (!signal.aborted) {
       try {
-        await clock.sleep(next - clock.now(), signal);
+        await clock.sleep(next - clock.monotonic(), signal);
       } catch {
         return;
       }
       await this.#pollSafely(poller, signal);
       // A poll that overran its interval skips the missed ticks rather than firing back to back.
       next += pollIntervalMs;
-      const now = clock.now();
+      const now = clock.monotonic();
       if (next <= now) next += Math.ceil((now - next + 1) / pollIntervalMs) * pollIntervalMs;
     }
   }
@@ -209,14 +213,15 @@ export class Daemon {
     const { clock, log, worker, onPoll } = this.#options;
     const account = poller.account;
     const status = this.status.get(account.id)!;
-    const started = clock.now();
+    // Durations and readiness are in-process intervals: monotonic. The poll's own timestamps (events) are wall clock, in the poller.
+    const started = clock.monotonic();
     try {
       const outcome = await poller.poll(signal);
-      status.lastSuccessAt = clock.now();
+      status.lastSuccessAt = clock.monotonic();
       status.lastError = undefined;
-      onPoll?.(account, clock.now() - started, outcome);
+      onPoll?.(account, clock.monotonic() - started, outcome);
       log[outcome.eventTypes.length > 0 || outcome.firstRun ? 'info' : 'debug'](
-        { account: account.label, users: outcome.users, events: outcome.eventTypes.length, deliveries: outcome.deliveries, ms: clock.now() - started },
+        { account: account.label, users: outcome.users, events: outcome.eventTypes.length, deliveries: outcome.deliveries, ms: clock.monotonic() - started },
         outcome.firstRun ? 'first poll of the account committed' : 'poll committed',
       );
       if (outcome.deliveries > 0) worker.wake();
@@ -234,7 +239,7 @@ export class Daemon {
         return false;
       }
       status.lastError = message;
-      onPoll?.(account, clock.now() - started, error instanceof Error ? error : new Error(message));
+      onPoll?.(account, clock.monotonic() - started, error instanceof Error ? error : new Error(message));
       log.error({ account: account.label, err: message }, 'poll failed; nothing was committed, the next poll tries again');
       return false;
     }

@@ -2,6 +2,12 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { ApiCall, SkippedKind } from '../cloudflare/client.ts';
 import type { DeliveryOutcome, StateStore } from '../store/store.ts';
 
+/** What keepAccounts needs of a metric with an `account` label. */
+interface PerAccountMetric {
+  get(): Promise<{ values: readonly { labels: Partial<Record<string, string | number>> }[] }>;
+  remove(labels: Record<string, string | number>): void;
+}
+
 /**
  * Every series of SPEC §7, prefixed `riskwatch_`, plus Node's process metrics.
  * Components report through the small methods here; pending and
@@ -102,6 +108,30 @@ export class Metrics {
   /** The store the outbox gauges read at scrape time. */
   watchStore(store: StateStore): void {
     this.#store = store;
+  }
+
+  /**
+   * After a reload: drops every per-account series of an account no longer
+   * configured (`accounts` are the labels now in use), so that an account
+   * removed or renamed is not exported forever.
+   */
+  async keepAccounts(accounts: Iterable<string>): Promise<void> {
+    const keep = new Set(accounts);
+    const perAccount: [PerAccountMetric, readonly string[]][] = [
+      [this.#pollDuration, ['account', 'outcome']],
+      [this.#pollErrors, ['account']],
+      [this.#usersTracked, ['account']],
+      [this.#events, ['account', 'type']],
+      [this.#skipped, ['account', 'kind']],
+    ];
+    for (const [metric, labelNames] of perAccount) {
+      for (const { labels } of (await metric.get()).values) {
+        const account = labels.account;
+        if (account === undefined || keep.has(String(account))) continue;
+        // A histogram's values carry `le` too: remove() wants exactly the metric's own labels.
+        metric.remove(Object.fromEntries(labelNames.map((name) => [name, labels[name] ?? ''])));
+      }
+    }
   }
 
   pollSucceeded(account: string, seconds: number, users: number, eventTypes: readonly string[]): void {

@@ -84,6 +84,7 @@ export class AccountPoller {
     ]);
     signal?.throwIfAborted();
     // When the change was seen: the events' timestamp, and the moment delivery latency counts from.
+    // Wall clock: it is stored and compared across processes.
     const polledAt = clock.now();
 
     const current: CurrentSnapshot = {
@@ -142,7 +143,7 @@ export class AccountPoller {
   /** The last committed snapshot, from the store: at start, and after a commit went wrong. */
   async #loadState(): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
     const { account, store, clock, log } = this.#options;
-    const started = clock.now();
+    const started = clock.monotonic();
     const stored = await store.loadSnapshot(account.id);
     this.#missing = stored.missing;
     // The reads mark users in the stored levels: they must be in that compact form (a store may give a plain map).
@@ -150,7 +151,7 @@ export class AccountPoller {
     const state =
       stored.snapshot && !(levels instanceof StoredLevels) ? { ...stored, snapshot: { ...stored.snapshot, userLevels: new StoredLevels(levels!) } } : stored;
     log.info(
-      { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.now() - started },
+      { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.monotonic() - started },
       state.snapshot ? 'state loaded' : 'no state yet: this is the first poll of the account',
     );
     return state;

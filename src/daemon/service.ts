@@ -110,7 +110,7 @@ export class Service {
    * 3 × poll_interval (SPEC §7) and the store answers; replicas also say who they are and what they lead.
    */
   readiness(): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string; replica?: string; leads?: string[] } {
-    const state = this.#daemon.readiness(this.#clock.now(), 3 * this.#config.pollIntervalMs);
+    const state = this.#daemon.readiness(3 * this.#config.pollIntervalMs);
     if (this.#store.replica === undefined) return state;
     const leads = this.leadership().flatMap((a) => (a.leads ? [a.account] : []));
     return { ...state, replica: this.#store.replica, leads };
@@ -132,6 +132,8 @@ export class Service {
     log.level = next.log.level;
     const previous = this.#daemon;
     await previous.stop();
+    // The old daemon reports no more: an account removed or renamed leaves no series behind.
+    await this.#metrics.keepAccounts(next.accounts.map((a) => a.label));
     this.#daemon = this.#assemble(next, previous);
     this.#config = next;
     this.#daemon.start();
@@ -159,6 +161,7 @@ export class Service {
   #schedulePruning(): void {
     const prune = async () => {
       try {
+        // Wall clock: the cut-off is compared with the timestamps stored with the deliveries.
         const removed = await this.#store.prune(this.#clock.now() - RETENTION_MS);
         if (removed.deliveries + removed.events > 0) this.#deps.log.info(removed, 'pruned delivered history');
       } catch (error) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RATE_WINDOW_MS, RequestBudget } from '../../src/cloudflare/budget.ts';
+import { BudgetRegistry, RATE_WINDOW_MS, RequestBudget } from '../../src/cloudflare/budget.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
 describe('RequestBudget: never more than the limit in any five minutes', () => {
@@ -59,7 +59,7 @@ describe('RequestBudget: never more than the limit in any five minutes', () => {
   it('tells a queued caller that gives up at once, without waiting for its turn', async () => {
     // A clock whose sleeps never end: once the window is full, the next in line waits forever.
     const neverSettles = new Promise<void>(() => {});
-    const stuckClock = { now: () => 0, sleep: () => neverSettles };
+    const stuckClock = { now: () => 0, monotonic: () => 0, sleep: () => neverSettles };
     const stuck = new RequestBudget(1, stuckClock);
     await stuck.acquire();
     void stuck.acquire();
@@ -67,5 +67,71 @@ describe('RequestBudget: never more than the limit in any five minutes', () => {
     const waiting = stuck.acquire(gaveUp.signal);
     gaveUp.abort(new Error('enrichment deadline'));
     await expect(waiting).rejects.toThrow('enrichment deadline');
+  });
+});
+
+describe('RequestBudget: a wall clock that steps neither stalls nor bursts it', () => {
+  const HOUR = 3_600_000;
+
+  it('frees the window five minutes after the oldest grant, though the wall clock stepped back an hour', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(3, clock);
+    for (let i = 0; i < 3; i++) await budget.acquire();
+    clock.stepWall(-HOUR);
+    await budget.acquire();
+    expect(clock.sleeps).toEqual([RATE_WINDOW_MS]);
+  });
+
+  it('keeps the window full when the wall clock steps forward an hour', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(3, clock);
+    for (let i = 0; i < 3; i++) await budget.acquire();
+    clock.stepWall(HOUR);
+    await budget.acquire();
+    expect(clock.sleeps).toEqual([RATE_WINDOW_MS]);
+  });
+
+  it('ends a Retry-After block when it was due, whichever way the wall clock stepped', async () => {
+    for (const step of [-HOUR, HOUR]) {
+      const clock = new FakeClock();
+      const budget = new RequestBudget(100, clock);
+      budget.blockUntil(clock.now() + 42_000);
+      clock.stepWall(step);
+      await budget.acquire();
+      expect(clock.sleeps).toEqual([42_000]);
+    }
+  });
+});
+
+describe('BudgetRegistry.withLimit: a reload that changes requests_per_5min', () => {
+  it('keeps the requests already in the window: 1000 of 1200 used, reloaded to 1100, allows only 100 more', async () => {
+    const clock = new FakeClock();
+    const budgets = new BudgetRegistry(1200, clock);
+    for (let i = 0; i < 1000; i++) await budgets.for('cred').acquire();
+    clock.time += 60_000;
+    const reloaded = budgets.withLimit(1100);
+    for (let i = 0; i < 100; i++) await reloaded.for('cred').acquire();
+    expect(clock.sleeps).toEqual([]);
+    await reloaded.for('cred').acquire();
+    // The 101st waits for the first of the 1000 to leave the window.
+    expect(clock.sleeps).toEqual([RATE_WINDOW_MS - 60_000]);
+  });
+
+  it('to a limit below what the window holds, waits until enough of them leave it; a block stays', async () => {
+    const clock = new FakeClock();
+    const budgets = new BudgetRegistry(10, clock);
+    for (let i = 0; i < 10; i++) {
+      await budgets.for('cred').acquire();
+      clock.time += 1000;
+    }
+    const reloaded = budgets.withLimit(4);
+    await reloaded.for('cred').acquire();
+    // Four in any five minutes: the newest four were granted 6 to 9 s after the first; the 7th must leave.
+    expect(clock.sleeps).toEqual([RATE_WINDOW_MS + 6000 - 10_000]);
+
+    const blocked = new BudgetRegistry(10, clock);
+    blocked.for('cred').blockUntil(clock.now() + 42_000);
+    const after = blocked.withLimit(20);
+    expect(after.for('cred').blockedUntil).toBe(clock.now() + 42_000);
   });
 });

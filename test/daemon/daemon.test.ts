@@ -8,17 +8,25 @@ import { DeliveryWorker } from '../../src/notify/worker.ts';
 import type { StateStore } from '../../src/store/store.ts';
 import { tokenCredential } from '../support/cloudflare.ts';
 
-/** A clock whose sleeps wait until the test moves time past them. */
+/** A clock whose sleeps wait until the test moves time past them; stepWall() moves only the wall clock, as NTP does. */
 class ManualClock implements Clock {
   time = Date.UTC(2026, 10, 23, 6, 0, 0);
+  #monotonic = 0;
   readonly #sleepers = new Set<{ at: number; resolve: () => void }>();
   now(): number {
     return this.time;
   }
+  monotonic(): number {
+    return this.#monotonic;
+  }
+  stepWall(ms: number): void {
+    this.time += ms;
+  }
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     return new Promise((resolve, reject) => {
-      const sleeper = { at: this.time + Math.max(0, ms), resolve };
+      // Timers run on monotonic time, as Node's do.
+      const sleeper = { at: this.#monotonic + Math.max(0, ms), resolve };
       this.#sleepers.add(sleeper);
       signal?.addEventListener('abort', () => {
         this.#sleepers.delete(sleeper);
@@ -28,16 +36,20 @@ class ManualClock implements Clock {
   }
   /** Moves time forward by `ms`, waking each sleeper in turn and letting what it starts run. */
   async advance(ms: number): Promise<void> {
-    const until = this.time + ms;
+    const until = this.#monotonic + ms;
+    const passTo = (at: number) => {
+      this.time += at - this.#monotonic;
+      this.#monotonic = at;
+    };
     for (;;) {
       await settle();
       const next = [...this.#sleepers].sort((a, b) => a.at - b.at)[0];
       if (!next || next.at > until) break;
       this.#sleepers.delete(next);
-      this.time = Math.max(this.time, next.at);
+      passTo(Math.max(this.#monotonic, next.at));
       next.resolve();
     }
-    this.time = until;
+    passTo(until);
     await settle();
   }
 }
@@ -125,7 +137,7 @@ describe('a replica polls only the accounts the store says it leads', () => {
     const clock = new ManualClock();
     const { daemon } = start(leadershipStore(() => ids('a')), clock);
     await clock.advance(5000);
-    expect(daemon.readiness(clock.now(), 30_000)).toEqual({ ready: true, accounts: [] });
+    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [] });
   });
 });
 
@@ -155,7 +167,7 @@ describe('while the store cannot be reached, nothing is polled, and polling resu
     // 1, 2, then every 3 s (a lease's length) rather than every second.
     expect(asked).toBeGreaterThanOrEqual(19);
     expect(asked).toBeLessThanOrEqual(22);
-    const state = daemon.readiness(clock.now(), 30_000);
+    const state = daemon.readiness(30_000);
     expect(state.ready).toBe(false);
     expect(state.store).toMatch(/connection refused/);
 
@@ -163,6 +175,31 @@ describe('while the store cannot be reached, nothing is polled, and polling resu
     // Within a lease (3 s) it asks again, and its accounts' first polls are spread over a quarter interval.
     await clock.advance(3000 + 2500);
     expect(new Set(polls)).toEqual(new Set(['a', 'b', 'c']));
-    expect(daemon.readiness(clock.now(), 30_000).store).toBeUndefined();
+    expect(daemon.readiness(30_000).store).toBeUndefined();
+  });
+});
+
+describe('polling follows the monotonic clock, not the wall clock', () => {
+  const HOUR = 3_600_000;
+  const singleStore = { deliveryCounts: async () => new Map(), nextDueAt: async () => undefined } as unknown as StateStore;
+
+  it('keeps polling every interval, and stays ready, when the wall clock steps back or forward an hour', async () => {
+    const clock = new ManualClock();
+    const { daemon, polls } = start(singleStore, clock);
+    await clock.advance(5000);
+    expect(polls.sort()).toEqual(['a', 'b', 'c']);
+
+    polls.length = 0;
+    clock.stepWall(-HOUR);
+    await clock.advance(30_000);
+    expect(polls.filter((p) => p === 'a')).toHaveLength(3);
+    expect(polls.filter((p) => p === 'c')).toHaveLength(3);
+    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [] });
+
+    polls.length = 0;
+    clock.stepWall(2 * HOUR);
+    await clock.advance(10_000);
+    expect(polls.sort()).toEqual(['a', 'b', 'c']);
+    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [] });
   });
 });

@@ -125,6 +125,15 @@ describe('pacing: about one message a second per webhook', () => {
     await sink.send(sink.render([raised(2)]), timeout());
     expect(clock.sleeps).toEqual([]);
   });
+
+  it('a wall clock stepped back an hour (NTP, a VM resume) holds the next send one second, not an hour', async () => {
+    const sink = sinkFor();
+    await sink.send(sink.render([raised(1)]), timeout());
+    clock.stepWall(-3_600_000);
+    await sink.send(sink.render([raised(2)]), timeout());
+    expect(clock.sleeps.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1000);
+    expect(receiver.requests).toHaveLength(2);
+  });
 });
 
 describe('429: Retry-After is honoured for every message of this webhook', () => {

@@ -25,7 +25,8 @@ export class SlackSink implements Sink<SlackMessage> {
   /** What the last response said, captured by our fetch: the library drops the headers. */
   #retryAfter: string | undefined;
   #current: AbortSignal | undefined;
-  #nextSendAt = 0;
+  /** Monotonic time before which the next message waits: pacing is an in-process interval, not a wall-clock time. */
+  #nextSendAt = -Infinity;
   #queue: Promise<void> = Promise.resolve();
 
   constructor(config: SlackSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
@@ -64,7 +65,7 @@ export class SlackSink implements Sink<SlackMessage> {
   }
 
   async #send(message: SlackMessage, signal: AbortSignal): Promise<void> {
-    const wait = this.#nextSendAt - this.#clock.now();
+    const wait = this.#nextSendAt - this.#clock.monotonic();
     if (wait > 0) await this.#clock.sleep(wait, signal).catch((error: unknown) => {
       throw transportFailure(this.name, error, signal);
     });
@@ -73,16 +74,15 @@ export class SlackSink implements Sink<SlackMessage> {
     try {
       await this.#webhook.send({ text: message.text, blocks: message.blocks as never });
     } catch (error) {
-      const now = this.#clock.now();
       if (error instanceof IncomingWebhookHTTPError) {
-        const failure = httpFailure(this.name, error.statusCode, this.#retryAfter, String(error.body ?? ''), now);
-        if (failure.retryAfterMs !== undefined) this.#nextSendAt = now + failure.retryAfterMs;
+        const failure = httpFailure(this.name, error.statusCode, this.#retryAfter, String(error.body ?? ''), this.#clock.now());
+        if (failure.retryAfterMs !== undefined) this.#nextSendAt = this.#clock.monotonic() + failure.retryAfterMs;
         throw failure;
       }
       throw transportFailure(this.name, error, signal);
     } finally {
       this.#current = undefined;
-      this.#nextSendAt = Math.max(this.#nextSendAt, this.#clock.now() + MIN_SPACING_MS);
+      this.#nextSendAt = Math.max(this.#nextSendAt, this.#clock.monotonic() + MIN_SPACING_MS);
     }
   }
 }

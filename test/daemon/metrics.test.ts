@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { Metrics } from '../../src/daemon/metrics.ts';
+
+/** The registry's lines of riskwatch's own per-account series (Node's process metrics left out). */
+async function accountLines(metrics: Metrics): Promise<string[]> {
+  const text = await metrics.registry.metrics();
+  return text.split('\n').filter((line) => line.startsWith('riskwatch_') && line.includes('account="'));
+}
+
+describe('Metrics.keepAccounts: a reload drops the series of accounts no longer configured', () => {
+  it('removes every per-account series of a removed or renamed account, and keeps the others', async () => {
+    const metrics = new Metrics();
+    for (const account of ['production', 'staging', 'old-name']) {
+      metrics.pollSucceeded(account, 0.2, 10, ['user.risk_level_raised']);
+      metrics.pollFailed(account, 1.5);
+      metrics.recordsSkipped(account, 'malformed_user', 2);
+    }
+    expect((await accountLines(metrics)).some((line) => line.includes('account="staging"'))).toBe(true);
+
+    // staging removed, old-name renamed to new-name.
+    await metrics.keepAccounts(['production', 'new-name']);
+
+    const lines = await accountLines(metrics);
+    expect(lines.filter((line) => line.includes('account="staging"') || line.includes('account="old-name"'))).toEqual([]);
+    for (const series of ['poll_duration_seconds_count', 'poll_errors_total', 'users_tracked', 'events_total', 'records_skipped_total']) {
+      expect(lines.some((line) => line.startsWith(`riskwatch_${series}{`) && line.includes('account="production"'))).toBe(true);
+    }
+    // A kept account's series go on counting from where they were.
+    metrics.pollFailed('production', 1);
+    expect(lines.find((line) => line.startsWith('riskwatch_poll_errors_total{account="production"}'))).toBe('riskwatch_poll_errors_total{account="production"} 1');
+    expect((await accountLines(metrics)).find((line) => line.startsWith('riskwatch_poll_errors_total{account="production"}'))).toBe(
+      'riskwatch_poll_errors_total{account="production"} 2',
+    );
+  });
+});
