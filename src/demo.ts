@@ -18,7 +18,8 @@ const STEP_MS = 2000;
  * Resolves when `stopped` does (Ctrl-C), after cleaning up.
  */
 export async function runDemo(out: (line: string) => void, stopped: Promise<unknown>): Promise<void> {
-  const api = await FakeRiskApi.start();
+  // The demo reads nothing back from the API's request log: it keeps none (it would grow for as long as the demo runs).
+  const api = await FakeRiskApi.start({ maxRecorded: 0 });
   const scenario = new DemoScenario(api.account(DEMO_ACCOUNT));
   scenario.seed(50);
   let dir: string;

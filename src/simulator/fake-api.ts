@@ -70,12 +70,21 @@ export interface FakeApiOptions {
   readonly auth?: { readonly token: string } | { readonly email: string; readonly key: string };
   /** Leave `total_pages` out of result_info (Cloudflare sometimes does). */
   readonly omitTotalPages?: boolean;
+  /** How many of the latest requests `requests` keeps. Default MAX_RECORDED_REQUESTS. */
+  readonly maxRecorded?: number;
 }
+
+/**
+ * `requests` keeps this many of the latest requests, no more: the demo runs for
+ * as long as anyone likes, and every request carries its credential headers.
+ */
+export const MAX_RECORDED_REQUESTS = 10_000;
 
 export const API_PREFIX = '/client/v4';
 
 export class FakeRiskApi {
   readonly accounts = new Map<string, FakeAccount>();
+  /** The latest requests, oldest first (at most `maxRecorded`, older ones dropped), for tests to inspect. */
   readonly requests: ApiRequest[] = [];
   /** Consulted before every answer; return a Fault to inject it. */
   fault: ((request: ApiRequest) => Fault | undefined) | undefined;
@@ -127,6 +136,8 @@ export class FakeRiskApi {
     const url = new URL(req.url ?? '/', 'http://fake');
     const request = classify(url, req.headers);
     this.requests.push(request);
+    const keep = this.options.maxRecorded ?? MAX_RECORDED_REQUESTS;
+    if (this.requests.length > keep) this.requests.splice(0, this.requests.length - keep);
 
     const fault = this.fault?.(request);
     if (fault && 'reset' in fault) {
