@@ -108,6 +108,15 @@ describe('check-config on a bad config exits 2 with one line per problem', () =>
     expect(result.err[0]).not.toContain('urlsecretpart');
   });
 
+  it('refuses a header value beyond Latin-1 in one line naming its key, without echoing it', async () => {
+    const value = 'Bearer hdr✓secretpart';
+    const result = await cli(['check-config', '--config', writeConfig((doc) => (doc.sinks[1]!.headers = { Authorization: value }))]);
+    expect(result.code).toBe(2);
+    expect(result.err).toHaveLength(1);
+    expect(result.err[0]).toMatch(/^riskwatch: .*: sinks\[1\]\.headers\.Authorization: may hold only Latin-1 characters, and no control character but tab$/);
+    expect(result.err[0]).not.toContain('secretpart');
+  });
+
   it('prints each of several problems on its own line', async () => {
     const result = await cli(['check-config', '--config', writeConfig()], { CLOUDFLARE_API_TOKEN: SECRETS.token });
     expect(result.code).toBe(2);

@@ -98,7 +98,13 @@ const sink = z.discriminatedUnion(
         .record(
           z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' }),
           // Trimmed, as a secret file's trailing newline would otherwise make every request invalid.
-          z.string().trim().regex(/^[^\r\n\0]*$/, { error: 'must not contain line breaks' }),
+          // Then only what an HTTP header value may hold (and undici sends): tab, printable ASCII, U+0080 to U+00FF;
+          // anything else would pass check-config and dead-letter every delivery. Never echoed: values are secrets.
+          z
+            .string()
+            .trim()
+            .regex(/^[^\r\n\0]*$/, { error: 'must not contain line breaks', abort: true })
+            .regex(/^[\t\x20-\x7e\x80-\xff]*$/, { error: 'may hold only Latin-1 characters, and no control character but tab' }),
         )
         .default({}),
     }),

@@ -613,6 +613,31 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
       }),
     );
   });
+
+  it('refuses a header value HTTP cannot carry (beyond Latin-1, or a control character), naming the key and not the value', () => {
+    const config = load((doc) => {
+      doc.sinks[1]!.headers = { 'X-Team': 'Sécurité\tÉquipe' };
+    });
+    const incidents = sink(config, 'incidents');
+    expect(incidents.type === 'webhook' && incidents.headers['X-Team']?.reveal()).toBe('Sécurité\tÉquipe');
+    for (const value of ['Bearer tøken-✓-secret', 'Bearer token-€-secret', 'Bearer token-\u0007-secret', 'Bearer token-\u007f-secret']) {
+      const problem = problemAt('sinks[1].headers.Authorization', () =>
+        load((doc) => {
+          doc.sinks[1]!.headers = { Authorization: value };
+        }),
+      );
+      expect(problem).toMatch(/: sinks\[1\]\.headers\.Authorization: may hold only Latin-1 characters/);
+      expect(problem).not.toContain('secret');
+    }
+    // A line break is still said as such, once.
+    expect(
+      problemAt('sinks[1].headers.Authorization', () =>
+        load((doc) => {
+          doc.sinks[1]!.headers = { Authorization: 'Bearer abc\r\nX-Evil: 1' };
+        }),
+      ),
+    ).toMatch(/must not contain line breaks$/);
+  });
 });
 
 describe('state is an SQLite file or a PostgreSQL database, not both', () => {
