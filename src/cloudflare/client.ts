@@ -80,6 +80,8 @@ export type SkippedKind = 'malformed_user' | 'ambiguous_user' | 'malformed_behav
 const IGNORES_PAGING =
   'the API ignores paging, so the summary cannot be read page by page; if it answers with the whole summary at once, set cloudflare.summary_paging: off';
 
+const HAS_CAPITALS = /[A-F]/;
+
 /** The largest response body read; a bigger one is refused rather than buffered. */
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 /** No real account has this many summary pages; a server claiming more is misbehaving. */
@@ -229,35 +231,36 @@ export class CloudflareClient {
     // A response without result_info is one complete page (SPEC §1).
     if (!info) return 1;
     reader.totalCount = info.total_count;
-    if (reader.complete) return 1;
+    // Every user counted on page 1: that page is the whole summary, as of one moment, however many
+    // pages the API claims. The claimed pages are still read until one adds nobody (an API that
+    // ignores paging repeats page 1): a user listed again there at another level is caught.
+    const wholeAtOnce = reader.complete;
 
-    const perPage = info.per_page && info.per_page > 0 ? info.per_page : first.rows.length || this.#pageSize;
-    const lastPage =
-      info.total_pages ?? (info.total_count === undefined ? undefined : Math.max(1, Math.ceil(info.total_count / perPage)));
-    if (lastPage !== undefined && lastPage > MAX_PAGES) {
+    // Without total_pages, pages are read until an empty one: total_count / per_page would be a guess
+    // (a user listed twice pushes the last record onto a page past it).
+    const lastPage = info.total_pages ?? MAX_PAGES;
+    if (lastPage > MAX_PAGES) {
       throw new CloudflareError(`summary of account ${accountId}: the API reports ${lastPage} pages, more than the ${MAX_PAGES} riskwatch reads`, { retryable: false });
     }
-    if (lastPage !== undefined) {
-      // Complete once the distinct users reach total_count, whatever total_pages says.
-      return await this.#eachPage(2, lastPage, signal, () => reader.complete, async (page, pageSignal) => {
-        const next = await this.#summaryPage(accountId, page, pageSignal);
-        const changed = totalsDiffer(info, next.info);
-        if (changed) throw new SummaryChangedError(`summary of account ${accountId}: ${changed} between page 1 and page ${page}`, { retryable: true });
-        reader.add(next.rows, page);
-      });
+    const untilEmpty = info.total_pages === undefined;
+    const requested = await this.#eachPage(2, lastPage, signal, () => reader.exhausted, async (page, pageSignal) => {
+      const next = await this.#summaryPage(accountId, page, pageSignal);
+      if (next.info?.page !== undefined && next.info.page !== page) return reader.repeated(`asked for page ${page} and got page ${next.info.page}`);
+      const changed = totalsDiffer(info, next.info);
+      if (changed) throw new SummaryChangedError(`summary of account ${accountId}: ${changed} between page 1 and page ${page}`, { retryable: true });
+      reader.add(next.rows, page, untilEmpty);
+    });
+    if (untilEmpty && !reader.exhausted) {
+      throw new CloudflareError(`summary of account ${accountId}: still no empty page after ${MAX_PAGES} pages`, { retryable: false });
     }
-    // No totals: keep going until an empty page.
-    for (let page = 2; page <= MAX_PAGES; page++) {
-      const next = await this.#summaryPage(accountId, page, signal);
-      if (next.rows.length === 0) return page - 1;
-      reader.add(next.rows, page);
-    }
-    throw new CloudflareError(`summary of account ${accountId}: still no empty page after ${MAX_PAGES} pages`, { retryable: false });
+    // More than one request is not a snapshot: the summary may have changed between them (an empty
+    // page 2 may be a user shifted onto page 1 after it was read).
+    return wholeAtOnce ? 1 : requested;
   }
 
   /**
    * Runs `fetch` for pages first..last, a few at once, until `done` says the read
-   * is complete; the first failure stops the rest. Returns the last page fetched.
+   * is over; the first failure stops the rest. Returns how many pages were asked for.
    */
   async #eachPage(
     first: number,
@@ -301,9 +304,6 @@ export class CloudflareClient {
     const users = isRecord(envelope.result) ? envelope.result.users : undefined;
     if (!Array.isArray(users)) throw this.#malformed('summary', path, 'result.users is not a list');
     const info = envelope.result_info ?? undefined;
-    if (page !== undefined && info?.page !== undefined && info.page !== page) {
-      throw new CloudflareError(`GET ${path}: asked for page ${page} and got page ${info.page}: ${IGNORES_PAGING}`, { retryable: false });
-    }
     return { rows: users, info };
   }
 
@@ -427,16 +427,37 @@ class SummaryReader {
     return this.totalCount !== undefined && this.distinct >= this.totalCount;
   }
 
-  add(rows: readonly unknown[], page: number): void {
-    const before = this.distinct;
+  /** The read is over before its last page: it was complete, and then a page added nobody. */
+  exhausted = false;
+
+  /** Users named so far (unidentified records name nobody: a page of them is no progress). */
+  get #identified(): number {
+    return this.distinct - this.unidentifiedSkips;
+  }
+
+  /** Adds a page's records; with `untilEmpty` (no total_pages), an empty page ends the read. */
+  add(rows: readonly unknown[], page: number, untilEmpty = false): void {
+    const before = this.#identified;
     rows.forEach((row, i) => {
       const parsed = parseUser(row);
       if (parsed.ok) this.#addUser(parsed.value, page, i);
       else this.#addMalformed(row, parsed.reason, page, i);
     });
-    if (page > 1 && rows.length > 0 && this.distinct === before) {
-      throw new CloudflareError(`summary of account ${this.#accountId}: page ${page} repeated only users of earlier pages: ${IGNORES_PAGING}`, { retryable: false });
+    if (page === 1) return;
+    if (rows.length === 0) this.exhausted ||= untilEmpty || this.complete;
+    else if (this.#identified === before) this.repeated(`page ${page} repeated only users of earlier pages`);
+  }
+
+  /**
+   * A page that brought no one new: after a complete read, the end of it (an API that ignores
+   * paging answered with the whole summary again); before, an API whose summary cannot be paged.
+   */
+  repeated(what: string): void {
+    if (this.complete) {
+      this.exhausted = true;
+      return;
     }
+    throw new CloudflareError(`summary of account ${this.#accountId}: ${what}: ${IGNORES_PAGING}`, { retryable: false });
   }
 
   /** The hot path, once per user per poll: a stored-level check, and a Map lookup for the rare rest. */
@@ -456,6 +477,11 @@ class SummaryReader {
     // Another level than stored, or new: kept, unless its id names nobody or an earlier record of this read disagrees.
     if (!isUserId(id)) {
       this.#addMalformed(user, notUserId(id).reason, page, i);
+      return;
+    }
+    // A UUID in capitals is the same user as in small letters, which is how Cloudflare writes them and they are kept.
+    if (HAS_CAPITALS.test(id)) {
+      this.#addUser({ ...user, user_id: id.toLowerCase() }, page, i);
       return;
     }
     if (known?.seenUnchanged(id)) {
@@ -482,8 +508,12 @@ class SummaryReader {
     this.reasons.push(`page ${page} users[${i}]: ${reason}`);
     const id = (row as { user_id?: unknown } | null)?.user_id;
     // A record whose id is no UUID names nobody: anyone may be behind it.
-    if (!isUserId(id)) this.unidentifiedSkips++;
-    else if (!this.users.has(id) && !this.#known?.seenUnchanged(id) && !this.ambiguousUserIds.has(id)) this.skippedUserIds.add(id);
+    if (!isUserId(id)) {
+      this.unidentifiedSkips++;
+      return;
+    }
+    const userId = id.toLowerCase();
+    if (!this.users.has(userId) && !this.#known?.seenUnchanged(userId) && !this.ambiguousUserIds.has(userId)) this.skippedUserIds.add(userId);
   }
 
   finish(): Omit<Summary, 'pages'> {

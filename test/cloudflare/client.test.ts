@@ -42,13 +42,13 @@ describe('summary pagination: all pages or an error', () => {
     expect(pagesAsked().sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
   });
 
-  it('pages by total_count when total_pages is absent', async () => {
+  it('reads until an empty page when total_pages is absent (total_count / per_page is only a guess)', async () => {
     await api.close();
     api = await FakeRiskApi.start({ maxPerPage: 10, omitTotalPages: true });
     seedUsers(api, 35);
-    const { client } = clientFor(api);
+    const { client } = clientFor(api, { pageConcurrency: 1 });
     expect((await client.fetchSummary(ACCOUNT)).users.size).toBe(35);
-    expect(pagesAsked().sort((a, b) => a - b)).toEqual([1, 2, 3, 4]);
+    expect(pagesAsked()).toEqual([1, 2, 3, 4, 5]);
   });
 
   it('takes a response without result_info as one complete page', async () => {
@@ -65,7 +65,7 @@ describe('summary pagination: all pages or an error', () => {
       const rows = pages[Number(r.query.get('page')) - 1] ?? [user(99)];
       return { status: 200, body: { ...success({ users: rows }), result_info: { page: Number(r.query.get('page')), per_page: 2, count: rows.length } } };
     };
-    const { client } = clientFor(api);
+    const { client } = clientFor(api, { pageConcurrency: 1 });
     const summary = await client.fetchSummary(ACCOUNT);
     expect([...summary.users.keys()]).toEqual([user(1), user(2), user(3)].map((u) => u.user_id));
     expect(pagesAsked()).toEqual([1, 2, 3]);
@@ -221,6 +221,14 @@ describe('a user listed twice in one read with two levels keeps their previous s
     expect([...summary.skippedUserIds]).toEqual([user(1).user_id]);
   });
 
+  it('the same UUID in capitals is the same user', async () => {
+    serve([[at(1, 'low'), { ...at(1, 'high'), user_id: user(1).user_id.toUpperCase() }]], 1);
+    const { client } = clientFor(api);
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(0);
+    expect([...summary.skippedUserIds]).toEqual([user(1).user_id]);
+  });
+
   it('counts the ambiguous user once against total_count', async () => {
     serve([[at(1, 'low'), at(2, 'low')], [at(2, 'high'), at(3, 'low')]], 3);
     const { client } = clientFor(api, { pageConcurrency: 1 });
@@ -239,26 +247,78 @@ describe('summary_paging (SPEC §1)', () => {
         : undefined;
   };
 
-  it('auto: a read is complete once its distinct users reach total_count, whatever total_pages says', async () => {
+  it('auto: a read holding total_count users ends at the first page that adds nobody, whatever total_pages says', async () => {
     api.fault = (r) => {
-      const page = Number(r.query.get('page'));
-      const rows = page === 1 ? [user(1), user(2)] : page === 2 ? [user(3)] : [user(90 + page)];
+      const asked = Number(r.query.get('page'));
+      // Pages past 2 are answered with page 1, as by an API that ignores paging.
+      const page = asked <= 2 ? asked : 1;
+      const rows = page === 1 ? [user(1), user(2)] : [user(3)];
       return { status: 200, body: { ...success({ users: rows }), result_info: { page, per_page: 2, count: rows.length, total_count: 3, total_pages: 100 } } };
     };
     const { client } = clientFor(api, { pageConcurrency: 1 });
     const summary = await client.fetchSummary(ACCOUNT);
     expect(summary.users.size).toBe(3);
-    expect(summary.pages).toBe(2);
-    expect(pagesAsked()).toEqual([1, 2]);
+    expect(pagesAsked()).toEqual([1, 2, 3]);
+    // Read over three requests: not one moment's snapshot.
+    expect(summary.pages).toBe(3);
   });
 
-  it('auto: one page holding total_count users is the whole summary', async () => {
+  it('auto: page 1 holding total_count users is the whole summary, as of one moment; one more page is asked for and ends it', async () => {
     api.fault = () => ({ status: 200, body: { ...success({ users: [user(1)] }), result_info: { count: 1, page: 1, per_page: 20, total_count: 1, total_pages: 100 } } });
     const { client } = clientFor(api);
     const summary = await client.fetchSummary(ACCOUNT);
     expect(summary.users.size).toBe(1);
     expect(summary.pages).toBe(1);
-    expect(summaryRequests()).toHaveLength(1);
+    expect(summaryRequests().length).toBeLessThanOrEqual(1 + 4);
+  });
+
+  it('auto: a user listed at another level on a later page is caught even after the count was reached', async () => {
+    // A fabricated duplicate at low comes first; the real record, at high, on page 2.
+    const pages = [[{ ...user(1), max_risk_level: 'low' }], [user(1, 'high')]];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      return { status: 200, body: { ...success({ users: pages[page - 1] ?? [] }), result_info: { page, per_page: 1, count: 1, total_count: 1, total_pages: 2 } } };
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(0);
+    expect([...summary.skippedUserIds]).toEqual([user(1).user_id]);
+  });
+
+  it('auto: a duplicate that pushes a real record past total_count / per_page does not hide it (no total_pages)', async () => {
+    const pages = [[{ ...user(1), max_risk_level: 'low' }], [user(2)], [user(1, 'high')], []];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      return { status: 200, body: { ...success({ users: pages[page - 1] ?? [] }), result_info: { page, per_page: 1, count: 1, total_count: 2 } } };
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect([...summary.users.keys()]).toEqual([user(2).user_id]);
+    expect([...summary.skippedUserIds]).toEqual([user(1).user_id]);
+  });
+
+  it('auto: a read that needed an empty page to end counts its pages, so that it is not taken for a snapshot', async () => {
+    const pages = [[user(1), user(2)], []];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      const rows = pages[page - 1] ?? [];
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page, per_page: 2, count: rows.length } } };
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(2);
+    expect(summary.pages).toBe(2);
+  });
+
+  it('auto: records naming nobody do not make a repeated page look new', async () => {
+    // An API that ignores page, without totals, whose page holds a record with a broken id.
+    api.fault = (r) => ({
+      status: 200,
+      body: { ...success({ users: [user(1), { ...user(2), user_id: 'not-a-uuid' }] }), result_info: { page: Number(r.query.get('page')), per_page: 2, count: 2 } },
+    });
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/page 2 repeated only users of earlier pages: the API ignores paging/);
+    expect(summaryRequests()).toHaveLength(2);
   });
 
   it('auto: an API answering page 2 with page 1 fails the read in one line naming cloudflare.summary_paging', async () => {
@@ -331,7 +391,8 @@ describe('malformed records are skipped, the rest is used', () => {
     target.users.set(upper.user_id, upper);
     const { client } = clientFor(api);
     const summary = await client.fetchSummary(ACCOUNT);
-    expect([...summary.users.keys()].sort()).toEqual([upper.user_id, plain.user_id].sort());
+    // A UUID in capitals is the same user as in small letters, and kept so.
+    expect([...summary.users.keys()].sort()).toEqual([upper.user_id.toLowerCase(), plain.user_id].sort());
     expect(summary.skippedUserIds.size).toBe(0);
     expect(summary.unidentifiedSkips).toBe(4);
   });
