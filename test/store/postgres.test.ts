@@ -182,6 +182,31 @@ describe('one outbox for every replica', () => {
   });
 });
 
+describe('one subject at a time across replicas', () => {
+  it('a replica does not claim a user’s reset while another replica has their raise in flight, nor while it waits for a retry', async () => {
+    const url = await freshDatabase();
+    const first = await open(url);
+    const second = await open(url);
+    await first.lead([ACCOUNT.id]);
+    const rise = userEvent('evt-rise', riskUser(1, 'high'), 'low', 'high');
+    const reset = userEvent('evt-reset', riskUser(1, 'high'), 'high', null);
+    const other = userEvent('evt-other', riskUser(2, 'high'), null, 'high');
+    const events = [rise, reset, other];
+    await first.commitPoll(pollCommit({ events, deliveries: events.map((e) => planned('hook', [e])) }));
+    const [raise] = await first.claimDue('hook', T0, 1);
+    expect(raise?.events.map((e) => e.id)).toEqual(['evt-rise']);
+    // The second replica gets the unrelated one, not the reset.
+    expect((await second.claimDue('hook', T0, 16)).map((d) => d.events[0]!.id)).toEqual(['evt-other']);
+    await first.recordOutcome(raise!.id, { kind: 'retry', at: T0, nextAttemptAt: T0 + 60_000, error: 'HTTP 503' });
+    expect(await second.claimDue('hook', T0 + 1000, 16)).toEqual([]);
+    expect(await second.nextDueAt('hook')).toBe(T0 + 60_000);
+    const [again] = await second.claimDue('hook', T0 + 60_000, 16);
+    expect(again?.events.map((e) => e.id)).toEqual(['evt-rise']);
+    await second.recordOutcome(again!.id, { kind: 'delivered', at: T0 + 60_000 });
+    expect((await first.claimDue('hook', T0 + 60_000, 16)).map((d) => d.events[0]!.id)).toEqual(['evt-reset']);
+  });
+});
+
 describe('a database that goes away under a connection', () => {
   it('fails the call in flight with one line saying the store cannot be reached, and the next call works', async () => {
     const url = await freshDatabase();
