@@ -96,9 +96,14 @@ function isStorable(text: string): boolean {
   return !text.includes('\0') && text.isWellFormed();
 }
 
+/** Behavior ids are short names (imp_travel, high_dlp); far past this, a record is not one. */
+const MAX_BEHAVIOR_ID_BYTES = 512;
+
 export function parseBehavior(id: string, raw: unknown): Parsed<Behavior> {
   // An id is a key: made storable, two ids could become one. Such an id is refused instead.
   if (!isStorable(id)) return fail('its id holds a NUL character or a lone surrogate, which no store can keep');
+  // PostgreSQL indexes ids (and subjects) in btrees, whose entries hold about 2.7 KB: a longer id failed every commit.
+  if (Buffer.byteLength(id) > MAX_BEHAVIOR_ID_BYTES) return fail(`its id is longer than ${MAX_BEHAVIOR_ID_BYTES} bytes`);
   if (!isObject(raw)) return fail('is not an object');
   const { name, description, enabled, risk_level } = raw;
   if (typeof enabled !== 'boolean') return fail(`enabled is ${describe(enabled)}`);

@@ -116,10 +116,15 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
   },
 ];
 
-/** A pending delivery `d` shares a subject with an earlier pending delivery of its sink: it waits. */
+/**
+ * A pending delivery `d` shares a subject with an earlier pending delivery of its sink: it waits.
+ * The earlier one's state is checked, not only its row here: a replica of an older riskwatch,
+ * during a rolling upgrade, settles deliveries without removing their subjects.
+ */
 const HELD_BY_EARLIER = `EXISTS (
   SELECT 1 FROM delivery_subjects mine JOIN delivery_subjects earlier
     ON earlier.sink = mine.sink AND earlier.subject = mine.subject AND earlier.delivery_id < mine.delivery_id
+  JOIN deliveries e ON e.id = earlier.delivery_id AND e.state = 'pending'
   WHERE mine.delivery_id = d.id)`;
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
