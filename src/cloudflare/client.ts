@@ -243,28 +243,37 @@ export class CloudflareClient {
       throw new CloudflareError(`summary of account ${accountId}: the API reports ${lastPage} pages, more than the ${MAX_PAGES} riskwatch reads`, { retryable: false });
     }
     const untilEmpty = info.total_pages === undefined;
-    const requested = await this.#eachPage(2, lastPage, signal, () => reader.exhausted, async (page, pageSignal) => {
+    const readPage = async (page: number, pageSignal: AbortSignal) => {
       const next = await this.#summaryPage(accountId, page, pageSignal);
       if (next.info?.page !== undefined && next.info.page !== page) return reader.repeated(`asked for page ${page} and got page ${next.info.page}`);
       const changed = totalsDiffer(info, next.info);
       if (changed) throw new SummaryChangedError(`summary of account ${accountId}: ${changed} between page 1 and page ${page}`, { retryable: true });
       reader.add(next.rows, page, untilEmpty);
-    });
+    };
+    // Pages the API says hold users are read a few at once; past them (a page that should add nobody
+    // or be empty, to prove the read over) one at a time, so that a small account costs one request
+    // more, not one per page worker.
+    const expected = wholeAtOnce ? 1 : (info.total_pages ?? (info.total_count === undefined ? MAX_PAGES : Math.ceil(info.total_count / (info.per_page || this.#pageSize))));
+    let requested = await this.#eachPage(2, Math.min(expected, lastPage), this.#options.pageConcurrency ?? 4, signal, () => reader.exhausted, readPage);
+    if (!reader.exhausted) requested = Math.max(requested, await this.#eachPage(Math.max(2, expected + 1), lastPage, 1, signal, () => reader.exhausted, readPage));
     if (untilEmpty && !reader.exhausted) {
       throw new CloudflareError(`summary of account ${accountId}: still no empty page after ${MAX_PAGES} pages`, { retryable: false });
     }
     // More than one request is not a snapshot: the summary may have changed between them (an empty
-    // page 2 may be a user shifted onto page 1 after it was read).
-    return wholeAtOnce ? 1 : requested;
+    // page 2 may be a user shifted onto page 1 after it was read). Page 1 is the whole summary, as
+    // of one moment, only if no later page added anyone (a total_count that lies low says otherwise).
+    return wholeAtOnce && !reader.grewAfterFirstPage ? 1 : requested;
   }
 
   /**
-   * Runs `fetch` for pages first..last, a few at once, until `done` says the read
-   * is over; the first failure stops the rest. Returns how many pages were asked for.
+   * Runs `fetch` for pages first..last, `concurrency` at once, until `done`
+   * says the read is over; the first failure stops the rest. Returns the last
+   * page asked for (first - 1 when none was).
    */
   async #eachPage(
     first: number,
     last: number,
+    concurrency: number,
     signal: AbortSignal | undefined,
     done: () => boolean,
     fetch: (page: number, signal: AbortSignal) => Promise<void>,
@@ -276,7 +285,7 @@ export class CloudflareClient {
         await fetch(page, pageSignal);
       }
     };
-    await together(signal, Array.from({ length: Math.min(this.#options.pageConcurrency ?? 4, last - first + 1) }, () => worker));
+    if (first <= last) await together(signal, Array.from({ length: Math.min(concurrency, last - first + 1) }, () => worker));
     return next - 1;
   }
 
@@ -430,6 +439,9 @@ class SummaryReader {
   /** The read is over before its last page: it was complete, and then a page added nobody. */
   exhausted = false;
 
+  /** A page after the first named someone new: page 1 was not the whole summary, whatever total_count said. */
+  grewAfterFirstPage = false;
+
   /** Users named so far (unidentified records name nobody: a page of them is no progress). */
   get #identified(): number {
     return this.distinct - this.unidentifiedSkips;
@@ -446,6 +458,7 @@ class SummaryReader {
     if (page === 1) return;
     if (rows.length === 0) this.exhausted ||= untilEmpty || this.complete;
     else if (this.#identified === before) this.repeated(`page ${page} repeated only users of earlier pages`);
+    else this.grewAfterFirstPage = true;
   }
 
   /**

@@ -269,7 +269,42 @@ describe('summary_paging (SPEC §1)', () => {
     const summary = await client.fetchSummary(ACCOUNT);
     expect(summary.users.size).toBe(1);
     expect(summary.pages).toBe(1);
-    expect(summaryRequests().length).toBeLessThanOrEqual(1 + 4);
+    expect(pagesAsked()).toEqual([1, 2]);
+  });
+
+  it('auto: page 1 holding total_count users, no total_pages: exactly one more request proves the read over, not one per page worker', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ omitTotalPages: true });
+    seedUsers(api, 3);
+    const { client } = clientFor(api, { pageConcurrency: 4 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(3);
+    expect(pagesAsked()).toEqual([1, 2]);
+    expect(summary.pages).toBe(1);
+  });
+
+  it('auto: without total_pages, the pages total_count needs are read at once, and only the page past them alone', async () => {
+    await api.close();
+    api = await FakeRiskApi.start({ maxPerPage: 10, omitTotalPages: true });
+    seedUsers(api, 35);
+    const { client } = clientFor(api, { pageConcurrency: 4 });
+    expect((await client.fetchSummary(ACCOUNT)).users.size).toBe(35);
+    expect(pagesAsked().sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('auto: a total_count that lies low does not make page 1 a snapshot when later pages add users', async () => {
+    // Every page says total_count 1, yet page 2 names a second user: page 1 was not the whole summary,
+    // so the read is not one moment's snapshot (a missing user gets a second look, not an all-clear at once).
+    const pages = [[user(1)], [user(2)], []];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      const rows = pages[page - 1] ?? [];
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page, per_page: 1, count: rows.length, total_count: 1 } } };
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect(summary.users.size).toBe(2);
+    expect(summary.pages).toBe(3);
   });
 
   it('auto: a user listed at another level on a later page is caught even after the count was reached', async () => {

@@ -341,7 +341,8 @@ function lie(info: unknown, f: Extract<Fault, { kind: 'lie' }>, at: { asked: num
       return value === at.total || (!high && value > at.total) ? info : { ...fields, total_count: value };
     }
     case 'total_pages':
-      return high ? { ...fields, total_pages: at.pages + f.by } : 'total_count' in fields ? { ...fields, total_pages: Math.max(1, at.pages - f.by) } : info;
+      // Fewer pages is a lie a client can catch only by a total_count it can read (a garbled one is none).
+      return high ? { ...fields, total_pages: at.pages + f.by } : typeof fields.total_count === 'number' ? { ...fields, total_pages: Math.max(1, at.pages - f.by) } : info;
     case 'per_page':
       return { ...fields, per_page: high ? at.perPage + f.by : at.perPage - f.by };
     case 'count':
