@@ -442,6 +442,8 @@ class SummaryReader {
   /** A page after the first named someone new: page 1 was not the whole summary, whatever total_count said. */
   grewAfterFirstPage = false;
 
+  #firstPage: readonly unknown[] = [];
+
   /** Users named so far (unidentified records name nobody: a page of them is no progress). */
   get #identified(): number {
     return this.distinct - this.unidentifiedSkips;
@@ -455,10 +457,17 @@ class SummaryReader {
       if (parsed.ok) this.#addUser(parsed.value, page, i);
       else this.#addMalformed(row, parsed.reason, page, i);
     });
-    if (page === 1) return;
+    if (page === 1) {
+      this.#firstPage = rows;
+      return;
+    }
     if (rows.length === 0) this.exhausted ||= untilEmpty || this.complete;
-    else if (this.#identified === before) this.repeated(`page ${page} repeated only users of earlier pages`);
-    else this.grewAfterFirstPage = true;
+    else if (this.#identified !== before) this.grewAfterFirstPage = true;
+    else if (!this.complete) this.repeated(`page ${page} repeated only users of earlier pages`);
+    // Complete, and this page named nobody new. Page 1 again is an API that ignores paging: the end.
+    // Anything else (a record of someone already read, a malformed one) is no end: a later page may
+    // still list one of them at another level, which would make them ambiguous.
+    else if (samePage(rows, this.#firstPage)) this.exhausted = true;
   }
 
   /**
@@ -540,6 +549,11 @@ class SummaryReader {
     const skippedUserIds = this.ambiguousUserIds.size === 0 ? this.skippedUserIds : new Set([...this.skippedUserIds, ...this.ambiguousUserIds]);
     return { users: this.users, unchanged, skippedUserIds, ambiguousUsers: this.ambiguousUserIds.size, unidentifiedSkips: this.unidentifiedSkips };
   }
+}
+
+/** The same records as page 1, in the same order: what an API that ignores `page` answers. Compared only on a page that named nobody new. */
+function samePage(rows: readonly unknown[], first: readonly unknown[]): boolean {
+  return rows.length === first.length && JSON.stringify(rows) === JSON.stringify(first);
 }
 
 function totalsDiffer(first: ResultInfo, later: ResultInfo | undefined): string | undefined {

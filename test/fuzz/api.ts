@@ -267,6 +267,15 @@ function extraRecord(s: Scenario, poll: Poll, f: Fault): unknown {
  * `floor` is the lowest total_count that still needs every page read (see lie()).
  */
 function layout(s: Scenario, poll: Poll, perPage: number) {
+  const pages = paged(s, poll, perPage, true);
+  // A later page that repeats page 1 record for record is what an API that ignores paging sends, and
+  // ends a read: a forged duplicate that makes one (a record alone on its page, forged again on the
+  // next) hides the genuine record behind it from any client. Such a poll keeps its other faults.
+  const first = JSON.stringify(pages.pages[0]);
+  return pages.pages.slice(1).some((p) => JSON.stringify(p) === first) ? paged(s, poll, perPage, false) : pages;
+}
+
+function paged(s: Scenario, poll: Poll, perPage: number, duplicates: boolean) {
   const listed: unknown[] = s.users.flatMap((u, i) => {
     const level = poll.truth.users[i];
     return level ? [userRecord(u, level)] : [];
@@ -275,7 +284,7 @@ function layout(s: Scenario, poll: Poll, perPage: number) {
   const rows = [...listed.slice(turn), ...listed.slice(0, turn)];
   for (const f of poll.answers.faults) {
     const extra = extraRecord(s, poll, f);
-    if (extra !== undefined && (f.kind === 'malformed user' || f.kind === 'duplicate' || f.kind === 'id case')) rows.splice(Math.min(rows.length, (f.page - 1) * perPage + f.at), 0, extra);
+    if (extra !== undefined && (f.kind === 'malformed user' || (f.kind === 'duplicate' && duplicates) || f.kind === 'id case')) rows.splice(Math.min(rows.length, (f.page - 1) * perPage + f.at), 0, extra);
   }
   const pages = Array.from({ length: Math.max(1, Math.ceil(rows.length / perPage)) }, (_, i) => rows.slice(i * perPage, (i + 1) * perPage));
   return {
