@@ -14,7 +14,7 @@ import { buildEvents } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import type { Logger } from '../log.ts';
 import type { Behavior, EventType, RiskEventDetail } from '../model.ts';
-import { routeEvents } from '../notify/route.ts';
+import { type RouteOptions, routeEvents } from '../notify/route.ts';
 import type { Sink } from '../notify/sink.ts';
 import { StaleSnapshotError, type StateStore } from '../store/store.ts';
 import { together } from '../together.ts';
@@ -36,7 +36,8 @@ export interface AccountPollerOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly diff: DiffOptions;
-  readonly sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping'> }[];
+  readonly sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts'> }[];
+  readonly route: RouteOptions;
   readonly newId: () => string;
   /** Add the raised users' recent risk events to their alerts (notify.enrich). */
   readonly enrich: boolean;
@@ -113,7 +114,7 @@ export class AccountPoller {
       departedUsers: departed.length > 0 ? await store.loadUsers(account.id, departed) : new Map(),
       riskEvents: this.#options.enrich ? await this.#enrich(transitions, signal) : undefined,
     });
-    const deliveries = routeEvents(account.id, events, this.#options.sinks);
+    const deliveries = routeEvents(account.id, events, this.#options.sinks, this.#options.route);
 
     let version: number;
     try {

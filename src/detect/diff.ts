@@ -35,8 +35,6 @@ export interface CurrentSnapshot {
 export interface DiffOptions {
   /** `baseline` announces nothing on an account's first poll; `notify` announces everything. */
   readonly firstRun: 'baseline' | 'notify';
-  /** Announce lowered users and users who left the summary. */
-  readonly lowered: boolean;
 }
 
 export interface UserTransition {
@@ -97,17 +95,16 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
     if (was === now) continue;
     upsertUsers.push(user);
     if (!announce) continue;
+    // Drops are always recorded (history, incident resolution); routing decides who is told (SPEC §2).
     const raised = LEVEL_RANK[now] > LEVEL_RANK[was ?? 'none'];
-    if (raised || options.lowered) {
-      userTransitions.push({
-        kind: 'user',
-        type: raised ? 'user.risk_level_raised' : 'user.risk_level_lowered',
-        userId: user.user_id,
-        user,
-        previousLevel: was ?? null,
-        currentLevel: now,
-      });
-    }
+    userTransitions.push({
+      kind: 'user',
+      type: raised ? 'user.risk_level_raised' : 'user.risk_level_lowered',
+      userId: user.user_id,
+      user,
+      previousLevel: was ?? null,
+      currentLevel: now,
+    });
   }
 
   // A user missing from the summary left it (usually: an admin reset their score),
@@ -121,7 +118,7 @@ export function diff(previous: PreviousSnapshot | undefined, current: CurrentSna
       missing.add(userId);
       if (current.missingLastTime && !current.missingLastTime.has(userId)) continue;
       removeUserIds.push(userId);
-      if (announce && options.lowered) {
+      if (announce) {
         userTransitions.push({ kind: 'user', type: 'user.risk_level_lowered', userId, user: undefined, previousLevel: was, currentLevel: null });
       }
     }

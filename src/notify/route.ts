@@ -1,4 +1,4 @@
-import type { SinkConfig } from '../config/config.ts';
+import { isIncidentSink, type SinkConfig } from '../config/config.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { LEVEL_RANK } from '../model.ts';
 import type { PlannedDelivery } from '../store/store.ts';
@@ -6,17 +6,19 @@ import type { Sink } from './sink.ts';
 
 /**
  * Decides, once, when a poll commits, which sinks get which of its events
- * (SPEC §4 `min_level`, `events`, `accounts`), and how they are grouped.
+ * (SPEC §4 `min_level`, `events`, `accounts`; SPEC §2 `notify.lowered`), and
+ * how they are grouped.
  */
 export function routeEvents(
   accountId: string,
   events: readonly RiskEvent[],
-  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping'> }[],
+  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts'> }[],
+  options: RouteOptions,
 ): PlannedDelivery[] {
   const planned: PlannedDelivery[] = [];
   for (const { config, sink } of sinks) {
     if (config.accounts && !config.accounts.has(accountId)) continue;
-    const wanted = events.filter((event) => wants(config, event));
+    const wanted = events.filter((event) => wants(config, event, options) && (sink.accepts?.(event) ?? true));
     if (wanted.length === 0) continue;
     if (sink.grouping === 'poll') {
       planned.push(plannedDelivery(config.name, accountId, wanted));
@@ -32,9 +34,15 @@ export function plannedDelivery(sink: string, accountId: string, events: readonl
   return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))] };
 }
 
-function wants(config: SinkConfig, event: RiskEvent): boolean {
+export interface RouteOptions {
+  /** `notify.lowered`: drops go to chat, webhook and email sinks too. Incident sinks get them always, to resolve what they opened. */
+  readonly lowered: boolean;
+}
+
+function wants(config: SinkConfig, event: RiskEvent, options: RouteOptions): boolean {
   if (config.events && !config.events.has(event.type)) return false;
   if (!isUserEvent(event)) return true;
+  if (event.type === 'user.risk_level_lowered' && !options.lowered && !isIncidentSink(config)) return false;
   // The level a user event is about: the new one for a rise; for a drop, the one the user
   // is leaving, so that a sink which got the rise also gets the all-clear.
   const { previous_level: before, current_level: after } = event.data;

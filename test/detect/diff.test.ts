@@ -5,15 +5,13 @@ import {
   type DiffOptions,
   type PreviousSnapshot,
   type SnapshotDelta,
-  type UserTransition,
 } from '../../src/detect/diff.ts';
 import { type Behavior, LEVEL_RANK, RISK_LEVELS, type RiskLevel, type RiskUser } from '../../src/model.ts';
 import { behavior, committed, currentSnapshot, previousSnapshot, riskUser } from '../support/snapshots.ts';
 import { mulberry32 } from '../support/random.ts';
 
-const QUIET: DiffOptions = { firstRun: 'baseline', lowered: false };
-const LOWERED: DiffOptions = { firstRun: 'baseline', lowered: true };
-const NOTIFY: DiffOptions = { firstRun: 'notify', lowered: false };
+const QUIET: DiffOptions = { firstRun: 'baseline' };
+const NOTIFY: DiffOptions = { firstRun: 'notify' };
 
 const NO_DELTA: SnapshotDelta = { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] };
 
@@ -49,16 +47,12 @@ describe('user.risk_level_raised: the level is higher than before', () => {
     expect(result.delta).toEqual(delta({ upsertUsers: [now] }));
   });
 
-  it('is announced the same with notify.lowered on', () => {
-    const result = diff(previousSnapshot({ users: { u1: 'medium' } }), currentSnapshot({ users: [riskUser('u1', 'high')] }), LOWERED);
-    expect(result.transitions).toMatchObject([{ type: 'user.risk_level_raised', previousLevel: 'medium', currentLevel: 'high' }]);
-  });
 });
 
-describe('user.risk_level_lowered: lower than before, announced only with notify.lowered', () => {
-  it.each(DROPS)('announces %s → %s with lowered: true', (from, to) => {
+describe('user.risk_level_lowered: lower than before, always recorded (routing decides who is told)', () => {
+  it.each(DROPS)('announces %s → %s', (from, to) => {
     const now = riskUser('u1', to);
-    const result = diff(previousSnapshot({ users: { u1: from } }), currentSnapshot({ users: [now] }), LOWERED);
+    const result = diff(previousSnapshot({ users: { u1: from } }), currentSnapshot({ users: [now] }), QUIET);
     expect(result.transitions).toEqual([
       { kind: 'user', type: 'user.risk_level_lowered', userId: 'u1', user: now, previousLevel: from, currentLevel: to },
     ]);
@@ -66,36 +60,23 @@ describe('user.risk_level_lowered: lower than before, announced only with notify
   });
 
   it('announces a user who left the summary as lowered to none (currentLevel null, no current user)', () => {
-    const result = diff(previousSnapshot({ users: { u1: 'high', u2: 'low' } }), currentSnapshot({ users: [riskUser('u2', 'low')] }), LOWERED);
+    const result = diff(previousSnapshot({ users: { u1: 'high', u2: 'low' } }), currentSnapshot({ users: [riskUser('u2', 'low')] }), QUIET);
     expect(result.transitions).toEqual([
       { kind: 'user', type: 'user.risk_level_lowered', userId: 'u1', user: undefined, previousLevel: 'high', currentLevel: null },
     ]);
-    expect(result.delta).toEqual(delta({ removeUserIds: ['u1'] }));
-  });
-
-  it.each(DROPS)('without lowered: %s → %s announces nothing but still writes the new level', (from, to) => {
-    const now = riskUser('u1', to);
-    const result = diff(previousSnapshot({ users: { u1: from } }), currentSnapshot({ users: [now] }), QUIET);
-    expect(result.transitions).toEqual([]);
-    expect(result.delta).toEqual(delta({ upsertUsers: [now] }));
-  });
-
-  it('without lowered: a user who left the summary announces nothing but is still removed', () => {
-    const result = diff(previousSnapshot({ users: { u1: 'high' } }), currentSnapshot(), QUIET);
-    expect(result.transitions).toEqual([]);
     expect(result.delta).toEqual(delta({ removeUserIds: ['u1'] }));
   });
 });
 
 describe('an unchanged level is neither announced nor written (a steady poll writes nothing)', () => {
   it.each(RISK_LEVELS)('%s → %s', (level) => {
-    const result = diff(previousSnapshot({ users: { u1: level } }), currentSnapshot({ users: [riskUser('u1', level)] }), LOWERED);
+    const result = diff(previousSnapshot({ users: { u1: level } }), currentSnapshot({ users: [riskUser('u1', level)] }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('even when the email, name, event count or last event changed', () => {
     const now = riskUser('u1', 'medium', { email: 'renamed@example.com', name: 'Renamed', event_count: 99, last_event: '2026-11-23T00:00:00Z' });
-    const result = diff(previousSnapshot({ users: { u1: 'medium' } }), currentSnapshot({ users: [now] }), LOWERED);
+    const result = diff(previousSnapshot({ users: { u1: 'medium' } }), currentSnapshot({ users: [now] }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
@@ -182,13 +163,13 @@ describe('a behavior whose name or description alone changed is written, not ann
     ['description', { description: 'Now with more travel' }],
   ] as const)('%s', (_field, change) => {
     const now = behavior('imp_travel', change);
-    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel')] }), currentSnapshot({ behaviors: [now] }), LOWERED);
+    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel')] }), currentSnapshot({ behaviors: [now] }), QUIET);
     expect(result.transitions).toEqual([]);
     expect(result.delta).toEqual(delta({ upsertBehaviors: [now] }));
   });
 
   it('an identical behavior is neither announced nor written', () => {
-    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel')] }), currentSnapshot({ behaviors: [behavior('imp_travel')] }), LOWERED);
+    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel')] }), currentSnapshot({ behaviors: [behavior('imp_travel')] }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
@@ -198,11 +179,8 @@ describe('first run of an account (no stored snapshot)', () => {
   const behaviors = [behavior('imp_travel'), behavior('high_dlp', { enabled: false })];
   const current = currentSnapshot({ users, behaviors });
 
-  it.each([
-    ['lowered off', QUIET],
-    ['lowered on', LOWERED],
-  ])('baseline (%s): announces nothing and writes everything', (_label, options) => {
-    const result = diff(undefined, current, options);
+  it('baseline: announces nothing and writes everything', () => {
+    const result = diff(undefined, current, QUIET);
     expect(result.transitions).toEqual([]);
     expect(result.delta).toEqual(delta({ upsertUsers: users, upsertBehaviors: behaviors }));
   });
@@ -219,7 +197,7 @@ describe('first run of an account (no stored snapshot)', () => {
   });
 
   it('first_run only matters on the first run: with a previous snapshot, baseline announces changes', () => {
-    const result = diff(previousSnapshot({ users: { u1: 'low' } }), currentSnapshot({ users: [riskUser('u1', 'high')] }), { firstRun: 'baseline', lowered: false });
+    const result = diff(previousSnapshot({ users: { u1: 'low' } }), currentSnapshot({ users: [riskUser('u1', 'high')] }), { firstRun: 'baseline' });
     expect(result.transitions).toHaveLength(1);
   });
 
@@ -230,11 +208,11 @@ describe('first run of an account (no stored snapshot)', () => {
 });
 
 describe('a malformed user record keeps that user’s previous state', () => {
-  it('a skipped user is neither announced nor removed, even with lowered on', () => {
+  it('a skipped user is neither announced nor removed', () => {
     const result = diff(
       previousSnapshot({ users: { skipped: 'high', steady: 'low' } }),
       currentSnapshot({ users: [riskUser('steady', 'low')], skippedUserIds: ['skipped'] }),
-      LOWERED,
+      QUIET,
     );
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
@@ -244,7 +222,7 @@ describe('a malformed user record keeps that user’s previous state', () => {
     const result = diff(
       previousSnapshot({ users: { skipped: 'high', riser: 'low', gone: 'medium' } }),
       currentSnapshot({ users: [raised], skippedUserIds: ['skipped'] }),
-      LOWERED,
+      QUIET,
     );
     expect(result.transitions).toEqual([
       { kind: 'user', type: 'user.risk_level_raised', userId: 'riser', user: raised, previousLevel: 'low', currentLevel: 'high' },
@@ -254,7 +232,7 @@ describe('a malformed user record keeps that user’s previous state', () => {
   });
 
   it('a skipped id unknown before is not announced as new', () => {
-    const result = diff(previousSnapshot(), currentSnapshot({ skippedUserIds: ['stranger'] }), LOWERED);
+    const result = diff(previousSnapshot(), currentSnapshot({ skippedUserIds: ['stranger'] }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
@@ -264,7 +242,7 @@ describe('a malformed record without a usable id: nobody is taken as gone this p
     const result = diff(
       previousSnapshot({ users: { a: 'high', b: 'low' } }),
       currentSnapshot({ users: [riskUser('a', 'high')], unidentifiedSkips: 1 }),
-      LOWERED,
+      QUIET,
     );
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
@@ -274,7 +252,7 @@ describe('a malformed record without a usable id: nobody is taken as gone this p
     const result = diff(
       previousSnapshot({ users: { a: 'low', b: 'low' } }),
       currentSnapshot({ users: [now], unidentifiedSkips: 2 }),
-      LOWERED,
+      QUIET,
     );
     expect(result.transitions).toEqual([
       { kind: 'user', type: 'user.risk_level_raised', userId: 'a', user: now, previousLevel: 'low', currentLevel: 'high' },
@@ -286,7 +264,7 @@ describe('a malformed record without a usable id: nobody is taken as gone this p
     const result = diff(
       previousSnapshot({ users: { a: 'low' }, behaviors: [behavior('gone')] }),
       currentSnapshot({ unidentifiedSkips: 1 }),
-      LOWERED,
+      QUIET,
     );
     expect(result.transitions).toMatchObject([{ type: 'behavior.removed', behavior: { id: 'gone' } }]);
     expect(result.delta).toEqual(delta({ removeBehaviorIds: ['gone'] }));
@@ -295,18 +273,18 @@ describe('a malformed record without a usable id: nobody is taken as gone this p
 
 describe('a summary read over several pages: a user is gone only when two reads in a row miss them', () => {
   it('keeps a user missing for the first time, and reports them missing', () => {
-    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), { ...currentSnapshot({ users: [riskUser('a', 'high')] }), missingLastTime: new Set() }, LOWERED);
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), { ...currentSnapshot({ users: [riskUser('a', 'high')] }), missingLastTime: new Set() }, QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set(['b']) });
   });
 
   it('announces and removes a user the last read missed too', () => {
-    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), { ...currentSnapshot({ users: [riskUser('a', 'high')] }), missingLastTime: new Set(['b']) }, LOWERED);
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), { ...currentSnapshot({ users: [riskUser('a', 'high')] }), missingLastTime: new Set(['b']) }, QUIET);
     expect(result.transitions).toMatchObject([{ type: 'user.risk_level_lowered', userId: 'b', previousLevel: 'low', currentLevel: null }]);
     expect(result.delta).toEqual(delta({ removeUserIds: ['b'] }));
   });
 
   it('takes a one-page read as it is', () => {
-    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), currentSnapshot({ users: [riskUser('a', 'high')] }), LOWERED);
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), currentSnapshot({ users: [riskUser('a', 'high')] }), QUIET);
     expect(result.delta).toEqual(delta({ removeUserIds: ['b'] }));
     expect(result.missing).toEqual(new Set(['b']));
   });
@@ -317,13 +295,13 @@ describe('a malformed behavior record keeps that behavior’s previous state', (
     const result = diff(
       previousSnapshot({ behaviors: [behavior('imp_travel'), behavior('high_dlp')] }),
       currentSnapshot({ behaviors: [behavior('imp_travel')], skippedBehaviorIds: ['high_dlp'] }),
-      LOWERED,
+      QUIET,
     );
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('a skipped behavior unknown before is not announced as added', () => {
-    const result = diff(previousSnapshot(), currentSnapshot({ skippedBehaviorIds: ['mystery'] }), LOWERED);
+    const result = diff(previousSnapshot(), currentSnapshot({ skippedBehaviorIds: ['mystery'] }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 });
@@ -368,7 +346,7 @@ describe('announcement order is deterministic', () => {
     result.transitions.map((t) => `${t.type} ${t.kind === 'user' ? t.userId : t.behavior.id}`);
 
   it('users by current level, then previous level, then email, then id; behaviors after them by id', () => {
-    expect(describeTransitions(diff(previous, currentSnapshot({ users, behaviors }), LOWERED))).toEqual(expectedOrder);
+    expect(describeTransitions(diff(previous, currentSnapshot({ users, behaviors }), QUIET))).toEqual(expectedOrder);
   });
 
   it('whatever order the API listed them in', () => {
@@ -377,7 +355,7 @@ describe('announcement order is deterministic', () => {
       userLevels: new Map([...previous.userLevels].reverse()),
       behaviors: new Map([...previous.behaviors].reverse()),
     };
-    expect(describeTransitions(diff(reversedPrevious, reversed, LOWERED))).toEqual(expectedOrder);
+    expect(describeTransitions(diff(reversedPrevious, reversed, QUIET))).toEqual(expectedOrder);
   });
 });
 
@@ -459,7 +437,7 @@ const PAIRS = Array.from({ length: 500 }, (_, i) => randomPair(0x5eed + i));
 
 describe('properties over 500 random snapshot pairs', () => {
   it('the generator covers every kind of case', () => {
-    const all = PAIRS.map((p) => diff(p.previous, p.current, LOWERED));
+    const all = PAIRS.map((p) => diff(p.previous, p.current, QUIET));
     const types = new Set(all.flatMap((r) => r.transitions.map((t) => t.type)));
     expect([...types].sort()).toEqual([
       'behavior.added',
@@ -477,7 +455,7 @@ describe('properties over 500 random snapshot pairs', () => {
 
   it('(a) applying the delta to the previous state yields the current state, writing only what changed', () => {
     for (const pair of PAIRS) {
-      for (const options of [QUIET, LOWERED, NOTIFY]) {
+      for (const options of [QUIET, QUIET, NOTIFY]) {
         const { delta: d } = diff(pair.previous, pair.current, options);
         const levels = new Map(pair.previous?.userLevels);
         const behaviors = new Map(pair.previous?.behaviors);
@@ -504,9 +482,9 @@ describe('properties over 500 random snapshot pairs', () => {
     }
   });
 
-  it('(b) with lowered on, replaying the user transitions on the previous levels yields the current levels', () => {
+  it('(b) replaying the user transitions on the previous levels yields the current levels', () => {
     for (const pair of PAIRS.filter((p) => p.previous !== undefined)) {
-      const { transitions } = diff(pair.previous, pair.current, LOWERED);
+      const { transitions } = diff(pair.previous, pair.current, QUIET);
       const levels = new Map(pair.previous!.userLevels);
       for (const t of transitions) {
         if (t.kind !== 'user') continue;
@@ -521,17 +499,9 @@ describe('properties over 500 random snapshot pairs', () => {
     }
   });
 
-  it('(b′) with lowered off, the user transitions are exactly the rises of lowered on', () => {
-    for (const pair of PAIRS) {
-      const users = (options: DiffOptions) => diff(pair.previous, pair.current, options).transitions.filter((t): t is UserTransition => t.kind === 'user');
-      const rises = users(LOWERED).filter((t) => t.type === 'user.risk_level_raised');
-      expect(users(QUIET), `seed ${pair.seed}`).toEqual(pair.previous ? rises : []);
-    }
-  });
-
   it('(c) no user appears in two transitions', () => {
     for (const pair of PAIRS) {
-      for (const options of [LOWERED, NOTIFY]) {
+      for (const options of [QUIET, NOTIFY]) {
         const ids = diff(pair.previous, pair.current, options).transitions.flatMap((t) => (t.kind === 'user' ? [t.userId] : []));
         expect(new Set(ids).size, `seed ${pair.seed}: ${ids.join(',')}`).toBe(ids.length);
       }
@@ -540,7 +510,7 @@ describe('properties over 500 random snapshot pairs', () => {
 
   it('(d) diff(x, x) is empty: no transitions and nothing to write', () => {
     for (const pair of PAIRS) {
-      for (const options of [QUIET, LOWERED, NOTIFY]) {
+      for (const options of [QUIET, QUIET, NOTIFY]) {
         expect(diff(committed(pair.current), pair.current, options), `seed ${pair.seed}`).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
       }
     }
@@ -553,7 +523,7 @@ describe('properties over 500 random snapshot pairs', () => {
       const same = new Set([...pair.current.users].filter(([id, u]) => levels.get(id) === u.max_risk_level).map(([id]) => id));
       const users = new Map([...pair.current.users].filter(([id]) => !same.has(id)));
       const unchanged = { count: same.size, has: (id: string) => same.has(id) };
-      for (const options of [QUIET, LOWERED]) {
+      for (const options of [QUIET, QUIET]) {
         expect(diff(pair.previous, { ...pair.current, users, unchanged }, options), `seed ${pair.seed}`).toEqual(diff(pair.previous, pair.current, options));
       }
     }

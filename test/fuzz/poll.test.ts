@@ -128,7 +128,8 @@ async function play(harness: Harness, s: Scenario): Promise<string[]> {
       clock: systemClock,
       log: silentLogger,
       // Every transition announced, each user's chain starting at none.
-      diff: { firstRun: 'notify', lowered: true },
+      diff: { firstRun: 'notify' },
+      route: { lowered: true },
       sinks: [{ config: consoleSink, sink: { grouping: 'event' } }],
       newId: () => randomUUID(),
       enrich: s.enrich,

@@ -2,10 +2,14 @@ import { describe, expect, it } from 'vitest';
 import type { SinkConfig } from '../../src/config/config.ts';
 import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
 import type { EventType, RiskLevel } from '../../src/model.ts';
+import { incidentStep } from '../../src/notify/incident.ts';
 import { routeEvents } from '../../src/notify/route.ts';
 import { behavior, riskUser } from '../support/snapshots.ts';
 
 const ACCOUNT = 'acc-prod';
+/** notify.lowered on: every sink is told of drops that its min_level covers. */
+const LOWERED = { lowered: true };
+const QUIET = { lowered: false };
 const TIMESTAMP = '2026-11-22T18:00:05.123Z';
 
 type Level = RiskLevel | null;
@@ -52,7 +56,7 @@ function sink(
 
 /** The event ids each sink got, one inner list per delivery. */
 function routed(events: readonly RiskEvent[], sinks: ReturnType<typeof sink>[], accountId = ACCOUNT) {
-  return routeEvents(accountId, events, sinks).map((d) => [d.sink, ...d.eventIds]);
+  return routeEvents(accountId, events, sinks, LOWERED).map((d) => [d.sink, ...d.eventIds]);
 }
 
 describe('min_level: user events below it skip the sink', () => {
@@ -129,7 +133,7 @@ describe('accounts: a sink receives only the accounts it lists', () => {
   });
 
   it('each delivery names the account it belongs to', () => {
-    expect(routeEvents('acc-dev', events, [sink('s')])).toMatchObject([{ sink: 's', accountId: 'acc-dev', eventIds: ['e1'] }]);
+    expect(routeEvents('acc-dev', events, [sink('s')], LOWERED)).toMatchObject([{ sink: 's', accountId: 'acc-dev', eventIds: ['e1'] }]);
   });
 });
 
@@ -137,7 +141,7 @@ describe('each delivery names its subjects: what its events are about, once each
   it('a user by account and id, a behavior by account and id', () => {
     const rise = userEvent('e1', 'low', 'high');
     const drop = { ...userEvent('e2', 'high', 'low'), data: { ...userEvent('e2', 'high', 'low').data, user: rise.data.user } };
-    const [delivery] = routeEvents(ACCOUNT, [rise, drop, behaviorEvent('e3', 'behavior.disabled')], [sink('slack', { grouping: 'poll' })]);
+    const [delivery] = routeEvents(ACCOUNT, [rise, drop, behaviorEvent('e3', 'behavior.disabled')], [sink('slack', { grouping: 'poll' })], LOWERED);
     expect(delivery?.subjects).toEqual([`${ACCOUNT}/user/user-e1`, `${ACCOUNT}/behavior/beh-e3`]);
   });
 });
@@ -146,13 +150,13 @@ describe('grouping: one delivery per poll, or one per event', () => {
   const events = [userEvent('e1', 'low', 'high'), behaviorEvent('e2', 'behavior.disabled'), userEvent('e3', null, 'medium')];
 
   it("'poll': one delivery holding every event the sink wants, in order", () => {
-    expect(routeEvents(ACCOUNT, events, [sink('slack', { grouping: 'poll' })])).toEqual([
+    expect(routeEvents(ACCOUNT, events, [sink('slack', { grouping: 'poll' })], LOWERED)).toEqual([
       { sink: 'slack', accountId: ACCOUNT, eventIds: ['e1', 'e2', 'e3'], subjects: [`${ACCOUNT}/user/user-e1`, `${ACCOUNT}/behavior/beh-e2`, `${ACCOUNT}/user/user-e3`] },
     ]);
   });
 
   it("'event': one delivery per event, in order", () => {
-    expect(routeEvents(ACCOUNT, events, [sink('hook', { grouping: 'event' })])).toEqual([
+    expect(routeEvents(ACCOUNT, events, [sink('hook', { grouping: 'event' })], LOWERED)).toEqual([
       { sink: 'hook', accountId: ACCOUNT, eventIds: ['e1'], subjects: [`${ACCOUNT}/user/user-e1`] },
       { sink: 'hook', accountId: ACCOUNT, eventIds: ['e2'], subjects: [`${ACCOUNT}/behavior/beh-e2`] },
       { sink: 'hook', accountId: ACCOUNT, eventIds: ['e3'], subjects: [`${ACCOUNT}/user/user-e3`] },
@@ -176,15 +180,49 @@ describe('grouping: one delivery per poll, or one per event', () => {
 
 describe('no delivery when nothing matches', () => {
   it('no events, no deliveries, whatever the grouping', () => {
-    expect(routeEvents(ACCOUNT, [], [sink('a', { grouping: 'poll' }), sink('b', { grouping: 'event' })])).toEqual([]);
+    expect(routeEvents(ACCOUNT, [], [sink('a', { grouping: 'poll' }), sink('b', { grouping: 'event' })], LOWERED)).toEqual([]);
   });
 
   it('a poll-grouped sink whose filters drop every event gets no empty delivery', () => {
     const events = [userEvent('e1', null, 'low'), behaviorEvent('e2', 'behavior.added')];
-    expect(routeEvents(ACCOUNT, events, [sink('s', { grouping: 'poll', minLevel: 'medium', events: ['user.risk_level_raised'] })])).toEqual([]);
+    expect(routeEvents(ACCOUNT, events, [sink('s', { grouping: 'poll', minLevel: 'medium', events: ['user.risk_level_raised'] })], LOWERED)).toEqual([]);
   });
 
   it('no sinks, no deliveries', () => {
-    expect(routeEvents(ACCOUNT, [userEvent('e1', 'low', 'high')], [])).toEqual([]);
+    expect(routeEvents(ACCOUNT, [userEvent('e1', 'low', 'high')], [], LOWERED)).toEqual([]);
+  });
+});
+
+describe('notify.lowered: drops always recorded; told to chat, webhook and email sinks only when on, to incident sinks always', () => {
+  const events = [userEvent('rise', 'low', 'high'), userEvent('drop', 'high', 'low'), userEvent('gone', 'high', null)];
+  const incident = (name: string, type: 'pagerduty' | 'opsgenie') => {
+    const { config, sink: s } = sink(name, { minLevel: 'high' });
+    return { config: { ...config, type } as unknown as SinkConfig, sink: s };
+  };
+
+  it('off: a chat sink gets the rise only; PagerDuty and Opsgenie get the drops too, to resolve what they opened', () => {
+    const routedQuiet = routeEvents(ACCOUNT, events, [sink('slack', { minLevel: 'high' }), incident('pd', 'pagerduty'), incident('og', 'opsgenie')], QUIET);
+    expect(routedQuiet.map((d) => [d.sink, ...d.eventIds])).toEqual([
+      ['slack', 'rise'],
+      ['pd', 'rise'],
+      ['pd', 'drop'],
+      ['pd', 'gone'],
+      ['og', 'rise'],
+      ['og', 'drop'],
+      ['og', 'gone'],
+    ]);
+  });
+
+  it('on: every sink gets the drops', () => {
+    expect(routed(events, [sink('slack', { minLevel: 'high' })])).toEqual([['slack', 'rise'], ['slack', 'drop'], ['slack', 'gone']]);
+  });
+});
+
+describe("a sink's own accepts() has the last word", () => {
+  it('an incident sink takes no drop that stays at or above its min_level, and no behavior event it has no step for', () => {
+    const events = [userEvent('rise', 'low', 'high'), userEvent('stays', 'high', 'medium'), userEvent('falls', 'medium', 'low'), behaviorEvent('b1', 'behavior.added')];
+    const { config } = sink('pd', { minLevel: 'medium' });
+    const pd = { config: { ...config, type: 'pagerduty' } as unknown as SinkConfig, sink: { grouping: 'event' as const, accepts: (e: RiskEvent) => incidentStep(e, 'medium') !== undefined } };
+    expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => d.eventIds[0])).toEqual(['rise', 'falls']);
   });
 });

@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
+import { LEVEL_RANK, type RiskLevel } from '../model.ts';
+
+/**
+ * What an incident receiver (PagerDuty, Opsgenie) does with an event, decided
+ * here once for both (SPEC §5): a user's rise to `min_level` or above opens
+ * an incident, their drop below it (or out of the summary) closes the same
+ * one; a disabled behavior opens one, enabled again closes it. The key comes
+ * from the event alone, so trigger and resolve meet without any memory
+ * between deliveries, across restarts and replicas.
+ */
+export interface IncidentStep {
+  readonly action: 'open' | 'close';
+  /** PagerDuty's `dedup_key`, Opsgenie's `alias`: `riskwatch/<account_id>/user/<user_id>`. */
+  readonly key: string;
+}
+
+/** PagerDuty's dedup_key is at most 255 characters; Opsgenie's alias 512. One key serves both. */
+export const MAX_INCIDENT_KEY = 255;
+
+/** The step for `event`, or undefined when it neither opens nor closes anything (a drop that stays at or above `minLevel`). */
+export function incidentStep(event: RiskEvent, minLevel: RiskLevel): IncidentStep | undefined {
+  const action = incidentAction(event, minLevel);
+  return action && { action, key: incidentKey(event) };
+}
+
+function incidentAction(event: RiskEvent, minLevel: RiskLevel): IncidentStep['action'] | undefined {
+  if (!isUserEvent(event)) {
+    if (event.type === 'behavior.disabled') return 'open';
+    if (event.type === 'behavior.enabled') return 'close';
+    return undefined;
+  }
+  const min = LEVEL_RANK[minLevel];
+  const before = LEVEL_RANK[event.data.previous_level ?? 'none'];
+  const after = LEVEL_RANK[event.data.current_level ?? 'none'];
+  if (after > before) return after >= min ? 'open' : undefined;
+  return before >= min && after < min ? 'close' : undefined;
+}
+
+/**
+ * `riskwatch/<subject>`; a subject too long for the receiver (a behavior id of
+ * hundreds of bytes) keeps its start and ends in a hash of the whole, so that
+ * two long ids never share a key.
+ */
+export function incidentKey(event: RiskEvent): string {
+  const key = `riskwatch/${subjectOf(event)}`;
+  if (key.length <= MAX_INCIDENT_KEY) return key;
+  const hash = createHash('sha256').update(key).digest('hex').slice(0, 32);
+  let head = key.slice(0, MAX_INCIDENT_KEY - hash.length - 1);
+  if (/[\ud800-\udbff]$/.test(head)) head = head.slice(0, -1);
+  return `${head}~${hash}`;
+}
