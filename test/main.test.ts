@@ -36,6 +36,12 @@ describe('check-config on a valid config', () => {
       { id: OTHER_ACCOUNT_ID, name: 'staging', api_token: 'staging-token-8d31f0' },
       { id: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', name: 'legacy', api_email: 'ops@example.com', api_key: 'legacy-global-key-6a2b' },
     );
+    doc.sinks.push(
+      { name: 'oncall', type: 'pagerduty', routing_key: 'R0UT1NGKEYsecretpagerduty0000042' },
+      { name: 'genie', type: 'opsgenie', api_key: 'genie-key-secret-4f1c', url: 'https://api.eu.opsgenie.com' },
+      { name: 'channel', type: 'teams', url: 'https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=teamssigsecret99' },
+      { name: 'mail', type: 'email', smtp: 'smtp://mailer:smtppassword-77@mail.example.com:587', from: 'riskwatch@example.com', to: ['secops@example.com'] },
+    );
   };
 
   it('exits 0 and prints a summary', async () => {
@@ -47,6 +53,9 @@ describe('check-config on a valid config', () => {
     expect(text).toContain(ACCOUNT_ID);
     expect(text).toMatch(/secops \(slack\)/);
     expect(text).toMatch(/incidents \(webhook\)/);
+    expect(text).toMatch(/oncall \(pagerduty\), https:\/\/events\.pagerduty\.com, routing_key \*\*\*\*, behaviors change, min_level high/);
+    expect(text).toMatch(/genie \(opsgenie\), https:\/\/api\.eu\.opsgenie\.com, api_key \*\*\*\*, min_level high/);
+    expect(text).toMatch(/mail \(email\), smtp smtp:\/\/mailer@mail\.example\.com:587, from riskwatch@example\.com, to secops@example\.com/);
     expect(text).toMatch(/poll_interval: 1m/);
     expect(text).toContain(path.join(tmp.dir, 'riskwatch.db'));
     expect(result.out.at(-1)).toBe('config is valid');
@@ -60,6 +69,10 @@ describe('check-config on a valid config', () => {
     ['the webhook URL path', SECRETS.webhookPath],
     ['the webhook signing secret', SECRETS.webhookSecretKey],
     ['a header value', 'headersecret-3c9d1e'],
+    ['a PagerDuty routing key', 'R0UT1NGKEYsecretpagerduty0000042'],
+    ['an Opsgenie API key', 'genie-key-secret-4f1c'],
+    ["a Teams Workflows URL's signature", 'teamssigsecret99'],
+    ['an SMTP password', 'smtppassword-77'],
   ])('never prints %s', async (_label, secret) => {
     const result = await cli(['check-config', '--config', writeConfig(withEverySecret)]);
     expect(result.code).toBe(0);
@@ -87,7 +100,7 @@ describe('check-config on a bad config exits 2 with one line per problem', () =>
     ['duplicate sink names', () => writeConfig((doc) => (doc.sinks[1]!.name = 'secops')), ENV, /: sinks\[1\]\.name: "secops" is already used/],
     ['an account listed twice', () => writeConfig((doc) => doc.accounts.push({ id: ACCOUNT_ID })), ENV, /: accounts\[1\]\.id: .* is already used/],
     ['an unknown sink account', () => writeConfig((doc) => (doc.sinks[0]!.accounts = ['prod'])), ENV, /: sinks\[0\]\.accounts\[0\]: "prod" is not/],
-    ['an unknown sink type', () => writeConfig((doc) => (doc.sinks[0]!.type = 'email')), ENV, /: sinks\[0\]\.type: must be one of/],
+    ['an unknown sink type', () => writeConfig((doc) => (doc.sinks[0]!.type = 'msteams')), ENV, /: sinks\[0\]\.type: must be one of/],
     ['a bad webhook secret', () => writeConfig(), { ...ENV, WEBHOOK_SECRET: 'hunter2' }, /: sinks\[1\]\.secret: must be a Standard Webhooks secret/],
     ['a missing secret file', () => writeConfig((doc) => ((doc.sinks[1]!.secret_file = 'nope'), delete doc.sinks[1]!.secret)), ENV, /: sinks\[1\]\.secret_file: cannot read /],
   ])('%s', async (_label, file, env, expected) => {
@@ -236,6 +249,26 @@ describe("the repository's config.example.yaml", () => {
     expect(text).not.toContain(exampleEnv.CLOUDFLARE_API_TOKEN);
     expect(text).not.toContain('examplesecret31');
     expect(text).not.toContain('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+  });
+
+  it('its commented-out receivers pass check-config too, once uncommented', async () => {
+    const text = fs.readFileSync(example, 'utf8');
+    const [head, receivers] = text.split(/^ {2}# The receivers below are commented out.*\n/m) as [string, string];
+    const uncommented = receivers.replace(/^ {2}# ( *(?:- name|[a-z_]+):)/gm, '  $1');
+    const file = tmp.write('example-receivers.yaml', head + uncommented);
+    const env = {
+      ...exampleEnv,
+      PAGERDUTY_ROUTING_KEY: 'examplepagerdutykey0000000000042',
+      OPSGENIE_API_KEY: 'example-genie-key-91',
+      TEAMS_WORKFLOW_URL: 'https://prod-01.westeurope.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=examplesig13',
+      SMTP_URL: 'smtps://mailer:examplesmtppw@mail.example.com:465',
+    };
+    const result = await cli(['check-config', '--config', file], env);
+    expect(result.err).toEqual([]);
+    expect(result.code).toBe(0);
+    const out = result.out.join('\n');
+    for (const name of ['oncall (pagerduty)', 'genie (opsgenie)', 'channel (teams)', 'mail (email)']) expect(out).toContain(name);
+    for (const secret of ['examplepagerdutykey', 'example-genie-key-91', 'examplesig13', 'examplesmtppw']) expect(out).not.toContain(secret);
   });
 
   it('names each of its variables when it is missing', async () => {

@@ -75,4 +75,54 @@ export interface WebhookSinkConfig extends SinkRouting {
   readonly headers: Readonly<Record<string, Secret>>;
 }
 
-export type SinkConfig = ConsoleSinkConfig | SlackSinkConfig | WebhookSinkConfig;
+/** A Power Automate Workflows webhook (the retired Office 365 connectors are not supported). */
+export interface TeamsSinkConfig extends SinkRouting {
+  readonly type: 'teams';
+  readonly url: Secret;
+}
+
+export interface EmailSinkConfig extends SinkRouting {
+  readonly type: 'email';
+  /** smtp:// (STARTTLS required unless the host is loopback) or smtps://; may carry the password. */
+  readonly smtp: Secret;
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly subjectPrefix: string;
+}
+
+export type PagerDutySeverity = 'critical' | 'error' | 'warning' | 'info';
+
+export interface PagerDutySinkConfig extends SinkRouting {
+  readonly type: 'pagerduty';
+  readonly routingKey: Secret;
+  /** The Events API origin: https://events.pagerduty.com, or https://events.eu.pagerduty.com. */
+  readonly url: string;
+  readonly severity: Readonly<Record<RiskLevel, PagerDutySeverity>>;
+  /** Behavior events as Change Events (`change`), as incidents opened by a disable (`alert`), or not at all. */
+  readonly behaviors: 'change' | 'alert' | 'off';
+}
+
+export type OpsgeniePriority = 'P1' | 'P2' | 'P3' | 'P4' | 'P5';
+
+export interface OpsgenieSinkConfig extends SinkRouting {
+  readonly type: 'opsgenie';
+  readonly apiKey: Secret;
+  /** https://api.opsgenie.com, https://api.eu.opsgenie.com, or https://api.atlassian.com/jsm/ops/integration. */
+  readonly url: string;
+  readonly priority: Readonly<Record<RiskLevel, OpsgeniePriority>>;
+  readonly tags: readonly string[];
+}
+
+export type SinkConfig =
+  | ConsoleSinkConfig
+  | SlackSinkConfig
+  | WebhookSinkConfig
+  | TeamsSinkConfig
+  | EmailSinkConfig
+  | PagerDutySinkConfig
+  | OpsgenieSinkConfig;
+
+/** Incident sinks open an incident on a rise and resolve it on the drop, so they get every drop (SPEC §2). */
+export function isIncidentSink(config: SinkConfig): config is PagerDutySinkConfig | OpsgenieSinkConfig {
+  return config.type === 'pagerduty' || config.type === 'opsgenie';
+}

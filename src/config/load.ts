@@ -218,6 +218,21 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
           secret: sink.secret === undefined ? undefined : new Secret(sink.secret),
           headers: Object.fromEntries(Object.entries(sink.headers).map(([name, value]) => [name, new Secret(value)])),
         };
+      case 'teams':
+        return { type: 'teams', ...routing, url: new Secret(sink.url) };
+      case 'email':
+        return { type: 'email', ...routing, smtp: new Secret(sink.smtp), from: sink.from, to: sink.to, subjectPrefix: sink.subject_prefix };
+      case 'pagerduty':
+        return {
+          type: 'pagerduty',
+          ...routing,
+          routingKey: new Secret(sink.routing_key),
+          url: sink.url.replace(/\/+$/, ''),
+          severity: sink.severity,
+          behaviors: sink.behaviors,
+        };
+      case 'opsgenie':
+        return { type: 'opsgenie', ...routing, apiKey: new Secret(sink.api_key), url: sink.url.replace(/\/+$/, ''), priority: sink.priority, tags: sink.tags };
     }
   });
 

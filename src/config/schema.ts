@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { EVENT_TYPES, RISK_LEVELS } from '../model.ts';
+import { EVENT_TYPES, RISK_LEVELS, type RiskLevel } from '../model.ts';
 import { parseDuration } from './duration.ts';
 
 /**
@@ -73,6 +73,36 @@ const webhookSecret = nonEmpty.refine(
   { error: 'must be a Standard Webhooks secret: "whsec_" followed by base64 of at least 16 bytes' },
 );
 
+export const SINK_TYPES = ['slack', 'teams', 'email', 'pagerduty', 'opsgenie', 'webhook', 'console'] as const;
+
+const pagerDutySeverity = z.enum(['critical', 'error', 'warning', 'info'], { error: 'must be critical, error, warning or info' });
+export const DEFAULT_PAGERDUTY_SEVERITY = { high: 'critical', medium: 'warning', low: 'info' } as const;
+const opsgeniePriority = z.enum(['P1', 'P2', 'P3', 'P4', 'P5'], { error: 'must be one of P1, P2, P3, P4, P5' });
+export const DEFAULT_OPSGENIE_PRIORITY = { high: 'P1', medium: 'P3', low: 'P5' } as const;
+
+function definedOnly<T extends object>(map: T): Partial<T> {
+  return Object.fromEntries(Object.entries(map).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
+
+/** An SMTP server: smtps:// is TLS from the start, smtp:// upgrades with STARTTLS (SPEC §5). Never echoed: it may carry a password. */
+const smtpUrl = z.string().trim().refine(
+  (value) => {
+    try {
+      const url = new URL(value);
+      return (url.protocol === 'smtp:' || url.protocol === 'smtps:') && url.hostname !== '';
+    } catch {
+      return false;
+    }
+  },
+  { error: 'must be an smtp:// or smtps:// URL (smtps://user:password@mail.example.com:465)' },
+);
+
+/** One mail address, as `a@example.com` or `Security <a@example.com>`; no line breaks, which would forge headers. */
+const mailbox = z
+  .string()
+  .trim()
+  .regex(/^(?:[^\r\n<>@]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/, { error: 'must be a mail address (security@example.com or "Security <security@example.com>")' });
+
 const sink = z.discriminatedUnion(
   'type',
   [
@@ -108,8 +138,52 @@ const sink = z.discriminatedUnion(
         )
         .default({}),
     }),
+    z.strictObject({
+      type: z.literal('teams'),
+      ...routing,
+      // A Workflows URL: its host has changed over time, so only its scheme is checked (RECEIVERS.md).
+      url: httpUrl,
+    }),
+    z.strictObject({
+      type: z.literal('email'),
+      ...routing,
+      smtp: smtpUrl,
+      from: mailbox,
+      to: z.union([mailbox.transform((one) => [one]), z.array(mailbox, { error: 'must be an address or a list of addresses' }).min(1, { error: 'must list at least one address' })], {
+        error: 'must be an address or a list of addresses',
+      }),
+      subject_prefix: z.string().trim().max(100, { error: 'must be at most 100 characters' }).regex(/^[^\r\n]*$/, { error: 'must not contain line breaks' }).default('[riskwatch]'),
+    }),
+    z.strictObject({
+      type: z.literal('pagerduty'),
+      ...routing,
+      min_level: level.default('high'),
+      // Never echoed: the routing key is a secret.
+      routing_key: z.string().trim().regex(/^[A-Za-z0-9]{32}$/, { error: 'must be the 32-character integration key of a PagerDuty Events API v2 integration' }),
+      url: httpUrl.default('https://events.pagerduty.com'),
+      severity: z
+        .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, pagerDutySeverity.optional()])) as Record<RiskLevel, z.ZodOptional<typeof pagerDutySeverity>>)
+        .prefault({})
+        .transform((map) => ({ ...DEFAULT_PAGERDUTY_SEVERITY, ...definedOnly(map) })),
+      behaviors: z.enum(['change', 'alert', 'off'], { error: 'must be change, alert or off' }).default('change'),
+    }),
+    z.strictObject({
+      type: z.literal('opsgenie'),
+      ...routing,
+      min_level: level.default('high'),
+      api_key: nonEmpty,
+      url: httpUrl.default('https://api.opsgenie.com'),
+      priority: z
+        .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, opsgeniePriority.optional()])) as Record<RiskLevel, z.ZodOptional<typeof opsgeniePriority>>)
+        .prefault({})
+        .transform((map) => ({ ...DEFAULT_OPSGENIE_PRIORITY, ...definedOnly(map) })),
+      tags: z
+        .array(nonEmpty.max(50, { error: 'must be at most 50 characters' }), { error: 'must be a list of tags' })
+        .max(20, { error: 'must list at most 20 tags' })
+        .default([]),
+    }),
   ],
-  { error: 'must be one of slack, webhook, console' },
+  { error: `must be one of ${SINK_TYPES.join(', ')}` },
 );
 
 const listen = z.union([z.string(), z.number()], { error: 'must be host:port (e.g. 127.0.0.1:9464)' }).transform((value, ctx) => {
@@ -181,4 +255,4 @@ export const configFileSchema = z.strictObject({
 export type ConfigFile = z.output<typeof configFileSchema>;
 
 /** Keys whose value is a secret: they also accept a `<key>_file` sibling, and are never printed. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret', 'postgres']);
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret', 'postgres', 'routing_key', 'smtp']);

@@ -29,8 +29,8 @@ export class Secret {
 }
 
 export function maskSecret(value: string): string {
-  // A database URL: who and where may be shown, never the password.
-  if (/^postgres(ql)?:\/\//i.test(value)) {
+  // A database or mail server URL: who and where may be shown, never the password.
+  if (/^(postgres(ql)?|smtps?):\/\//i.test(value)) {
     try {
       const url = new URL(value);
       return `${url.protocol}//${url.username ? `${url.username}@` : ''}${url.host}${url.pathname}`;

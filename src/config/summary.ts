@@ -26,7 +26,22 @@ function describeCredential(credential: Credential): string {
 
 function describeSink(sink: SinkConfig, config: Config): string {
   const parts = [`${sink.name} (${sink.type})`];
-  if (sink.type !== 'console') parts.push(`url ${sink.url.masked}`);
+  switch (sink.type) {
+    case 'slack':
+    case 'teams':
+    case 'webhook':
+      parts.push(`url ${sink.url.masked}`);
+      break;
+    case 'email':
+      parts.push(`smtp ${sink.smtp.masked}, from ${sink.from}, to ${sink.to.join(', ')}`);
+      break;
+    case 'pagerduty':
+      parts.push(`${sink.url}, routing_key ${sink.routingKey.masked}, behaviors ${sink.behaviors}`);
+      break;
+    case 'opsgenie':
+      parts.push(`${sink.url}, api_key ${sink.apiKey.masked}`);
+      break;
+  }
   if (sink.type === 'slack' && sink.mention) parts.push(`mention ${sink.mention}`);
   if (sink.type === 'webhook') {
     if (sink.secret) parts.push(`signed (secret ${sink.secret.masked})`);

@@ -511,8 +511,8 @@ describe('sinks', () => {
   });
 
   it('refuses an unknown sink type, listing the valid ones', () => {
-    const problem = problemAt('sinks[1].type', () => load((doc) => (doc.sinks[1]!.type = 'pagerduty')));
-    expect(problem).toMatch(/slack, webhook, console/);
+    const problem = problemAt('sinks[1].type', () => load((doc) => (doc.sinks[1]!.type = 'msteams')));
+    expect(problem).toMatch(/slack, teams, email, pagerduty, opsgenie, webhook, console/);
   });
 
   it('refuses an unknown event type', () => {
@@ -549,6 +549,74 @@ describe('sinks', () => {
 
   it('refuses an empty sink list', () => {
     expect(problemAt('sinks', () => load((doc) => (doc.sinks = [])))).toMatch(/at least one sink/);
+  });
+});
+
+describe('incident and chat receivers (SPEC §5)', () => {
+  const ROUTING_KEY = 'R0UT1NGKEYsecretpagerduty0000042';
+  const withSink = (extra: Record<string, unknown>) => (doc: ConfigDoc) => {
+    doc.sinks = [{ name: 'r', ...extra }];
+  };
+
+  it('pagerduty: min_level high, the US host, severity by level and behaviors as change events by default', () => {
+    const config = load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY }));
+    const pd = sink(config, 'r');
+    expect(pd).toMatchObject({
+      type: 'pagerduty',
+      minLevel: 'high',
+      url: 'https://events.pagerduty.com',
+      severity: { high: 'critical', medium: 'warning', low: 'info' },
+      behaviors: 'change',
+    });
+    expect(pd.type === 'pagerduty' && pd.routingKey.reveal()).toBe(ROUTING_KEY);
+  });
+
+  it('pagerduty: an EU url, one severity overridden, routing_key_file', () => {
+    const file = tmp.write('pd.key', `${ROUTING_KEY}\n`);
+    const config = load(withSink({ type: 'pagerduty', routing_key_file: file, url: 'https://events.eu.pagerduty.com/', severity: { medium: 'error' }, behaviors: 'alert', min_level: 'medium' }));
+    expect(sink(config, 'r')).toMatchObject({ url: 'https://events.eu.pagerduty.com', severity: { high: 'critical', medium: 'error', low: 'info' }, behaviors: 'alert', minLevel: 'medium' });
+  });
+
+  it('pagerduty: a routing key that is not 32 characters is refused, without echoing it', () => {
+    const problem = problemAt('sinks[0].routing_key', () => load(withSink({ type: 'pagerduty', routing_key: `${ROUTING_KEY}X` })));
+    expect(problem).toMatch(/32-character integration key/);
+    expect(problem).not.toContain(ROUTING_KEY);
+  });
+
+  it('pagerduty: an unknown severity or behaviors mode names the key', () => {
+    expect(problemAt('sinks[0].severity.high', () => load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY, severity: { high: 'sev1' } })))).toMatch(/critical, error, warning or info/);
+    expect(problemAt('sinks[0].severity.urgent', () => load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY, severity: { urgent: 'critical' } })))).toMatch(/unknown key/);
+    expect(problemAt('sinks[0].behaviors', () => load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY, behaviors: 'page' })))).toMatch(/change, alert or off/);
+  });
+
+  it('opsgenie: min_level high, the US host and P1/P3/P5 by default; tags within the API limits', () => {
+    const config = load(withSink({ type: 'opsgenie', api_key: 'genie-key' }));
+    expect(sink(config, 'r')).toMatchObject({ type: 'opsgenie', minLevel: 'high', url: 'https://api.opsgenie.com', priority: { high: 'P1', medium: 'P3', low: 'P5' }, tags: [] });
+    expect(problemAt('sinks[0].tags', () => load(withSink({ type: 'opsgenie', api_key: 'k', tags: Array.from({ length: 21 }, (_, i) => `t${i}`) })))).toMatch(/at most 20/);
+    expect(problemAt('sinks[0].tags[0]', () => load(withSink({ type: 'opsgenie', api_key: 'k', tags: ['x'.repeat(51)] })))).toMatch(/at most 50/);
+    expect(problemAt('sinks[0].priority.high', () => load(withSink({ type: 'opsgenie', api_key: 'k', priority: { high: 'P0' } })))).toMatch(/P1, P2, P3, P4, P5/);
+  });
+
+  it('teams: a url, whatever its host (Workflows hosts have changed)', () => {
+    const url = 'https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=s3cret';
+    const teams = sink(load(withSink({ type: 'teams', url })), 'r');
+    expect(teams.type === 'teams' && teams.url.reveal()).toBe(url);
+    expect(teams.minLevel).toBe('low');
+  });
+
+  it('email: one address or a list, a default subject prefix; smtp must be smtp:// or smtps://, never echoed', () => {
+    const one = sink(load(withSink({ type: 'email', smtp: 'smtps://u:pw@mail.example.com', from: 'rw@example.com', to: 'secops@example.com' })), 'r');
+    expect(one).toMatchObject({ type: 'email', from: 'rw@example.com', to: ['secops@example.com'], subjectPrefix: '[riskwatch]' });
+    const many = sink(load(withSink({ type: 'email', smtp: 'smtp://127.0.0.1:2525', from: 'Riskwatch <rw@example.com>', to: ['a@example.com', 'On call <b@example.com>'] })), 'r');
+    expect(many).toMatchObject({ to: ['a@example.com', 'On call <b@example.com>'] });
+    const problem = problemAt('sinks[0].smtp', () => load(withSink({ type: 'email', smtp: 'https://u:topsecretpw@mail.example.com', from: 'rw@example.com', to: 'a@example.com' })));
+    expect(problem).toMatch(/smtp:\/\/ or smtps:\/\//);
+    expect(problem).not.toContain('topsecretpw');
+  });
+
+  it('email: an address with a line break (a forged header) is refused', () => {
+    expect(problemAt('sinks[0].to[1]', () => load(withSink({ type: 'email', smtp: 'smtp://127.0.0.1', from: 'rw@example.com', to: ['a@example.com', 'b@example.com\nBcc: x@evil.example'] })))).toMatch(/mail address/);
+    expect(problemAt('sinks[0].from', () => load(withSink({ type: 'email', smtp: 'smtp://127.0.0.1', from: 'nobody', to: 'a@example.com' })))).toMatch(/mail address/);
   });
 });
 
