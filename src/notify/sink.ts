@@ -10,6 +10,12 @@ export interface Sink<Message = unknown> {
   readonly name: string;
   /** `event`: one delivery per event. `poll`: one delivery per account per poll, holding all its events. */
   readonly grouping: 'event' | 'poll';
+  /**
+   * Whether this sink has anything to say about `event`, beyond the routing
+   * every sink shares (`min_level`, `events`, `accounts`): an incident sink
+   * takes no drop that stays at or above its `min_level`. Left out: all.
+   */
+  accepts?(event: RiskEvent): boolean;
   /** The message for one delivery's events (pure: no I/O). */
   render(events: readonly RiskEvent[]): Message;
   /** A clearly marked test message, for `test-sinks`. */
@@ -30,4 +36,15 @@ export class DeliveryError extends Error implements RetryableError {
     this.status = details.status;
     this.retryAfterMs = details.retryAfterMs;
   }
+}
+
+/** A message that says what its render shortened to fit the receiver's limits (limits.ts); the worker logs it. */
+export interface Shortened {
+  readonly cuts: readonly string[];
+}
+
+/** What a rendered message had to leave out, if it says. */
+export function cutsOf(message: unknown): readonly string[] {
+  const cuts = (message as Partial<Shortened> | null)?.cuts;
+  return Array.isArray(cuts) ? cuts : [];
 }

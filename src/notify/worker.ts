@@ -2,7 +2,7 @@ import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { isRetryable, type RetryPolicy, retryDelay } from '../retry.ts';
 import type { Delivery, DeliveryOutcome, StateStore } from '../store/store.ts';
-import type { Sink } from './sink.ts';
+import { cutsOf, type Sink } from './sink.ts';
 
 export interface DeliveryPolicy extends Omit<RetryPolicy, 'attempts' | 'maxWaitMs'> {
   /** A delivery still failing this long after its event was committed is dead-lettered. */
@@ -142,7 +142,10 @@ export class DeliveryWorker {
     let outcome: DeliveryOutcome;
     let error: unknown;
     try {
-      await sink.send(sink.render(delivery.events), signal);
+      const message = sink.render(delivery.events);
+      const cuts = cutsOf(message);
+      if (cuts.length > 0) log.info({ sink: sink.name, delivery: delivery.id, cuts }, "message shortened to fit the receiver's limits");
+      await sink.send(message, signal);
       outcome = { kind: 'delivered', at: clock.now() };
       log.debug({ sink: sink.name, delivery: delivery.id, events: delivery.events.length }, 'delivered');
     } catch (caught) {
@@ -187,10 +190,10 @@ export class DeliveryWorker {
   }
 }
 
-/** No answer at all, or an answer about the receiver rather than the payload: 408, 429, 502, 503, 504. */
+/** No answer at all, or an answer about the receiver rather than the payload: HTTP 408, 429, 502, 503, 504; SMTP 421 (service not available). */
 function receiverStruggling(error: unknown): boolean {
   const status = (error as { status?: number } | undefined)?.status;
-  return status === undefined || status === 408 || status === 429 || status === 502 || status === 503 || status === 504;
+  return status === undefined || status === 408 || status === 421 || status === 429 || status === 502 || status === 503 || status === 504;
 }
 
 /** One sink's loop and the means to wake it early. */

@@ -1,51 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
-import type { Behavior, RiskEventDetail, RiskLevel } from '../../src/model.ts';
+import type { BehaviorEvent, RiskEvent } from '../../src/detect/events.ts';
+import type { Behavior, RiskEventDetail } from '../../src/model.ts';
 import { escapeSlack, renderSlack, renderSlackTest, SLACK_LIMITS, type SlackMessage } from '../../src/notify/sinks/slack-render.ts';
-import { behavior as behaviorFixture, riskUser } from '../support/snapshots.ts';
+import { ACCOUNT as account, behaviorEvent, storm, userEvent } from '../support/sink-fixtures.ts';
+import { behavior as behaviorFixture } from '../support/snapshots.ts';
 
-const account = { id: '023e105f4ecef8ad9ca31a8372d0c353', name: 'production' };
-const TIMESTAMP = '2026-11-22T18:00:05.123Z';
 const MENTION = '<!here>';
-
-function userEvent(
-  n: number,
-  level: RiskLevel | null,
-  fields: { previous?: RiskLevel | null; type?: UserEvent['type']; name?: string; email?: string; riskEvents?: readonly RiskEventDetail[] } = {},
-): UserEvent {
-  const id = `u${String(n).padStart(4, '0')}`;
-  const { max_risk_level: _level, ...user } = riskUser(id, level ?? 'low', {
-    name: fields.name ?? `User ${String(n).padStart(4, '0')}`,
-    ...(fields.email === undefined ? {} : { email: fields.email }),
-  });
-  return {
-    id: `evt-${id}`,
-    type: fields.type ?? 'user.risk_level_raised',
-    timestamp: TIMESTAMP,
-    data: {
-      account,
-      user,
-      previous_level: fields.previous === undefined ? null : fields.previous,
-      current_level: level,
-      ...(fields.riskEvents ? { risk_events: fields.riskEvents } : {}),
-    },
-  };
-}
-
-function behaviorEvent(type: BehaviorEvent['type'], behavior: Behavior, previous: BehaviorEvent['data']['previous']): BehaviorEvent {
-  return { id: `evt-${type}-${behavior.id}`, type, timestamp: TIMESTAMP, data: { account, behavior, previous } };
-}
-
-/** `count` users, highest level first as diff hands them over, then a few behavior changes. */
-function storm(count: number): RiskEvent[] {
-  const levels: RiskLevel[] = ['high', 'medium', 'low'];
-  const users = Array.from({ length: count }, (_, i) => userEvent(i + 1, levels[Math.floor((i * 3) / count)]!, {}));
-  const behaviors = [
-    behaviorEvent('behavior.disabled', behaviorFixture('imp_travel', { enabled: false }), { enabled: true, risk_level: 'medium' }),
-    behaviorEvent('behavior.added', behaviorFixture('new_geo'), null),
-  ];
-  return [...users, ...behaviors];
-}
 
 function sections(message: SlackMessage): string[] {
   return message.blocks.flatMap((b) => (b.type === 'section' ? [b.text.text] : []));

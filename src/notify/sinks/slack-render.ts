@@ -1,5 +1,7 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import type { RiskLevel } from '../../model.ts';
+import { accountLabel, summarize } from '../describe.ts';
+import { clip } from '../limits.ts';
 
 /**
  * Slack Block Kit for one account's events of one poll (SPEC §5): a header, a
@@ -44,10 +46,9 @@ export function escapeSlack(text: string): string {
 }
 
 export function renderSlack(events: readonly RiskEvent[], mention: string | undefined): SlackMessage {
-  const account = events[0]?.data.account;
-  const label = account ? (account.name ?? account.id) : 'riskwatch';
+  const label = accountLabel(events);
   const summary = summarize(events);
-  const blocks: Block[] = [{ type: 'header', text: { type: 'plain_text', text: clip(`riskwatch · ${label}: ${summary}`, SLACK_LIMITS.headerText), emoji: true } }];
+  const blocks: Block[] = [{ type: 'header', text: { type: 'plain_text', text: clipEscaped(`riskwatch · ${label}: ${summary}`, SLACK_LIMITS.headerText), emoji: true } }];
   if (mention) blocks.push(mentionSection(mention));
   for (const event of events.slice(0, MAX_ITEMS)) blocks.push(section(isUserEvent(event) ? userText(event) : behaviorText(event)));
   const more = events.length - MAX_ITEMS;
@@ -63,12 +64,12 @@ export function renderSlackTest(sinkName: string): SlackMessage {
 
 /** A section of text that may carry API text: verbatim, so that nothing in it becomes a link or a mention. */
 function section(text: string): Block {
-  return { type: 'section', text: verbatim(clip(text, SLACK_LIMITS.sectionText)) };
+  return { type: 'section', text: verbatim(clipEscaped(text, SLACK_LIMITS.sectionText)) };
 }
 
 /** The configured mention, alone in its section and not verbatim: the one text Slack must parse, so that `<!here>` notifies. */
 function mentionSection(mention: string): Block {
-  return { type: 'section', text: { type: 'mrkdwn', text: clip(mention, SLACK_LIMITS.sectionText) } };
+  return { type: 'section', text: { type: 'mrkdwn', text: clipEscaped(mention, SLACK_LIMITS.sectionText) } };
 }
 
 function verbatim(text: string): Mrkdwn {
@@ -105,37 +106,8 @@ function behaviorText(event: BehaviorEvent): string {
   }
 }
 
-/** "3 users raised (1 to high), 1 behavior disabled" */
-function summarize(events: readonly RiskEvent[]): string {
-  const counts = new Map<string, number>();
-  let toHigh = 0;
-  for (const event of events) {
-    counts.set(event.type, (counts.get(event.type) ?? 0) + 1);
-    if (event.type === 'user.risk_level_raised' && event.data.current_level === 'high') toHigh++;
-  }
-  const parts: string[] = [];
-  const plural = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
-  for (const [type, n] of counts) {
-    const [kind, verb] = type.split('.') as [string, string];
-    const what = verb === 'risk_level_raised' ? 'raised' : verb === 'risk_level_lowered' ? 'lowered' : verb === 'risk_level_changed' ? 'level changed' : verb;
-    parts.push(`${plural(n, kind)} ${what}${verb === 'risk_level_raised' && toHigh > 0 ? ` (${toHigh} to high)` : ''}`);
-  }
-  return parts.join(', ') || 'no changes';
-}
-
-/**
- * Cuts to at most `max` UTF-16 units (so also at most `max` code points, however
- * Slack counts), at a code point boundary: an emoji at the cut goes whole, never
- * half a surrogate pair, which Slack would show as garbage. Never leaves half of
- * an `&amp;` escape behind either.
- */
-function clip(text: string, max: number): string {
-  if (text.length <= max) return text;
-  let end = max - 1;
-  if (isHighSurrogate(text.charCodeAt(end - 1))) end--;
-  return `${text.slice(0, end).replace(/&[a-z]{0,3}$/, '')}…`;
-}
-
-function isHighSurrogate(unit: number): boolean {
-  return unit >= 0xd800 && unit <= 0xdbff;
+/** Slack's clip: never leaves half of an `&amp;` escape before the ellipsis. */
+function clipEscaped(text: string, max: number): string {
+  const cut = clip(text, max);
+  return cut === text ? text : `${cut.slice(0, -1).replace(/&[a-z]{0,3}$/, '')}…`;
 }

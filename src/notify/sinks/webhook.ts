@@ -1,11 +1,10 @@
 import { createHmac } from 'node:crypto';
-import { type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { WebhookSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
-import { USER_AGENT } from '../../version.ts';
 import type { Sink } from '../sink.ts';
-import { httpFailure, readAnswer, transportFailure } from './http-errors.ts';
+import { postJson } from './post.ts';
 
 /** One Standard Webhooks message: its id and body are fixed; timestamp and signature are per attempt. */
 export interface WebhookMessage {
@@ -59,28 +58,11 @@ export class WebhookSink implements Sink<readonly WebhookMessage[]> {
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(this.#config.headers)) headers[name.toLowerCase()] = value.reveal();
     Object.assign(headers, {
-      'content-type': 'application/json',
-      'user-agent': USER_AGENT,
       'webhook-id': message.id,
       'webhook-timestamp': timestamp,
     });
     if (this.#key) headers['webhook-signature'] = sign(this.#key, message.id, timestamp, message.body);
-
-    let response: Dispatcher.ResponseData;
-    try {
-      response = await request(this.#config.url.reveal(), {
-        method: 'POST',
-        headers,
-        body: message.body,
-        signal,
-        ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
-      });
-    } catch (error) {
-      throw transportFailure(this.name, error, signal);
-    }
-    const text = await readAnswer(response.statusCode, response.body);
-    if (response.statusCode >= 200 && response.statusCode < 300) return;
-    throw httpFailure(this.name, response.statusCode, response.headers['retry-after'], text, this.#clock.now());
+    await postJson({ sink: this.name, url: this.#config.url.reveal(), body: message.body, headers, signal, clock: this.#clock, dispatcher: this.#dispatcher });
   }
 }
 
