@@ -7,24 +7,29 @@ import { LEVEL_RANK, RISK_LEVELS, type RiskLevel } from '../../src/model.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { type Announcement, checkAnnouncements, fromWebhook } from '../support/announcements.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
+import { FakePagerDuty } from '../support/fakes/pagerduty.ts';
 import { spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
 import { mulberry32 } from '../support/random.ts';
 
 /**
  * SPEC §6 against the real process: `kill -9` at random moments while users
- * rise, then restart. Every rise must come out, none under two event ids,
- * none that did not happen.
+ * rise (and some of those at high leave the summary), then restart. Every
+ * rise must come out, none under two event ids, none that did not happen; and
+ * PagerDuty gets, per user, triggers then the resolve, under one dedup key.
  */
 
 let api: FakeRiskApi;
 let dir: string;
 let configFile: string;
 let receiver: Receiver;
+let pagerduty: FakePagerDuty;
+const ROUTING_KEY = 'crashtestroutingkey0000000000042';
 
 beforeAll(async () => {
   api = await FakeRiskApi.start({ maxPerPage: 25 });
   receiver = await Receiver.start();
+  pagerduty = await FakePagerDuty.start();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-crash-'));
   configFile = path.join(dir, 'riskwatch.yaml');
   fs.writeFileSync(
@@ -46,6 +51,10 @@ beforeAll(async () => {
       '  - name: hook',
       '    type: webhook',
       `    url: ${receiver.url('/hook')}`,
+      '  - name: oncall',
+      '    type: pagerduty',
+      `    routing_key: ${ROUTING_KEY}`,
+      `    url: ${pagerduty.url}`,
       'http:',
       '  listen: 127.0.0.1:0',
       'log:',
@@ -57,6 +66,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await api.close();
   await receiver.close();
+  await pagerduty.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -82,20 +92,34 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
       target.users.set(u.user_id, u);
       levels.set(u.email, level);
     };
-    /** New users appear at low; some existing ones rise one step. Levels only ever rise here. */
+    const keyOf = (n: number) => `riskwatch/${ACCOUNT}/user/${user(n).user_id}`;
+    /** Users at high who left the summary (an admin reset them); they never come back. */
+    const departed = new Set<number>();
+    /**
+     * New users appear at low; some existing ones rise one step; some at high leave. Levels
+     * only ever rise while a user is listed (console and webhook get rises only, without
+     * notify.lowered), and `levels` keeps the highest each reached.
+     */
     const rise = () => {
       for (let i = 0; i < 3; i++) setLevel(nextUser++, 'low');
       for (let n = 1; n < nextUser; n++) {
-        const email = user(n).email;
-        const level = levels.get(email)!;
-        if (level !== 'high' && random() < 0.3) setLevel(n, RISK_LEVELS[LEVEL_RANK[level]]!);
+        if (departed.has(n)) continue;
+        const level = levels.get(user(n).email)!;
+        // Only once both sinks showed they were read at high: a user who rose and left between two
+        // polls was never high to riskwatch (and the console and webhook never hear of drops).
+        if (level === 'high' && random() < 0.15 && pagerduty.isOpen(keyOf(n), ROUTING_KEY) && fromWebhook(receiver.accepted).some((a) => a.email === user(n).email && a.to === 'high')) {
+          target.users.delete(user(n).user_id);
+          departed.add(n);
+        } else if (level !== 'high' && random() < 0.3) setLevel(n, RISK_LEVELS[LEVEL_RANK[level]]!);
       }
     };
-    // While the rounds run, the receiver flaps: refusals, resets, accepted-then-slow answers.
-    receiver.answer = () => {
+    // While the rounds run, the receivers flap: refusals, resets, accepted-then-slow answers.
+    const flap = () => {
       const roll = random();
-      return roll < 0.2 ? { status: 503 } : roll < 0.25 ? { reset: true } : { status: 200, body: 'ok', delayMs: roll < 0.35 ? 150 : 0 };
+      return roll < 0.2 ? { status: 503 } : roll < 0.25 ? { reset: true as const } : undefined;
     };
+    receiver.answer = () => flap() ?? { status: 200, body: 'ok', delayMs: random() < 0.1 ? 150 : 0 };
+    pagerduty.intercept = flap;
 
     const output: string[] = [];
     // `npm run soak` runs many more rounds.
@@ -114,6 +138,7 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
     // A last, clean run against a healthy receiver, with one more rise so that it always has
     // something to say: wait until every user's current level reached both sinks.
     receiver.answer = () => ({ status: 200, body: 'ok' });
+    pagerduty.intercept = undefined;
     rise();
     const final = spawnRiskwatch(['run', '--config', configFile]);
     const reached = (announcements: readonly Announcement[]) => {
@@ -122,7 +147,13 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
       return [...levels].every(([email, level]) => top.get(email) === level);
     };
     const deadline = Date.now() + 60_000;
-    while (!(reached(fromConsole([...output, ...final.stdout])) && reached(fromWebhook(receiver.accepted)))) {
+    // PagerDuty: an incident open for each user at high now, none for those who left.
+    const everHigh = () => [...levels].flatMap(([email, level]) => (level === 'high' ? [Number(/(\d+)@/.exec(email)?.[1] ?? NaN)] : []));
+    const incidentsSettled = () => {
+      const open = new Set(pagerduty.openIncidents(ROUTING_KEY).map((i) => i.dedupKey));
+      return everHigh().every((n) => open.has(keyOf(n)) !== departed.has(n)) && open.size === everHigh().filter((n) => !departed.has(n)).length;
+    };
+    while (!(reached(fromConsole([...output, ...final.stdout])) && reached(fromWebhook(receiver.accepted)) && incidentsSettled())) {
       if (Date.now() > deadline) throw new Error(`seed ${seed}: not every rise arrived within 60 s of the last start`);
       await delay(100);
     }
@@ -134,6 +165,25 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
     // Nothing lost: counted on what the receiver accepted. Never two ids: counted on everything it saw.
     const onWebhook = checkAnnouncements('webhook', fromWebhook(receiver.accepted), levels, seed);
     checkAnnouncements('webhook (all attempts)', fromWebhook(receiver.requests), levels, seed);
+    // Per user, PagerDuty saw triggers and then (once they left) the resolve: never a resolve
+    // before the first trigger, never a trigger after the resolve.
+    let resolved = 0;
+    for (const n of everHigh()) {
+      const actions = pagerduty.events.filter((e) => e.dedupKey === keyOf(n)).map((e) => e.action);
+      expect(actions[0], `seed ${seed}: user ${n}'s first PagerDuty event`).toBe('trigger');
+      const firstResolve = actions.indexOf('resolve');
+      if (departed.has(n)) {
+        expect(firstResolve, `seed ${seed}: user ${n} left but was never resolved`).toBeGreaterThan(0);
+        expect(actions.slice(firstResolve).every((a) => a === 'resolve'), `seed ${seed}: user ${n}: ${actions.join(', ')}`).toBe(true);
+        resolved++;
+      } else {
+        expect(firstResolve, `seed ${seed}: user ${n} is still high but was resolved`).toBe(-1);
+      }
+    }
+    expect(pagerduty.events.every((e) => e.routingKey === ROUTING_KEY)).toBe(true);
+    console.info(
+      `crash test (seed ${seed}): PagerDuty ${everHigh().length} incidents opened, ${resolved} resolved on the drop, in order;`,
+    );
     console.info(
       `crash test (seed ${seed}): ${rounds} kill -9 rounds, ${levels.size} users, ${onConsole.transitions} transitions checked on the console and ${onWebhook.transitions} on a flapping webhook; 0 lost, 0 under two ids; re-sent under the same id: ${onConsole.duplicates} console, ${onWebhook.duplicates} webhook`,
     );

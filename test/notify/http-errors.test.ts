@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { ReadableStream } from 'node:stream/web';
 import { describe, expect, it } from 'vitest';
-import { MAX_ANSWER_BYTES, readAnswer } from '../../src/notify/sinks/http-errors.ts';
+import { MAX_ANSWER_BYTES, readAnswer, smtpFailure } from '../../src/notify/sinks/http-errors.ts';
 
 /** A body as undici's `request` hands it over (a Node stream) that yields `chunks`, then `rest` forever; counts what was pulled. */
 function nodeBody(chunks: readonly Uint8Array[], rest?: Uint8Array) {
@@ -118,5 +118,93 @@ describe('readAnswer when the answer fails midway', () => {
   it('no body at all reads as empty', async () => {
     expect(await readAnswer(500, null)).toBe('');
     expect(await readAnswer(204, null)).toBe('');
+  });
+});
+
+/** An error as nodemailer makes it: a message, its code, and the reply when the server gave one. */
+function smtpError(message: string, fields: { code?: string; originalCode?: string; responseCode?: number; response?: string; command?: string }): Error {
+  return Object.assign(new Error(message), fields);
+}
+const live = () => new AbortController().signal;
+
+describe('smtpFailure: 4xx replies and connection failures retried, 5xx replies and refused logins permanent', () => {
+  it.each([
+    ['RCPT TO', 451, '451 4.3.0 Mailbox busy', true],
+    ['RCPT TO', 452, '452 4.2.2 Mailbox full', true],
+    ['MAIL FROM', 421, '421 4.7.0 Too many connections', true],
+    ['DATA', 450, '450 4.2.1 Try later', true],
+    ['RCPT TO', 550, '550 5.1.1 No such user', false],
+    ['DATA', 554, '554 5.7.1 Message rejected as spam', false],
+    ['AUTH PLAIN', 535, '535 5.7.8 Authentication credentials invalid', false],
+    ['MAIL FROM', 530, '530 5.7.0 Authentication required', false],
+    ['AUTH LOGIN', 454, '454 4.7.0 Temporary authentication failure', true],
+  ] as const)('%s answered %i (%s): retryable %s, status the reply code, the command and reply quoted', (command, code, response, retryable) => {
+    const error = smtpFailure('mail', smtpError(`Can't send mail: ${response}`, { code: 'EENVELOPE', responseCode: code, response, command }), live());
+    expect(error.retryable).toBe(retryable);
+    expect(error.status).toBe(code);
+    expect(error.retryAfterMs).toBeUndefined();
+    expect(error.message).toBe(`sink mail: SMTP ${code}${retryable ? '' : ' (permanent)'} in reply to ${command.split(' ')[0]}: "${response}"`);
+  });
+
+  it('a multi-line reply is said on one line', () => {
+    const response = '550-5.1.1 The email account does not exist.\r\n550 5.1.1 Please try again.';
+    const error = smtpFailure('mail', smtpError('x', { code: 'EENVELOPE', responseCode: 550, response, command: 'RCPT TO' }), live());
+    expect(error.message).toBe('sink mail: SMTP 550 (permanent) in reply to RCPT: "550-5.1.1 The email account does not exist. 550 5.1.1 Please try again."');
+  });
+
+  it('a command that is not a plain SMTP verb is not quoted', () => {
+    const error = smtpFailure('mail', smtpError('x', { code: 'EAUTH', responseCode: 535, response: '535 no', command: 'AUTH PLAIN dXNlcgBwYXNz' }), live());
+    expect(error.message).toBe('sink mail: SMTP 535 (permanent): "535 no"');
+    expect(error.message).not.toContain('dXNlcgBwYXNz');
+  });
+
+  it.each([
+    ['ESOCKET', 'connect ECONNREFUSED 127.0.0.1:25', 'ECONNREFUSED'],
+    ['ESOCKET', 'read ECONNRESET', 'ECONNRESET'],
+    ['ETIMEDOUT', 'Greeting never received', undefined],
+    ['ETIMEDOUT', 'Connection timeout', undefined],
+    ['ECONNECTION', 'Connection closed unexpectedly', undefined],
+    ['EDNS', 'getaddrinfo ENOTFOUND mail.example.com', 'ENOTFOUND'],
+    ['ETLS', 'Error initiating TLS - self-signed certificate', undefined],
+  ])('no reply, %s (%s): retryable', (code, message, originalCode) => {
+    const error = smtpFailure('mail', smtpError(message, { code, ...(originalCode ? { originalCode } : {}) }), live());
+    expect(error.retryable).toBe(true);
+    expect(error.status).toBeUndefined();
+    expect(error.message).toContain(`sink mail: ${code}: ${message}`);
+    if (originalCode) expect(error.message).toContain(originalCode);
+  });
+
+  it.each([
+    ['EAUTH', 'Missing credentials for "PLAIN"'],
+    ['ENOAUTH', 'Authentication credentials not provided'],
+    ['EENVELOPE', 'No recipients defined'],
+    ['EMESSAGE', 'Message size larger than allowed 1000'],
+    ['ECONFIG', 'Invalid configuration'],
+  ])('no reply, %s: the attempt itself was wrong, permanent', (code, message) => {
+    const error = smtpFailure('mail', smtpError(message, { code }), live());
+    expect(error.retryable).toBe(false);
+    expect(error.message).toBe(`sink mail: ${code}: ${message} (permanent)`);
+  });
+
+  it('a STARTTLS the server refuses (required for a non-loopback smtp://) is permanent with its reply', () => {
+    const error = smtpFailure('mail', smtpError('Error upgrading connection with STARTTLS', { code: 'ETLS', responseCode: 502, response: '502 5.5.2 Command not recognized', command: 'STARTTLS' }), live());
+    expect(error.retryable).toBe(false);
+    expect(error.message).toBe('sink mail: SMTP 502 (permanent) in reply to STARTTLS: "502 5.5.2 Command not recognized"');
+  });
+
+  it('a send cut off by its signal: retryable, "timed out", whatever the error says', () => {
+    const controller = new AbortController();
+    controller.abort(new Error('send timeout'));
+    const error = smtpFailure('mail', smtpError('Message sending aborted', { code: 'EABORT', responseCode: 550, response: '550 x' }), controller.signal);
+    expect(error.retryable).toBe(true);
+    expect(error.status).toBeUndefined();
+    expect(error.message).toBe('sink mail: no answer in time (timed out)');
+  });
+
+  it('an error nodemailer did not classify is retried, and said on one line', () => {
+    const error = smtpFailure('mail', new Error('something\nodd'), live());
+    expect(error.retryable).toBe(true);
+    expect(error.message).toBe('sink mail: something odd');
+    expect(smtpFailure('mail', 'a string', live()).retryable).toBe(true);
   });
 });

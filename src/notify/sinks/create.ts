@@ -3,7 +3,11 @@ import type { Clock } from '../../clock.ts';
 import type { SinkConfig } from '../../config/config.ts';
 import type { Sink } from '../sink.ts';
 import { ConsoleSink } from './console.ts';
+import { EmailSink } from './email.ts';
+import { OpsgenieSink } from './opsgenie.ts';
+import { PagerDutySink } from './pagerduty.ts';
 import { SlackSink } from './slack.ts';
+import { TeamsSink } from './teams.ts';
 import { WebhookSink } from './webhook.ts';
 
 export interface SinkDeps {
@@ -23,5 +27,13 @@ export function createSink(config: SinkConfig, deps: SinkDeps): Sink {
       return new SlackSink(config, deps);
     case 'webhook':
       return new WebhookSink(config, deps);
+    case 'teams':
+      return new TeamsSink(config, deps);
+    case 'email':
+      return new EmailSink(config, deps);
+    case 'pagerduty':
+      return new PagerDutySink(config, deps);
+    case 'opsgenie':
+      return new OpsgenieSink(config, deps);
   }
 }

@@ -49,3 +49,50 @@ export function httpFailure(sink: string, status: number, retryAfter: string | s
     ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
   });
 }
+
+/** What nodemailer attaches to its errors (its NodemailerError), read defensively. */
+interface SmtpErrorFields {
+  readonly code?: unknown;
+  readonly originalCode?: unknown;
+  readonly responseCode?: unknown;
+  readonly response?: unknown;
+  readonly command?: unknown;
+  readonly message?: unknown;
+}
+
+/**
+ * nodemailer's codes for failures with no SMTP reply that another attempt
+ * cannot fix: no or refused credentials, an address or message the client
+ * will not send, a configuration it rejects. Every other failure without a
+ * reply (ECONNECTION, ETIMEDOUT, ESOCKET with ECONNREFUSED or ECONNRESET
+ * inside, EDNS, ETLS, a greeting that never came) is the connection's, and
+ * retried.
+ */
+const PERMANENT_SMTP_CODES: ReadonlySet<string> = new Set(['EAUTH', 'ENOAUTH', 'EOAUTH2', 'EENVELOPE', 'EMESSAGE', 'ECONFIG', 'EREQUIRETLS', 'EMAXRECIPIENTS', 'EFILEACCESS', 'EURLACCESS']);
+
+/**
+ * A failed SMTP send, from nodemailer's error: a 4xx reply is transient and
+ * retried, a 5xx reply (a refused recipient, message or login, 535) is
+ * permanent (SPEC §5); without a reply, the connection failed and it is
+ * retried, unless nodemailer's code says the attempt itself was wrong
+ * (PERMANENT_SMTP_CODES). `status` is the reply code. The line names the SMTP
+ * command and quotes the reply, never the server URL or its password: the
+ * sink hands nodemailer the host and the credentials apart, and no command
+ * text that carries them is quoted.
+ */
+export function smtpFailure(sink: string, error: unknown, signal: AbortSignal): DeliveryError {
+  if (signal.aborted) return new DeliveryError(`sink ${sink}: no answer in time (timed out)`, { retryable: true, cause: error });
+  const fields = (typeof error === 'object' && error !== null ? error : {}) as SmtpErrorFields;
+  const code = typeof fields.code === 'string' ? fields.code : undefined;
+  const reply = typeof fields.responseCode === 'number' && fields.responseCode >= 200 && fields.responseCode < 600 ? fields.responseCode : undefined;
+  if (reply !== undefined) {
+    const retryable = reply < 500;
+    const during = typeof fields.command === 'string' && /^[A-Z][A-Z ]{0,20}$/.test(fields.command) ? ` in reply to ${fields.command.split(' ')[0]}` : '';
+    const text = typeof fields.response === 'string' ? fields.response : '';
+    return new DeliveryError(`sink ${sink}: SMTP ${reply}${retryable ? '' : ' (permanent)'}${during}: ${excerpt(text)}`, { retryable, status: reply, cause: error });
+  }
+  const permanent = code !== undefined && PERMANENT_SMTP_CODES.has(code);
+  const detail = describeNetworkError(error).replace(/\s+/g, ' ').trim();
+  const inner = typeof fields.originalCode === 'string' && !detail.includes(fields.originalCode) ? ` (${fields.originalCode})` : '';
+  return new DeliveryError(`sink ${sink}: ${detail}${inner}${permanent ? ' (permanent)' : ''}`, { retryable: !permanent, cause: error });
+}
