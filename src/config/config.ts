@@ -31,7 +31,10 @@ export interface Config {
   readonly log: { readonly level: string; readonly format: 'json' | 'pretty' };
 }
 
-export type StateConfig = { readonly kind: 'sqlite'; readonly file: string } | { readonly kind: 'postgres'; readonly url: Secret };
+export type StateConfig = ({ readonly kind: 'sqlite'; readonly file: string } | { readonly kind: 'postgres'; readonly url: Secret }) & {
+  /** How long recorded events are kept (state.history). */
+  readonly historyMs: number;
+};
 
 /** How riskwatch authenticates to Cloudflare; `id` names it in logs without revealing it. */
 export type Credential =

@@ -249,8 +249,8 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     notify: { lowered: file.notify.lowered, enrich: file.notify.enrich, maxAgeMs: file.notify.max_age },
     state:
       file.state.postgres !== undefined
-        ? { kind: 'postgres', url: new Secret(file.state.postgres) }
-        : { kind: 'sqlite', file: path.resolve(path.dirname(source), file.state.sqlite ?? './riskwatch.db') },
+        ? { kind: 'postgres', url: new Secret(file.state.postgres), historyMs: file.state.history }
+        : { kind: 'sqlite', file: path.resolve(path.dirname(source), file.state.sqlite ?? './riskwatch.db'), historyMs: file.state.history },
     sinks,
     http: { listen: file.http.listen },
     log: { level: file.log.level, format: file.log.format },

@@ -235,6 +235,8 @@ export const configFileSchema = z.strictObject({
         // The value is never echoed: the URL carries the password.
         .regex(/^postgres(ql)?:\/\/\S+$/, { error: 'must be a PostgreSQL URL (postgres://user:password@host:5432/database)' })
         .optional(),
+      // How long recorded events (and dead letters) are kept for `events`, `users` and `deliveries` (SPEC §8).
+      history: duration(3_600_000, '1h', 3650 * 86_400_000, '3650d').default(30 * 86_400_000),
     })
     .refine((state) => state.sqlite === undefined || state.postgres === undefined, { error: 'give sqlite or postgres, not both' })
     .prefault({}),

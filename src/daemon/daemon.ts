@@ -241,6 +241,8 @@ export class Daemon {
       status.lastError = message;
       onPoll?.(account, clock.monotonic() - started, error instanceof Error ? error : new Error(message));
       log.error({ account: account.label, err: message }, 'poll failed; nothing was committed, the next poll tries again');
+      // Kept for `status` (SPEC §8), best effort: the store may be what failed.
+      await poller.recordFailure(message).catch((recordError: unknown) => log.debug({ account: account.label, err: (recordError as Error).message }, 'could not record the failed poll'));
       return false;
     }
   }

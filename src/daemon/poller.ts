@@ -13,14 +13,18 @@ import {
 import { buildEvents } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import type { Logger } from '../log.ts';
-import type { Behavior, EventType, RiskEventDetail } from '../model.ts';
+import type { Behavior, EventType, RiskEventDetail, RiskLevel } from '../model.ts';
 import { type RouteOptions, routeEvents } from '../notify/route.ts';
 import type { Sink } from '../notify/sink.ts';
-import { StaleSnapshotError, type StateStore } from '../store/store.ts';
+import { silenceOf, StaleSnapshotError, type StateStore } from '../store/store.ts';
 import { together } from '../together.ts';
 
 export interface PollOutcome {
   readonly users: number;
+  /** Users per level in the committed snapshot, for riskwatch_users{account,level}. */
+  readonly levels: Readonly<Record<RiskLevel, number>>;
+  /** Events an active silence muted (recorded, sent to no sink). */
+  readonly silenced: number;
   /** The type of each event committed, in order. */
   readonly eventTypes: readonly EventType[];
   /** Rows the commit wrote: changed users and behaviors, events, deliveries and the account's version. */
@@ -69,6 +73,11 @@ export class AccountPoller {
     return this.#options.account;
   }
 
+  /** Stores that a poll of the account failed, for `status`. */
+  recordFailure(message: string): Promise<void> {
+    return this.#options.store.recordPollFailure(this.#options.account.id, message, this.#options.clock.now());
+  }
+
   /** Forgets what was remembered of the account: the next poll reads it from the store again. */
   forget(): void {
     this.#previous = undefined;
@@ -115,6 +124,9 @@ export class AccountPoller {
       riskEvents: this.#options.enrich ? await this.#enrich(transitions, signal) : undefined,
     });
     const deliveries = routeEvents(account.id, events, this.#options.sinks, this.#options.route);
+    // The store applies silences in the commit's own transaction; this count is only for the metric.
+    const silences = events.length > 0 ? await store.listSilences({ all: false, now: polledAt }) : [];
+    const silenced = silences.length > 0 ? events.filter((event) => silenceOf(event, silences)).length : 0;
 
     let version: number;
     try {
@@ -138,7 +150,15 @@ export class AccountPoller {
       missed.clear.length +
       events.length +
       deliveries.length;
-    return { users: summary.users.size + (summary.unchanged?.count ?? 0), eventTypes: events.map((e) => e.type), deliveries: deliveries.length, rowsWritten, firstRun: previous.snapshot === undefined };
+    return {
+      users: summary.users.size + (summary.unchanged?.count ?? 0),
+      levels: levelCounts(this.#previous.snapshot?.userLevels),
+      silenced,
+      eventTypes: events.map((e) => e.type),
+      deliveries: deliveries.length,
+      rowsWritten,
+      firstRun: previous.snapshot === undefined,
+    };
   }
 
   /** The last committed snapshot, from the store: at start, and after a commit went wrong. */
@@ -194,4 +214,12 @@ function applyDelta(previous: PreviousSnapshot | undefined, delta: SnapshotDelta
   for (const behavior of delta.upsertBehaviors) behaviors.set(behavior.id, behavior);
   for (const id of delta.removeBehaviorIds) behaviors.delete(id);
   return { userLevels, behaviors };
+}
+
+/** Users per level of a snapshot. */
+function levelCounts(levels: ReadonlyMap<string, RiskLevel> | undefined): Record<RiskLevel, number> {
+  if (levels instanceof StoredLevels) return levels.levelCounts();
+  const counts = { low: 0, medium: 0, high: 0 };
+  for (const level of levels?.values() ?? []) counts[level]++;
+  return counts;
 }

@@ -162,7 +162,8 @@ export class Service {
     const prune = async () => {
       try {
         // Wall clock: the cut-off is compared with the timestamps stored with the deliveries.
-        const removed = await this.#store.prune(this.#clock.now() - RETENTION_MS);
+        const now = this.#clock.now();
+        const removed = await this.#store.prune({ delivered: now - RETENTION_MS, history: now - this.#config.state.historyMs });
         if (removed.deliveries + removed.events > 0) this.#deps.log.info(removed, 'pruned delivered history');
       } catch (error) {
         this.#deps.log.error({ err: (error as Error).message }, 'could not prune delivered history');

@@ -15,9 +15,11 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
   readonly #known = new UserIdMap();
   #read = 0;
   #unchanged = 0;
+  /** Users per rank (index 1–3), kept as users are put and removed. */
+  readonly #perRank = [0, 0, 0, 0];
 
   constructor(levels: Iterable<readonly [string, RiskLevel]> = []) {
-    for (const [id, level] of levels) this.#known.set(id, LEVEL_RANK[level]);
+    for (const [id, level] of levels) this.#put(id, LEVEL_RANK[level]);
   }
 
   /** From ranks (1–3) as a store keeps them, without a round trip through level names. */
@@ -27,8 +29,20 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
 
   /** Adds stored users by rank: a store that reads them page by page adds each page. */
   addRanks(ranks: Iterable<readonly [string, number]>): this {
-    for (const [id, rank] of ranks) this.#known.set(id, rank);
+    for (const [id, rank] of ranks) this.#put(id, rank);
     return this;
+  }
+
+  /** Users per level, for riskwatch_users{account,level}: counted as they change, not by a walk. */
+  levelCounts(): Record<RiskLevel, number> {
+    return { low: this.#perRank[1]!, medium: this.#perRank[2]!, high: this.#perRank[3]! };
+  }
+
+  #put(id: string, rank: number): void {
+    const known = this.#known.get(id);
+    if (known !== undefined) this.#perRank[known % 4]!--;
+    this.#perRank[rank]!++;
+    this.#known.set(id, rank);
   }
 
   // ReadonlyMap<string, RiskLevel>: what the diff reads.
@@ -60,8 +74,13 @@ export class StoredLevels implements ReadonlyMap<string, RiskLevel> {
 
   /** Follows a commit: the stored levels changed where the delta says. */
   apply(delta: SnapshotDelta): void {
-    for (const user of delta.upsertUsers) this.#known.set(user.user_id, LEVEL_RANK[user.max_risk_level]);
-    for (const id of delta.removeUserIds) this.#known.delete(id);
+    for (const user of delta.upsertUsers) this.#put(user.user_id, LEVEL_RANK[user.max_risk_level]);
+    for (const id of delta.removeUserIds) {
+      const known = this.#known.get(id);
+      if (known === undefined) continue;
+      this.#perRank[known % 4]!--;
+      this.#known.delete(id);
+    }
   }
 
   /** A new read of the summary begins: nobody is seen yet. */

@@ -21,6 +21,9 @@ export const DEFAULT_DELIVERY_POLICY: DeliveryPolicy = {
   sendTimeoutMs: 30_000,
 };
 
+/** How often an idle sink looks at the outbox for what another process made due (SPEC §3: retried deliveries within 5 s). */
+const IDLE_CHECK_MS = 4_000;
+
 export interface DeliveryWorkerOptions {
   readonly store: StateStore;
   readonly sinks: readonly Sink[];
@@ -107,8 +110,9 @@ export class DeliveryWorker {
         const { attempted } = await this.#drainLane(lane);
         if (attempted > 0 || !this.#running) continue;
         const due = await store.nextDueAt(lane.sink.name);
-        // Wake for new deliveries (wake()), for the next retry, or at least once a minute.
-        const waitMs = Math.min(60_000, due === undefined ? 60_000 : Math.max(0, due - clock.now()));
+        // Wake for new deliveries (wake()), for the next retry, or at least every IDLE_CHECK_MS: a
+        // dead letter made pending again by `deliveries retry` in another process goes out that soon.
+        const waitMs = Math.min(IDLE_CHECK_MS, due === undefined ? IDLE_CHECK_MS : Math.max(0, due - clock.now()));
         if (waitMs > 0) await lane.sleep(clock, waitMs);
       } catch (error) {
         log.error({ sink: lane.sink.name, err: (error as Error).message }, 'delivery loop failed; trying again in 5 s');

@@ -1,6 +1,6 @@
 import type { Config, StateConfig } from '../config/config.ts';
 import { SqliteStore } from './sqlite.ts';
-import type { StateStore } from './store.ts';
+import type { OperatorStore, StateStore } from './store.ts';
 
 /** Longest an account's lease lasts unrenewed: a dead replica's accounts are taken over this soon, at most. */
 const MAX_LEADERSHIP_MS = 30_000;
@@ -16,6 +16,15 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
   return state.kind === 'sqlite'
     ? SqliteStore.open(state.file)
     : (await postgres()).open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS), passing: options.passing ?? false });
+}
+
+/**
+ * Opens the store for an operator command (SPEC §3): beside a running daemon,
+ * so without the SQLite file's process lock and without joining the replicas
+ * of a database; it never polls or drains, only reads and small writes.
+ */
+export async function openOperatorStore(state: StateConfig): Promise<OperatorStore> {
+  return state.kind === 'sqlite' ? SqliteStore.open(state.file, { shared: true }) : (await postgres()).openOperator(state.url.reveal());
 }
 
 /**

@@ -4,9 +4,22 @@ import path from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
+import type { RiskEvent } from '../detect/events.ts';
 import {
+  applySilences,
   type Delivery,
   type DeliveryOutcome,
+  type DeliveryRow,
+  deliveryRowFrom,
+  type DeliveryTableRow,
+  type EventQuery,
+  type EventRow,
+  eventUserColumns,
+  type Silence,
+  type StoreStatus,
+  type UserRow,
+  userRowFrom,
+  type UserTableRow,
   type PollCommit,
   DELIVERY_COUNTS_SQL,
   type DeliveryCountRow,
@@ -102,6 +115,35 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
     const insert = db.prepare('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
     for (const [id, sink, subject] of pendingSubjects(rows)) insert.run(id, sink, subject);
   },
+  // 5: the operator commands (SPEC §8). Silences; events keep whose they are (for `events --user`
+  // and `users`' since) and the silence that muted them; each account's last success and error.
+  `CREATE TABLE silences (
+     id TEXT PRIMARY KEY,
+     user TEXT,
+     behavior TEXT,
+     account_id TEXT,
+     starts_at INTEGER NOT NULL,
+     ends_at INTEGER NOT NULL,
+     reason TEXT NOT NULL,
+     created_by TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX silences_ends ON silences (ends_at);
+   ALTER TABLE events ADD COLUMN user_id TEXT;
+   ALTER TABLE events ADD COLUMN email TEXT;
+   ALTER TABLE events ADD COLUMN silence_id TEXT;
+   UPDATE events SET user_id = json_extract(body, '$.data.user.user_id'), email = lower(json_extract(body, '$.data.user.email'))
+     WHERE type LIKE 'user.%' AND json_valid(body);
+   CREATE INDEX events_user ON events (user_id, created_at) WHERE user_id IS NOT NULL;
+   CREATE INDEX events_email ON events (email, created_at) WHERE email IS NOT NULL;
+   CREATE INDEX events_time ON events (created_at);
+   CREATE INDEX users_level ON users (account_id, level, email);
+   CREATE TABLE account_status (
+     account_id TEXT PRIMARY KEY,
+     last_success_at INTEGER,
+     last_error TEXT,
+     last_error_at INTEGER
+   ) STRICT;
+   INSERT INTO account_status (account_id, last_success_at) SELECT account_id, polled_at FROM accounts;`,
 ];
 
 /**
@@ -121,6 +163,12 @@ export interface SqliteStoreOptions {
   /** How long a claimed delivery stays invisible to other claims. Default 5 minutes. */
   readonly leaseMs?: number;
   readonly now?: () => number;
+  /**
+   * An operator command beside the daemon (SPEC §3): no process lock, and the
+   * file's holder and leases are left as they are. WAL and a busy timeout let
+   * its short transactions wait for the daemon's.
+   */
+  readonly shared?: boolean;
 }
 
 /**
@@ -133,11 +181,11 @@ export interface SqliteStoreOptions {
 export class SqliteStore implements StateStore {
   readonly file: string;
   readonly #db: DatabaseSync;
-  readonly #lock: DatabaseSync;
+  readonly #lock: DatabaseSync | undefined;
   readonly #leaseMs: number;
   readonly #statements = new Map<string, StatementSync>();
 
-  private constructor(file: string, db: DatabaseSync, lock: DatabaseSync, leaseMs: number) {
+  private constructor(file: string, db: DatabaseSync, lock: DatabaseSync | undefined, leaseMs: number) {
     this.file = file;
     this.#db = db;
     this.#lock = lock;
@@ -148,7 +196,7 @@ export class SqliteStore implements StateStore {
   static open(file: string, options: SqliteStoreOptions = {}): SqliteStore {
     const now = options.now ?? Date.now;
     checkDirectory(file);
-    const lock = acquireLock(file);
+    const lock = options.shared ? undefined : acquireLock(file);
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(file, { timeout: 5000 });
@@ -156,12 +204,14 @@ export class SqliteStore implements StateStore {
       const version = checkSchema(db, file);
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
       migrate(db, version);
-      db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
-      // Leases belong to the process that held the file before us; it is gone.
-      db.exec("UPDATE deliveries SET leased_until = 0 WHERE state = 'pending' AND leased_until > 0");
+      if (lock) {
+        db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
+        // Leases belong to the process that held the file before us; it is gone.
+        db.exec("UPDATE deliveries SET leased_until = 0 WHERE state = 'pending' AND leased_until > 0");
+      }
     } catch (error) {
       db?.close();
-      lock.close();
+      lock?.close();
       throw asStateError(error, file, 'open');
     }
     return new SqliteStore(file, db, lock, options.leaseMs ?? 5 * 60_000);
@@ -253,12 +303,23 @@ export class SqliteStore implements StateStore {
       const deleteBehavior = this.#stmt('DELETE FROM behaviors WHERE account_id = ? AND behavior_id = ?');
       for (const id of delta.removeBehaviorIds) deleteBehavior.run(accountId, id);
 
-      const insertEvent = this.#stmt('INSERT INTO events (id, account_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)');
-      for (const event of commit.events) insertEvent.run(event.id, accountId, event.type, commit.polledAt, JSON.stringify(event));
+      this.#stmt(
+        `INSERT INTO account_status (account_id, last_success_at, last_error, last_error_at) VALUES (?, ?, NULL, NULL)
+         ON CONFLICT (account_id) DO UPDATE SET last_success_at = excluded.last_success_at, last_error = NULL, last_error_at = NULL`,
+      ).run(accountId, commit.polledAt);
+
+      // Silences are decided here, in the commit's own transaction (SPEC §8).
+      const active = commit.events.length > 0 ? this.#activeSilences(commit.polledAt) : [];
+      const { silencedBy, deliveries } = applySilences(commit.events, commit.deliveries, active);
+      const insertEvent = this.#stmt('INSERT INTO events (id, account_id, type, created_at, body, user_id, email, silence_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+      for (const event of commit.events) {
+        const { userId, email } = eventUserColumns(event);
+        insertEvent.run(event.id, accountId, event.type, commit.polledAt, JSON.stringify(event), userId, email, silencedBy.get(event.id) ?? null);
+      }
       // A delivery of an event that is not stored would block its sink's outbox for good.
       const committed = new Set(commit.events.map((e) => e.id));
       const stored = this.#stmt('SELECT 1 FROM events WHERE id = ?');
-      for (const d of commit.deliveries) {
+      for (const d of deliveries) {
         const missing = d.eventIds.find((id) => !committed.has(id) && stored.get(id) === undefined);
         if (missing !== undefined) throw new StateError(`state file ${this.file}: a delivery to ${d.sink} names event ${missing}, which is not stored; nothing was committed`);
       }
@@ -268,7 +329,7 @@ export class SqliteStore implements StateStore {
          VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT until FROM sink_holds WHERE sink = ?), 0)))`,
       );
       const insertSubject = this.#stmt('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
-      for (const d of commit.deliveries) {
+      for (const d of deliveries) {
         const { lastInsertRowid: id } = insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt, d.sink);
         for (const subject of d.subjects) insertSubject.run(id, d.sink, subject);
       }
@@ -335,14 +396,26 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async prune(before: number): Promise<{ deliveries: number; events: number }> {
+  async recordPollFailure(accountId: string, error: string, at: number): Promise<void> {
+    this.#transaction('record a failed poll', {}, () => {
+      this.#stmt(
+        `INSERT INTO account_status (account_id, last_error, last_error_at) VALUES (?, ?, ?)
+         ON CONFLICT (account_id) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at`,
+      ).run(accountId, error, at);
+    });
+  }
+
+  async prune(before: { delivered: number; history: number }): Promise<{ deliveries: number; events: number }> {
     return this.#transaction('prune old deliveries', {}, () => {
-      const deliveries = this.#stmt("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?").run(before).changes;
-      // Events no remaining delivery refers to; the subquery is evaluated once, not per event.
+      const delivered = this.#stmt("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?").run(before.delivered).changes;
+      // Dead letters are kept until retried or the history lapses (SPEC §8).
+      const dead = this.#stmt("DELETE FROM deliveries WHERE state = 'dead' AND created_at < ?").run(before.history).changes;
+      this.#stmt('DELETE FROM silences WHERE ends_at < ?').run(before.history);
+      // Events past the history that no remaining delivery refers to; the subquery is evaluated once, not per event.
       const events = this.#stmt(
         `DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT j.value FROM deliveries d, json_each(d.event_ids) j)`,
-      ).run(before).changes;
-      return { deliveries: Number(deliveries), events: Number(events) };
+      ).run(before.history).changes;
+      return { deliveries: Number(delivered) + Number(dead), events: Number(events) };
     });
   }
 
@@ -350,6 +423,129 @@ export class SqliteStore implements StateStore {
     return tallyDeliveries(this.#read('read the outbox', () => this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]));
   }
 
+
+  // The operator commands (SPEC §3, §8): short reads and writes, beside a running daemon.
+
+  async addSilence(silence: Silence): Promise<void> {
+    this.#transaction('add a silence', {}, () => {
+      this.#stmt('INSERT INTO silences (id, user, behavior, account_id, starts_at, ends_at, reason, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+        silence.id,
+        silence.user,
+        silence.behavior,
+        silence.accountId,
+        silence.startsAt,
+        silence.endsAt,
+        silence.reason,
+        silence.by,
+      );
+    });
+  }
+
+  async listSilences(options: { all: boolean; now: number }): Promise<Silence[]> {
+    return this.#read('read silences', () =>
+      (options.all
+        ? this.#stmt(`SELECT ${SILENCE_COLUMNS} FROM silences ORDER BY starts_at DESC, id`).all()
+        : this.#stmt(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > ? AND starts_at <= ? ORDER BY starts_at DESC, id`).all(options.now, options.now)
+      ).map((row) => silenceFrom(row as unknown as SilenceRow)),
+    );
+  }
+
+  #activeSilences(now: number): Silence[] {
+    return this.#stmt(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > ? AND starts_at <= ?`)
+      .all(now, now)
+      .map((row) => silenceFrom(row as unknown as SilenceRow));
+  }
+
+  async expireSilence(id: string, now: number): Promise<boolean> {
+    return this.#transaction('end a silence', {}, () => this.#stmt('UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ? AND starts_at <= ?').run(now, id, now, now).changes > 0);
+  }
+
+  async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
+    return this.#read('read users', () => {
+      const rows = this.#stmt(
+        `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
+           (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since
+         FROM users u WHERE (?1 IS NULL OR u.account_id = ?1) AND (?2 IS NULL OR u.level = ?2)
+         ORDER BY u.level DESC, u.email, u.user_id`,
+      ).all(query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]) as unknown as UserTableRow[];
+      return rows.map(userRowFrom);
+    });
+  }
+
+  async listEvents(query: EventQuery): Promise<EventRow[]> {
+    return this.#read('read events', () => {
+      const user = query.user ?? null;
+      const rows = this.#stmt(
+        `SELECT body, silence_id FROM events
+         WHERE created_at >= ?1 AND (?2 IS NULL OR account_id = ?2) AND (?3 IS NULL OR user_id = ?3 OR email = lower(?3)) AND (?4 IS NULL OR type = ?4)
+         ORDER BY created_at DESC, id LIMIT ?5`,
+      ).all(query.since, query.accountId ?? null, user, query.type ?? null, query.limit) as { body: string; silence_id: string | null }[];
+      return rows.map((row) => ({ event: JSON.parse(row.body) as RiskEvent, silenced: row.silence_id }));
+    });
+  }
+
+  async listDeliveries(query: { sink?: string; state?: 'pending' | 'dead' }): Promise<DeliveryRow[]> {
+    return this.#read('read the outbox', () => {
+      const rows = this.#stmt(
+        `SELECT d.id, d.sink, d.account_id, d.state, d.event_ids, d.attempts, d.last_error, d.next_attempt_at, d.created_at,
+           (SELECT json_group_array(e.type) FROM json_each(d.event_ids) j LEFT JOIN events e ON e.id = j.value) AS types
+         FROM deliveries d WHERE d.state IN ('pending', 'dead') AND (?1 IS NULL OR d.sink = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id`,
+      ).all(query.sink ?? null, query.state ?? null) as unknown as DeliveryTableRow[];
+      return rows.map(deliveryRowFrom);
+    });
+  }
+
+  async retryDeliveries(which: { sink: string } | { ids: readonly number[] }, now: number): Promise<number> {
+    return this.#transaction('retry dead letters', {}, () => {
+      const ids =
+        'sink' in which
+          ? (this.#stmt("SELECT id FROM deliveries WHERE state = 'dead' AND sink = ? ORDER BY id").all(which.sink) as { id: number }[]).map((r) => r.id)
+          : which.ids.filter((id) => this.#stmt("SELECT 1 FROM deliveries WHERE state = 'dead' AND id = ?").get(id) !== undefined);
+      const revive = this.#stmt(
+        "UPDATE deliveries SET state = 'pending', attempts = 0, created_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?",
+      );
+      const bodies = this.#stmt("SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.id = ?");
+      const insertSubject = this.#stmt('INSERT OR IGNORE INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
+      for (const id of ids) {
+        revive.run(now, now, id);
+        // Its subjects again, so that it keeps its place among the sink's deliveries of the same user or behavior.
+        for (const [delivery, sink, subject] of pendingSubjects(bodies.all(id) as unknown as { id: number; sink: string; body: string }[])) insertSubject.run(delivery, sink, subject);
+      }
+      return ids.length;
+    });
+  }
+
+  async status(now: number): Promise<StoreStatus> {
+    return this.#read('read the status', () => {
+      const accounts = new Map<string, { id: string; lastSuccessAt: number | null; lastError: string | null; lastErrorAt: number | null; users: Record<RiskLevel, number>; leader: null }>();
+      const account = (id: string) => {
+        let entry = accounts.get(id);
+        if (!entry) accounts.set(id, (entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null }));
+        return entry;
+      };
+      for (const row of this.#stmt('SELECT account_id, last_success_at, last_error, last_error_at FROM account_status ORDER BY account_id').all() as {
+        account_id: string;
+        last_success_at: number | null;
+        last_error: string | null;
+        last_error_at: number | null;
+      }[]) {
+        Object.assign(account(row.account_id), { lastSuccessAt: row.last_success_at, lastError: row.last_error, lastErrorAt: row.last_error_at });
+      }
+      for (const row of this.#stmt('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level').all() as { account_id: string; level: number; n: number }[]) {
+        account(row.account_id).users[levelOfRank(row.level)] = row.n;
+      }
+      const counts = tallyDeliveries(this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]);
+      const holds = new Map((this.#stmt('SELECT sink, until FROM sink_holds WHERE until > ?').all(now) as { sink: string; until: number }[]).map((h) => [h.sink, h.until]));
+      const sinks = [...new Set([...counts.keys(), ...holds.keys()])].sort().map((name) => ({
+        name,
+        pending: counts.get(name)?.pending ?? 0,
+        dead: counts.get(name)?.dead ?? 0,
+        heldUntil: holds.get(name) ?? null,
+      }));
+      const silences = (this.#stmt('SELECT COUNT(*) AS n FROM silences WHERE ends_at > ? AND starts_at <= ?').get(now, now) as { n: number }).n;
+      return { accounts: [...accounts.values()], sinks, silences };
+    });
+  }
 
   /** One process per file: it leads every account, always. */
   async lead(accountIds: readonly string[]): Promise<ReadonlySet<string>> {
@@ -363,7 +559,7 @@ export class SqliteStore implements StateStore {
     if (!this.#db.isOpen) return;
     this.#statements.clear();
     this.#db.close();
-    this.#lock.close();
+    this.#lock?.close();
   }
 
   #stmt(sql: string): StatementSync {
@@ -412,6 +608,22 @@ export class SqliteStore implements StateStore {
       if (options.durable && this.#db.isOpen) this.#db.exec('PRAGMA synchronous = NORMAL');
     }
   }
+}
+
+const SILENCE_COLUMNS = 'id, user, behavior, account_id, starts_at, ends_at, reason, created_by';
+interface SilenceRow {
+  id: string;
+  user: string | null;
+  behavior: string | null;
+  account_id: string | null;
+  starts_at: number;
+  ends_at: number;
+  reason: string;
+  created_by: string;
+}
+
+function silenceFrom(row: SilenceRow): Silence {
+  return { id: row.id, user: row.user, behavior: row.behavior, accountId: row.account_id, startsAt: row.starts_at, endsAt: row.ends_at, reason: row.reason, by: row.created_by };
 }
 
 function checkDirectory(file: string): void {

@@ -1,7 +1,7 @@
 import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
-import { type RiskEvent, subjectOf } from '../detect/events.ts';
+import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { UserFacingError } from '../errors.ts';
-import type { RiskUser } from '../model.ts';
+import { type EventType, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 
 /**
  * Where riskwatch remembers: each account's last committed snapshot, the events
@@ -9,7 +9,7 @@ import type { RiskUser } from '../model.ts';
  * networked store can stand behind it; nothing outside store/ knows which
  * implementation is in use.
  */
-export interface StateStore {
+export interface StateStore extends OperatorStore {
   /** The account's last committed snapshot; `version` 0 and no snapshot before its first poll. */
   loadSnapshot(accountId: string): Promise<StoredSnapshot>;
   /** The stored fields of these users (for those who left the summary). */
@@ -18,8 +18,14 @@ export interface StateStore {
    * One transaction: the snapshot delta, the events and their deliveries, or
    * nothing at all. Throws StaleSnapshotError when the account's version is no
    * longer `expectedVersion` (someone else committed since it was loaded).
+   * Silences are applied here, in the same transaction (SPEC §8): an event an
+   * active silence matches (silenceOf) is stored with the silence's id and
+   * left out of every delivery; a delivery left with no event is not made.
+   * The account's last success becomes `polledAt`, and its last error is cleared.
    */
   commitPoll(commit: PollCommit): Promise<number>;
+  /** A poll of the account failed: kept for `status` (the last success stays as it was). */
+  recordPollFailure(accountId: string, error: string, at: number): Promise<void>;
   /**
    * Leases up to `limit` deliveries of `sink` that are due at `now`, oldest first, never one
    * that shares a subject with an earlier pending delivery of the sink, in flight or waiting
@@ -35,11 +41,12 @@ export interface StateStore {
    */
   holdSink(sink: string, until: number, now: number): Promise<number>;
   /**
-   * Forgets deliveries delivered before `before` (epoch ms) and the events no
-   * pending or dead-lettered delivery needs any more, so the file does not grow
-   * forever. Dead-lettered deliveries are kept.
+   * Forgets what is old, so that the store does not grow forever: deliveries
+   * delivered before `delivered`; events recorded before `history` (epoch ms)
+   * that no pending delivery needs, and dead-lettered deliveries from before
+   * `history` (SPEC §8: kept until retried or the history lapses).
    */
-  prune(before: number): Promise<{ readonly deliveries: number; readonly events: number }>;
+  prune(before: { readonly delivered: number; readonly history: number }): Promise<{ readonly deliveries: number; readonly events: number }>;
   /** Pending and dead-lettered deliveries per sink (the whole outbox, whoever drains it), for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
   /**
@@ -55,6 +62,181 @@ export interface StateStore {
   readonly replica: string | undefined;
   /** Closes the store; a replica lets go of its accounts, so that others take them over at once. */
   close(): Promise<void>;
+}
+
+/**
+ * What the operator commands read and write (SPEC §3, §8), with no daemon or
+ * beside a running one: silences, who is at which level, the recorded events,
+ * the outbox, and each account's stored status.
+ */
+export interface OperatorStore {
+  addSilence(silence: Silence): Promise<void>;
+  /** The active silences at `now`, or with `all` every one still stored, newest first. */
+  listSilences(options: { readonly all: boolean; readonly now: number }): Promise<Silence[]>;
+  /** Ends an active silence now; false when there is no active silence of that id. */
+  expireSilence(id: string, now: number): Promise<boolean>;
+  /** The users of the last committed snapshots, highest level first, then by email. */
+  listUsers(query: { readonly accountId?: string; readonly level?: RiskLevel }): Promise<UserRow[]>;
+  /** Recorded events, newest first. `user` is an email (any case) or a user id. */
+  listEvents(query: EventQuery): Promise<EventRow[]>;
+  /** Pending and dead-lettered deliveries, oldest first. */
+  listDeliveries(query: { readonly sink?: string; readonly state?: 'pending' | 'dead' }): Promise<DeliveryRow[]>;
+  /** Makes dead-lettered deliveries pending again, due at `now`, under their old ids; returns how many. */
+  retryDeliveries(which: { readonly sink: string } | { readonly ids: readonly number[] }, now: number): Promise<number>;
+  /** Per account and per sink, what `status` shows; `now` decides which silences are active and which holds still last. */
+  status(now: number): Promise<StoreStatus>;
+  close(): Promise<void>;
+}
+
+/** A silence (SPEC §8): mutes the events of a user (email or id) or of a behavior, in one account or all, until it ends. */
+export interface Silence {
+  readonly id: string;
+  /** An email (kept in lowercase) or a user id; null when the silence is for a behavior. */
+  readonly user: string | null;
+  readonly behavior: string | null;
+  readonly accountId: string | null;
+  readonly startsAt: number;
+  readonly endsAt: number;
+  readonly reason: string;
+  readonly by: string;
+}
+
+export interface UserRow {
+  readonly accountId: string;
+  readonly userId: string;
+  readonly email: string;
+  readonly name: string;
+  readonly level: RiskLevel;
+  /** When the event that brought the user to this level was recorded, if it still is. */
+  readonly since: number | null;
+}
+
+export interface EventQuery {
+  readonly since: number;
+  readonly accountId?: string;
+  readonly user?: string;
+  readonly type?: EventType;
+  readonly limit: number;
+}
+
+export interface EventRow {
+  readonly event: RiskEvent;
+  /** The id of the silence that muted it, or null. */
+  readonly silenced: string | null;
+}
+
+export interface DeliveryRow {
+  readonly id: number;
+  readonly sink: string;
+  readonly accountId: string;
+  readonly state: 'pending' | 'dead';
+  readonly eventIds: readonly string[];
+  /** The types of its events, in order (an event pruned since shows as null). */
+  readonly types: readonly (EventType | null)[];
+  readonly attempts: number;
+  readonly lastError: string | null;
+  readonly nextAttemptAt: number;
+  readonly createdAt: number;
+}
+
+export interface StoreStatus {
+  readonly accounts: readonly {
+    readonly id: string;
+    readonly lastSuccessAt: number | null;
+    readonly lastError: string | null;
+    readonly lastErrorAt: number | null;
+    readonly users: Readonly<Record<RiskLevel, number>>;
+    /** The replica holding its lease; null without replicas. */
+    readonly leader: string | null;
+  }[];
+  readonly sinks: readonly { readonly name: string; readonly pending: number; readonly dead: number; readonly heldUntil: number | null }[];
+  /** Silences active at `now`. */
+  readonly silences: number;
+}
+
+/** The silence that mutes `event` among `active` ones, if any: the same rule on every store. */
+export function silenceOf(event: RiskEvent, active: readonly Silence[]): Silence | undefined {
+  const account = event.data.account.id;
+  return active.find((silence) => {
+    if (silence.accountId !== null && silence.accountId !== account) return false;
+    if (isUserEvent(event)) {
+      const { user } = event.data;
+      return silence.user !== null && (silence.user === user.user_id || silence.user === user.email.toLowerCase());
+    }
+    return silence.behavior !== null && silence.behavior === event.data.behavior.id;
+  });
+}
+
+/**
+ * Applies `active` silences to a commit's events and deliveries: which event
+ * each mutes, and the deliveries left once muted events are taken out (a
+ * delivery left with none is dropped; subjects follow the events that stay).
+ */
+export function applySilences(events: readonly RiskEvent[], deliveries: readonly PlannedDelivery[], active: readonly Silence[]): { silencedBy: Map<string, string>; deliveries: PlannedDelivery[] } {
+  const silencedBy = new Map<string, string>();
+  if (active.length === 0) return { silencedBy, deliveries: [...deliveries] };
+  const byId = new Map(events.map((e) => [e.id, e]));
+  for (const event of events) {
+    const silence = silenceOf(event, active);
+    if (silence) silencedBy.set(event.id, silence.id);
+  }
+  if (silencedBy.size === 0) return { silencedBy, deliveries: [...deliveries] };
+  const kept: PlannedDelivery[] = [];
+  for (const d of deliveries) {
+    const eventIds = d.eventIds.filter((id) => !silencedBy.has(id));
+    if (eventIds.length === 0) continue;
+    if (eventIds.length === d.eventIds.length) kept.push(d);
+    else kept.push({ ...d, eventIds, subjects: [...new Set(eventIds.flatMap((id) => (byId.has(id) ? [subjectOf(byId.get(id)!)] : [])))] });
+  }
+  return { silencedBy, deliveries: kept };
+}
+
+/** A users row as both stores select it for listUsers (level as its rank). */
+export interface UserTableRow {
+  readonly account_id: string;
+  readonly user_id: string;
+  readonly email: string;
+  readonly name: string;
+  readonly level: number;
+  readonly since: number | string | null;
+}
+
+export function userRowFrom(row: UserTableRow): UserRow {
+  return { accountId: row.account_id, userId: row.user_id, email: row.email, name: row.name, level: levelOfRank(row.level), since: row.since === null ? null : Number(row.since) };
+}
+
+/** A deliveries row as both stores select it for listDeliveries; `types` a JSON array of the events' types. */
+export interface DeliveryTableRow {
+  readonly id: number | string;
+  readonly sink: string;
+  readonly account_id: string;
+  readonly state: 'pending' | 'dead';
+  readonly event_ids: string;
+  readonly types: string | readonly (string | null)[];
+  readonly attempts: number;
+  readonly last_error: string | null;
+  readonly next_attempt_at: number | string;
+  readonly created_at: number | string;
+}
+
+export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
+  return {
+    id: Number(row.id),
+    sink: row.sink,
+    accountId: row.account_id,
+    state: row.state,
+    eventIds: JSON.parse(row.event_ids) as string[],
+    types: (typeof row.types === 'string' ? (JSON.parse(row.types) as (EventType | null)[]) : (row.types as (EventType | null)[])),
+    attempts: row.attempts,
+    lastError: row.last_error,
+    nextAttemptAt: Number(row.next_attempt_at),
+    createdAt: Number(row.created_at),
+  };
+}
+
+/** The columns an event row keeps beside its body, for `events --user` and `users` since: null for a behavior event. */
+export function eventUserColumns(event: RiskEvent): { userId: string | null; email: string | null } {
+  return isUserEvent(event) ? { userId: event.data.user.user_id, email: event.data.user.email.toLowerCase() } : { userId: null, email: null };
 }
 
 export interface StoredSnapshot {

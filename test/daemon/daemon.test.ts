@@ -65,7 +65,7 @@ const ACCOUNTS = ['a', 'b', 'c'].map((name, i): AccountConfig => ({
 
 /** A poller that records its polls and can be held mid-poll. */
 function fakePoller(account: AccountConfig, polls: string[], forgotten: string[]): AccountPoller {
-  const outcome: PollOutcome = { users: 0, eventTypes: [], rowsWritten: 1, deliveries: 0, firstRun: false };
+  const outcome: PollOutcome = { users: 0, levels: { low: 0, medium: 0, high: 0 }, silenced: 0, eventTypes: [], rowsWritten: 1, deliveries: 0, firstRun: false };
   return {
     account,
     forget: () => forgotten.push(account.label),

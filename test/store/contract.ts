@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RiskEvent } from '../../src/detect/events.ts';
-import { StaleSnapshotError, StateError, type StateStore } from '../../src/store/store.ts';
+import { type EventQuery, type Silence, StaleSnapshotError, StateError, type StateStore } from '../../src/store/store.ts';
 import {
   ACCOUNT,
   behavior,
@@ -494,7 +494,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(await store.nextDueAt('incidents')).toBeUndefined();
       });
 
-      it('prune forgets delivered history, and keeps what pending or dead-lettered deliveries still need', async () => {
+      it('prune forgets delivered deliveries, then what is past the history: dead letters, and events nothing pending needs', async () => {
         const store = await open({ leaseMs: 1000 });
         await twoPolls(store);
         // incidents: e1 delivered, e2 dead, e3 pending; secops: [e2, e1] delivered.
@@ -503,17 +503,20 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await store.recordOutcome(i2!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 400' });
         const [s1] = await store.claimDue('secops', T0, 1);
         await store.recordOutcome(s1!.id, { kind: 'delivered', at: T0 + 1 });
-        expect(await store.prune(T0)).toEqual({ deliveries: 0, events: 0 }); // nothing is that old yet
-        expect(await store.prune(T0 + 120_000)).toEqual({ deliveries: 2, events: 1 }); // e1: only delivered ones needed it
+        expect(await store.prune({ delivered: T0, history: T0 })).toEqual({ deliveries: 0, events: 0 }); // nothing is that old yet
+        // Delivered ones go after their week; every event is still within the history, and the dead letter too.
+        expect(await store.prune({ delivered: T0 + 120_000, history: T0 })).toEqual({ deliveries: 2, events: 0 });
         expect(await store.deliveryCounts()).toEqual(new Map([['incidents', { pending: 1, dead: 1 }]]));
+        expect((await store.listEvents({ since: 0, limit: 10 })).map((r) => r.event.id).sort()).toEqual(['evt-1', 'evt-2', 'evt-3']);
+        // Past the history: the dead letter goes, and so do e1 and e2, which only it and delivered ones needed; e3 is pending.
+        expect(await store.prune({ delivered: T0 + 120_000, history: T0 + 1 })).toEqual({ deliveries: 1, events: 2 });
+        expect(await store.deliveryCounts()).toEqual(new Map([['incidents', { pending: 1, dead: 0 }]]));
         const [pending] = await store.claimDue('incidents', T0 + 120_000, 10);
         expect(eventIds([pending!])).toEqual([['evt-3']]);
 
-        // What was forgotten is gone: a delivery may no longer name e1, but it may name e2, kept whole for the dead-lettered one.
+        // What was forgotten is gone: a delivery may no longer name e1.
         const forgotten = asStateError(store, await failureOf(() => store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, deliveries: [planned('console', [e1])] }))));
         expect(forgotten.message).toMatch(/names event evt-1, which is not stored/);
-        expect(await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, deliveries: [planned('console', [e2])] }))).toBe(3);
-        expect((await store.claimDue('console', T0 + 120_000, 10)).map((d) => d.events)).toEqual([[e2]]);
       });
 
       it('deliveryCounts gives pending and dead-lettered deliveries per sink', async () => {
@@ -708,6 +711,191 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect({ replica: store.replica, leadershipCheckMs: store.leadershipCheckMs }).toEqual(harness.alone);
         if (store.replica !== undefined) expect(store.replica).toMatch(/^\S[^\n]*$/);
         if (store.leadershipCheckMs !== undefined) expect(store.leadershipCheckMs).toBeGreaterThan(0);
+      });
+    });
+
+    describe('silences (SPEC §8): decided at commit, in its transaction; recorded, counted, sent nowhere', () => {
+      const alice = riskUser(1, 'high', { email: 'Alice@Example.com' });
+      const bob = riskUser(2, 'high');
+      const rise = (id: string, user = alice, at = T0) => userEvent(id, user, 'low', 'high', at);
+      const silence = (fields: Partial<Silence> = {}): Silence => ({
+        id: 'sil_0001',
+        user: 'alice@example.com',
+        behavior: null,
+        accountId: null,
+        startsAt: T0 - HOUR,
+        endsAt: T0 + HOUR,
+        reason: 'under investigation',
+        by: 'ana@laptop',
+        ...fields,
+      });
+
+      it('a silenced user’s events are stored with the silence id and left out of every delivery; others go on', async () => {
+        const store = await open();
+        await store.addSilence(silence());
+        const [a, b] = [rise('evt-a'), rise('evt-b', bob)];
+        const disabled = behaviorEvent('evt-c', behavior('imp_travel', { enabled: false }), 'behavior.disabled', { enabled: true, risk_level: 'medium' });
+        await store.commitPoll(
+          pollCommit({
+            delta: delta({ upsertUsers: [alice, bob] }),
+            events: [a, b, disabled],
+            deliveries: [planned('secops', [a, b, disabled]), planned('incidents', [a]), planned('incidents', [b])],
+          }),
+        );
+        expect(eventIds(await store.claimDue('secops', T0, 10))).toEqual([['evt-b', 'evt-c']]);
+        expect(eventIds(await store.claimDue('incidents', T0, 10))).toEqual([['evt-b']]);
+        const recorded = await store.listEvents({ since: 0, limit: 10 });
+        expect(Object.fromEntries(recorded.map((r) => [r.event.id, r.silenced]))).toEqual({ 'evt-a': 'sil_0001', 'evt-b': null, 'evt-c': null });
+      });
+
+      it('matches a user by id too, a behavior by id, and only in its account when it names one', async () => {
+        const store = await open();
+        await store.addSilence(silence({ id: 'sil_user', user: bob.user_id }));
+        await store.addSilence(silence({ id: 'sil_beh', user: null, behavior: 'imp_travel' }));
+        await store.addSilence(silence({ id: 'sil_other', user: 'alice@example.com', accountId: OTHER_ACCOUNT.id }));
+        const events = [rise('evt-a'), rise('evt-b', bob), behaviorEvent('evt-c', behavior('imp_travel'), 'behavior.enabled', { enabled: false, risk_level: 'medium' })];
+        await store.commitPoll(pollCommit({ events, deliveries: [planned('secops', events)] }));
+        expect(eventIds(await store.claimDue('secops', T0, 10))).toEqual([['evt-a']]);
+        const silenced = Object.fromEntries((await store.listEvents({ since: 0, limit: 10 })).map((r) => [r.event.id, r.silenced]));
+        expect(silenced).toEqual({ 'evt-a': null, 'evt-b': 'sil_user', 'evt-c': 'sil_beh' });
+      });
+
+      it('a delivery whose every event is silenced is not made; an ended silence mutes nothing and replays nothing', async () => {
+        const store = await open();
+        await store.addSilence(silence({ endsAt: T0 + 60_000 }));
+        const first = rise('evt-1');
+        await store.commitPoll(pollCommit({ events: [first], deliveries: [planned('incidents', [first])] }));
+        expect(await store.deliveryCounts()).toEqual(new Map());
+        const later = userEvent('evt-2', alice, 'high', 'low', T0 + 60_000);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, events: [later], deliveries: [planned('incidents', [later])] }));
+        expect(eventIds(await store.claimDue('incidents', T0 + 60_000, 10))).toEqual([['evt-2']]);
+      });
+
+      it('lists the active silences, or all; expire ends an active one once', async () => {
+        const store = await open();
+        await store.addSilence(silence({ id: 'sil_old', startsAt: T0 - 3 * HOUR, endsAt: T0 - HOUR }));
+        await store.addSilence(silence({ id: 'sil_now' }));
+        expect((await store.listSilences({ all: false, now: T0 })).map((x) => x.id)).toEqual(['sil_now']);
+        expect(await store.listSilences({ all: true, now: T0 })).toEqual([silence({ id: 'sil_now' }), silence({ id: 'sil_old', startsAt: T0 - 3 * HOUR, endsAt: T0 - HOUR })]);
+        expect(await store.expireSilence('sil_now', T0 + 1)).toBe(true);
+        expect(await store.expireSilence('sil_now', T0 + 2)).toBe(false);
+        expect(await store.expireSilence('sil_nope', T0 + 2)).toBe(false);
+        expect(await store.listSilences({ all: false, now: T0 + 2 })).toEqual([]);
+        expect((await store.status(T0 + 2)).silences).toBe(0);
+      });
+    });
+
+    describe('history: users with since, events by user, account and type, newest first', () => {
+      it('lists users highest level first, with the time of the event that brought them there', async () => {
+        const store = await open();
+        const u = [riskUser(1, 'low'), riskUser(2, 'high'), riskUser(3, 'medium', { email: 'a3@example.com' })];
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: u }) }));
+        const up = userEvent('evt-up', riskUser(2, 'high'), 'low', 'high', T0 + 60_000);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, events: [up] }));
+        await store.commitPoll(pollCommit({ accountId: OTHER_ACCOUNT.id, delta: delta({ upsertUsers: [riskUser(9, 'high')] }) }));
+        const rows = await store.listUsers({});
+        expect(rows.map((r) => [r.accountId === ACCOUNT.id ? 'prod' : 'other', r.email, r.level, r.since])).toEqual([
+          ['prod', 'user2@example.com', 'high', T0 + 60_000],
+          ['other', 'user9@example.com', 'high', null],
+          ['prod', 'a3@example.com', 'medium', null],
+          ['prod', 'user1@example.com', 'low', null],
+        ]);
+        expect((await store.listUsers({ accountId: ACCOUNT.id, level: 'high' })).map((r) => r.userId)).toEqual([riskUser(2).user_id]);
+        expect(await store.listUsers({ accountId: OTHER_ACCOUNT.id, level: 'low' })).toEqual([]);
+      });
+
+      it('finds events since a time, by account, by user email in any case or id, by type, newest first, up to a limit', async () => {
+        const store = await open();
+        const alice = riskUser(1, 'high', { email: 'Alice@Example.com' });
+        const events = [
+          userEvent('evt-1', alice, null, 'low', T0),
+          userEvent('evt-2', alice, 'low', 'high', T0 + 60_000),
+          userEvent('evt-3', riskUser(2), null, 'low', T0 + 60_000),
+          behaviorEvent('evt-4', behavior('imp_travel'), 'behavior.added', null, T0 + 120_000),
+        ];
+        await store.commitPoll(pollCommit({ events: [events[0]!] }));
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, events: [events[1]!, events[2]!] }));
+        await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, events: [events[3]!] }));
+        const ids = async (query: Partial<EventQuery>) => (await store.listEvents({ since: 0, limit: 100, ...query })).map((r) => r.event.id);
+        expect(await ids({})).toEqual(['evt-4', 'evt-2', 'evt-3', 'evt-1']);
+        expect(await ids({ user: 'ALICE@example.com' })).toEqual(['evt-2', 'evt-1']);
+        expect(await ids({ user: alice.user_id })).toEqual(['evt-2', 'evt-1']);
+        expect(await ids({ since: T0 + 60_000 })).toEqual(['evt-4', 'evt-2', 'evt-3']);
+        expect(await ids({ type: 'user.risk_level_raised', limit: 2 })).toEqual(['evt-2', 'evt-3']);
+        expect(await ids({ accountId: OTHER_ACCOUNT.id })).toEqual([]);
+        expect((await store.listEvents({ since: 0, limit: 1 }))[0]).toEqual({ event: events[3], silenced: null });
+      });
+    });
+
+    describe('dead letters: listed with their error, retried under their old ids', () => {
+      const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+      const e2 = userEvent('evt-2', riskUser(1, 'high'), 'high', 'low', T0 + 1);
+
+      it('lists pending and dead deliveries; retry makes the dead pending, due now, with a fresh start, in its subject’s order', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await store.commitPoll(pollCommit({ events: [e1, e2], deliveries: [planned('hook', [e1]), planned('hook', [e2]), planned('slack', [e1, e2])] }));
+        const [d1] = await store.claimDue('hook', T0, 10);
+        await store.recordOutcome(d1!.id, { kind: 'dead', at: T0 + 5, error: 'HTTP 410 (permanent): "gone"' });
+        const listed = await store.listDeliveries({});
+        expect(listed.map(({ sink, state, eventIds: ids, types, attempts, lastError }) => ({ sink, state, ids, types, attempts, lastError }))).toEqual([
+          { sink: 'hook', state: 'dead', ids: ['evt-1'], types: ['user.risk_level_raised'], attempts: 1, lastError: 'HTTP 410 (permanent): "gone"' },
+          { sink: 'hook', state: 'pending', ids: ['evt-2'], types: ['user.risk_level_lowered'], attempts: 0, lastError: null },
+          { sink: 'slack', state: 'pending', ids: ['evt-1', 'evt-2'], types: ['user.risk_level_raised', 'user.risk_level_lowered'], attempts: 0, lastError: null },
+        ]);
+        expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.id)).toEqual([d1!.id]);
+        expect(await store.listDeliveries({ sink: 'nowhere' })).toEqual([]);
+
+        expect(await store.retryDeliveries({ ids: [d1!.id, 999_999] }, T0 + HOUR)).toBe(1);
+        expect(await store.retryDeliveries({ sink: 'hook' }, T0 + HOUR)).toBe(0);
+        const [again] = await store.listDeliveries({ sink: 'hook' });
+        expect(again).toMatchObject({ id: d1!.id, state: 'pending', attempts: 0, nextAttemptAt: T0 + HOUR, createdAt: T0 + HOUR });
+        // The drop (evt-2) was sent meanwhile? No: it waits behind the retried rise of the same user, which goes first.
+        const claimed = await store.claimDue('hook', T0 + HOUR, 10);
+        expect(eventIds(claimed)).toEqual([['evt-1']]);
+        expect(claimed[0]!.id).toBe(d1!.id);
+      });
+
+      it('retry by sink takes every dead letter of it, and none of another', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await store.commitPoll(pollCommit({ events: [e1], deliveries: [planned('hook', [e1]), planned('slack', [e1])] }));
+        for (const sink of ['hook', 'slack']) {
+          const [d] = await store.claimDue(sink, T0, 1);
+          await store.recordOutcome(d!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 400' });
+        }
+        expect(await store.retryDeliveries({ sink: 'hook' }, T0 + 2)).toBe(1);
+        expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.sink)).toEqual(['slack']);
+      });
+    });
+
+    describe('status: what each account and sink is at, from the store alone', () => {
+      it('keeps the last success and the last error per account, users per level, and the outbox per sink', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
+        await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [e1], deliveries: [planned('hook', [e1]), planned('slack', [e1])] }));
+        await store.recordPollFailure(ACCOUNT.id, 'summary of account …: HTTP 503', T0 + 60_000);
+        await store.recordPollFailure(OTHER_ACCOUNT.id, 'HTTP 403: missing permission Zero Trust: PII Read', T0 + 60_000);
+        const [d] = await store.claimDue('slack', T0, 1);
+        await store.recordOutcome(d!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 404' });
+        await store.holdSink('hook', T0 + 600_000, T0 + 1);
+        const status = await store.status(T0 + 60_000);
+        expect(status.accounts.find((a) => a.id === ACCOUNT.id)).toEqual({
+          id: ACCOUNT.id,
+          lastSuccessAt: T0,
+          lastError: 'summary of account …: HTTP 503',
+          lastErrorAt: T0 + 60_000,
+          users: { low: 1, medium: 1, high: 1 },
+          leader: expect.toSatisfy((leader: unknown) => leader === null || typeof leader === 'string'),
+        });
+        expect(status.accounts.find((a) => a.id === OTHER_ACCOUNT.id)).toMatchObject({ lastSuccessAt: null, lastError: 'HTTP 403: missing permission Zero Trust: PII Read', users: { low: 0, medium: 0, high: 0 } });
+        expect(status.sinks).toEqual([
+          { name: 'hook', pending: 1, dead: 0, heldUntil: T0 + 600_000 },
+          { name: 'slack', pending: 0, dead: 1, heldUntil: null },
+        ]);
+        // A later success clears the error, and survives the next process.
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 120_000 }));
+        const after = await reopen(store, { leaseMs: 1000 });
+        expect((await after.status(T0 + 700_000)).accounts.find((a) => a.id === ACCOUNT.id)).toMatchObject({ lastSuccessAt: T0 + 120_000, lastError: null, lastErrorAt: null });
+        expect((await after.status(T0 + 700_000)).sinks.find((x) => x.name === 'hook')?.heldUntil).toBeNull();
       });
     });
 

@@ -93,15 +93,22 @@ describe('the state is one SQLite file', () => {
     const deliveries = events.map((e) => planned('incidents', [e]));
     expect(await first.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'high')] }), events, deliveries }))).toBe(1);
     await first.close();
-    // As schema 2 left it: the index claims used to trip over, no subjects of deliveries, and its version.
+    // As schema 2 left it: the index claims used to trip over, no subjects of deliveries, none of
+    // schema 5's silences, status and event columns, and its version.
     const older = new DatabaseSync(file);
-    older.exec("CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; DROP TABLE delivery_subjects; PRAGMA user_version = 2;");
+    older.exec(`CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; DROP TABLE delivery_subjects;
+      DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
+      ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
+      PRAGMA user_version = 2;`);
     older.close();
 
     const store = open();
     expect((await store.loadSnapshot(ACCOUNT.id)).version).toBe(1);
     // The deliveries pending at the upgrade keep their order by subject: the drop waits for the rise.
     expect((await store.claimDue('incidents', T0, 10)).map((d) => d.events[0]!.id)).toEqual(['evt-1', 'evt-3']);
+    // Events recorded before the upgrade are found by their user, and the account has its last success.
+    expect((await store.listEvents({ since: 0, user: 'USER1@example.com', limit: 10 })).map((r) => r.event.id).sort()).toEqual(['evt-1', 'evt-2']);
+    expect((await store.status(T0)).accounts).toMatchObject([{ id: ACCOUNT.id, lastSuccessAt: T0, lastError: null }]);
     const db = new DatabaseSync(file, { readOnly: true });
     try {
       expect(db.prepare('PRAGMA user_version').get()).toEqual(expect.objectContaining({ user_version: SCHEMA_VERSION }));
@@ -387,3 +394,19 @@ function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
     });
   });
 }
+
+describe('operator commands share the file with a running riskwatch (SPEC §3)', () => {
+  it('a shared store is not refused by the process lock, and its writes are what the daemon’s next commit sees', async () => {
+    const daemon = open();
+    await daemon.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'low')] }) }));
+    const operator = open(file, { shared: true });
+    await operator.addSilence({ id: 'sil_1', user: riskUser(1).email, behavior: null, accountId: null, startsAt: T0, endsAt: T0 + 3_600_000, reason: 'looking', by: 'ana@host' });
+    const rise = userEvent('evt-1', riskUser(1, 'high'), 'low', 'high', T0 + 60_000);
+    await daemon.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, events: [rise], deliveries: [planned('incidents', [rise])] }));
+    expect(await daemon.deliveryCounts()).toEqual(new Map());
+    expect(await operator.listEvents({ since: 0, limit: 10 })).toEqual([{ event: rise, silenced: 'sil_1' }]);
+    // Closing the operator's store leaves the daemon's lock and holder as they were.
+    await operator.close();
+    expect((await stateErrorOf(() => SqliteStore.open(file))).message).toMatch(/is in use by riskwatch process \d+/);
+  });
+});
