@@ -13,6 +13,7 @@ import { createInterface } from 'node:readline';
 import { RISK_LEVELS, type RiskUser } from '../src/model.ts';
 import { FakeRiskApi } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
+import { EVENTS_PER_DAY, HISTORY_DAYS, measureHistory } from './history.ts';
 import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './poll-cycle.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -255,6 +256,8 @@ for (const size of SIZES) {
 }
 process.stderr.write('measuring delivery…\n');
 const delivery = await measureDelivery();
+process.stderr.write(`measuring the operator commands' queries on ${HISTORY_DAYS} days of history (about a minute to build)…\n`);
+const history = await measureHistory();
 
 const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
 const fmt = (n: number, digits = 0) => n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -283,6 +286,11 @@ for (const s of sizes) {
 targets.push({ what: 'webhook delivery ≥ 2,000 events/s', value: fmt(delivery.eventsPerSecond), ok: delivery.eventsPerSecond >= 2000 });
 targets.push({ what: 'delivery p99 ≤ 50 ms (detection to receipt)', value: `${fmt(delivery.latency.p99Ms)} ms (p50 ${fmt(delivery.latency.p50Ms)} ms)`, ok: delivery.latency.p99Ms <= 50 });
 
+// The operator commands answer at once on a busy account's year of history (issue 16).
+targets.push({ what: 'events --user ≤ 20 ms (a year of history)', value: `${fmt(history.queries['events --user (a year, 100 newest)']!.ms, 1)} ms`, ok: history.queries['events --user (a year, 100 newest)']!.ms <= 20 });
+targets.push({ what: 'users --level high ≤ 1 s (100,000 users)', value: `${fmt(history.queries['users --level high (with since)']!.ms)} ms`, ok: history.queries['users --level high (with since)']!.ms <= 1000 });
+targets.push({ what: 'status ≤ 100 ms', value: `${fmt(history.queries.status!.ms, 1)} ms`, ok: history.queries.status!.ms <= 100 });
+
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i]!)).join('  ');
 console.log(`\nriskwatch benchmark — ${os.cpus().length} cores, Node ${process.version} ${NODE_FLAGS.join(' ')}, page size ${PAGE_SIZE}, ${PAGE_CONCURRENCY} pages in flight, ${CHURN * 100}% of users changing per poll, median of ${POLLS} polls, cycle and floor polls alternating`);
@@ -290,8 +298,13 @@ console.log('cycle: a daemon started on stored state, steady polls; floor: the s
 console.log(line(rows[0]!));
 for (const r of rows.slice(1)) console.log(line(r));
 console.log(`\ndelivery: ${fmt(delivery.events)} events at ${fmt(delivery.eventsPerSecond)} events/s; steady flow of ${fmt(delivery.latency.events)} events: p50 ${fmt(delivery.latency.p50Ms)} ms, p99 ${fmt(delivery.latency.p99Ms)} ms\n`);
+console.log(
+  `history: ${fmt(history.users)} users, ${fmt(history.events)} events over ${HISTORY_DAYS} days (${fmt(EVENTS_PER_DAY)} a day), a ${fmt(history.fileMb)} MB state file; median of 7:`,
+);
+for (const [query, { ms, rows: n }] of Object.entries(history.queries)) console.log(`  ${query.padEnd(40)} ${fmt(ms, 1).padStart(8)} ms  (${fmt(n)} rows)`);
+console.log('');
 for (const t of targets) console.log(`${mark(t.ok).padEnd(6)}  ${t.what}: ${t.value}`);
 
-const results = { date: new Date().toISOString(), machine: { cores: os.cpus().length, node: process.version }, pageSize: PAGE_SIZE, pageConcurrency: PAGE_CONCURRENCY, churn: CHURN, polls: POLLS, sizes, delivery, targets };
+const results = { date: new Date().toISOString(), machine: { cores: os.cpus().length, node: process.version }, pageSize: PAGE_SIZE, pageConcurrency: PAGE_CONCURRENCY, churn: CHURN, polls: POLLS, sizes, delivery, history, targets };
 fs.writeFileSync(path.join(REPO, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
 console.log('\nwritten to bench/results.json');

@@ -474,12 +474,12 @@ export class SqliteStore implements StateStore {
 
   async listEvents(query: EventQuery): Promise<EventRow[]> {
     return this.#read('read events', () => {
-      const user = query.user ?? null;
-      const rows = this.#stmt(
-        `SELECT body, silence_id FROM events
-         WHERE created_at >= ?1 AND (?2 IS NULL OR account_id = ?2) AND (?3 IS NULL OR user_id = ?3 OR email = lower(?3)) AND (?4 IS NULL OR type = ?4)
-         ORDER BY created_at DESC, id LIMIT ?5`,
-      ).all(query.since, query.accountId ?? null, user, query.type ?? null, query.limit) as { body: string; silence_id: string | null }[];
+      // Only the filters given, so that the planner can take the user's indexes (an `? IS NULL OR` hides them).
+      const { where, params } = eventFilters(query);
+      const rows = this.#stmt(`SELECT body, silence_id FROM events WHERE ${where} ORDER BY created_at DESC, id LIMIT ?`).all(...params, query.limit) as {
+        body: string;
+        silence_id: string | null;
+      }[];
       return rows.map((row) => ({ event: JSON.parse(row.body) as RiskEvent, silenced: row.silence_id }));
     });
   }
@@ -608,6 +608,20 @@ export class SqliteStore implements StateStore {
       if (options.durable && this.#db.isOpen) this.#db.exec('PRAGMA synchronous = NORMAL');
     }
   }
+}
+
+/** The WHERE clause of listEvents, with a placeholder for each filter given (the same on both stores, with their placeholders). */
+function eventFilters(query: EventQuery): { where: string; params: (string | number)[] } {
+  const clauses = ['created_at >= ?'];
+  const params: (string | number)[] = [query.since];
+  const filter = (clause: string, ...values: (string | number)[]) => {
+    clauses.push(clause);
+    params.push(...values);
+  };
+  if (query.accountId !== undefined) filter('account_id = ?', query.accountId);
+  if (query.user !== undefined) filter('(user_id = ? OR email = ?)', query.user, query.user.toLowerCase());
+  if (query.type !== undefined) filter('type = ?', query.type);
+  return { where: clauses.join(' AND '), params };
 }
 
 const SILENCE_COLUMNS = 'id, user, behavior, account_id, starts_at, ends_at, reason, created_by';

@@ -1,0 +1,128 @@
+/**
+ * The operator commands' queries on a busy account (issue 16): a year of
+ * history of a 100,000-user account in a real SQLite state file, then how long
+ * `events --user`, `events` (the last day), `users --level high` and `status`
+ * take. Run by bench/run.ts, or alone: `npx node bench/history.ts`.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { RiskEvent } from '../src/detect/events.ts';
+import { RISK_LEVELS, type RiskLevel, type RiskUser } from '../src/model.ts';
+import { SqliteStore } from '../src/store/sqlite.ts';
+
+export const HISTORY_USERS = 100_000;
+export const HISTORY_DAYS = 365;
+/** Level changes recorded a day: 1% of the users, every day of the year. */
+export const EVENTS_PER_DAY = 1_000;
+const ACCOUNT = 'b0a7c0ffee0000000000000000000001';
+const DAY = 86_400_000;
+const RUNS = 7;
+
+function user(n: number, level: RiskLevel): RiskUser {
+  return {
+    user_id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    email: `user${n}@example.com`,
+    name: `User ${n}`,
+    event_count: n % 9,
+    last_event: '2026-11-22T17:59:00Z',
+    max_risk_level: level,
+  };
+}
+
+function event(id: string, u: RiskUser, previous: RiskLevel | null, at: number): RiskEvent {
+  const { max_risk_level: current, ...fields } = u;
+  const rank = (l: RiskLevel | null) => (l === null ? 0 : RISK_LEVELS.indexOf(l) + 1);
+  return {
+    id,
+    type: rank(current) > rank(previous) ? 'user.risk_level_raised' : 'user.risk_level_lowered',
+    timestamp: new Date(at).toISOString(),
+    data: {
+      account: { id: ACCOUNT, name: 'bench' },
+      user: fields,
+      previous_level: previous,
+      current_level: current,
+      risk_events: [{ id: `re-${id}`, name: 'Impossible travel', risk_level: 'high', timestamp: new Date(at - 60_000).toISOString() }],
+    },
+  };
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+async function time(run: () => Promise<unknown>): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const started = performance.now();
+    await run();
+    samples.push(performance.now() - started);
+  }
+  return median(samples);
+}
+
+export interface HistoryResult {
+  readonly users: number;
+  readonly events: number;
+  readonly fileMb: number;
+  readonly buildSeconds: number;
+  readonly queries: Record<string, { readonly ms: number; readonly rows: number }>;
+}
+
+export async function measureHistory(): Promise<HistoryResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-bench-history-'));
+  const file = path.join(dir, 'state.db');
+  try {
+    const store = SqliteStore.open(file);
+    const started = performance.now();
+    const levels = new Map<number, RiskLevel>();
+    for (let n = 1; n <= HISTORY_USERS; n++) levels.set(n, RISK_LEVELS[n % 3]!);
+    const now = Date.now();
+    const start = now - HISTORY_DAYS * DAY;
+    await store.commitPoll({
+      accountId: ACCOUNT,
+      expectedVersion: 0,
+      polledAt: start,
+      delta: { upsertUsers: [...levels].map(([n, level]) => user(n, level)), removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+      events: [],
+      deliveries: [],
+    });
+    // One commit a day of EVENTS_PER_DAY level changes; user 7 (a suspect) changes every day.
+    let version = 1;
+    let id = 0;
+    for (let day = 1; day <= HISTORY_DAYS; day++) {
+      const at = start + day * DAY;
+      const changed: RiskUser[] = [];
+      const events: RiskEvent[] = [];
+      for (let i = 0; i < EVENTS_PER_DAY; i++) {
+        const n = i === 0 ? 7 : ((day * EVENTS_PER_DAY + i) * 7919) % HISTORY_USERS + 1;
+        const before = levels.get(n)!;
+        const after = RISK_LEVELS[(RISK_LEVELS.indexOf(before) + 1) % 3]!;
+        levels.set(n, after);
+        const u = user(n, after);
+        changed.push(u);
+        events.push(event(`evt-${++id}`, u, before, at));
+      }
+      await store.commitPoll({ accountId: ACCOUNT, expectedVersion: version++, polledAt: at, delta: { upsertUsers: changed, removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] }, events, deliveries: [] });
+    }
+    const buildSeconds = (performance.now() - started) / 1000;
+    await store.close();
+
+    // The commands open the file as an operator does, beside a daemon.
+    const operator = SqliteStore.open(file, { shared: true });
+    const queries: Record<string, { ms: number; rows: number }> = {};
+    const measure = async (name: string, run: () => Promise<readonly unknown[] | { accounts: readonly unknown[] }>) => {
+      const result = await run();
+      queries[name] = { ms: await time(run), rows: Array.isArray(result) ? result.length : 1 };
+    };
+    await measure('events --user (a year, 100 newest)', () => operator.listEvents({ since: start, user: 'user7@example.com', limit: 100 }));
+    await measure('events (last 24h, 100 newest)', () => operator.listEvents({ since: now - DAY, limit: 100 }));
+    await measure('events --type lowered (a year, 100)', () => operator.listEvents({ since: start, type: 'user.risk_level_lowered', limit: 100 }));
+    await measure('users --level high (with since)', () => operator.listUsers({ accountId: ACCOUNT, level: 'high' }));
+    await measure('status', async () => (await operator.status(now)).accounts);
+    await operator.close();
+    return { users: HISTORY_USERS, events: id, fileMb: fs.statSync(file).size / 1024 / 1024, buildSeconds, queries };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) console.log(JSON.stringify(await measureHistory(), null, 2));
