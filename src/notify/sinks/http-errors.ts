@@ -32,6 +32,25 @@ export async function readAnswer(status: number, body: ResponseBody): Promise<st
   return readBoundedText(body, MAX_ANSWER_BYTES);
 }
 
+/**
+ * `text` (a receiver's answer) with every credential blanked out: an error page
+ * may echo the request ("Cannot POST /services/T0/B0/secret"), and the answer
+ * becomes an error message that is logged and stored.
+ */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) if (secret.length >= 4) out = out.replaceAll(secret, '****');
+  return out;
+}
+
+/** What of a URL is secret: all of it, its path and query (a webhook's token), each query value (a Workflows `sig`). */
+export function urlSecrets(url: string): string[] {
+  const parsed = URL.parse(url);
+  if (!parsed) return [url];
+  const tail = `${parsed.pathname}${parsed.search}`;
+  return [url, ...(tail.length > 1 ? [tail, parsed.pathname] : []), ...[...parsed.searchParams.values()]].filter((s) => s.length > 1);
+}
+
 /** No answer (refused, reset, timed out): worth another attempt, unless the request itself was wrong. Never names the URL: it is a secret. */
 export function transportFailure(sink: string, error: unknown, signal: AbortSignal): DeliveryError {
   if (signal.aborted) return new DeliveryError(`sink ${sink}: no answer in time (timed out)`, { retryable: true, cause: error });

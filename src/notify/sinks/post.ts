@@ -1,7 +1,7 @@
 import { type Dispatcher, request } from 'undici';
 import type { Clock } from '../../clock.ts';
 import { USER_AGENT } from '../../version.ts';
-import { httpFailure, readAnswer, transportFailure } from './http-errors.ts';
+import { httpFailure, readAnswer, redact, transportFailure } from './http-errors.ts';
 
 export interface PostOptions {
   /** The sink's name, for the error line (never the URL: it may be a secret). */
@@ -39,6 +39,6 @@ export async function postJson(options: PostOptions): Promise<void> {
   }
   let text = await readAnswer(response.statusCode, response.body);
   if (response.statusCode >= 200 && response.statusCode < 300) return;
-  for (const secret of options.redact ?? []) if (secret !== '') text = text.replaceAll(secret, '****');
+  text = redact(text, options.redact ?? []);
   throw httpFailure(options.sink, response.statusCode, response.headers['retry-after'], options.detail?.(text) ?? text, options.clock.now());
 }

@@ -4,7 +4,7 @@ import type { Clock } from '../../clock.ts';
 import type { SlackSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import type { Sink } from '../sink.ts';
-import { httpFailure, readAnswer, transportFailure } from './http-errors.ts';
+import { httpFailure, readAnswer, redact, transportFailure, urlSecrets } from './http-errors.ts';
 import { renderSlack, renderSlackTest, type SlackMessage } from './slack-render.ts';
 
 /** Slack allows about one message per second per incoming webhook. */
@@ -75,7 +75,8 @@ export class SlackSink implements Sink<SlackMessage> {
       await this.#webhook.send({ text: message.text, blocks: message.blocks as never });
     } catch (error) {
       if (error instanceof IncomingWebhookHTTPError) {
-        const failure = httpFailure(this.name, error.statusCode, this.#retryAfter, String(error.body ?? ''), this.#clock.now());
+        const answer = redact(String(error.body ?? ''), urlSecrets(this.#config.url.reveal()));
+        const failure = httpFailure(this.name, error.statusCode, this.#retryAfter, answer, this.#clock.now());
         if (failure.retryAfterMs !== undefined) this.#nextSendAt = this.#clock.monotonic() + failure.retryAfterMs;
         throw failure;
       }

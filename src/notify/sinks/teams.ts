@@ -3,6 +3,7 @@ import type { Clock } from '../../clock.ts';
 import type { TeamsSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import type { Sink } from '../sink.ts';
+import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
 import { renderTeams, renderTeamsTest, type TeamsMessage } from './teams-render.ts';
 
@@ -39,7 +40,6 @@ export class TeamsSink implements Sink<TeamsMessage> {
   async send(message: TeamsMessage, signal: AbortSignal): Promise<void> {
     const body = JSON.stringify(message.payload);
     const url = this.#config.url.reveal();
-    const sig = URL.parse(url)?.searchParams.get('sig');
-    await postJson({ sink: this.name, url, body, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: [url, ...(sig ? [sig] : [])] });
+    await postJson({ sink: this.name, url, body, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: urlSecrets(url) });
   }
 }

@@ -4,6 +4,7 @@ import type { Clock } from '../../clock.ts';
 import type { WebhookSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import type { Sink } from '../sink.ts';
+import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
 
 /** One Standard Webhooks message: its id and body are fixed; timestamp and signature are per attempt. */
@@ -62,7 +63,9 @@ export class WebhookSink implements Sink<readonly WebhookMessage[]> {
       'webhook-timestamp': timestamp,
     });
     if (this.#key) headers['webhook-signature'] = sign(this.#key, message.id, timestamp, message.body);
-    await postJson({ sink: this.name, url: this.#config.url.reveal(), body: message.body, headers, signal, clock: this.#clock, dispatcher: this.#dispatcher });
+    const url = this.#config.url.reveal();
+    const secrets = [...urlSecrets(url), ...Object.values(this.#config.headers).map((value) => value.reveal())];
+    await postJson({ sink: this.name, url, body: message.body, headers, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: secrets });
   }
 }
 
