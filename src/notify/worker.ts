@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.ts';
+import { isUserEvent } from '../detect/events.ts';
 import type { Logger } from '../log.ts';
 import { isRetryable, type RetryPolicy, retryDelay } from '../retry.ts';
 import type { Delivery, DeliveryOutcome, StateStore } from '../store/store.ts';
@@ -151,7 +152,7 @@ export class DeliveryWorker {
       if (cuts.length > 0) log.info({ sink: sink.name, delivery: delivery.id, cuts }, "message shortened to fit the receiver's limits");
       await sink.send(message, signal);
       outcome = { kind: 'delivered', at: clock.now() };
-      log.debug({ sink: sink.name, delivery: delivery.id, events: delivery.events.length }, 'delivered');
+      log.info({ sink: sink.name, delivery: delivery.id, ...about(delivery) }, 'delivered');
     } catch (caught) {
       error = caught;
       if (this.#stopSends.signal.aborted) {
@@ -179,7 +180,7 @@ export class DeliveryWorker {
     const now = clock.now();
     const message = error instanceof Error ? error.message : String(error);
     const attempt = delivery.attempts + 1;
-    const context = { sink: sink.name, delivery: delivery.id, account: delivery.accountId, attempt, err: message };
+    const context = { sink: sink.name, delivery: delivery.id, account: delivery.accountId, ...about(delivery), attempt, err: message };
     if (!isRetryable(error)) {
       log.error(context, 'delivery refused permanently; dead-lettered');
       return { kind: 'dead', at: now, error: message };
@@ -192,6 +193,16 @@ export class DeliveryWorker {
     log.warn({ ...context, retryAt: new Date(nextAttemptAt).toISOString() }, 'delivery failed; will retry');
     return { kind: 'retry', at: now, nextAttemptAt, error: message };
   }
+}
+
+/** What a delivery is about, for its log lines: its event types and ids, and the users (email) or behaviors (id) they concern, a few of each. */
+function about(delivery: Delivery): { types: string[]; events: string[]; about: string[] } {
+  const few = <T>(items: T[]) => [...new Set(items)].slice(0, 5);
+  return {
+    types: few(delivery.events.map((e) => e.type)),
+    events: few(delivery.events.map((e) => e.id)),
+    about: few(delivery.events.map((e) => (isUserEvent(e) ? e.data.user.email : `behavior ${e.data.behavior.id}`))),
+  };
 }
 
 /** No answer at all, or an answer about the receiver rather than the payload: HTTP 408, 429, 502, 503, 504; SMTP 421 (service not available). */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { RiskEvent } from '../../src/detect/events.ts';
 import { silentLogger } from '../../src/log.ts';
+import { captureLogs } from '../support/logs.ts';
 import { plannedDelivery } from '../../src/notify/route.ts';
 import { DeliveryError, type Sink } from '../../src/notify/sink.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../../src/notify/worker.ts';
@@ -126,6 +127,19 @@ describe('the delivery worker: one retry policy around every sink', () => {
     expect(await worker([sink]).drainDue()).toEqual({ attempted: 1, failed: 1 });
     expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
     expect(await store.nextDueAt('a')).toBeUndefined();
+  });
+
+  it('logs a delivery at info, and a dead letter, naming the events and whom they are about', async () => {
+    const logs = captureLogs('info');
+    await commit(['ok', 'refused'], 1);
+    const sinks = [new ScriptedSink('ok', clock), new ScriptedSink('refused', clock, () => new DeliveryError('HTTP 410 (permanent): "gone"', { retryable: false, status: 410 }))];
+    await new DeliveryWorker({ store, sinks, clock, log: logs.log, random: () => 0.5 }).drainDue();
+    const [sent] = logs.lines().filter((l) => l.msg === 'delivered');
+    const [dead] = logs.lines().filter((l) => l.msg === 'delivery refused permanently; dead-lettered');
+    const [only] = (await store.listEvents({ since: 0, limit: 1 })).map((r) => r.event);
+    const who = only!.type.startsWith('user.') ? (only as Extract<RiskEvent, { type: 'user.risk_level_raised' }>).data.user.email : expect.any(String);
+    expect(sent).toMatchObject({ level: 30, sink: 'ok', types: [only!.type], events: [only!.id], about: [who] });
+    expect(dead).toMatchObject({ sink: 'refused', types: [only!.type], events: [only!.id], about: [who], err: 'HTTP 410 (permanent): "gone"' });
   });
 
   it('dead-letters a delivery still failing past its max age, and not before', async () => {
