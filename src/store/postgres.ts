@@ -1,10 +1,25 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
+import type { RiskEvent } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { maskSecret } from '../config/secret.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import {
+  applySilences,
+  type DeliveryRow,
+  deliveryRowFrom,
+  type DeliveryTableRow,
+  type EventQuery,
+  type EventRow,
+  eventFilters,
+  type OperatorStore,
+  eventUserColumns,
+  type Silence,
+  type StoreStatus,
+  type UserRow,
+  userRowFrom,
+  type UserTableRow,
   DELIVERY_COUNTS_SQL,
   type Delivery,
   type DeliveryCountRow,
@@ -114,6 +129,50 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
     );
     await insertSubjects(client, pendingSubjects(rows.rows));
   },
+  // 4: the operator commands (SPEC §8): silences; events keep whose they are (for `events --user`
+  // and `users`' since) and the silence that muted them; each account's last success and error.
+  // Recorded events get their user columns from their bodies in JavaScript (json refuses a \u0000).
+  async (client) => {
+    await client.query(`CREATE TABLE silences (
+       id text PRIMARY KEY,
+       user_ref text,
+       behavior text,
+       account_id text,
+       starts_at bigint NOT NULL,
+       ends_at bigint NOT NULL,
+       reason text NOT NULL,
+       created_by text NOT NULL
+     );
+     CREATE INDEX silences_ends ON silences (ends_at);
+     ALTER TABLE events ADD COLUMN user_id text, ADD COLUMN email text, ADD COLUMN silence_id text;
+     CREATE TABLE account_status (
+       account_id text PRIMARY KEY,
+       last_success_at bigint,
+       last_error text,
+       last_error_at bigint
+     );
+     INSERT INTO account_status (account_id, last_success_at) SELECT account_id, polled_at FROM accounts;`);
+    const cursor = await client.query<{ id: string; body: string }>("SELECT id, body FROM events WHERE type LIKE 'user.%'");
+    const columns = cursor.rows.flatMap(({ id, body }) => {
+      try {
+        const { userId, email } = eventUserColumns(JSON.parse(body) as RiskEvent);
+        return userId === null ? [] : [[id, userId, email] as const];
+      } catch {
+        return [];
+      }
+    });
+    for (const rows of chunks(columns)) {
+      await client.query('UPDATE events e SET user_id = x.user_id, email = x.email FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, user_id, email) WHERE e.id = x.id', [
+        rows.map((r) => r[0]),
+        rows.map((r) => r[1]),
+        rows.map((r) => r[2]),
+      ]);
+    }
+    await client.query(`CREATE INDEX events_user ON events (user_id, created_at) WHERE user_id IS NOT NULL;
+     CREATE INDEX events_email ON events (email, created_at) WHERE email IS NOT NULL;
+     CREATE INDEX events_time ON events (created_at);
+     CREATE INDEX users_level ON users (account_id, level, email);`);
+  },
 ];
 
 /**
@@ -216,6 +275,26 @@ export class PostgresStore implements StateStore {
     return store;
   }
 
+  /**
+   * For an operator command (SPEC §3): connects and migrates like open(), but joins no replicas,
+   * takes no lease and keeps nothing alive: it reads and makes small writes beside them.
+   */
+  static async openOperator(url: string): Promise<OperatorStore> {
+    const where = `state database ${maskSecret(url)}`;
+    const pool = createPool(url, 30_000);
+    const store = new PostgresStore(pool, where, { leaseMs: 5 * 60_000, leadershipMs: 30_000, replica: `operator-${hostname()}-${process.pid}`, passing: true });
+    try {
+      await store.#transaction('migrate the schema', async (client) => {
+        await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+        await migrate(client, where, await schemaVersion(client, where));
+      });
+    } catch (error) {
+      await pool.end().catch(() => {});
+      throw error;
+    }
+    return store;
+  }
+
   /** For check-config: the schema version of the database at `url` (0 before the first run), changing nothing. */
   static async inspect(url: string): Promise<{ version: number; current: number }> {
     const where = `state database ${maskSecret(url)}`;
@@ -303,6 +382,11 @@ export class PostgresStore implements StateStore {
          ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, polled_at = excluded.polled_at`,
         [accountId, version, polledAt],
       );
+      await client.query(
+        `INSERT INTO account_status (account_id, last_success_at, last_error, last_error_at) VALUES ($1, $2, NULL, NULL)
+         ON CONFLICT (account_id) DO UPDATE SET last_success_at = excluded.last_success_at, last_error = NULL, last_error_at = NULL`,
+        [accountId, polledAt],
+      );
 
       for (const users of chunks(delta.upsertUsers)) {
         await client.query(
@@ -341,27 +425,41 @@ export class PostgresStore implements StateStore {
         await client.query('DELETE FROM behaviors WHERE account_id = $1 AND behavior_id = ANY($2::text[])', [accountId, delta.removeBehaviorIds]);
       }
 
+      // Silences are decided here, in the commit's own transaction (SPEC §8).
+      const active = commit.events.length > 0 ? (await client.query<SilenceRow>(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1`, [polledAt])).rows.map(silenceFrom) : [];
+      const { silencedBy, deliveries: planned } = applySilences(commit.events, commit.deliveries, active);
       for (const events of chunks(commit.events)) {
+        const columns = events.map(eventUserColumns);
         await client.query(
-          `INSERT INTO events (id, account_id, type, created_at, body) SELECT id, $1, type, $2, body FROM unnest($3::text[], $4::text[], $5::text[]) AS e(id, type, body)`,
-          [accountId, polledAt, events.map((e) => e.id), events.map((e) => e.type), events.map((e) => JSON.stringify(e))],
+          `INSERT INTO events (id, account_id, type, created_at, body, user_id, email, silence_id)
+           SELECT id, $1, type, $2, body, user_id, email, silence_id FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS e(id, type, body, user_id, email, silence_id)`,
+          [
+            accountId,
+            polledAt,
+            events.map((e) => e.id),
+            events.map((e) => e.type),
+            events.map((e) => JSON.stringify(e)),
+            columns.map((c) => c.userId),
+            columns.map((c) => c.email),
+            events.map((e) => silencedBy.get(e.id) ?? null),
+          ],
         );
       }
       // A delivery of an event that is not stored would block its sink's outbox for good.
       const committed = new Set(commit.events.map((e) => e.id));
-      const elsewhere = [...new Set(commit.deliveries.flatMap((d) => d.eventIds.filter((id) => !committed.has(id))))];
+      const elsewhere = [...new Set(planned.flatMap((d) => d.eventIds.filter((id) => !committed.has(id))))];
       if (elsewhere.length > 0) {
         const absent = await client.query<{ id: string }>('SELECT id FROM unnest($1::text[]) AS x(id) WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = x.id) LIMIT 1', [elsewhere]);
         const missing = absent.rows[0]?.id;
         if (missing !== undefined) {
-          const sink = commit.deliveries.find((d) => d.eventIds.includes(missing))!.sink;
+          const sink = planned.find((d) => d.eventIds.includes(missing))!.sink;
           throw new StateError(`${this.where}: a delivery to ${sink} names event ${missing}, which is not stored; nothing was committed`);
         }
       }
       // Ids follow the order of the commit, taken first so that each delivery's subjects can name it;
       // the account's row lock orders this commit after the account's last. A sink held back
       // (holdSink) holds new deliveries too.
-      for (const deliveries of chunks(commit.deliveries)) {
+      for (const deliveries of chunks(planned)) {
         const ids = (
           await client.query<{ id: number }>(`SELECT nextval(pg_get_serial_sequence('${SCHEMA}.deliveries', 'id')) AS id FROM generate_series(1, $1)`, [deliveries.length])
         ).rows
@@ -464,12 +562,142 @@ export class PostgresStore implements StateStore {
     });
   }
 
-  async prune(before: number): Promise<{ deliveries: number; events: number }> {
+  async recordPollFailure(accountId: string, error: string, at: number): Promise<void> {
+    await this.#query(
+      'record a failed poll',
+      `INSERT INTO account_status (account_id, last_error, last_error_at) VALUES ($1, $2, $3)
+       ON CONFLICT (account_id) DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at`,
+      [accountId, error, at],
+    );
+  }
+
+  async prune(before: { delivered: number; history: number }): Promise<{ deliveries: number; events: number }> {
     return this.#transaction('prune old deliveries', async (client) => {
-      const deliveries = (await client.query("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < $1", [before])).rowCount ?? 0;
-      const events = (await client.query('DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id)', [before]))
+      const delivered = (await client.query("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < $1", [before.delivered])).rowCount ?? 0;
+      // Dead letters are kept until retried or the history lapses (SPEC §8).
+      const dead = (await client.query("DELETE FROM deliveries WHERE state = 'dead' AND created_at < $1", [before.history])).rowCount ?? 0;
+      await client.query('DELETE FROM silences WHERE ends_at < $1', [before.history]);
+      const events = (await client.query('DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id)', [before.history]))
         .rowCount;
-      return { deliveries, events: events ?? 0 };
+      return { deliveries: delivered + dead, events: events ?? 0 };
+    });
+  }
+
+  // The operator commands (SPEC §3, §8): short statements, beside running replicas.
+
+  async addSilence(silence: Silence): Promise<void> {
+    await this.#query('add a silence', 'INSERT INTO silences (id, user_ref, behavior, account_id, starts_at, ends_at, reason, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)', [
+      silence.id,
+      silence.user,
+      silence.behavior,
+      silence.accountId,
+      silence.startsAt,
+      silence.endsAt,
+      silence.reason,
+      silence.by,
+    ]);
+  }
+
+  async listSilences(options: { all: boolean; now: number }): Promise<Silence[]> {
+    const rows = options.all
+      ? await this.#query<SilenceRow>('read silences', `SELECT ${SILENCE_COLUMNS} FROM silences ORDER BY starts_at DESC, id`)
+      : await this.#query<SilenceRow>('read silences', `SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1 ORDER BY starts_at DESC, id`, [options.now]);
+    return rows.map(silenceFrom);
+  }
+
+  async expireSilence(id: string, now: number): Promise<boolean> {
+    const rows = await this.#query('end a silence', 'UPDATE silences SET ends_at = $2 WHERE id = $1 AND ends_at > $2 AND starts_at <= $2 RETURNING id', [id, now]);
+    return rows.length > 0;
+  }
+
+  async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
+    const rows = await this.#query<UserTableRow>(
+      'read users',
+      `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
+         (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since
+       FROM users u WHERE ($1::text IS NULL OR u.account_id = $1) AND ($2::smallint IS NULL OR u.level = $2)
+       ORDER BY u.level DESC, u.email, u.user_id`,
+      [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]],
+    );
+    return rows.map(userRowFrom);
+  }
+
+  async listEvents(query: EventQuery): Promise<EventRow[]> {
+    // Only the filters given, so that the planner can take the user's indexes.
+    const { where, params } = eventFilters(query);
+    let n = 0;
+    const rows = await this.#query<{ body: string; silence_id: string | null }>(
+      'read events',
+      `SELECT body, silence_id FROM events WHERE ${where.replace(/\?/g, () => `$${++n}`)} ORDER BY created_at DESC, id LIMIT $${n + 1}`,
+      [...params, query.limit],
+    );
+    return rows.map((row) => ({ event: JSON.parse(row.body) as RiskEvent, silenced: row.silence_id }));
+  }
+
+  async listDeliveries(query: { sink?: string; state?: 'pending' | 'dead' }): Promise<DeliveryRow[]> {
+    const rows = await this.#query<DeliveryTableRow>(
+      'read the outbox',
+      `SELECT d.id, d.sink, d.account_id, d.state, d.event_ids::text AS event_ids, d.attempts, d.last_error, d.next_attempt_at, d.created_at,
+         ARRAY(SELECT e.type FROM jsonb_array_elements_text(d.event_ids) WITH ORDINALITY AS j(event_id, n) LEFT JOIN events e ON e.id = j.event_id ORDER BY j.n) AS types
+       FROM deliveries d WHERE d.state IN ('pending', 'dead') AND ($1::text IS NULL OR d.sink = $1) AND ($2::text IS NULL OR d.state = $2) ORDER BY d.id`,
+      [query.sink ?? null, query.state ?? null],
+    );
+    return rows.map(deliveryRowFrom);
+  }
+
+  async retryDeliveries(which: { sink: string } | { ids: readonly number[] }, now: number): Promise<number> {
+    return this.#transaction('retry dead letters', async (client) => {
+      const revive = `UPDATE deliveries SET state = 'pending', attempts = 0, created_at = $2, next_attempt_at = $2, leased_until = 0, finished_at = NULL WHERE state = 'dead'`;
+      const revived =
+        'sink' in which
+          ? await client.query<{ id: number }>(`${revive} AND sink = $1 RETURNING id`, [which.sink, now])
+          : await client.query<{ id: number }>(`${revive} AND id = ANY($1::bigint[]) RETURNING id`, [[...which.ids], now]);
+      const ids = revived.rows.map((r) => r.id);
+      if (ids.length > 0) {
+        // Their subjects again, so that each keeps its place among the sink's deliveries of the same user or behavior.
+        const bodies = await client.query<{ id: number; sink: string; body: string }>(
+          `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
+           JOIN events e ON e.id = j.event_id WHERE d.id = ANY($1::bigint[])`,
+          [ids],
+        );
+        await insertSubjects(client, pendingSubjects(bodies.rows));
+      }
+      return ids.length;
+    });
+  }
+
+  async status(now: number): Promise<StoreStatus> {
+    return this.#transaction('read the status', async (client) => {
+      const accounts = new Map<string, { id: string; lastSuccessAt: number | null; lastError: string | null; lastErrorAt: number | null; users: Record<RiskLevel, number>; leader: string | null }>();
+      const account = (id: string) => {
+        let entry = accounts.get(id);
+        if (!entry) accounts.set(id, (entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null }));
+        return entry;
+      };
+      for (const row of (await client.query<{ account_id: string }>('SELECT account_id FROM accounts ORDER BY account_id')).rows) account(row.account_id);
+      for (const row of (
+        await client.query<{ account_id: string; last_success_at: number | null; last_error: string | null; last_error_at: number | null }>(
+          'SELECT account_id, last_success_at, last_error, last_error_at FROM account_status ORDER BY account_id',
+        )
+      ).rows) {
+        Object.assign(account(row.account_id), { lastSuccessAt: row.last_success_at, lastError: row.last_error, lastErrorAt: row.last_error_at });
+      }
+      for (const row of (await client.query<{ account_id: string; level: number; n: number }>('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level')).rows) {
+        account(row.account_id).users[levelOfRank(row.level)] = row.n;
+      }
+      for (const row of (await client.query<{ account_id: string; holder: string }>('SELECT account_id, holder FROM leases WHERE holder IS NOT NULL AND expires_at > clock_timestamp()')).rows) {
+        if (accounts.has(row.account_id)) account(row.account_id).leader = row.holder;
+      }
+      const counts = tallyDeliveries((await client.query<DeliveryCountRow>(DELIVERY_COUNTS_SQL)).rows);
+      const holds = new Map((await client.query<{ sink: string; until: number }>('SELECT sink, until FROM sink_holds WHERE until > $1', [now])).rows.map((h) => [h.sink, h.until]));
+      const sinks = [...new Set([...counts.keys(), ...holds.keys()])].sort().map((name) => ({
+        name,
+        pending: counts.get(name)?.pending ?? 0,
+        dead: counts.get(name)?.dead ?? 0,
+        heldUntil: holds.get(name) ?? null,
+      }));
+      const silences = (await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM silences WHERE ends_at > $1 AND starts_at <= $1', [now])).rows[0]!.n;
+      return { accounts: [...accounts.values()], sinks, silences };
     });
   }
 
@@ -697,6 +925,22 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
     else await migration(client);
   }
   await client.query(`UPDATE ${SCHEMA}.schema_version SET version = $1`, [PG_SCHEMA_VERSION]);
+}
+
+const SILENCE_COLUMNS = 'id, user_ref, behavior, account_id, starts_at, ends_at, reason, created_by';
+interface SilenceRow {
+  id: string;
+  user_ref: string | null;
+  behavior: string | null;
+  account_id: string | null;
+  starts_at: number;
+  ends_at: number;
+  reason: string;
+  created_by: string;
+}
+
+function silenceFrom(row: SilenceRow): Silence {
+  return { id: row.id, user: row.user_ref, behavior: row.behavior, accountId: row.account_id, startsAt: row.starts_at, endsAt: row.ends_at, reason: row.reason, by: row.created_by };
 }
 
 /** Rows of delivery_subjects: (delivery id, sink, subject). */

@@ -14,6 +14,7 @@ import {
   type DeliveryTableRow,
   type EventQuery,
   type EventRow,
+  eventFilters,
   eventUserColumns,
   type Silence,
   type StoreStatus,
@@ -608,20 +609,6 @@ export class SqliteStore implements StateStore {
       if (options.durable && this.#db.isOpen) this.#db.exec('PRAGMA synchronous = NORMAL');
     }
   }
-}
-
-/** The WHERE clause of listEvents, with a placeholder for each filter given (the same on both stores, with their placeholders). */
-function eventFilters(query: EventQuery): { where: string; params: (string | number)[] } {
-  const clauses = ['created_at >= ?'];
-  const params: (string | number)[] = [query.since];
-  const filter = (clause: string, ...values: (string | number)[]) => {
-    clauses.push(clause);
-    params.push(...values);
-  };
-  if (query.accountId !== undefined) filter('account_id = ?', query.accountId);
-  if (query.user !== undefined) filter('(user_id = ? OR email = ?)', query.user, query.user.toLowerCase());
-  if (query.type !== undefined) filter('type = ?', query.type);
-  return { where: clauses.join(' AND '), params };
 }
 
 const SILENCE_COLUMNS = 'id, user, behavior, account_id, starts_at, ends_at, reason, created_by';

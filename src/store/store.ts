@@ -234,6 +234,20 @@ export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
   };
 }
 
+/** The WHERE clause of listEvents, with a placeholder for each filter given (the same on both stores, with their placeholders). */
+export function eventFilters(query: EventQuery): { where: string; params: (string | number)[] } {
+  const clauses = ['created_at >= ?'];
+  const params: (string | number)[] = [query.since];
+  const filter = (clause: string, ...values: (string | number)[]) => {
+    clauses.push(clause);
+    params.push(...values);
+  };
+  if (query.accountId !== undefined) filter('account_id = ?', query.accountId);
+  if (query.user !== undefined) filter('(user_id = ? OR email = ?)', query.user, query.user.toLowerCase());
+  if (query.type !== undefined) filter('type = ?', query.type);
+  return { where: clauses.join(' AND '), params };
+}
+
 /** The columns an event row keeps beside its body, for `events --user` and `users` since: null for a behavior event. */
 export function eventUserColumns(event: RiskEvent): { userId: string | null; email: string | null } {
   return isUserEvent(event) ? { userId: event.data.user.user_id, email: event.data.user.email.toLowerCase() } : { userId: null, email: null };

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { RiskEvent } from '../../src/detect/events.ts';
+import { isUserEvent, type RiskEvent } from '../../src/detect/events.ts';
 import { silentLogger } from '../../src/log.ts';
 import { captureLogs } from '../support/logs.ts';
 import { plannedDelivery } from '../../src/notify/route.ts';
@@ -137,7 +137,7 @@ describe('the delivery worker: one retry policy around every sink', () => {
     const [sent] = logs.lines().filter((l) => l.msg === 'delivered');
     const [dead] = logs.lines().filter((l) => l.msg === 'delivery refused permanently; dead-lettered');
     const [only] = (await store.listEvents({ since: 0, limit: 1 })).map((r) => r.event);
-    const who = only!.type.startsWith('user.') ? (only as Extract<RiskEvent, { type: 'user.risk_level_raised' }>).data.user.email : expect.any(String);
+    const who = isUserEvent(only!) ? only.data.user.email : `behavior ${only!.data.behavior.id}`;
     expect(sent).toMatchObject({ level: 30, sink: 'ok', types: [only!.type], events: [only!.id], about: [who] });
     expect(dead).toMatchObject({ sink: 'refused', types: [only!.type], events: [only!.id], about: [who], err: 'HTTP 410 (permanent): "gone"' });
   });

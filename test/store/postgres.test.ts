@@ -70,7 +70,10 @@ describe('replicas starting together', () => {
     opened.splice(opened.indexOf(first), 1);
     // As schema 1 left it.
     const db = await admin(url);
-    await db.query('DROP TABLE riskwatch.delivery_subjects; ALTER TABLE riskwatch.users ALTER COLUMN event_count TYPE integer; UPDATE riskwatch.schema_version SET version = 1');
+    await db.query(`DROP TABLE riskwatch.delivery_subjects; ALTER TABLE riskwatch.users ALTER COLUMN event_count TYPE integer;
+      DROP TABLE riskwatch.silences; DROP TABLE riskwatch.account_status; DROP INDEX riskwatch.users_level; DROP INDEX riskwatch.events_time;
+      ALTER TABLE riskwatch.events DROP COLUMN user_id, DROP COLUMN email, DROP COLUMN silence_id;
+      UPDATE riskwatch.schema_version SET version = 1`);
 
     const store = await open(url);
     expect((await db.query('SELECT version FROM riskwatch.schema_version')).rows).toEqual([{ version: PG_SCHEMA_VERSION }]);
@@ -78,6 +81,9 @@ describe('replicas starting together', () => {
       { data_type: 'bigint' },
     ]);
     expect((await store.claimDue('hook', T0, 10)).map((d) => d.events[0]!.id)).toEqual(['evt-1', 'evt-3']);
+    // Schema 4: events recorded before it are found by their user (a NUL in a body included), and the account has its last success.
+    expect((await store.listEvents({ since: 0, user: 'USER1@example.com', limit: 10 })).map((r) => r.event.id).sort()).toEqual(['evt-1', 'evt-2']);
+    expect((await store.status(T0)).accounts).toMatchObject([{ id: ACCOUNT.id, lastSuccessAt: T0, lastError: null }]);
   });
 
   it('refuse a database a newer riskwatch migrated, in one line', async () => {
