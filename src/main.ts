@@ -1,172 +1,51 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { loadConfig, resolveConfigPath } from './config/load.ts';
-import { summarizeConfig } from './config/summary.ts';
-import { Agent } from 'undici';
-import { systemClock } from './clock.ts';
-import type { Config } from './config/config.ts';
-import { assemble } from './daemon/assemble.ts';
-import { RETENTION_MS, Service } from './daemon/service.ts';
-import { runDemo } from './demo.ts';
-import { inspectStore, openStore } from './store/open.ts';
-import { testSinks } from './notify/test-sinks.ts';
+import type { Io } from './commands/command.ts';
+import { COMMANDS } from './commands/index.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
-import { createLogger, type Logger } from './log.ts';
 
-const USAGE = `usage: riskwatch <command> [--config FILE]
+const USAGE = `usage: riskwatch <command> [options] [--config FILE]
 
 commands:
-  run            poll every account every poll_interval and deliver alerts (the daemon)
-  once           poll every account once, deliver what is pending, exit 0 (or 1 on a failure)
-  check-config   validate the config and print a summary with secrets masked
-  test-sinks     send one marked test notification to each sink [--sink NAME]
-  demo           run against a built-in simulated API with a console sink (no config needed)
+${Object.values(COMMANDS)
+  .map((c) => `  ${c.usage}\n      ${c.summary}`)
+  .join('\n')}
 
 options:
   --config FILE  config file (default: $RISKWATCH_CONFIG, else ./riskwatch.yaml)
-  --sink NAME    with test-sinks: only this sink
-  -h, --help     show this help`;
+  --json         with status, users, events, silence list, deliveries: one JSON document
+  -h, --help     show this help
 
-interface Io {
-  readonly out: (line: string) => void;
-  readonly err: (line: string) => void;
-  readonly env: NodeJS.ProcessEnv;
-}
-
-type Command = (options: { config: string | undefined; sink: string | undefined }, io: Io) => Promise<number>;
-
-/** The config file SPEC §3 names (--config, $RISKWATCH_CONFIG, ./riskwatch.yaml), read and validated. */
-function readConfig(options: { config: string | undefined }, io: Io): { file: string; config: Config } {
-  const file = resolveConfigPath(options.config, io.env);
-  return { file, config: loadConfig(file, io.env) };
-}
-
-function loggerFor(config: Config): Logger {
-  return createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
-}
-
-const COMMANDS: Record<string, Command> = {
-  'check-config': async (options, io) => {
-    const { config } = readConfig(options, io);
-    io.out(summarizeConfig(config));
-    const store = await inspectStore(config.state);
-    if (store) io.out(store);
-    io.out('config is valid');
-    return 0;
-  },
-
-  run: async (options, io) => {
-    const { file, config } = readConfig(options, io);
-    const log = loggerFor(config);
-    // Signals are heard from the start: one that arrives while starting stops right after.
-    const stopSignal = nextSignal(['SIGTERM', 'SIGINT']);
-    let service: Service | undefined;
-    let stopping = false;
-    let reloading = Promise.resolve();
-    // SIGHUP: read the file again; keep running on the old config if the new one is invalid.
-    // Ignored while starting (the file was just read) and while stopping.
-    const reload = () => {
-      if (!service || stopping) return;
-      const running = service;
-      reloading = reloading.then(async () => {
-        let next: Config;
-        try {
-          next = loadConfig(file, io.env);
-        } catch (error) {
-          const lines = error instanceof ConfigErrors ? error.problems : [(error as Error).message];
-          log.error({ problems: lines }, `reload failed, still running on the previous config: ${lines.join('; ')}`);
-          return;
-        }
-        await running.reload(next).catch((error: unknown) => log.error({ err: (error as Error).message }, 'reload failed'));
-      });
-    };
-    process.on('SIGHUP', reload);
-    try {
-      const starting = new AbortController();
-      void stopSignal.then(() => starting.abort());
-      service = await Service.start(config, { log, signal: starting.signal });
-      const signal = await stopSignal;
-      stopping = true;
-      log.info({ signal }, 'stopping');
-      // A second signal while stopping means "now": pending work stays in the state file for next time.
-      const force = () => process.exit(1);
-      process.once('SIGTERM', force).once('SIGINT', force);
-      await reloading;
-      await service.stop();
-      return 0;
-    } finally {
-      process.off('SIGHUP', reload);
-    }
-  },
-
-  demo: async (_options, io) => {
-    const stop = nextSignal(['SIGINT', 'SIGTERM']);
-    // A second Ctrl-C while cleaning up means "now".
-    void stop.then(() => process.once('SIGINT', () => process.exit(130)).once('SIGTERM', () => process.exit(143)));
-    await runDemo(io.out, stop);
-    return 0;
-  },
-
-  'test-sinks': async (options, io) => {
-    const { config } = readConfig(options, io);
-    const dispatcher = new Agent();
-    try {
-      const results = await testSinks(config, options.sink, { clock: systemClock, dispatcher, writeLine: io.out });
-      for (const result of results) io.out(result.line);
-      return results.every((r) => r.ok) ? 0 : 1;
-    } finally {
-      await dispatcher.close();
-    }
-  },
-
-  once: async (options, io) => {
-    const { config } = readConfig(options, io);
-    const store = await openStore(config, { passing: true });
-    const log = store.replica === undefined ? loggerFor(config) : loggerFor(config).child({ replica: store.replica });
-    try {
-      const daemon = assemble(config, { store, log });
-      const ok = await daemon.runOnce();
-      await daemon.stop();
-      await store.prune(Date.now() - RETENTION_MS);
-      return ok ? 0 : 1;
-    } finally {
-      await store.close();
-    }
-  },
-};
-
-function nextSignal(names: readonly NodeJS.Signals[]): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const handlers = names.map((name) => {
-      const handler = () => {
-        names.forEach((n, i) => process.off(n, handlers[i]!));
-        resolve(name);
-      };
-      process.on(name, handler);
-      return handler;
-    });
-  });
-}
+D is a duration (90m, 24h, 7d), T an RFC 3339 time, U an email or user id, A an account id or name.`;
 
 /** Runs one CLI invocation and returns its exit code; user errors become one line on stderr. */
 export async function main(argv: readonly string[], io: Io): Promise<number> {
   try {
-    const { values, positionals } = parseCommandLine(argv);
-    if (values.help) {
+    if (argv.length === 0) throw new UsageError('no command given');
+    if (argv[0] === '-h' || argv[0] === '--help' || argv[0] === 'help') {
       io.out(USAGE);
       return 0;
     }
-    const [name, ...extra] = positionals;
-    if (name === undefined) throw new UsageError('no command given');
-    const command = COMMANDS[name];
-    if (!command) throw new UsageError(`unknown command "${name}"`);
-    if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
-    if (values.sink !== undefined && name !== 'test-sinks') throw new UsageError('--sink is only for test-sinks');
-    return await command({ config: values.config, sink: values.sink }, io);
+    // The longest run of leading words that names a command: `silence add`, then `silence`.
+    const words = argv.slice(0, 2);
+    const name = [words.join(' '), words[0]!].find((candidate) => COMMANDS[candidate] !== undefined);
+    const group = Object.keys(COMMANDS).filter((key) => key.startsWith(`${argv[0]} `));
+    if (name === undefined && group.length > 0) throw new UsageError(`${argv[0]}: give one of ${group.map((key) => key.split(' ')[1]).join(', ')}`);
+    if (name === undefined) throw new UsageError(argv[0]!.startsWith('-') ? `${argv[0]}: give the command first` : `unknown command "${argv.slice(0, 2).join(' ')}"`);
+    const entry = COMMANDS[name]!;
+    const command = await entry.load();
+    const rest = argv.slice(name.split(' ').length);
+    const args = parseCommandLine(name, rest, command.options);
+    if (args.values.help) {
+      io.out(`usage: riskwatch ${entry.usage} [--config FILE]\n  ${entry.summary}`);
+      return 0;
+    }
+    if (args.positionals.length > (command.positionals ?? 0)) throw new UsageError(`${name}: unexpected argument "${args.positionals[command.positionals ?? 0]}"`);
+    return await command.run(args, io);
   } catch (error) {
     if (error instanceof UsageError) {
       io.err(`riskwatch: ${error.message}`);
-      io.err(USAGE);
+      io.err('run riskwatch --help for the commands and their options');
       return error.exitCode;
     }
     if (error instanceof ConfigErrors) {
@@ -181,21 +60,17 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   }
 }
 
-function parseCommandLine(argv: readonly string[]) {
+function parseCommandLine(name: string, argv: readonly string[], options: NonNullable<Parameters<typeof parseArgs>[0]>['options']) {
   try {
     return parseArgs({
       args: [...argv],
       allowPositionals: true,
       strict: true,
-      options: {
-        config: { type: 'string' },
-        sink: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: { ...options, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (error) {
-    // parseArgs explains unknown flags well; keep its first sentence.
-    throw new UsageError((error as Error).message.split('. ')[0]!.replace(/\.$/, ''));
+    // parseArgs explains unknown flags well; keep its first sentence, and say which command.
+    throw new UsageError(`${name}: ${(error as Error).message.split('. ')[0]!.replace(/\.$/, '')}`);
   }
 }
 

@@ -141,30 +141,38 @@ describe('check-config on a bad config exits 2 with one line per problem', () =>
   });
 });
 
-describe('usage errors exit 2 with the usage text', () => {
+describe('usage errors exit 2 in one line naming what is wrong, and a pointer to --help', () => {
   it.each([
     ['an unknown command', ['frobnicate'], /^riskwatch: unknown command "frobnicate"$/],
-    ['an unknown flag', ['check-config', '--verbose'], /^riskwatch: .*--verbose/],
+    ['an unknown flag', ['check-config', '--verbose'], /^riskwatch: check-config: .*--verbose/],
     ['no command', [], /^riskwatch: no command given$/],
-    ['an extra argument', ['check-config', 'extra'], /^riskwatch: unexpected argument "extra"$/],
+    ['an extra argument', ['check-config', 'extra'], /^riskwatch: check-config: unexpected argument "extra"$/],
     ['--config without its value', ['check-config', '--config'], /^riskwatch: .*--config/],
-    ['--sink outside test-sinks', ['check-config', '--sink', 'secops'], /^riskwatch: --sink is only for test-sinks$/],
+    ['--sink outside test-sinks', ['check-config', '--sink', 'secops'], /^riskwatch: check-config: .*--sink/],
+    ['a group without its subcommand', ['silence'], /^riskwatch: silence: give one of add, list, expire$/],
+    ['a flag of another command', ['users', '--reason', 'x'], /^riskwatch: users: .*--reason/],
   ])('%s', async (_label, argv, expected) => {
     const result = await cli(argv);
     expect(result.code).toBe(2);
     expect(result.out).toEqual([]);
     expect(result.err[0]).toMatch(expected);
-    expect(result.err).toContain('usage: riskwatch <command> [--config FILE]');
+    expect(result.err.slice(1)).toEqual(['run riskwatch --help for the commands and their options']);
   });
 
-  it('--help prints the usage and exits 0', async () => {
+  it('--help prints the usage, built from every command, and exits 0', async () => {
     for (const flag of ['--help', '-h']) {
       const result = await cli([flag]);
       expect(result.code).toBe(0);
       expect(result.err).toEqual([]);
-      expect(result.out[0]).toBe('usage: riskwatch <command> [--config FILE]');
-      expect(result.out.join('\n')).toMatch(/check-config/);
+      expect(result.out[0]).toBe('usage: riskwatch <command> [options] [--config FILE]');
+      for (const command of ['check-config', 'status [--json]', 'silence expire ID', 'deliveries retry (--sink S | --id N...)']) expect(result.out.join('\n')).toContain(command);
     }
+  });
+
+  it('<command> --help prints that command’s usage', async () => {
+    const result = await cli(['silence', 'add', '--help']);
+    expect(result.code).toBe(0);
+    expect(result.out[0]).toMatch(/^usage: riskwatch silence add \(--user U \| --behavior ID\)/);
   });
 });
 

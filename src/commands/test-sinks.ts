@@ -1,0 +1,20 @@
+import { Agent } from 'undici';
+import { systemClock } from '../clock.ts';
+import { testSinks as sendTests } from '../notify/test-sinks.ts';
+import { type Args, type Command, type Io, readConfig, text } from './command.ts';
+
+/** `test-sinks [--sink NAME]`: one marked test notification to each sink, a line per sink. */
+export const testSinks: Command = {
+  options: { sink: { type: 'string' } },
+  async run(args: Args, io: Io) {
+    const { config } = readConfig(args, io);
+    const dispatcher = new Agent();
+    try {
+      const results = await sendTests(config, text(args, 'sink'), { clock: systemClock, dispatcher, writeLine: io.out });
+      for (const result of results) io.out(result.line);
+      return results.every((r) => r.ok) ? 0 : 1;
+    } finally {
+      await dispatcher.close();
+    }
+  },
+};
