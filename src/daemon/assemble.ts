@@ -103,7 +103,7 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
     ...(metrics
       ? {
           onPoll: (account, ms, result) =>
-            result instanceof Error ? metrics.pollFailed(account.label, ms / 1000) : metrics.pollSucceeded(account.label, ms / 1000, result.users, result.eventTypes),
+            result instanceof Error ? metrics.pollFailed(account.label, ms / 1000) : metrics.pollSucceeded(account.label, ms / 1000, result),
         }
       : {}),
   });

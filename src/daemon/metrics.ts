@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ApiCall, SkippedKind } from '../cloudflare/client.ts';
 import type { DeliveryOutcome, StateStore } from '../store/store.ts';
+import type { PollOutcome } from './poller.ts';
 
 /** What keepAccounts needs of a metric with an `account` label. */
 interface PerAccountMetric {
@@ -23,6 +24,8 @@ export class Metrics {
   readonly #requests: Counter<'call' | 'status'>;
   readonly #rateLimited: Counter<'call'>;
   readonly #skipped: Counter<'account' | 'kind'>;
+  readonly #users: Gauge<'account' | 'level'>;
+  readonly #silenced: Counter<'account'>;
   #store: StateStore | undefined;
   #leadership: () => readonly { account: string; leads: boolean }[] = () => [];
 
@@ -38,6 +41,18 @@ export class Metrics {
     });
     this.#pollErrors = new Counter({ name: 'riskwatch_poll_errors_total', help: 'Polls that failed and committed nothing.', labelNames: ['account'], registers });
     this.#usersTracked = new Gauge({ name: 'riskwatch_users_tracked', help: 'Users in the last committed summary of each account.', labelNames: ['account'], registers });
+    this.#users = new Gauge({
+      name: 'riskwatch_users',
+      help: 'Users at each level in the last committed summary of each account: who is at risk, over time.',
+      labelNames: ['account', 'level'],
+      registers,
+    });
+    this.#silenced = new Counter({
+      name: 'riskwatch_events_silenced_total',
+      help: 'Events an active silence muted: recorded, sent to no sink.',
+      labelNames: ['account'],
+      registers,
+    });
     this.#events = new Counter({ name: 'riskwatch_events_total', help: 'Events committed, by type.', labelNames: ['account', 'type'], registers });
     this.#deliveries = new Counter({
       name: 'riskwatch_deliveries_total',
@@ -88,6 +103,17 @@ export class Metrics {
         for (const [sink, c] of await read()) this.set({ sink }, c.pending);
       },
     });
+    let lastSilences = 0;
+    new Gauge({
+      name: 'riskwatch_silences_active',
+      help: 'Silences in force now (silence add; they end by themselves).',
+      registers,
+      async collect() {
+        const source = store();
+        if (source) lastSilences = await source.listSilences({ all: false, now: Date.now() }).then((active) => active.length, () => lastSilences);
+        this.set(lastSilences);
+      },
+    });
     new Gauge({
       name: 'riskwatch_deliveries_dead_lettered',
       help: 'Deliveries given up on and kept in the store, by sink.',
@@ -121,6 +147,8 @@ export class Metrics {
       [this.#pollDuration, ['account', 'outcome']],
       [this.#pollErrors, ['account']],
       [this.#usersTracked, ['account']],
+      [this.#users, ['account', 'level']],
+      [this.#silenced, ['account']],
       [this.#events, ['account', 'type']],
       [this.#skipped, ['account', 'kind']],
     ];
@@ -134,10 +162,12 @@ export class Metrics {
     }
   }
 
-  pollSucceeded(account: string, seconds: number, users: number, eventTypes: readonly string[]): void {
+  pollSucceeded(account: string, seconds: number, outcome: Pick<PollOutcome, 'users' | 'levels' | 'silenced' | 'eventTypes'>): void {
     this.#pollDuration.observe({ account, outcome: 'ok' }, seconds);
-    this.#usersTracked.set({ account }, users);
-    for (const type of eventTypes) this.#events.inc({ account, type });
+    this.#usersTracked.set({ account }, outcome.users);
+    for (const [level, n] of Object.entries(outcome.levels)) this.#users.set({ account, level }, n);
+    for (const type of outcome.eventTypes) this.#events.inc({ account, type });
+    if (outcome.silenced > 0) this.#silenced.inc({ account }, outcome.silenced);
   }
 
   pollFailed(account: string, seconds: number): void {

@@ -11,7 +11,7 @@ describe('Metrics.keepAccounts: a reload drops the series of accounts no longer 
   it('removes every per-account series of a removed or renamed account, and keeps the others', async () => {
     const metrics = new Metrics();
     for (const account of ['production', 'staging', 'old-name']) {
-      metrics.pollSucceeded(account, 0.2, 10, ['user.risk_level_raised']);
+      metrics.pollSucceeded(account, 0.2, { users: 10, levels: { low: 5, medium: 3, high: 2 }, silenced: 1, eventTypes: ['user.risk_level_raised'] });
       metrics.pollFailed(account, 1.5);
       metrics.recordsSkipped(account, 'malformed_user', 2);
     }
@@ -22,7 +22,7 @@ describe('Metrics.keepAccounts: a reload drops the series of accounts no longer 
 
     const lines = await accountLines(metrics);
     expect(lines.filter((line) => line.includes('account="staging"') || line.includes('account="old-name"'))).toEqual([]);
-    for (const series of ['poll_duration_seconds_count', 'poll_errors_total', 'users_tracked', 'events_total', 'records_skipped_total']) {
+    for (const series of ['poll_duration_seconds_count', 'poll_errors_total', 'users_tracked', 'users', 'events_silenced_total', 'events_total', 'records_skipped_total']) {
       expect(lines.some((line) => line.startsWith(`riskwatch_${series}{`) && line.includes('account="production"'))).toBe(true);
     }
     // A kept account's series go on counting from where they were.
@@ -31,5 +31,28 @@ describe('Metrics.keepAccounts: a reload drops the series of accounts no longer 
     expect((await accountLines(metrics)).find((line) => line.startsWith('riskwatch_poll_errors_total{account="production"}'))).toBe(
       'riskwatch_poll_errors_total{account="production"} 2',
     );
+  });
+});
+
+describe('who is at risk, over time, and what silences muted', () => {
+  it('riskwatch_users{account,level} follows each poll; silenced events are counted; active silences are read from the store at scrape', async () => {
+    const metrics = new Metrics();
+    metrics.pollSucceeded('production', 0.1, { users: 6, levels: { low: 3, medium: 2, high: 1 }, silenced: 2, eventTypes: [] });
+    metrics.pollSucceeded('production', 0.1, { users: 6, levels: { low: 2, medium: 2, high: 2 }, silenced: 0, eventTypes: [] });
+    metrics.watchStore({ deliveryCounts: async () => new Map(), listSilences: async () => [{}, {}, {}] } as never);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('riskwatch_users{account="production",level="high"} 2');
+    expect(text).toContain('riskwatch_users{account="production",level="low"} 2');
+    expect(text).toContain('riskwatch_events_silenced_total{account="production"} 2');
+    expect(text).toContain('riskwatch_silences_active 3');
+  });
+
+  it('a store that cannot be read keeps the last count, and the scrape works', async () => {
+    const metrics = new Metrics();
+    let fail = false;
+    metrics.watchStore({ deliveryCounts: async () => new Map(), listSilences: async () => (fail ? Promise.reject(new Error('database down')) : [{}]) } as never);
+    expect(await metrics.registry.metrics()).toContain('riskwatch_silences_active 1');
+    fail = true;
+    expect(await metrics.registry.metrics()).toContain('riskwatch_silences_active 1');
   });
 });
