@@ -16,6 +16,7 @@ import {
   type OperatorStore,
   eventUserColumns,
   type Silence,
+  statusFrom,
   type StoreStatus,
   type UserRow,
   userRowFrom,
@@ -668,43 +669,22 @@ export class PostgresStore implements StateStore {
 
   async status(now: number): Promise<StoreStatus> {
     return this.#transaction('read the status', async (client) => {
-      const accounts = new Map<string, { id: string; lastSuccessAt: number | null; lastError: string | null; lastErrorAt: number | null; users: Record<RiskLevel, number>; leader: string | null }>();
-      const account = (id: string) => {
-        let entry = accounts.get(id);
-        if (!entry) accounts.set(id, (entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null }));
-        return entry;
-      };
-      for (const row of (await client.query<{ account_id: string }>('SELECT account_id FROM accounts ORDER BY account_id')).rows) account(row.account_id);
-      for (const row of (
-        await client.query<{ account_id: string; last_success_at: number | null; last_error: string | null; last_error_at: number | null }>(
-          'SELECT account_id, last_success_at, last_error, last_error_at FROM account_status ORDER BY account_id',
-        )
-      ).rows) {
-        Object.assign(account(row.account_id), { lastSuccessAt: row.last_success_at, lastError: row.last_error, lastErrorAt: row.last_error_at });
-      }
-      for (const row of (await client.query<{ account_id: string; level: number; n: number }>('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level')).rows) {
-        account(row.account_id).users[levelOfRank(row.level)] = row.n;
-      }
-      for (const row of (await client.query<{ account_id: string; holder: string }>('SELECT account_id, holder FROM leases WHERE holder IS NOT NULL AND expires_at > clock_timestamp()')).rows) {
-        if (accounts.has(row.account_id)) account(row.account_id).leader = row.holder;
-      }
-      const counts = tallyDeliveries((await client.query<DeliveryCountRow>(DELIVERY_COUNTS_SQL)).rows);
-      const holds = new Map((await client.query<{ sink: string; until: number }>('SELECT sink, until FROM sink_holds WHERE until > $1', [now])).rows.map((h) => [h.sink, h.until]));
-      const sinks = [...new Set([...counts.keys(), ...holds.keys()])].sort().map((name) => ({
-        name,
-        pending: counts.get(name)?.pending ?? 0,
-        dead: counts.get(name)?.dead ?? 0,
-        heldUntil: holds.get(name) ?? null,
-      }));
-      const silences = (await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM silences WHERE ends_at > $1 AND starts_at <= $1', [now])).rows[0]!.n;
-      return { accounts: [...accounts.values()], sinks, silences };
+      const rows = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await client.query<R>(text, values)).rows;
+      return statusFrom({
+        accountIds: (await rows<{ account_id: string }>('SELECT account_id FROM accounts')).map((r) => r.account_id),
+        status: await rows('SELECT account_id, last_success_at, last_error, last_error_at FROM account_status'),
+        levels: await rows('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level'),
+        leaders: await rows('SELECT account_id, holder FROM leases WHERE holder IS NOT NULL AND expires_at > clock_timestamp()'),
+        counts: tallyDeliveries(await rows<DeliveryCountRow>(DELIVERY_COUNTS_SQL)),
+        holds: await rows('SELECT sink, until FROM sink_holds WHERE until > $1', [now]),
+        silences: (await rows<{ n: number }>('SELECT COUNT(*) AS n FROM silences WHERE ends_at > $1 AND starts_at <= $1', [now]))[0]!.n,
+      });
     });
   }
 
   async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
     return tallyDeliveries(await this.#query<DeliveryCountRow>('read the outbox', DELIVERY_COUNTS_SQL));
   }
-
 
   /**
    * Keeps what this replica leads, lets go of accounts no longer asked for or

@@ -17,6 +17,8 @@ import {
   eventFilters,
   eventUserColumns,
   type Silence,
+  type StatusRows,
+  statusFrom,
   type StoreStatus,
   type UserRow,
   userRowFrom,
@@ -517,35 +519,17 @@ export class SqliteStore implements StateStore {
   }
 
   async status(now: number): Promise<StoreStatus> {
-    return this.#read('read the status', () => {
-      const accounts = new Map<string, { id: string; lastSuccessAt: number | null; lastError: string | null; lastErrorAt: number | null; users: Record<RiskLevel, number>; leader: null }>();
-      const account = (id: string) => {
-        let entry = accounts.get(id);
-        if (!entry) accounts.set(id, (entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null }));
-        return entry;
-      };
-      for (const row of this.#stmt('SELECT account_id, last_success_at, last_error, last_error_at FROM account_status ORDER BY account_id').all() as {
-        account_id: string;
-        last_success_at: number | null;
-        last_error: string | null;
-        last_error_at: number | null;
-      }[]) {
-        Object.assign(account(row.account_id), { lastSuccessAt: row.last_success_at, lastError: row.last_error, lastErrorAt: row.last_error_at });
-      }
-      for (const row of this.#stmt('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level').all() as { account_id: string; level: number; n: number }[]) {
-        account(row.account_id).users[levelOfRank(row.level)] = row.n;
-      }
-      const counts = tallyDeliveries(this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]);
-      const holds = new Map((this.#stmt('SELECT sink, until FROM sink_holds WHERE until > ?').all(now) as { sink: string; until: number }[]).map((h) => [h.sink, h.until]));
-      const sinks = [...new Set([...counts.keys(), ...holds.keys()])].sort().map((name) => ({
-        name,
-        pending: counts.get(name)?.pending ?? 0,
-        dead: counts.get(name)?.dead ?? 0,
-        heldUntil: holds.get(name) ?? null,
-      }));
-      const silences = (this.#stmt('SELECT COUNT(*) AS n FROM silences WHERE ends_at > ? AND starts_at <= ?').get(now, now) as { n: number }).n;
-      return { accounts: [...accounts.values()], sinks, silences };
-    });
+    return this.#read('read the status', () =>
+      statusFrom({
+        accountIds: (this.#stmt('SELECT account_id FROM accounts').all() as { account_id: string }[]).map((r) => r.account_id),
+        status: this.#stmt('SELECT account_id, last_success_at, last_error, last_error_at FROM account_status').all() as unknown as StatusRows['status'],
+        levels: this.#stmt('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level').all() as unknown as StatusRows['levels'],
+        leaders: [],
+        counts: tallyDeliveries(this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]),
+        holds: this.#stmt('SELECT sink, until FROM sink_holds WHERE until > ?').all(now) as unknown as StatusRows['holds'],
+        silences: (this.#stmt('SELECT COUNT(*) AS n FROM silences WHERE ends_at > ? AND starts_at <= ?').get(now, now) as { n: number }).n,
+      }),
+    );
   }
 
   /** One process per file: it leads every account, always. */

@@ -154,6 +154,39 @@ export interface StoreStatus {
   readonly silences: number;
 }
 
+/** What both stores read for status(), as rows; statusFrom() puts them together. */
+export interface StatusRows {
+  readonly accountIds: readonly string[];
+  readonly status: readonly { account_id: string; last_success_at: number | null; last_error: string | null; last_error_at: number | null }[];
+  readonly levels: readonly { account_id: string; level: number; n: number }[];
+  readonly leaders: readonly { account_id: string; holder: string }[];
+  readonly counts: ReadonlyMap<string, { pending: number; dead: number }>;
+  readonly holds: readonly { sink: string; until: number }[];
+  readonly silences: number;
+}
+
+export function statusFrom(rows: StatusRows): StoreStatus {
+  type Account = { id: string; lastSuccessAt: number | null; lastError: string | null; lastErrorAt: number | null; users: Record<RiskLevel, number>; leader: string | null };
+  const accounts = new Map<string, Account>();
+  const account = (id: string): Account => {
+    let entry = accounts.get(id);
+    if (!entry) accounts.set(id, (entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null }));
+    return entry;
+  };
+  for (const id of rows.accountIds) account(id);
+  for (const row of rows.status) Object.assign(account(row.account_id), { lastSuccessAt: row.last_success_at, lastError: row.last_error, lastErrorAt: row.last_error_at });
+  for (const row of rows.levels) account(row.account_id).users[levelOfRank(row.level)] = Number(row.n);
+  for (const row of rows.leaders) if (accounts.has(row.account_id)) account(row.account_id).leader = row.holder;
+  const holds = new Map(rows.holds.map((h) => [h.sink, h.until]));
+  const sinks = [...new Set([...rows.counts.keys(), ...holds.keys()])].sort().map((name) => ({
+    name,
+    pending: rows.counts.get(name)?.pending ?? 0,
+    dead: rows.counts.get(name)?.dead ?? 0,
+    heldUntil: holds.get(name) ?? null,
+  }));
+  return { accounts: [...accounts.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)), sinks, silences: Number(rows.silences) };
+}
+
 /** The silence that mutes `event` among `active` ones, if any: the same rule on every store. */
 export function silenceOf(event: RiskEvent, active: readonly Silence[]): Silence | undefined {
   const account = event.data.account.id;
