@@ -19,7 +19,8 @@ const ACCOUNT = 'b0a7c0ffee0000000000000000000001';
 const DAY = 86_400_000;
 const RUNS = 7;
 
-function user(n: number, level: RiskLevel): RiskUser {
+/** The bench's user n (every benchmark tenant names its users so). */
+export function benchUser(n: number, level: RiskLevel = RISK_LEVELS[n % 3]!): RiskUser {
   return {
     user_id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
     email: `user${n}@example.com`,
@@ -81,7 +82,7 @@ export async function measureHistory(): Promise<HistoryResult> {
       accountId: ACCOUNT,
       expectedVersion: 0,
       polledAt: start,
-      delta: { upsertUsers: [...levels].map(([n, level]) => user(n, level)), removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+      delta: { upsertUsers: [...levels].map(([n, level]) => benchUser(n, level)), removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
       events: [],
       deliveries: [],
     });
@@ -97,7 +98,7 @@ export async function measureHistory(): Promise<HistoryResult> {
         const before = levels.get(n)!;
         const after = RISK_LEVELS[(RISK_LEVELS.indexOf(before) + 1) % 3]!;
         levels.set(n, after);
-        const u = user(n, after);
+        const u = benchUser(n, after);
         changed.push(u);
         events.push(event(`evt-${++id}`, u, before, at));
       }

@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { RISK_LEVELS, type RiskUser } from '../src/model.ts';
 import { FakeRiskApi } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
-import { EVENTS_PER_DAY, HISTORY_DAYS, measureHistory } from './history.ts';
+import { benchUser, EVENTS_PER_DAY, HISTORY_DAYS, measureHistory } from './history.ts';
 import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './poll-cycle.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -40,16 +40,7 @@ const percentile = (values: number[], p: number) => {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 };
 
-function user(n: number, level = RISK_LEVELS[n % 3]!): RiskUser {
-  return {
-    user_id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
-    email: `user${n}@example.com`,
-    name: `User ${n}`,
-    event_count: n % 9,
-    last_event: '2026-11-22T17:59:00Z',
-    max_risk_level: level,
-  };
-}
+const user = benchUser;
 
 /** A fake API holding `size` users; each poll (its first summary page) changes 0.1% of them. */
 async function tenant(size: number, churn: boolean) {
