@@ -68,7 +68,7 @@ describe('a valid config parses into the typed config', () => {
       doc.poll_interval = '5m';
       doc.first_run = 'notify';
       doc.notify = { lowered: true, enrich: false, max_age: '6h' };
-      doc.state = { sqlite: './data/rw.db' };
+      doc.state = { sqlite: './data/rw.db', history: '90d' };
       doc.http = { listen: '0.0.0.0:9464' };
       doc.log = { level: 'debug' };
     });
@@ -78,7 +78,7 @@ describe('a valid config parses into the typed config', () => {
     expect(config.pollIntervalMs).toBe(300_000);
     expect(config.firstRun).toBe('notify');
     expect(config.notify).toEqual({ lowered: true, enrich: false, maxAgeMs: 6 * 3_600_000 });
-    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'data', 'rw.db') });
+    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'data', 'rw.db'), historyMs: 90 * 86_400_000 });
     expect(config.http.listen).toEqual({ host: '0.0.0.0', port: 9464 });
     expect(config.log.level).toBe('debug');
 
@@ -115,7 +115,7 @@ describe('a valid config parses into the typed config', () => {
     expect(config.pollIntervalMs).toBe(60_000);
     expect(config.firstRun).toBe('baseline');
     expect(config.notify).toEqual({ lowered: false, enrich: true, maxAgeMs: 24 * 3_600_000 });
-    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'riskwatch.db') });
+    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'riskwatch.db'), historyMs: 30 * 86_400_000 });
     expect(config.http.listen).toEqual({ host: '127.0.0.1', port: 9464 });
     expect(config.log).toEqual({ level: 'info', format: 'json' });
     expect(config.accounts[0]).toMatchObject({ id: ACCOUNT_ID, name: undefined, label: ACCOUNT_ID });
@@ -135,13 +135,13 @@ describe('a valid config parses into the typed config', () => {
 describe('state.sqlite is relative to the config file, not the working directory', () => {
   it('resolves a relative path against the config directory', () => {
     const file = tmp.write('etc/riskwatch/riskwatch.yaml', configYaml((doc) => (doc.state = { sqlite: 'state/rw.db' })));
-    expect(loadConfig(file, ENV).state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'etc', 'riskwatch', 'state', 'rw.db') });
+    expect(loadConfig(file, ENV).state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'etc', 'riskwatch', 'state', 'rw.db'), historyMs: 30 * 86_400_000 });
     expect(process.cwd()).not.toBe(path.join(tmp.dir, 'etc', 'riskwatch'));
   });
 
   it('keeps an absolute path', () => {
     const config = load((doc) => (doc.state = { sqlite: '/var/lib/riskwatch/state.db' }));
-    expect(config.state).toEqual({ kind: 'sqlite', file: '/var/lib/riskwatch/state.db' });
+    expect(config.state).toEqual({ kind: 'sqlite', file: '/var/lib/riskwatch/state.db', historyMs: 30 * 86_400_000 });
   });
 });
 
@@ -181,7 +181,7 @@ describe('${VAR} is replaced from the environment', () => {
     );
     const incidents = sink(config, 'incidents');
     expect(incidents.type === 'webhook' && incidents.url.reveal()).toBe('https://hooks.example.net/in/abc123');
-    expect(config.state).toEqual({ kind: 'sqlite', file: '/var/lib/rw/rw.db' });
+    expect(config.state).toEqual({ kind: 'sqlite', file: '/var/lib/rw/rw.db', historyMs: 30 * 86_400_000 });
   });
 
   it('does not interpolate a value taken from the environment a second time', () => {
@@ -385,7 +385,7 @@ describe('the file itself', () => {
 
   it('parseConfig reads text it is given, resolving paths against the file it names', () => {
     const config = parseConfig(configYaml(), path.join(tmp.dir, 'elsewhere', 'rw.yaml'), ENV);
-    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'elsewhere', 'riskwatch.db') });
+    expect(config.state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'elsewhere', 'riskwatch.db'), historyMs: 30 * 86_400_000 });
   });
 });
 
