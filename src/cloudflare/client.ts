@@ -245,10 +245,12 @@ export class CloudflareClient {
     const untilEmpty = info.total_pages === undefined;
     const readPage = async (page: number, pageSignal: AbortSignal) => {
       const next = await this.#summaryPage(accountId, page, pageSignal);
-      if (next.info?.page !== undefined && next.info.page !== page) return reader.repeated(`asked for page ${page} and got page ${next.info.page}`);
       const changed = totalsDiffer(info, next.info);
       if (changed) throw new SummaryChangedError(`summary of account ${accountId}: ${changed} between page 1 and page ${page}`, { retryable: true });
-      reader.add(next.rows, page, untilEmpty);
+      // The records decide, not the `page` the answer claims: a page that says it is another one may
+      // still hold users no other page lists (skipping it once let a forged duplicate stand).
+      const claimed = next.info?.page;
+      reader.add(next.rows, page, untilEmpty, claimed !== undefined && claimed !== page ? `asked for page ${page} and got page ${claimed}` : undefined);
     };
     // Pages the API says hold users are read a few at once; past them (a page that should add nobody
     // or be empty, to prove the read over) one at a time, so that a small account costs one request
@@ -449,8 +451,11 @@ class SummaryReader {
     return this.distinct - this.unidentifiedSkips;
   }
 
-  /** Adds a page's records; with `untilEmpty` (no total_pages), an empty page ends the read. */
-  add(rows: readonly unknown[], page: number, untilEmpty = false): void {
+  /**
+   * Adds a page's records; with `untilEmpty` (no total_pages), an empty page ends the read.
+   * `mislabelled` says how the answer named another page than the one asked, for the error.
+   */
+  add(rows: readonly unknown[], page: number, untilEmpty = false, mislabelled?: string): void {
     const before = this.#identified;
     rows.forEach((row, i) => {
       const parsed = parseUser(row);
@@ -463,7 +468,7 @@ class SummaryReader {
     }
     if (rows.length === 0) this.exhausted ||= untilEmpty || this.complete;
     else if (this.#identified !== before) this.grewAfterFirstPage = true;
-    else if (!this.complete) this.repeated(`page ${page} repeated only users of earlier pages`);
+    else if (!this.complete) this.repeated(mislabelled ?? `page ${page} repeated only users of earlier pages`);
     // Complete, and this page named nobody new. Page 1 again is an API that ignores paging: the end.
     // Anything else (a record of someone already read, a malformed one) is no end: a later page may
     // still list one of them at another level, which would make them ambiguous.

@@ -307,6 +307,20 @@ describe('summary_paging (SPEC §1)', () => {
     expect(summary.pages).toBe(3);
   });
 
+  it('auto: a page whose result_info names another page is still read: its records decide, not its label', async () => {
+    // A forged duplicate at high on page 1; the genuine record on page 3, whose answer claims to be page 4.
+    const pages = [[{ ...user(1), max_risk_level: 'high' }, user(2)], [user(3)], [user(1)]];
+    api.fault = (r) => {
+      const page = Number(r.query.get('page'));
+      const rows = pages[page - 1] ?? [];
+      return { status: 200, body: { ...success({ users: rows }), result_info: { page: page === 3 ? 4 : page, per_page: 2, count: rows.length, total_count: 3, total_pages: 3 } } };
+    };
+    const { client } = clientFor(api, { pageConcurrency: 1 });
+    const summary = await client.fetchSummary(ACCOUNT);
+    expect([...summary.users.keys()].sort()).toEqual([user(2).user_id, user(3).user_id].sort());
+    expect([...summary.skippedUserIds]).toEqual([user(1).user_id]);
+  });
+
   it('auto: a user listed at another level on a later page is caught even after the count was reached', async () => {
     // A fabricated duplicate at low comes first; the real record, at high, on page 2.
     const pages = [[{ ...user(1), max_risk_level: 'low' }], [user(1, 'high')]];
