@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ApiCall, SkippedKind } from '../cloudflare/client.ts';
+import { RISK_LEVELS } from '../model.ts';
 import type { DeliveryOutcome, StateStore } from '../store/store.ts';
 import type { PollOutcome } from './poller.ts';
 
@@ -40,12 +41,27 @@ export class Metrics {
       registers,
     });
     this.#pollErrors = new Counter({ name: 'riskwatch_poll_errors_total', help: 'Polls that failed and committed nothing.', labelNames: ['account'], registers });
-    this.#usersTracked = new Gauge({ name: 'riskwatch_users_tracked', help: 'Users in the last committed summary of each account.', labelNames: ['account'], registers });
+    const leadership = () => this.#leadership();
+    // Accounts another replica leads now: this one's last counts of them are stale, and a sum over
+    // replicas must count each account once (its leader's). The next poll here sets them again.
+    const notLed = () => leadership().flatMap((a) => (a.leads ? [] : [a.account]));
+    this.#usersTracked = new Gauge({
+      name: 'riskwatch_users_tracked',
+      help: 'Users in the last committed summary of each account this process leads.',
+      labelNames: ['account'],
+      registers,
+      collect() {
+        for (const account of notLed()) this.remove({ account });
+      },
+    });
     this.#users = new Gauge({
       name: 'riskwatch_users',
-      help: 'Users at each level in the last committed summary of each account: who is at risk, over time.',
+      help: 'Users at each level in the last committed summary of each account this process leads: who is at risk, over time.',
       labelNames: ['account', 'level'],
       registers,
+      collect() {
+        for (const account of notLed()) for (const level of RISK_LEVELS) this.remove({ account, level });
+      },
     });
     this.#silenced = new Counter({
       name: 'riskwatch_events_silenced_total',
@@ -73,7 +89,6 @@ export class Metrics {
       registers,
     });
     this.#rateLimited = new Counter({ name: 'riskwatch_cloudflare_rate_limited_total', help: 'Cloudflare answers of 429.', labelNames: ['call'], registers });
-    const leadership = () => this.#leadership();
     new Gauge({
       name: 'riskwatch_account_leader',
       help: '1 for each account this process polls (leads), 0 for one another replica leads.',

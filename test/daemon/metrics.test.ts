@@ -56,3 +56,27 @@ describe('who is at risk, over time, and what silences muted', () => {
     expect(await metrics.registry.metrics()).toContain('riskwatch_silences_active 1');
   });
 });
+
+describe('replicas: only the leader of an account exports its users', () => {
+  it('an account another replica now leads drops out of riskwatch_users and riskwatch_users_tracked here, and comes back with the next poll', async () => {
+    const metrics = new Metrics();
+    const leads = new Map([
+      ['production', true],
+      ['staging', true],
+    ]);
+    metrics.watchLeadership(() => [...leads].map(([account, l]) => ({ account, leads: l })));
+    for (const account of leads.keys()) metrics.pollSucceeded(account, 0.1, { users: 3, levels: { low: 1, medium: 1, high: 1 }, silenced: 0, eventTypes: [] });
+    leads.set('staging', false);
+    let lines = await accountLines(metrics);
+    expect(lines.filter((line) => /^riskwatch_users(_tracked)?\{/.test(line) && line.includes('account="staging"'))).toEqual([]);
+    expect(lines).toContain('riskwatch_users{account="production",level="high"} 1');
+    expect(lines).toContain('riskwatch_users_tracked{account="production"} 3');
+    expect(lines).toContain('riskwatch_account_leader{account="staging"} 0');
+
+    leads.set('staging', true);
+    metrics.pollSucceeded('staging', 0.1, { users: 4, levels: { low: 2, medium: 1, high: 1 }, silenced: 0, eventTypes: [] });
+    lines = await accountLines(metrics);
+    expect(lines).toContain('riskwatch_users{account="staging",level="low"} 2');
+    expect(lines).toContain('riskwatch_users_tracked{account="staging"} 4');
+  });
+});
