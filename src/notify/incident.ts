@@ -6,7 +6,8 @@ import { LEVEL_RANK, type RiskLevel } from '../model.ts';
  * What an incident receiver (PagerDuty, Opsgenie) does with an event, decided
  * here once for both (SPEC §5): a user's rise to `min_level` or above opens
  * an incident, their drop below it (or out of the summary) closes the same
- * one; a disabled behavior opens one, enabled again closes it. The key comes
+ * one; a disabled behavior opens one, enabled again (or removed while
+ * disabled) closes it. The key comes
  * from the event alone, so trigger and resolve meet without any memory
  * between deliveries, across restarts and replicas.
  */
@@ -29,6 +30,8 @@ function incidentAction(event: RiskEvent, minLevel: RiskLevel): IncidentStep['ac
   if (!isUserEvent(event)) {
     if (event.type === 'behavior.disabled') return 'open';
     if (event.type === 'behavior.enabled') return 'close';
+    // Gone while disabled: nothing will enable it again, so its incident is closed now.
+    if (event.type === 'behavior.removed' && !event.data.behavior.enabled) return 'close';
     return undefined;
   }
   const min = LEVEL_RANK[minLevel];

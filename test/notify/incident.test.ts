@@ -45,6 +45,12 @@ describe('incidentStep: open on a rise to min_level or above, close on the drop 
     expect(incidentStep(behaviorEvent('behavior.enabled'), 'high')).toEqual({ action: 'close', key: `riskwatch/${ACCOUNT.id}/behavior/imp_travel` });
     for (const type of ['behavior.added', 'behavior.removed', 'behavior.risk_level_changed'] as const) expect(incidentStep(behaviorEvent(type), 'low')).toBeUndefined();
   });
+
+  it('a behavior removed while disabled closes its incident: nothing will enable it again', () => {
+    const removed = behaviorEvent('behavior.removed');
+    const gone: BehaviorEvent = { ...removed, data: { ...removed.data, behavior: { ...removed.data.behavior, enabled: false } } };
+    expect(incidentStep(gone, 'high')).toEqual({ action: 'close', key: `riskwatch/${ACCOUNT.id}/behavior/imp_travel` });
+  });
 });
 
 describe('incidentKey: one key per subject, within 255 characters', () => {
