@@ -1,10 +1,20 @@
-/** HTTP facts shared by the Cloudflare client and the sinks. */
+/** HTTP and network facts shared by the config, the Cloudflare client and the sinks. */
 
+import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
 
 /** A response body as undici hands it over: a Node stream from `request`, a web stream from `fetch`. */
 export type ResponseBody = Readable | ReadableStream<Uint8Array> | null | undefined;
+
+/** Loopback hosts, where plain HTTP or SMTP crosses no network: a local relay may skip TLS, a test's fake may serve http. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./.test(host) || /^::ffff:7f[0-9a-f]{2}:/.test(host);
+  return false;
+}
 
 /** Statuses worth another attempt: timeouts, rate limits, server errors. */
 export function isRetryableStatus(status: number): boolean {

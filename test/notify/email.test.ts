@@ -5,7 +5,8 @@ import type { EmailSinkConfig } from '../../src/config/config.ts';
 import { Secret } from '../../src/config/secret.ts';
 import type { RiskEvent } from '../../src/detect/events.ts';
 import type { DeliveryError } from '../../src/notify/sink.ts';
-import { EmailSink, isLoopbackHost, smtpTransportOptions } from '../../src/notify/sinks/email.ts';
+import { isLoopbackHost } from '../../src/http.ts';
+import { EmailSink, smtpTransportOptions } from '../../src/notify/sinks/email.ts';
 import { EMAIL_LIMITS, type EmailMessage, escapeHtml, messageId, renderEmail } from '../../src/notify/sinks/email-render.ts';
 import { smtpFailure } from '../../src/notify/sinks/http-errors.ts';
 import { FakeClock } from '../support/fake-clock.ts';
@@ -63,7 +64,12 @@ describe('transport options: TLS from the URL', () => {
     expect(smtpTransportOptions(url)).toMatchObject({ secure: false, requireTLS: false });
   });
 
-  it('never turns TLS checks off, and bounds each step of the session', () => {
+  it('on loopback, a certificate is not verified: no network is crossed, and a local relay\'s is commonly self-signed', () => {
+    expect(smtpTransportOptions('smtp://localhost:25').tls).toEqual({ rejectUnauthorized: false });
+    expect(smtpTransportOptions('smtps://127.0.0.1').tls).toEqual({ rejectUnauthorized: false });
+  });
+
+  it('never turns TLS checks off off loopback, and bounds each step of the session', () => {
     const options = smtpTransportOptions('smtp://mail.example.com');
     expect(options.ignoreTLS).toBeUndefined();
     expect(options.tls).toBeUndefined();
@@ -190,6 +196,17 @@ describe('through a real SMTP server on loopback', () => {
       expect(parsed.text?.trim()).toBe(message.text.trim());
       expect(parsed.html).toBe(message.html);
       expect(parsed.headers.get('auto-submitted')).toBe('auto-generated');
+    });
+
+    it('a loopback relay offering STARTTLS with a self-signed certificate: upgraded, and the mail taken', async () => {
+      const relay = await FakeSmtp.start({ auth: CREDENTIALS, starttls: true });
+      try {
+        const sink = sinkFor(relay.url(CREDENTIALS));
+        await sink.send(sink.render(storm(1)), timeout());
+        expect(relay.messages.map((m) => m.secure)).toEqual([true]);
+      } finally {
+        await relay.close();
+      }
     });
 
     it('a resend of the same delivery carries the same Message-ID', async () => {

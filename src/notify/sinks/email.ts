@@ -1,8 +1,8 @@
-import { isIP } from 'node:net';
 import { createTransport, type SMTPTransportOptions, type Transporter } from 'nodemailer';
 import type { Clock } from '../../clock.ts';
 import type { EmailSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
+import { isLoopbackHost } from '../../http.ts';
 import type { Sink } from '../sink.ts';
 import { type EmailMessage, type EmailOptions, renderEmail, renderEmailTest } from './email-render.ts';
 import { smtpFailure } from './http-errors.ts';
@@ -14,21 +14,15 @@ import { smtpFailure } from './http-errors.ts';
  */
 const TIMEOUTS = { connectionTimeout: 30_000, greetingTimeout: 30_000, socketTimeout: 30_000, dnsTimeout: 30_000 } as const;
 
-/** Loopback hosts, where plain SMTP crosses no network: a local relay may skip STARTTLS. */
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (host === 'localhost' || host.endsWith('.localhost')) return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./.test(host) || /^::ffff:7f[0-9a-f]{2}:/.test(host);
-  return false;
-}
-
 /**
  * nodemailer's options for an `smtp` URL (SPEC §5): `smtps://` is TLS from
  * the first byte (port 465 by default); `smtp://` must upgrade with STARTTLS
  * before anything else is said, credentials included (`requireTLS`; port 587
  * by default), except on a loopback host, where STARTTLS is used when offered
- * and plain is allowed. Certificates are always verified. User and password
+ * and plain is allowed. Certificates are verified except on a loopback host:
+ * no network is crossed there, and a local relay's certificate is commonly
+ * self-signed (Debian's Postfix offers STARTTLS with its snakeoil one), which
+ * would fail every mail. User and password
  * come from the URL, percent-decoded; the URL itself is never handed on, so
  * that no error or log line of nodemailer can hold it.
  */
@@ -39,11 +33,13 @@ export function smtpTransportOptions(smtpUrl: string): SMTPTransportOptions {
   const secure = url.protocol === 'smtps:';
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const user = decodeURIComponent(url.username);
+  const loopback = isLoopbackHost(host);
   return {
     host,
     port: url.port ? Number(url.port) : secure ? 465 : 587,
     secure,
-    requireTLS: !secure && !isLoopbackHost(host),
+    requireTLS: !secure && !loopback,
+    ...(loopback ? { tls: { rejectUnauthorized: false } } : {}),
     ...(user ? { auth: { user, pass: decodeURIComponent(url.password) } } : {}),
     ...TIMEOUTS,
     // Riskwatch writes every part itself: nothing may make nodemailer read a file or fetch a URL.

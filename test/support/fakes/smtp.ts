@@ -8,6 +8,8 @@ export interface ReceivedMail {
   readonly envelope: { readonly from: string; readonly to: readonly string[] };
   /** The user that logged in for it, when the server asks for a login. */
   readonly user: string | undefined;
+  /** Whether the session had upgraded with STARTTLS. */
+  readonly secure: boolean;
   readonly raw: string;
   readonly parsed: ParsedMail;
 }
@@ -18,14 +20,16 @@ export type SmtpStep = 'CONNECT' | 'AUTH' | 'MAIL' | 'RCPT' | 'DATA';
 export interface FakeSmtpOptions {
   /** Require a login with exactly these credentials (over plain SMTP: the server is on loopback). */
   readonly auth?: { readonly user: string; readonly pass: string };
+  /** Offer STARTTLS, with smtp-server's built-in self-signed certificate (as a local Postfix offers its snakeoil one). */
+  readonly starttls?: boolean;
 }
 
 /**
  * A real SMTP server (smtp-server) on 127.0.0.1, port chosen by the system,
  * that keeps what it accepts, parsed with mailparser, and whose replies a
  * test can script step by step: `rejectNext('RCPT', 451)`. It offers no
- * STARTTLS (loopback: plain is allowed), so a client that requires STARTTLS
- * is refused. A message is recorded before the server acknowledges its DATA,
+ * STARTTLS (loopback: plain is allowed) unless `starttls` says so, so a
+ * client that requires STARTTLS is refused. A message is recorded before the server acknowledges its DATA,
  * so it is in `messages` when the client's send resolves.
  */
 export class FakeSmtp {
@@ -43,7 +47,7 @@ export class FakeSmtp {
     this.#server = new SMTPServer({
       logger: false,
       secure: false,
-      disabledCommands: ['STARTTLS'],
+      disabledCommands: options.starttls ? [] : ['STARTTLS'],
       authOptional: auth === undefined,
       allowInsecureAuth: true,
       authMethods: ['PLAIN', 'LOGIN'],
@@ -71,7 +75,7 @@ export class FakeSmtp {
           const raw = Buffer.concat(chunks).toString('utf8');
           simpleParser(raw).then(
             (parsed) => {
-              this.messages.push({ envelope: envelopeOf(session), user: typeof session.user === 'string' ? session.user : undefined, raw, parsed });
+              this.messages.push({ envelope: envelopeOf(session), user: typeof session.user === 'string' ? session.user : undefined, secure: session.secure, raw, parsed });
               callback(null);
             },
             (error: unknown) => callback(error as Error),
