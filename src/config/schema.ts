@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isLoopbackHost } from '../http.ts';
 import { EVENT_TYPES, RISK_LEVELS, type RiskLevel } from '../model.ts';
 import { parseDuration } from './duration.ts';
 
@@ -23,6 +24,22 @@ const httpUrl = z.string().trim().refine(
   // The value is never echoed: webhook URLs are secrets.
   { error: 'must be an http(s) URL' },
 );
+
+/**
+ * The URL of a vendor receiver, which is a credential (Slack, Teams) or is
+ * sent one (PagerDuty, Opsgenie): https, or http on a loopback host (a local
+ * relay, a test's fake), never plain text across a network.
+ */
+const credentialUrl = httpUrl.refine((value) => URL.parse(value)?.protocol !== 'http:' || isLoopbackHost(URL.parse(value)?.hostname ?? ''), {
+  error: 'must be an https URL (http only on a loopback host): it carries a credential',
+});
+
+/**
+ * An incident API's base URL: riskwatch appends `/v2/…` itself, so a URL
+ * copied with the endpoint's path would 404 every event (dead-lettered).
+ */
+const apiBaseUrl = (base: string) =>
+  credentialUrl.refine((value) => !/\/v2(\/|$)/.test(URL.parse(value)?.pathname ?? ''), { error: `must be the API's base URL, without /v2/… (e.g. ${base})` }).default(base);
 
 const duration = (min: number, minText: string, max: number, maxText: string) =>
   z.union([z.string(), z.number()], { error: 'must be a duration like 30s, 5m, 1h' }).transform((value, ctx) => {
@@ -110,7 +127,7 @@ const sink = z.discriminatedUnion(
     z.strictObject({
       type: z.literal('slack'),
       ...routing,
-      url: httpUrl,
+      url: credentialUrl,
       mention: z
         .string()
         .trim()
@@ -142,7 +159,7 @@ const sink = z.discriminatedUnion(
       type: z.literal('teams'),
       ...routing,
       // A Workflows URL: its host has changed over time, so only its scheme is checked (RECEIVERS.md).
-      url: httpUrl,
+      url: credentialUrl,
     }),
     z.strictObject({
       type: z.literal('email'),
@@ -160,7 +177,7 @@ const sink = z.discriminatedUnion(
       min_level: level.default('high'),
       // Never echoed: the routing key is a secret.
       routing_key: z.string().trim().regex(/^[A-Za-z0-9]{32}$/, { error: 'must be the 32-character integration key of a PagerDuty Events API v2 integration' }),
-      url: httpUrl.default('https://events.pagerduty.com'),
+      url: apiBaseUrl('https://events.pagerduty.com'),
       severity: z
         .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, pagerDutySeverity.optional()])) as Record<RiskLevel, z.ZodOptional<typeof pagerDutySeverity>>)
         .prefault({})
@@ -172,7 +189,7 @@ const sink = z.discriminatedUnion(
       ...routing,
       min_level: level.default('high'),
       api_key: nonEmpty,
-      url: httpUrl.default('https://api.opsgenie.com'),
+      url: apiBaseUrl('https://api.opsgenie.com'),
       priority: z
         .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, opsgeniePriority.optional()])) as Record<RiskLevel, z.ZodOptional<typeof opsgeniePriority>>)
         .prefault({})

@@ -604,6 +604,33 @@ describe('incident and chat receivers (SPEC §5)', () => {
     expect(teams.minLevel).toBe('low');
   });
 
+  it('a vendor receiver\'s URL is a credential or carries one: https, or http only on a loopback host, never echoed', () => {
+    const cases = [
+      { type: 'slack', url: 'http://hooks.slack.com/services/T0/B0/s3cretpath' },
+      { type: 'teams', url: 'http://prod-01.westeurope.logic.azure.com/workflows/abc?sig=s3cretsig' },
+      { type: 'pagerduty', routing_key: ROUTING_KEY, url: 'http://events.pagerduty.com' },
+      { type: 'opsgenie', api_key: 'k', url: 'http://api.opsgenie.com' },
+    ];
+    for (const entry of cases) {
+      const problem = problemAt('sinks[0].url', () => load(withSink(entry)));
+      expect(problem, entry.type).toMatch(/https URL \(http only on a loopback host\)/);
+      expect(problem).not.toMatch(/s3cret/);
+      const loopback = { ...entry, url: entry.url.replace(/^http:\/\/[^/?]+/, 'http://127.0.0.1:8080') };
+      expect(() => load(withSink(loopback)), entry.type).not.toThrow();
+    }
+    // A generic webhook may be an http service inside the network: its secret signs, and is not sent.
+    expect(() => load(withSink({ type: 'webhook', url: 'http://soar.internal:8080/hook' }))).not.toThrow();
+  });
+
+  it('pagerduty and opsgenie: a URL copied with the endpoint\'s path is refused (riskwatch adds /v2/… itself)', () => {
+    expect(problemAt('sinks[0].url', () => load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY, url: 'https://events.pagerduty.com/v2/enqueue' })))).toMatch(
+      /base URL, without \/v2\/… \(e\.g\. https:\/\/events\.pagerduty\.com\)/,
+    );
+    expect(problemAt('sinks[0].url', () => load(withSink({ type: 'opsgenie', api_key: 'k', url: 'https://api.eu.opsgenie.com/v2/alerts' })))).toMatch(/https:\/\/api\.opsgenie\.com/);
+    const jsm = sink(load(withSink({ type: 'opsgenie', api_key: 'k', url: 'https://api.atlassian.com/jsm/ops/integration' })), 'r');
+    expect(jsm.type === 'opsgenie' && jsm.url).toBe('https://api.atlassian.com/jsm/ops/integration');
+  });
+
   it('email: one address or a list, a default subject prefix; smtp must be smtp:// or smtps://, never echoed', () => {
     const one = sink(load(withSink({ type: 'email', smtp: 'smtps://u:pw@mail.example.com', from: 'rw@example.com', to: 'secops@example.com' })), 'r');
     expect(one).toMatchObject({ type: 'email', from: 'rw@example.com', to: ['secops@example.com'], subjectPrefix: '[riskwatch]' });
