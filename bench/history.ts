@@ -108,7 +108,7 @@ export async function measureHistory(): Promise<HistoryResult> {
     await store.close();
 
     // The commands open the file as an operator does, beside a daemon.
-    const operator = SqliteStore.open(file, { shared: true });
+    const operator = SqliteStore.open(file, { shared: "read" });
     const queries: Record<string, { ms: number; rows: number }> = {};
     const measure = async (name: string, run: () => Promise<readonly unknown[] | { accounts: readonly unknown[] }>) => {
       const result = await run();

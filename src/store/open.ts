@@ -21,10 +21,11 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
 /**
  * Opens the store for an operator command (SPEC §3): beside a running daemon,
  * so without the SQLite file's process lock and without joining the replicas
- * of a database; it never polls or drains, only reads and small writes.
+ * of a database; it never polls or drains, only reads and small writes. Only
+ * a command that `creates` state (a silence) may make a new SQLite file.
  */
-export async function openOperatorStore(state: StateConfig): Promise<OperatorStore> {
-  return state.kind === 'sqlite' ? SqliteStore.open(state.file, { shared: true }) : (await postgres()).openOperator(state.url.reveal());
+export async function openOperatorStore(state: StateConfig, options: { readonly creates?: boolean } = {}): Promise<OperatorStore> {
+  return state.kind === 'sqlite' ? SqliteStore.open(state.file, { shared: options.creates ? 'write' : 'read' }) : (await postgres()).openOperator(state.url.reveal());
 }
 
 /**

@@ -169,9 +169,11 @@ export interface SqliteStoreOptions {
   /**
    * An operator command beside the daemon (SPEC §3): no process lock, and the
    * file's holder and leases are left as they are. WAL and a busy timeout let
-   * its short transactions wait for the daemon's.
+   * its short transactions wait for the daemon's. `read`: the file must exist
+   * already (a read of a new, empty one would only mislead); `write` may create
+   * it (a silence set before the daemon first starts).
    */
-  readonly shared?: boolean;
+  readonly shared?: 'read' | 'write';
 }
 
 /**
@@ -199,6 +201,9 @@ export class SqliteStore implements StateStore {
   static open(file: string, options: SqliteStoreOptions = {}): SqliteStore {
     const now = options.now ?? Date.now;
     checkDirectory(file);
+    // An operator's typo, or a relative path read from another directory, would otherwise make an
+    // empty file and report that nobody is at risk.
+    if (options.shared === 'read' && !existsSync(file)) throw new StateError(`state file ${file} does not exist: riskwatch run creates it (is this the daemon's config, run from its directory?)`);
     const lock = options.shared ? undefined : acquireLock(file);
     let db: DatabaseSync | undefined;
     try {

@@ -1,3 +1,4 @@
+import { DatabaseSync } from 'node:sqlite';
 import { expect } from 'vitest';
 import { main } from '../../src/main.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
@@ -18,9 +19,11 @@ export interface Cli {
   json(argv: readonly string[]): Promise<unknown>;
 }
 
+/** A config and its state file, made empty as a daemon's first start leaves it (the commands but `silence add` refuse a missing one). */
 export function makeCli(edit?: (doc: ConfigDoc) => void): Cli {
   const tmp = makeTempDir();
   const stateFile = `${tmp.dir}/state.db`;
+  new DatabaseSync(stateFile).close();
   const config = tmp.write(
     'riskwatch.yaml',
     configYaml((doc) => {

@@ -1,3 +1,4 @@
+import { existsSync, rmSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { ACCOUNT_ID, type Cli, columns, iso, makeCli, OTHER_ACCOUNT_ID, seed } from './cli.ts';
@@ -22,6 +23,24 @@ describe('status', () => {
       ],
       silences: 0,
     });
+  });
+
+  it('no state file there: exit 2 naming it, and none made; silence add may make it, before the daemon first starts', async () => {
+    cli.tmp.remove();
+    const fresh = makeCli();
+    rmSync(fresh.stateFile);
+    try {
+      for (const argv of [['status'], ['users'], ['events'], ['deliveries'], ['silence', 'list']]) {
+        const { code, out, err } = await fresh.run(argv);
+        expect({ argv, code, out }).toEqual({ argv, code: 2, out: [] });
+        expect(err).toEqual([`riskwatch: state file ${fresh.stateFile} does not exist: riskwatch run creates it (is this the daemon's config, run from its directory?)`]);
+        expect(existsSync(fresh.stateFile)).toBe(false);
+      }
+      expect((await fresh.run(['silence', 'add', '--user', 'a@example.com', '--for', '1h', '--reason', 'before the first run'])).code).toBe(0);
+      expect((await fresh.json(['status'])) as { silences: number }).toMatchObject({ silences: 1 });
+    } finally {
+      fresh.tmp.remove();
+    }
   });
 
   it('--json: the accounts with their last poll and users, the sinks with their outbox, the active silences', async () => {

@@ -95,6 +95,8 @@ log:
       // The baseline poll, seen through status.
       await until('the first poll in status', async () => {
         const status = await cli('status', '--json');
+        // Until the daemon has made the state file, status says it does not exist (exit 2).
+        if (status.code !== 0) return undefined;
         return (status.json() as { accounts: { last_success_at: string | null }[] }).accounts[0]?.last_success_at ? true : undefined;
       });
 

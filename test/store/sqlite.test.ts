@@ -399,7 +399,7 @@ describe('operator commands share the file with a running riskwatch (SPEC §3)',
   it('a shared store is not refused by the process lock, and its writes are what the daemon’s next commit sees', async () => {
     const daemon = open();
     await daemon.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'low')] }) }));
-    const operator = open(file, { shared: true });
+    const operator = open(file, { shared: 'read' });
     await operator.addSilence({ id: 'sil_1', user: riskUser(1).email, behavior: null, accountId: null, startsAt: T0, endsAt: T0 + 3_600_000, reason: 'looking', by: 'ana@host' });
     const rise = userEvent('evt-1', riskUser(1, 'high'), 'low', 'high', T0 + 60_000);
     await daemon.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, events: [rise], deliveries: [planned('incidents', [rise])] }));
@@ -408,5 +408,16 @@ describe('operator commands share the file with a running riskwatch (SPEC §3)',
     // Closing the operator's store leaves the daemon's lock and holder as they were.
     await operator.close();
     expect((await stateErrorOf(() => SqliteStore.open(file))).message).toMatch(/is in use by riskwatch process \d+/);
+  });
+
+  it('a store shared for reading never creates the file: a wrong path is said, not shown as an empty state', async () => {
+    const wrong = path.join(path.dirname(file), 'typo.db');
+    expect((await stateErrorOf(() => SqliteStore.open(wrong, { shared: 'read' }))).message).toBe(
+      `state file ${wrong} does not exist: riskwatch run creates it (is this the daemon's config, run from its directory?)`,
+    );
+    expect(fs.existsSync(wrong)).toBe(false);
+    // A silence may be set before the daemon first starts.
+    (await SqliteStore.open(wrong, { shared: 'write' }).close());
+    expect(fs.existsSync(wrong)).toBe(true);
   });
 });

@@ -23,7 +23,7 @@ export const add: Command = {
     const { config } = readConfig(args, io);
     const accountId = accountFlag(args, config) ?? null;
     const id = `sil_${randomBytes(4).toString('hex')}`;
-    const store = await openOperatorStore(config.state);
+    const store = await openOperatorStore(config.state, { creates: true });
     try {
       await store.addSilence({
         id,
