@@ -12,7 +12,7 @@ import type { Sink } from './sink.ts';
 export function routeEvents(
   accountId: string,
   events: readonly RiskEvent[],
-  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts'> }[],
+  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts' | 'closes'> }[],
   options: RouteOptions,
 ): PlannedDelivery[] {
   const planned: PlannedDelivery[] = [];
@@ -23,15 +23,15 @@ export function routeEvents(
     if (sink.grouping === 'poll') {
       planned.push(plannedDelivery(config.name, accountId, wanted));
     } else {
-      for (const event of wanted) planned.push(plannedDelivery(config.name, accountId, [event]));
+      for (const event of wanted) planned.push(plannedDelivery(config.name, accountId, [event], sink.closes?.(event) ?? false));
     }
   }
   return planned;
 }
 
-/** A delivery of `events` to `sink`, with the subjects its order is kept by. */
-export function plannedDelivery(sink: string, accountId: string, events: readonly RiskEvent[]): PlannedDelivery {
-  return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))] };
+/** A delivery of `events` to `sink`, with the subjects its order is kept by; `closes` an incident (no silence holds it back). */
+export function plannedDelivery(sink: string, accountId: string, events: readonly RiskEvent[], closes = false): PlannedDelivery {
+  return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))], ...(closes ? { closes } : {}) };
 }
 
 export interface RouteOptions {

@@ -16,6 +16,12 @@ export interface Sink<Message = unknown> {
    * takes no drop that stays at or above its `min_level`. Left out: all.
    */
   accepts?(event: RiskEvent): boolean;
+  /**
+   * Whether sending `event` here closes an incident this sink opened. No
+   * silence holds such a delivery back (a close pages nobody, and the incident,
+   * opened before the silence, would otherwise stay open for ever). Left out: never.
+   */
+  closes?(event: RiskEvent): boolean;
   /** The message for one delivery's events (pure: no I/O). */
   render(events: readonly RiskEvent[]): Message;
   /** A clearly marked test message, for `test-sinks`. */

@@ -204,6 +204,8 @@ export function silenceOf(event: RiskEvent, active: readonly Silence[]): Silence
  * Applies `active` silences to a commit's events and deliveries: which event
  * each mutes, and the deliveries left once muted events are taken out (a
  * delivery left with none is dropped; subjects follow the events that stay).
+ * A delivery that closes an incident is kept whole: the silence came after
+ * the incident was opened, and must not leave it open for ever.
  */
 export function applySilences(events: readonly RiskEvent[], deliveries: readonly PlannedDelivery[], active: readonly Silence[]): { silencedBy: Map<string, string>; deliveries: PlannedDelivery[] } {
   const silencedBy = new Map<string, string>();
@@ -216,6 +218,10 @@ export function applySilences(events: readonly RiskEvent[], deliveries: readonly
   if (silencedBy.size === 0) return { silencedBy, deliveries: [...deliveries] };
   const kept: PlannedDelivery[] = [];
   for (const d of deliveries) {
+    if (d.closes) {
+      kept.push(d);
+      continue;
+    }
     const eventIds = d.eventIds.filter((id) => !silencedBy.has(id));
     if (eventIds.length === 0) continue;
     if (eventIds.length === d.eventIds.length) kept.push(d);
@@ -311,6 +317,8 @@ export interface PlannedDelivery {
   readonly eventIds: readonly string[];
   /** What its events are about (subjectOf), without repeats: a later delivery sharing one waits for this one. */
   readonly subjects: readonly string[];
+  /** It closes an incident its sink opened (Sink.closes): a silence mutes its event, not it. Only decided at commit, never stored. */
+  readonly closes?: boolean;
 }
 
 export interface Delivery {

@@ -153,6 +153,13 @@ describe('behaviors: a disable creates a P3 alert, an enable closes it', () => {
   });
 });
 
+describe('closes', () => {
+  it('only what closes an alert (no silence holds those back)', () => {
+    const events = [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)];
+    expect(events.filter(([, event]) => sinkFor().closes(event)).map(([name]) => name)).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'behavior.enabled']);
+  });
+});
+
 describe('a delivery of several events (a reload handed this sink a grouped delivery)', () => {
   it('sends one request per event it takes, in order, and skips the rest', async () => {
     await deliver(sinkFor(), raised, BEHAVIOR_EVENTS['behavior.added'], disabled, lowered);

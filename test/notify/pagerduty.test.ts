@@ -160,6 +160,12 @@ describe('behaviors: change events, incidents, or nothing', () => {
     expect(fake.changes).toEqual([]);
   });
 
+  it('closes: only what resolves an incident (no silence holds those back), never a change event', () => {
+    const closing = (sink: PagerDutySink) => [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)].filter(([, event]) => sink.closes(event)).map(([name]) => name);
+    expect(closing(sinkFor())).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)']);
+    expect(closing(sinkFor({ behaviors: 'alert' }))).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'behavior.enabled']);
+  });
+
   it('off: no behavior event is taken', () => {
     const sink = sinkFor({ behaviors: 'off' });
     expect(behaviorTypes.filter((type) => sink.accepts(BEHAVIOR_EVENTS[type]))).toEqual([]);

@@ -225,4 +225,14 @@ describe("a sink's own accepts() has the last word", () => {
     const pd = { config: { ...config, type: 'pagerduty' } as unknown as SinkConfig, sink: { grouping: 'event' as const, accepts: (e: RiskEvent) => incidentStep(e, 'medium') !== undefined } };
     expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => d.eventIds[0])).toEqual(['rise', 'falls']);
   });
+
+  it("a delivery is marked as closing an incident when the sink's closes() says so (a silence then holds it back no more)", () => {
+    const events = [userEvent('rise', 'low', 'high'), userEvent('falls', 'high', 'low')];
+    const { config } = sink('pd', { minLevel: 'high' });
+    const pd = { config: { ...config, type: 'pagerduty' } as unknown as SinkConfig, sink: { grouping: 'event' as const, closes: (e: RiskEvent) => incidentStep(e, 'high')?.action === 'close' } };
+    expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => [d.eventIds[0], d.closes])).toEqual([
+      ['rise', undefined],
+      ['falls', true],
+    ]);
+  });
 });

@@ -771,6 +771,16 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(eventIds(await store.claimDue('incidents', T0 + 60_000, 10))).toEqual([['evt-2']]);
       });
 
+      it('a delivery that closes an incident is not held back: the incident was opened before the silence', async () => {
+        const store = await open();
+        await store.addSilence(silence());
+        const drop = userEvent('evt-drop', riskUser(1, 'low', { email: 'Alice@Example.com' }), 'high', 'low');
+        await store.commitPoll(pollCommit({ events: [drop], deliveries: [planned('secops', [drop]), { ...planned('incidents', [drop]), closes: true }] }));
+        expect(eventIds(await store.claimDue('secops', T0, 10))).toEqual([]);
+        expect(eventIds(await store.claimDue('incidents', T0, 10))).toEqual([['evt-drop']]);
+        expect((await store.listEvents({ since: 0, limit: 10 })).map((r) => r.silenced)).toEqual(['sil_0001']);
+      });
+
       it('lists the active silences, or all; expire ends an active one once', async () => {
         const store = await open();
         await store.addSilence(silence({ id: 'sil_old', startsAt: T0 - 3 * HOUR, endsAt: T0 - HOUR }));

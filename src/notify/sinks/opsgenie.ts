@@ -71,6 +71,10 @@ export class OpsgenieSink implements Sink<OpsgenieMessage> {
     return incidentStep(event, this.#config.minLevel) !== undefined;
   }
 
+  closes(event: RiskEvent): boolean {
+    return incidentStep(event, this.#config.minLevel)?.action === 'close';
+  }
+
   /** Events this sink does not take (a reload may hand it some) are left out. */
   render(events: readonly RiskEvent[]): OpsgenieMessage {
     const cuts: Cuts = [];

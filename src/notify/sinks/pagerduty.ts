@@ -76,6 +76,11 @@ export class PagerDutySink implements Sink<PagerDutyMessage> {
     return this.#plan(event) !== undefined;
   }
 
+  closes(event: RiskEvent): boolean {
+    const plan = this.#plan(event);
+    return plan !== undefined && plan !== 'change' && plan.action === 'close';
+  }
+
   /** Events this sink does not take (a reload may hand it some) are left out. */
   render(events: readonly RiskEvent[]): PagerDutyMessage {
     const cuts: Cuts = [];
