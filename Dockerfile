@@ -23,6 +23,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
+COPY bin ./bin
 COPY src ./src
 USER node
 VOLUME ["/var/lib/riskwatch"]
@@ -31,6 +32,6 @@ VOLUME ["/var/lib/riskwatch"]
 EXPOSE 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9464/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# A smaller young generation: the same speed, about a quarter less memory at large accounts (see README, Performance).
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=4", "src/main.ts"]
+# The one entry point: it execs Node (the image's, 24) with the flags riskwatch wants, so tini's child is riskwatch.
+ENTRYPOINT ["/usr/bin/tini", "--", "/app/bin/riskwatch"]
 CMD ["run"]

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import type { Io } from './commands/command.ts';
 import { COMMANDS } from './commands/index.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
+import { VERSION } from './version.ts';
 
 const USAGE = `usage: riskwatch <command> [options] [--config FILE]
 
@@ -15,6 +16,7 @@ options:
   --config FILE  config file (default: $RISKWATCH_CONFIG, else ./riskwatch.yaml)
   --json         with status, users, events, silence list, deliveries: one JSON document
   -h, --help     show this help
+  -V, --version  show riskwatch's version and the Node it runs on
 
 D is a duration (90m, 24h, 7d), T an RFC 3339 time, U an email or user id, A an account id or name.`;
 
@@ -24,6 +26,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     if (argv.length === 0) throw new UsageError('no command given');
     if (argv[0] === '-h' || argv[0] === '--help' || argv[0] === 'help') {
       io.out(USAGE);
+      return 0;
+    }
+    if (argv[0] === '-V' || argv[0] === '--version' || argv[0] === 'version') {
+      io.out(`riskwatch ${VERSION} (Node ${process.versions.node})`);
       return 0;
     }
     // The longest run of leading words that names a command: `silence add`, then `silence`.

@@ -4,6 +4,7 @@ import type { Config, StateConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import { type StateStore, StoreUnavailableError } from '../store/store.ts';
+import { VERSION } from '../version.ts';
 import { Agent } from 'undici';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { assemble } from './assemble.ts';
@@ -93,7 +94,7 @@ export class Service {
     service.#daemon.start();
     service.#schedulePruning();
     deps.log.info(
-      { accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(http) },
+      { pid: process.pid, version: VERSION, accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(http) },
       'riskwatch started',
     );
     await service.#reportOrphans();

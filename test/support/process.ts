@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 
-/** A real `node src/main.ts …` child, its output collected line by line. */
+/** A real riskwatch child (`node src/main.ts …` unless told otherwise), its output collected line by line. */
 export interface RiskwatchProcess {
   readonly child: ChildProcess;
   readonly stdout: string[];
@@ -15,6 +15,9 @@ export interface RiskwatchProcess {
   readonly exited: Promise<number | string>;
 }
 
+/** How a test starts riskwatch: this Node on the sources. The entry-point test passes `bin/riskwatch` or `npm start --`. */
+export const NODE_ENTRY: readonly string[] = [process.execPath, 'src/main.ts'];
+
 /** Environment variables whose values are secrets by their name: they must never appear in any output. */
 const SECRET_NAME = /TOKEN|SECRET|KEY|PASSWORD|WEBHOOK_URL/i;
 
@@ -23,8 +26,9 @@ const SECRET_NAME = /TOKEN|SECRET|KEY|PASSWORD|WEBHOOK_URL/i;
  * values of secret-looking variables in `env` and for `secrets`: a leak makes
  * `exited` reject, so every test that spawns the real process checks it.
  */
-export function spawnRiskwatch(args: readonly string[], env: Record<string, string> = {}, secrets: readonly string[] = []): RiskwatchProcess {
-  const child = spawn(process.execPath, ['src/main.ts', ...args], {
+export function spawnRiskwatch(args: readonly string[], env: Record<string, string> = {}, secrets: readonly string[] = [], entry: readonly string[] = NODE_ENTRY): RiskwatchProcess {
+  const [command, ...prefix] = entry;
+  const child = spawn(command!, [...prefix, ...args], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
