@@ -56,7 +56,7 @@ export function parseConfig(text: string, file: string, env: Env): Config {
       const config = buildConfig(parsed.data, file, problems);
       if (problems.length === 0) return deepFreeze(config);
     } else {
-      problems.push(...parsed.error.issues.flatMap(describeIssue));
+      problems.push(...describeIssues(parsed.error.issues, resolved));
     }
   }
   throw problems.length === 1 ? new ConfigError(`${where}: ${problems[0]}`) : new ConfigErrors(problems.map((p) => `${where}: ${p}`));
@@ -95,14 +95,19 @@ interface ResolveContext {
 }
 
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+/** A whole value that is `$NAME`: a variable meant, braces forgotten (no real secret is that). */
+const BARE_VARIABLE = /^\$([A-Z_][A-Z0-9_]*)$/;
 
 /** Replaces `${NAME}` in every string and reads `<secret>_file` siblings, collecting problems by key path. */
 function resolveValues(node: unknown, at: KeyPath, ctx: ResolveContext): unknown {
   if (typeof node === 'string') {
+    // `api_token: $CLOUDFLARE_API_TOKEN` would be sent as that literal text, and the API's 403 would blame a permission.
+    const bare = BARE_VARIABLE.exec(node.trim());
+    if (bare) ctx.problems.push(`${formatKeyPath(at)}: "${bare[0]}" is taken literally: write \${${bare[1]}} to read the environment variable`);
     return node.replace(VARIABLE, (_, name: string) => {
       const value = ctx.env[name];
-      if (value === undefined) {
-        ctx.problems.push(`${formatKeyPath(at)}: environment variable ${name} is not set`);
+      if (value === undefined || value === '') {
+        ctx.problems.push(`${formatKeyPath(at)}: environment variable ${name} is ${value === undefined ? 'not set' : 'set but empty'}`);
         return '';
       }
       return value;
@@ -145,9 +150,59 @@ function readSecretFile(file: string, where: string, problems: string[]): string
   }
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string | string[] {
+/**
+ * zod's issues as lines. A key left out is "required" (zod would say "must be
+ * a list"); an unknown key that is one slip from a key that is required and
+ * missing beside it (`sink:` for `sinks:`) is said once, as that typo, first.
+ */
+function describeIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[] {
+  const missing = issues.filter((issue) => issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined);
+  const explained = new Set<z.core.$ZodIssue>();
+  const typos = new Map<string, string>();
+  for (const issue of issues) {
+    if (issue.code !== 'unrecognized_keys') continue;
+    for (const key of issue.keys) {
+      const meant = missing.find((m) => m.path.length === issue.path.length + 1 && issue.path.every((k, i) => m.path[i] === k) && isSlip(key, String(m.path.at(-1))));
+      if (!meant) continue;
+      explained.add(meant);
+      const at = formatKeyPath([...issue.path, key]);
+      typos.set(at, `${at}: unknown key: did you mean ${String(meant.path.at(-1))}? (${formatKeyPath(meant.path)} is required)`);
+    }
+  }
+  const rest = issues.flatMap((issue) => {
+    if (explained.has(issue)) return [];
+    if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => formatKeyPath([...issue.path, key])).filter((at) => !typos.has(at)).map((at) => `${at}: unknown key`);
+    if (missing.includes(issue)) return [`${formatKeyPath(issue.path)}: is required${REQUIRED_HINT[formatKeyPath(issue.path)] ?? ''}`];
+    return [describeIssue(issue)];
+  });
+  return [...typos.values(), ...rest];
+}
+
+/** What a required key's line adds: what to write there. */
+const REQUIRED_HINT: Readonly<Record<string, string>> = {
+  accounts: ': list at least one account (- id: <32-hex account id>)',
+  sinks: ': list at least one sink (name and type)',
+};
+
+function valueAt(node: unknown, keys: readonly PropertyKey[]): unknown {
+  let value = node;
+  for (const key of keys) value = value !== null && typeof value === 'object' ? (value as Record<PropertyKey, unknown>)[key] : undefined;
+  return value;
+}
+
+/** The same but for the case, one letter added, dropped or changed, or two swapped: a slip of the hand. */
+function isSlip(typed: string, meant: string): boolean {
+  const [a, b] = [typed.toLowerCase(), meant.toLowerCase()];
+  if (a === b) return true;
+  if (Math.abs(a.length - b.length) > 1) return false;
+  let i = 0;
+  while (i < a.length && a[i] === b[i]) i++;
+  const [ra, rb] = [a.slice(i), b.slice(i)];
+  return ra.slice(1) === rb.slice(1) || ra.slice(1) === rb || ra === rb.slice(1) || (ra.length >= 2 && ra[0] === rb[1] && ra[1] === rb[0] && ra.slice(2) === rb.slice(2));
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
   const at = formatKeyPath(issue.path);
-  if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => `${formatKeyPath([...issue.path, key])}: unknown key`);
   if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `${at}: is required`;
   if (issue.code === 'invalid_type') return `${at}: must be ${article(issue.expected)}`;
   if (issue.code === 'too_small' && issue.origin === 'number') return `${at}: must be at least ${issue.minimum}`;

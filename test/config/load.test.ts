@@ -196,6 +196,20 @@ describe('${VAR} is replaced from the environment', () => {
     expect(problem).toMatch(/environment variable SLACK_WEBHOOK_URL is not set/);
   });
 
+  it('a variable set but empty is named, not reported as a bad value', () => {
+    expect(problemAt('sinks[0].url', () => load(undefined, { ...ENV, SLACK_WEBHOOK_URL: '' }))).toMatch(/: sinks\[0\]\.url: environment variable SLACK_WEBHOOK_URL is set but empty$/);
+  });
+
+  it('$NAME without braces is refused (it would be sent as that text), naming the fix; a secret that merely holds a $ is not', () => {
+    expect(problemAt('cloudflare.api_token', () => load((doc) => (doc.cloudflare.api_token = '$CLOUDFLARE_API_TOKEN')))).toMatch(
+      /: cloudflare\.api_token: "\$CLOUDFLARE_API_TOKEN" is taken literally: write \$\{CLOUDFLARE_API_TOKEN\} to read the environment variable$/,
+    );
+    for (const token of ['pa$$word', '$ecret-Token', 'abc$DEF']) {
+      const credential = load((doc) => (doc.cloudflare.api_token = token)).accounts[0]!.credential;
+      expect(credential.scheme === 'token' && credential.token.reveal()).toBe(token);
+    }
+  });
+
   it('reports every missing variable, each on its own line', () => {
     const problems = problemsOf(() => load(undefined, {}));
     expect(problems).toHaveLength(3);
@@ -318,6 +332,21 @@ describe('unknown keys are errors', () => {
     expect(problemAt('cloudflare.api_tokn', () => load((doc) => (doc.cloudflare.api_tokn = 'x')))).toMatch(/unknown key/);
     expect(problemAt('notify.lowerd', () => load((doc) => (doc.notify = { lowerd: true })))).toMatch(/unknown key/);
     expect(problemAt('accounts[0].nmae', () => load((doc) => (doc.accounts[0]!.nmae = 'prod')))).toMatch(/unknown key/);
+  });
+
+  it('one slip from a required key that is missing: said once, first, as the typo', () => {
+    const problems = problemsOf(() =>
+      load((doc) => {
+        (doc as unknown as Record<string, unknown>).sink = doc.sinks;
+        delete (doc as Partial<ConfigDoc>).sinks;
+      }),
+    );
+    expect(problems.map((p) => p.replace(/^.*?: /, ''))).toEqual(['sink: unknown key: did you mean sinks? (sinks is required)']);
+  });
+
+  it('a required key left out says so, and what to write', () => {
+    expect(problemAt('accounts', () => load((doc) => delete (doc as Partial<ConfigDoc>).accounts))).toMatch(/: accounts: is required: list at least one account \(- id: <32-hex account id>\)$/);
+    expect(problemAt('accounts', () => load((doc) => (doc.accounts = [])))).toMatch(/: accounts: must list at least one account$/);
   });
 
   it('a _file sibling of a key that is not a secret', () => {
