@@ -28,9 +28,13 @@ export const run: Command = {
         } catch (error) {
           const lines = error instanceof ConfigErrors ? error.problems : [(error as Error).message];
           log.error({ problems: lines }, `reload failed, still running on the previous config: ${lines.join('; ')}`);
+          running.reloadFailed();
           return;
         }
-        await running.reload(next).catch((error: unknown) => log.error({ err: (error as Error).message }, 'reload failed'));
+        await running.reload(next).catch((error: unknown) => {
+          log.error({ err: (error as Error).message }, 'reload failed');
+          running.reloadFailed();
+        });
       });
     };
     process.on('SIGHUP', reload);

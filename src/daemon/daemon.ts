@@ -6,6 +6,16 @@ import { LeadershipLostError, type StateStore } from '../store/store.ts';
 import type { AccountPoller, PollOutcome } from './poller.ts';
 
 /** What the daemon knows of each account's polling, for readiness and logs. */
+
+/** One account this process leads, in /readyz: ready, or why not. */
+export type AccountReadiness = { readonly account: string; readonly ready: true; readonly last_success_s_ago: number } | { readonly account: string; readonly ready: false; readonly reason: string };
+
+/** /readyz's body: every account this process leads, ready or not, and the store's problem if it has one. */
+export interface Readiness {
+  readonly ready: boolean;
+  readonly accounts: readonly AccountReadiness[];
+  readonly store?: string;
+}
 export interface AccountStatus {
   /** On the clock's monotonic time: in-process only (kept across a reload, never stored), for readiness. */
   lastSuccessAt: number | undefined;
@@ -116,21 +126,23 @@ export class Daemon {
    * polled successfully within `withinMs` (measured on the monotonic clock);
    * else which are not, and why.
    */
-  readiness(withinMs: number): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string } {
+  readiness(withinMs: number): Readiness {
     const now = this.#options.clock.monotonic();
-    const accounts: { account: string; reason: string }[] = [];
+    const accounts: AccountReadiness[] = [];
     for (const poller of this.#options.pollers) {
       if (!this.#led.has(poller.account.id)) continue;
       const status = this.status.get(poller.account.id)!;
       const error = status.lastError ? `; last error: ${status.lastError}` : '';
+      const account = poller.account.label;
       if (status.lastSuccessAt === undefined) {
-        accounts.push({ account: poller.account.label, reason: `not polled successfully yet${error}` });
-      } else if (now - status.lastSuccessAt > withinMs) {
-        accounts.push({ account: poller.account.label, reason: `last successful poll ${Math.round((now - status.lastSuccessAt) / 1000)} s ago${error}` });
+        accounts.push({ account, ready: false, reason: `not polled successfully yet${error}` });
+      } else {
+        const ago = Math.round((now - status.lastSuccessAt) / 1000);
+        accounts.push(now - status.lastSuccessAt > withinMs ? { account, ready: false, reason: `last successful poll ${ago} s ago${error}` } : { account, ready: true, last_success_s_ago: ago });
       }
     }
     const store = this.#storeProblem;
-    return { ready: accounts.length === 0 && store === undefined, accounts, ...(store ? { store } : {}) };
+    return { ready: accounts.every((a) => a.ready) && store === undefined, accounts, ...(store ? { store } : {}) };
   }
 
   /** Asks the store which accounts this replica leads, again and again; while it cannot be asked, nothing is polled. */

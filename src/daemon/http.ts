@@ -1,16 +1,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { UserFacingError } from '../errors.ts';
+import type { Readiness } from './daemon.ts';
 import type { Metrics } from './metrics.ts';
-
-/** Why an account is not ready, or undefined when it is. */
-export type Readiness = () => { ready: boolean; accounts: { account: string; reason: string }[] };
 
 /**
  * /healthz (the process runs), /readyz (every account polled successfully
- * lately, else 503 naming those that are not and why) and /metrics.
+ * lately, else 503; each account listed, with why when it is not) and /metrics.
  */
-export async function startHttp(listen: { host: string; port: number }, readiness: Readiness, metrics: Metrics): Promise<Server> {
+export async function startHttp(listen: { host: string; port: number }, readiness: () => Readiness, metrics: Metrics): Promise<Server> {
   const server = createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     try {

@@ -27,7 +27,10 @@ export class Metrics {
   readonly #skipped: Counter<'account' | 'kind'>;
   readonly #users: Gauge<'account' | 'level'>;
   readonly #silenced: Counter<'account'>;
+  readonly #reloadOk: Gauge;
+  readonly #reloadAt: Gauge;
   #store: StateStore | undefined;
+  #sinks: () => readonly string[] = () => [];
   #leadership: () => readonly { account: string; leads: boolean }[] = () => [];
 
   constructor() {
@@ -69,6 +72,8 @@ export class Metrics {
       labelNames: ['account'],
       registers,
     });
+    this.#reloadOk = new Gauge({ name: 'riskwatch_config_last_reload_successful', help: '1 when the last read of the config (start or SIGHUP) succeeded; 0 while a broken one was refused and the previous runs on.', registers });
+    this.#reloadAt = new Gauge({ name: 'riskwatch_config_last_reload_success_timestamp_seconds', help: 'When the config was last read successfully (start or SIGHUP).', registers });
     this.#events = new Counter({ name: 'riskwatch_events_total', help: 'Events committed, by type.', labelNames: ['account', 'type'], registers });
     this.#deliveries = new Counter({
       name: 'riskwatch_deliveries_total',
@@ -103,6 +108,8 @@ export class Metrics {
     let counts: Promise<Map<string, { pending: number; dead: number }>> | undefined;
     // While the store cannot be read, the last counts stand: a scrape never fails for it (readiness says why).
     let last = new Map<string, { pending: number; dead: number }>();
+    // Every configured sink has its series from the start (0), so an alert on them has something to read.
+    const sinks = () => this.#sinks();
     // One store read per scrape serves both gauges.
     const read = () =>
       (counts ??= (store()?.deliveryCounts() ?? Promise.resolve(new Map()))
@@ -115,6 +122,7 @@ export class Metrics {
       registers,
       async collect() {
         this.reset();
+        for (const sink of sinks()) this.set({ sink }, 0);
         for (const [sink, c] of await read()) this.set({ sink }, c.pending);
       },
     });
@@ -136,6 +144,7 @@ export class Metrics {
       registers,
       async collect() {
         this.reset();
+        for (const sink of sinks()) this.set({ sink }, 0);
         for (const [sink, c] of await read()) this.set({ sink }, c.dead);
       },
     });
@@ -144,6 +153,17 @@ export class Metrics {
   /** Which accounts this process leads, read at scrape time. */
   watchLeadership(leadership: () => readonly { account: string; leads: boolean }[]): void {
     this.#leadership = leadership;
+  }
+
+  /** The configured sinks: each has its outbox series, 0 until it has work. */
+  watchSinks(sinks: () => readonly string[]): void {
+    this.#sinks = sinks;
+  }
+
+  /** The config was read at start or on SIGHUP (`ok`), or a reload failed and the previous config runs on (Alertmanager's pair). */
+  configLoaded(ok: boolean, atMs: number): void {
+    this.#reloadOk.set(ok ? 1 : 0);
+    if (ok) this.#reloadAt.set(atMs / 1000);
   }
 
   /** The store the outbox gauges read at scrape time. */

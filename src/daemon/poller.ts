@@ -172,8 +172,8 @@ export class AccountPoller {
     const state =
       stored.snapshot && !(levels instanceof StoredLevels) ? { ...stored, snapshot: { ...stored.snapshot, userLevels: new StoredLevels(levels!) } } : stored;
     log.info(
-      { account: account.label, version: state.version, users: state.snapshot?.userLevels.size ?? 0, ms: clock.monotonic() - started },
-      state.snapshot ? 'state loaded' : 'no state yet: this is the first poll of the account',
+      { account: account.label, users: state.snapshot?.userLevels.size ?? 0, ms: clock.monotonic() - started },
+      state.snapshot ? 'the last committed poll of the account was read: changes are announced against it' : 'no state yet: this is the first poll of the account',
     );
     return state;
   }

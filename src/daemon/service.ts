@@ -8,7 +8,7 @@ import { VERSION } from '../version.ts';
 import { Agent } from 'undici';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { assemble } from './assemble.ts';
-import type { Daemon } from './daemon.ts';
+import type { Daemon, Readiness } from './daemon.ts';
 import { boundAddress, startHttp } from './http.ts';
 import { Metrics } from './metrics.ts';
 
@@ -80,6 +80,7 @@ export class Service {
     if (store.replica !== undefined) deps = { ...deps, log: deps.log.child({ replica: store.replica }) };
     const metrics = new Metrics();
     metrics.watchStore(store);
+    metrics.configLoaded(true, clock.now());
     let service: Service | undefined;
     let http: Server;
     try {
@@ -91,6 +92,7 @@ export class Service {
     service = new Service(config, store, metrics, http, deps);
     const running = service;
     metrics.watchLeadership(() => running.leadership());
+    metrics.watchSinks(() => running.#config.sinks.map((sink) => sink.name));
     service.#daemon.start();
     service.#schedulePruning();
     deps.log.info(
@@ -110,7 +112,7 @@ export class Service {
    * Ready when every account this process leads was polled successfully within
    * 3 × poll_interval (SPEC §7) and the store answers; replicas also say who they are and what they lead.
    */
-  readiness(): { ready: boolean; accounts: { account: string; reason: string }[]; store?: string; replica?: string; leads?: string[] } {
+  readiness(): Readiness & { replica?: string; leads?: string[] } {
     const state = this.#daemon.readiness(3 * this.#config.pollIntervalMs);
     if (this.#store.replica === undefined) return state;
     const leads = this.leadership().flatMap((a) => (a.leads ? [a.account] : []));
@@ -138,8 +140,14 @@ export class Service {
     this.#daemon = this.#assemble(next, previous);
     this.#config = next;
     this.#daemon.start();
+    this.#metrics.configLoaded(true, this.#clock.now());
     log.info({ accounts: next.accounts.length, sinks: next.sinks.length }, 'config reloaded');
     await this.#reportOrphans();
+  }
+
+  /** A SIGHUP's config was refused: the previous one runs on, and monitoring sees it. */
+  reloadFailed(): void {
+    this.#metrics.configLoaded(false, this.#clock.now());
   }
 
   async stop(): Promise<void> {

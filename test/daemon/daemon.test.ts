@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import type { AccountConfig } from '../../src/config/config.ts';
-import { Daemon } from '../../src/daemon/daemon.ts';
+import { Daemon, type Readiness } from '../../src/daemon/daemon.ts';
 import type { AccountPoller, PollOutcome } from '../../src/daemon/poller.ts';
 import { silentLogger } from '../../src/log.ts';
 import { DeliveryWorker } from '../../src/notify/worker.ts';
@@ -137,7 +137,7 @@ describe('a replica polls only the accounts the store says it leads', () => {
     const clock = new ManualClock();
     const { daemon } = start(leadershipStore(() => ids('a')), clock);
     await clock.advance(5000);
-    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [] });
+    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [{ account: 'a', ready: true, last_success_s_ago: expect.any(Number) }] });
   });
 });
 
@@ -179,6 +179,12 @@ describe('while the store cannot be reached, nothing is polled, and polling resu
   });
 });
 
+/** Whether the daemon is ready, and the accounts /readyz lists as ready. */
+function readyAccounts(daemon: { readiness(withinMs: number): Readiness }) {
+  const state = daemon.readiness(30_000);
+  return { ready: state.ready, accounts: state.accounts.filter((a) => a.ready).map((a) => a.account).sort() };
+}
+
 describe('polling follows the monotonic clock, not the wall clock', () => {
   const HOUR = 3_600_000;
   const singleStore = { deliveryCounts: async () => new Map(), nextDueAt: async () => undefined } as unknown as StateStore;
@@ -194,12 +200,12 @@ describe('polling follows the monotonic clock, not the wall clock', () => {
     await clock.advance(30_000);
     expect(polls.filter((p) => p === 'a')).toHaveLength(3);
     expect(polls.filter((p) => p === 'c')).toHaveLength(3);
-    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [] });
+    expect(readyAccounts(daemon)).toEqual({ ready: true, accounts: ['a', 'b', 'c'] });
 
     polls.length = 0;
     clock.stepWall(2 * HOUR);
     await clock.advance(10_000);
     expect(polls.sort()).toEqual(['a', 'b', 'c']);
-    expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [] });
+    expect(readyAccounts(daemon)).toEqual({ ready: true, accounts: ['a', 'b', 'c'] });
   });
 });

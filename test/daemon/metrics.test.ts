@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/daemon/metrics.ts';
+import type { StateStore } from '../../src/store/store.ts';
 
 /** The registry's lines of riskwatch's own per-account series (Node's process metrics left out). */
 async function accountLines(metrics: Metrics): Promise<string[]> {
@@ -78,5 +79,28 @@ describe('replicas: only the leader of an account exports its users', () => {
     lines = await accountLines(metrics);
     expect(lines).toContain('riskwatch_users{account="staging",level="low"} 2');
     expect(lines).toContain('riskwatch_users_tracked{account="staging"} 4');
+  });
+});
+
+describe('series an alert can read from the start', () => {
+  it('every configured sink has its outbox series at 0 before it has work', async () => {
+    const metrics = new Metrics();
+    metrics.watchSinks(() => ['secops', 'pager']);
+    const store = { deliveryCounts: async () => new Map([['pager', { pending: 2, dead: 1 }]]), listSilences: async () => [] } as unknown as StateStore;
+    metrics.watchStore(store);
+    const text = await metrics.registry.metrics();
+    for (const line of ['riskwatch_deliveries_pending{sink="secops"} 0', 'riskwatch_deliveries_pending{sink="pager"} 2', 'riskwatch_deliveries_dead_lettered{sink="secops"} 0', 'riskwatch_deliveries_dead_lettered{sink="pager"} 1']) {
+      expect(text.split('\n')).toContain(line);
+    }
+  });
+
+  it('config_last_reload_successful and its timestamp: 1 after a good read, 0 after a refused one, the time of the last good one kept', async () => {
+    const metrics = new Metrics();
+    const line = async (name: string) => (await metrics.registry.metrics()).split('\n').find((l) => l.startsWith(`${name} `));
+    metrics.configLoaded(true, 1_700_000_000_000);
+    expect(await line('riskwatch_config_last_reload_successful')).toBe('riskwatch_config_last_reload_successful 1');
+    metrics.configLoaded(false, 1_700_000_060_000);
+    expect(await line('riskwatch_config_last_reload_successful')).toBe('riskwatch_config_last_reload_successful 0');
+    expect(await line('riskwatch_config_last_reload_success_timestamp_seconds')).toBe('riskwatch_config_last_reload_success_timestamp_seconds 1700000000');
   });
 });

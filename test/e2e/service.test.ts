@@ -83,7 +83,12 @@ describe('/readyz follows the polls, /healthz the process', () => {
     expect(notReady.accounts[0]!.account).toBe('production');
     expect(notReady.accounts[0]!.reason).toMatch(/not polled successfully yet; last error: .*HTTP 403.*"Zero Trust: PII Read"/);
     api.fault = undefined;
-    await until('a 200', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+    const ready = await until('a 200', async () => {
+      const res = await fetch(`${base}/readyz`);
+      return res.status === 200 ? await res.json() : undefined;
+    });
+    // Ready lists the account as ready, not an empty list that reads as "no accounts".
+    expect(ready).toEqual({ ready: true, accounts: [{ account: 'production', ready: true, last_success_s_ago: expect.any(Number) }] });
   });
 });
 
