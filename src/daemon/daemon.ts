@@ -104,8 +104,14 @@ export class Daemon {
     const { failed } = await this.#options.worker.drainDue();
     const counts = await store.deliveryCounts();
     // Only the configured sinks count: deliveries kept for a removed sink wait for it to come back.
-    const pending = this.#options.worker.sinkNames.reduce((n, sink) => n + (counts.get(sink)?.pending ?? 0), 0);
-    if (pending > 0) log.warn({ pending }, `${pending} deliveries are still pending; they go out on a later run`);
+    const sinks = this.#options.worker.sinkNames;
+    const pending = sinks.reduce((n, sink) => n + (counts.get(sink)?.pending ?? 0), 0);
+    if (pending > 0) {
+      // When the next one falls due: a cron entry needs to run again by then.
+      const due = (await Promise.all(sinks.map((sink) => store.nextDueAt(sink)))).filter((at) => at !== undefined);
+      const next = due.length > 0 ? new Date(Math.min(...due)).toISOString() : undefined;
+      log.warn({ pending, nextDueAt: next }, `${pending} deliveries are still pending; they go out on a later run${next ? ` (the next falls due at ${next})` : ''}`);
+    }
     return polled.every(Boolean) && failed === 0 && pending === 0;
   }
 
