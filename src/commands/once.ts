@@ -1,18 +1,26 @@
 import { assemble } from '../daemon/assemble.ts';
 import { RETENTION_MS } from '../daemon/service.ts';
 import { createLogger } from '../log.ts';
+import { formatEventLine } from '../notify/sinks/console.ts';
 import { openStore } from '../store/open.ts';
+import { applySilences, type PollCommit, type StateStore } from '../store/store.ts';
 import { type Args, type Command, type Io, readConfig } from './command.ts';
 
-/** `once`: one poll of every account, deliver what is due, exit 0 (or 1 on a failure). */
+/**
+ * `once`: one poll of every account, deliver what is due, exit 0 (or 1 on a
+ * failure). `--dry-run`: poll, print what would be announced and to which
+ * sinks, and commit and send nothing.
+ */
 export const once: Command = {
-  options: {},
+  options: { 'dry-run': { type: 'boolean' } },
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
+    const dryRun = args.values['dry-run'] === true;
     const store = await openStore(config, { passing: true });
     const base = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
     const log = store.replica === undefined ? base : base.child({ replica: store.replica });
     try {
+      if (dryRun) return await dryRunOnce(config, store, log, io);
       const daemon = assemble(config, { store, log });
       const ok = await daemon.runOnce();
       await daemon.stop();
@@ -24,3 +32,45 @@ export const once: Command = {
     }
   },
 };
+
+type Config = ReturnType<typeof readConfig>['config'];
+
+/**
+ * The poll as `once` does it, against a store whose commit only records what
+ * it was given (and which records no poll failure either): the events and the deliveries routed for them (silences
+ * applied as the store would), printed one line each. Nothing is sent: the
+ * outbox is not drained.
+ */
+async function dryRunOnce(config: Config, store: StateStore, log: ReturnType<typeof createLogger>, io: Io): Promise<number> {
+  const commits: PollCommit[] = [];
+  const recording = new Proxy(store, {
+    get(target, property) {
+      if (property === 'commitPoll') {
+        return async (commit: PollCommit) => {
+          commits.push(commit);
+          return commit.expectedVersion + 1;
+        };
+      }
+      if (property === 'recordPollFailure') return async () => {};
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const daemon = assemble(config, { store: recording, log, writeLine: () => {} });
+  const ok = await daemon.runOnce({ deliver: false });
+  await daemon.stop();
+  const silences = await store.listSilences({ all: false, now: Date.now() });
+  let count = 0;
+  for (const commit of commits) {
+    const { silencedBy, deliveries } = applySilences(commit.events, commit.deliveries, silences);
+    for (const event of commit.events) {
+      const sinks = [...new Set(deliveries.filter((d) => d.eventIds.includes(event.id)).map((d) => d.sink))];
+      const silence = silencedBy.get(event.id);
+      const to = sinks.length > 0 ? `to ${sinks.join(', ')}` : 'to no sink';
+      io.out(`${formatEventLine(event)} -> ${silence ? `silenced by ${silence}${sinks.length > 0 ? `, still ${to}` : ''}` : to}`);
+      count++;
+    }
+  }
+  io.out(`dry run: ${count} event${count === 1 ? '' : 's'} in ${commits.length} account${commits.length === 1 ? '' : 's'} polled; nothing committed, nothing sent`);
+  return ok ? 0 : 1;
+}

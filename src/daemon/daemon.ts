@@ -94,13 +94,17 @@ export class Daemon {
     }
   }
 
-  /** `once`: poll every account this process may lead, then deliver what is due. True when all of that went well. */
-  async runOnce(): Promise<boolean> {
+  /**
+   * `once`: poll every account this process may lead, then deliver what is
+   * due (unless `deliver` is false: `once --dry-run`). True when all of that went well.
+   */
+  async runOnce(options: { readonly deliver?: boolean } = {}): Promise<boolean> {
     const { pollers, store, log } = this.#options;
     const led = await store.lead(pollers.map((p) => p.account.id));
     const mine = pollers.filter((p) => led.has(p.account.id));
     for (const poller of pollers) if (!led.has(poller.account.id)) log.info({ account: poller.account.label }, 'another replica leads this account: not polled here');
     const polled = await Promise.all(mine.map((poller) => this.#pollSafely(poller, this.#stop.signal)));
+    if (options.deliver === false) return polled.every(Boolean);
     const { failed } = await this.#options.worker.drainDue();
     const counts = await store.deliveryCounts();
     // Only the configured sinks count: deliveries kept for a removed sink wait for it to come back.

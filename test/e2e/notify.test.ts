@@ -126,3 +126,47 @@ describe('test-sinks', () => {
     expect(result.stderr[0]).toBe('riskwatch: --sink nope: no such sink (configured: incidents, secops)');
   });
 });
+
+describe('once --dry-run', () => {
+  it('prints what would be announced and to which sinks (a silence said), and commits and sends nothing', { timeout: 60_000 }, async () => {
+    const file = writeDaemonConfig(path.join(dir, 'dry.yaml'), {
+      apiBaseUrl: api.baseUrl,
+      sinks: `${webhookSinkYaml('incidents', hook.url('/riskwatch'), '\${HOOK_SECRET}')}  - name: secops
+    type: slack
+    min_level: high
+    url: ${slack.url('/services/T000/B000/slacksecretpath')}`,
+      state: './dry.db',
+      logLevel: 'warn',
+    });
+    const run = async (...args: string[]) => {
+      const proc = spawnRiskwatch([...args, '--config', file], env, ['slacksecretpath']);
+      return { code: await proc.exited, stdout: proc.stdout.filter((l) => !l.startsWith('{')), stderr: proc.stderr };
+    };
+    const account = api.account(ACCOUNT);
+    const [rising, muted] = [user(20), user(21)];
+    account.users.set(rising.user_id, { ...rising, max_risk_level: 'low' });
+    account.users.set(muted.user_id, { ...muted, max_risk_level: 'low' });
+    expect((await run('once')).code).toBe(0); // the baseline
+    const before = { hook: hook.requests.length, slack: slack.requests.length };
+
+    account.users.set(rising.user_id, { ...rising, max_risk_level: 'high' });
+    account.users.set(muted.user_id, { ...muted, max_risk_level: 'medium' });
+    expect((await run('silence', 'add', '--user', muted.email, '--for', '1h', '--reason', 'dry run test')).code).toBe(0);
+
+    for (let round = 0; round < 2; round++) {
+      const dry = await run('once', '--dry-run');
+      expect(dry.code).toBe(0);
+      expect(dry.stdout).toEqual([
+        expect.stringMatching(new RegExp(`\\[production\\] user\\.risk_level_raised .*<${rising.email}> low -> high .* -> to incidents, secops$`)),
+        expect.stringMatching(new RegExp(`\\[production\\] user\\.risk_level_raised .*<${muted.email}> low -> medium .* -> silenced by sil_[0-9a-f]+$`)),
+        'dry run: 2 events in 1 account polled; nothing committed, nothing sent',
+      ]);
+    }
+    expect({ hook: hook.requests.length, slack: slack.requests.length }).toEqual(before);
+    expect((await run('events', '--since', '1h', '--json')).stdout.join('')).toBe('[]');
+
+    // The real run announces what the dry run printed.
+    expect((await run('once')).code).toBe(0);
+    expect(hook.requests.slice(before.hook).map((r) => r.body).filter((b) => b.includes(rising.email))).toHaveLength(1);
+  });
+});
