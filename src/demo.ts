@@ -5,11 +5,7 @@ import { parseConfig } from './config/load.ts';
 import { UserFacingError } from './errors.ts';
 import { Service } from './daemon/service.ts';
 import { createLogger } from './log.ts';
-import { FakeRiskApi } from './simulator/fake-api.ts';
-import { DemoScenario } from './simulator/scenario.ts';
-
-const DEMO_ACCOUNT = 'de30de30de30de30de30de30de30de30';
-const STEP_MS = 2000;
+import { SIMULATED_ACCOUNT, startSimulatedTenant } from './simulator/tenant.ts';
 
 /**
  * `demo`: no credentials, no network. A simulated risk-scoring API on
@@ -18,15 +14,13 @@ const STEP_MS = 2000;
  * Resolves when `stopped` does (Ctrl-C), after cleaning up.
  */
 export async function runDemo(out: (line: string) => void, stopped: Promise<unknown>): Promise<void> {
-  // The demo reads nothing back from the API's request log: it keeps none (it would grow for as long as the demo runs).
-  const api = await FakeRiskApi.start({ maxRecorded: 0 });
-  const scenario = new DemoScenario(api.account(DEMO_ACCOUNT));
-  scenario.seed(50);
+  const tenant = await startSimulatedTenant();
+  const { api } = tenant;
   let dir: string;
   try {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riskwatch-demo-'));
   } catch (error) {
-    await api.close();
+    await tenant.close();
     throw new UserFacingError(`demo: cannot create its state directory in ${os.tmpdir()} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); set TMPDIR to a writable directory`, 2);
   }
   const config = parseConfig(
@@ -34,7 +28,7 @@ export async function runDemo(out: (line: string) => void, stopped: Promise<unkn
   api_base_url: ${api.baseUrl}
   api_token: demo-token
 accounts:
-  - id: ${DEMO_ACCOUNT}
+  - id: ${SIMULATED_ACCOUNT}
     name: demo-corp
 poll_interval: 2s
 notify:
@@ -55,15 +49,13 @@ log:
   );
   const log = createLogger(config.log.level, { pretty: true });
   const service = await Service.start(config, { log, writeLine: out });
-  out(`riskwatch demo: a simulated Cloudflare risk-scoring API (50 users, ${scenario.behaviorCount} behaviors) runs at ${api.baseUrl}`);
+  out(`riskwatch demo: a simulated Cloudflare risk-scoring API (${tenant.users} users, ${tenant.behaviors} behaviors) runs at ${api.baseUrl}`);
   out(`riskwatch polls it every 2 s and prints each alert below; metrics at http://${service.httpAddress}/metrics. Ctrl-C to stop.`);
-  const ticker = setInterval(() => scenario.step(), STEP_MS);
   try {
     await stopped;
   } finally {
-    clearInterval(ticker);
     await service.stop();
-    await api.close();
+    await tenant.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -16,6 +16,11 @@ export const COMMANDS: Readonly<Record<string, Entry>> = {
   once: { usage: 'once [--dry-run]', summary: 'poll every account once, deliver what is pending, exit 0 (or 1 on a failure); --dry-run: print what would be announced, commit and send nothing', load: async () => (await import('./once.ts')).once },
   'check-config': { usage: 'check-config', summary: 'validate the config and print a summary with secrets masked', load: async () => (await import('./check-config.ts')).checkConfig },
   'test-sinks': { usage: 'test-sinks [--sink NAME]', summary: 'send one marked test notification to each sink', load: async () => (await import('./test-sinks.ts')).testSinks },
+  simulate: {
+    usage: 'simulate [--port N]',
+    summary: "the demo's simulated API alone, on loopback, printing its URL, account id and a config snippet (try a config without credentials)",
+    load: async () => (await import('./simulate.ts')).simulate,
+  },
   demo: { usage: 'demo', summary: 'run against a built-in simulated API with a console sink (no config needed)', load: async () => (await import('./demo.ts')).demo },
   status: { usage: 'status [--json]', summary: 'accounts, sinks and silences, from the state', load: async () => (await import('./status.ts')).status },
   users: { usage: 'users [--account A] [--level L] [--json]', summary: 'who is at which level now, and since when', load: async () => (await import('./users.ts')).users },
