@@ -178,6 +178,24 @@ export class CloudflareClient {
     return { behaviors, skippedIds };
   }
 
+  /**
+   * For `check-config --online`: whether this credential may read the
+   * account's summary (one user of its first page) or behaviors. One request,
+   * not retried: undefined when it may, else why not, in one line (a 401 or 403
+   * names the permission it lacks).
+   */
+  async access(accountId: string, call: 'summary' | 'behaviors', signal?: AbortSignal): Promise<string | undefined> {
+    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/${call}${call === 'summary' ? '?page=1&per_page=1' : ''}`;
+    try {
+      await this.#options.budget.acquire(signal);
+      await this.#attempt(call, path, signal);
+      return undefined;
+    } catch (error) {
+      if (error instanceof CloudflareError) return error.message;
+      throw error;
+    }
+  }
+
   /** One user's recent risk events, to enrich an alert. */
   async fetchUserDetail(accountId: string, userId: string, signal?: AbortSignal): Promise<UserDetail> {
     const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/${encodeURIComponent(userId)}`;
@@ -388,7 +406,12 @@ export class CloudflareClient {
 
     const errors: ApiMessage[] = envelope.errors.map((e) => ({ code: e.code, message: e.message }));
     const said = errors.length > 0 ? errors.map((e) => (e.code === undefined ? e.message : `${e.message} (code ${e.code})`)).join('; ') : 'no error message';
-    const auth = status === 401 || status === 403 ? `; the credential needs the "${PERMISSION[call]}" permission on this account` : '';
+    const auth =
+      status === 401 || status === 403
+        ? `; the credential needs the "${PERMISSION[call]}" permission on this account`
+        : status === 404 && call !== 'user'
+          ? '; no such account for this credential: check the account id'
+          : '';
     const what = status >= 200 && status < 300 ? `HTTP ${status} with success: false` : `HTTP ${status}`;
     throw new CloudflareError(`GET ${path}: ${what}: ${said}${auth}`, { retryable, status, retryAfterMs, errors });
   }

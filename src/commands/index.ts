@@ -14,7 +14,11 @@ export interface Entry {
 export const COMMANDS: Readonly<Record<string, Entry>> = {
   run: { usage: 'run', summary: 'poll every account every poll_interval and deliver alerts (the daemon)', load: async () => (await import('./run.ts')).run },
   once: { usage: 'once [--dry-run]', summary: 'poll every account once, deliver what is pending, exit 0 (or 1 on a failure); --dry-run: print what would be announced, commit and send nothing', load: async () => (await import('./once.ts')).once },
-  'check-config': { usage: 'check-config', summary: 'validate the config and print a summary with secrets masked', load: async () => (await import('./check-config.ts')).checkConfig },
+  'check-config': {
+    usage: 'check-config [--online]',
+    summary: 'validate the config and print a summary with secrets masked; --online: ask Cloudflare whether each account can be read',
+    load: async () => (await import('./check-config.ts')).checkConfig,
+  },
   'test-sinks': { usage: 'test-sinks [--sink NAME]', summary: 'send one marked test notification to each sink', load: async () => (await import('./test-sinks.ts')).testSinks },
   simulate: {
     usage: 'simulate [--port N]',

@@ -173,6 +173,11 @@ function describeIssues(issues: readonly z.core.$ZodIssue[], input: unknown): st
     if (explained.has(issue)) return [];
     if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => formatKeyPath([...issue.path, key])).filter((at) => !typos.has(at)).map((at) => `${at}: unknown key`);
     if (missing.includes(issue)) return [`${formatKeyPath(issue.path)}: is required${REQUIRED_HINT[formatKeyPath(issue.path)] ?? ''}`];
+    // `id: 0123…` or `on: yes` is read by YAML as a number or a boolean, not as the text written.
+    const value = valueAt(input, issue.path);
+    if (issue.code === 'invalid_type' && issue.expected === 'string' && (typeof value === 'number' || typeof value === 'boolean')) {
+      return [`${formatKeyPath(issue.path)}: must be text, and YAML read a ${typeof value} there: put the value in quotes`];
+    }
     return [describeIssue(issue)];
   });
   return [...typos.values(), ...rest];

@@ -344,6 +344,12 @@ describe('unknown keys are errors', () => {
     expect(problems.map((p) => p.replace(/^.*?: /, ''))).toEqual(['sink: unknown key: did you mean sinks? (sinks is required)']);
   });
 
+  it('a value YAML reads as a number or a boolean where text belongs: put it in quotes', () => {
+    expect(problemAt('accounts[0].id', () => load((doc) => ((doc.accounts[0] as unknown as { id: number }).id = 12345678901234567890123456789012)))).toMatch(
+      /: accounts\[0\]\.id: must be text, and YAML read a number there: put the value in quotes$/,
+    );
+  });
+
   it('a required key left out says so, and what to write', () => {
     expect(problemAt('accounts', () => load((doc) => delete (doc as Partial<ConfigDoc>).accounts))).toMatch(/: accounts: is required: list at least one account \(- id: <32-hex account id>\)$/);
     expect(problemAt('accounts', () => load((doc) => (doc.accounts = [])))).toMatch(/: accounts: must list at least one account$/);
