@@ -19,7 +19,11 @@ export const COMMANDS: Readonly<Record<string, Entry>> = {
     summary: 'validate the config and print a summary with secrets masked; --online: ask Cloudflare whether each account can be read',
     load: async () => (await import('./check-config.ts')).checkConfig,
   },
-  'test-sinks': { usage: 'test-sinks [--sink NAME]', summary: 'send one marked test notification to each sink', load: async () => (await import('./test-sinks.ts')).testSinks },
+  'test-sinks': {
+    usage: 'test-sinks [--sink NAME] [--sample]',
+    summary: 'send one marked test notification to each sink; --sample: a realistic, marked sample alert (not to PagerDuty or Opsgenie)',
+    load: async () => (await import('./test-sinks.ts')).testSinks,
+  },
   simulate: {
     usage: 'simulate [--port N]',
     summary: "the demo's simulated API alone, on loopback, printing its URL, account id and a config snippet (try a config without credentials)",

@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.ts';
-import type { Config } from '../config/config.ts';
+import { type Config, isIncidentSink } from '../config/config.ts';
 import { UsageError } from '../errors.ts';
 import { type RetryPolicy, withRetry } from '../retry.ts';
 import type { SinkDeps } from './sinks/create.ts';
+import { sampleEvents } from './sample.ts';
 import { createSink } from './sinks/create.ts';
 
 /** A few quick attempts: seconds, not the delivery policy's hours. */
@@ -16,8 +18,13 @@ export interface SinkTestResult {
   readonly line: string;
 }
 
-/** `test-sinks`: one clearly marked test message to each sink (or the one named), through the sinks' real send path. */
-export async function testSinks(config: Config, only: string | undefined, deps: SinkDeps & { clock: Clock }): Promise<SinkTestResult[]> {
+/**
+ * `test-sinks`: one clearly marked test message to each sink (or the one
+ * named), through the sinks' real send path. With `sample`, a realistic,
+ * clearly marked alert instead (sample.ts), rendered as a real one is; not to
+ * PagerDuty or Opsgenie, where it would page the on-call.
+ */
+export async function testSinks(config: Config, only: string | undefined, deps: SinkDeps & { clock: Clock }, options: { readonly sample?: boolean } = {}): Promise<SinkTestResult[]> {
   const chosen = only === undefined ? config.sinks : config.sinks.filter((s) => s.name === only);
   if (chosen.length === 0) {
     throw new UsageError(`--sink ${only}: no such sink (configured: ${config.sinks.map((s) => s.name).join(', ')})`);
@@ -26,17 +33,21 @@ export async function testSinks(config: Config, only: string | undefined, deps: 
     chosen.map(async (sinkConfig) => {
       const sink = createSink(sinkConfig, deps);
       const label = `${sink.name} (${sinkConfig.type})`;
+      if (options.sample && isIncidentSink(sinkConfig)) {
+        return { sink: sink.name, ok: true, line: `${label}: no sample sent: it would page the on-call (test-sinks without --sample proves the key)` };
+      }
+      const message = () => (options.sample ? sink.render(sampleEvents(config.accounts[0]!, deps.clock.now(), randomUUID)) : sink.renderTest());
       let attempts = 0;
       try {
         await withRetry(
           () => {
             attempts++;
-            return sink.send(sink.renderTest(), AbortSignal.timeout(TEST_TIMEOUT_MS));
+            return sink.send(message(), AbortSignal.timeout(TEST_TIMEOUT_MS));
           },
           TEST_RETRY,
           { clock: deps.clock },
         );
-        return { sink: sink.name, ok: true, line: `${label}: accepted${attempts > 1 ? ` (after ${attempts} attempts)` : ''}` };
+        return { sink: sink.name, ok: true, line: `${label}: ${options.sample ? 'sample ' : ''}accepted${attempts > 1 ? ` (after ${attempts} attempts)` : ''}` };
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         return { sink: sink.name, ok: false, line: `${label}: FAILED after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${message}` };

@@ -120,6 +120,23 @@ describe('test-sinks', () => {
     expect(result.stdout.join('\n')).not.toContain('slacksecretpath');
   });
 
+  it('--sample: a realistic alert, marked as a sample, rendered as a real one (signed webhook, grouped Slack message)', { timeout: 30_000 }, async () => {
+    const before = { hook: hook.requests.length, slack: slack.requests.length };
+    const result = await riskwatch('test-sinks', '--sample');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toEqual(expect.arrayContaining(['incidents (webhook): sample accepted', 'secops (slack): sample accepted']));
+    const payloads = hook.requests.slice(before.hook).map((r) => {
+      const headers = { 'webhook-id': String(r.headers['webhook-id']), 'webhook-timestamp': String(r.headers['webhook-timestamp']), 'webhook-signature': String(r.headers['webhook-signature']) };
+      return new Webhook(SECRET).verify(r.body, headers) as { type: string; data: { account: { name: string }; user?: { name: string }; risk_events?: unknown[] } };
+    });
+    expect(payloads.map((p) => p.type).sort()).toEqual(['behavior.disabled', 'user.risk_level_raised']);
+    for (const payload of payloads) expect(payload.data.account.name).toBe('production (riskwatch sample alert, not a real one)');
+    expect(payloads.find((p) => p.type === 'user.risk_level_raised')?.data.risk_events).toHaveLength(2);
+    const [message] = slack.requests.slice(before.slack);
+    expect(message!.body).toContain('Sample User (riskwatch sample alert, not a real one)');
+    expect(message!.body).toContain('Impossible travel (riskwatch sample alert, not a real one)');
+  });
+
   it('refuses an unknown sink name with exit 2', async () => {
     const result = await riskwatch('test-sinks', '--sink', 'nope');
     expect(result.code).toBe(2);

@@ -171,4 +171,21 @@ describe('test-sinks against each fake', () => {
     expect(pagerduty.openIncidents()).toHaveLength(openBefore);
     expect(opsgenie.openAlerts()).toHaveLength(0);
   });
+
+  it('--sample: a marked sample alert to Teams and email; none to PagerDuty or Opsgenie, where it would page', { timeout: 60_000 }, async () => {
+    const before = { pd: pagerduty.events.length, genie: opsgenie.calls.length, teams: teams.delivered.length, mail: smtp.messages.length };
+    const proc = spawnRiskwatch(['test-sinks', '--sample', '--config', configFile], env(), secrets());
+    expect(await proc.exited).toBe(0);
+    expect(proc.stdout).toEqual(
+      expect.arrayContaining([
+        'oncall (pagerduty): no sample sent: it would page the on-call (test-sinks without --sample proves the key)',
+        'genie (opsgenie): no sample sent: it would page the on-call (test-sinks without --sample proves the key)',
+        'channel (teams): sample accepted',
+        'mail (email): sample accepted',
+      ]),
+    );
+    expect([pagerduty.events.length, opsgenie.calls.length]).toEqual([before.pd, before.genie]);
+    expect(JSON.stringify(teams.delivered.slice(before.teams).map((d) => d.card))).toContain('riskwatch sample alert, not a real one');
+    expect(smtp.messages.slice(before.mail).map((m) => m.parsed.subject)).toEqual([expect.stringContaining('1 user raised (1 to high), 1 behavior disabled')]);
+  });
 });
