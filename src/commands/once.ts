@@ -2,7 +2,8 @@ import { assemble } from '../daemon/assemble.ts';
 import { RETENTION_MS } from '../daemon/service.ts';
 import { createLogger } from '../log.ts';
 import { formatEventLine } from '../notify/sinks/console.ts';
-import { openStore } from '../store/open.ts';
+import { openOperatorStore, openStore } from '../store/open.ts';
+import type { Config } from '../config/config.ts';
 import { applySilences, type PollCommit, type StateStore } from '../store/store.ts';
 import { type Args, type Command, type Io, readConfig } from './command.ts';
 
@@ -16,7 +17,9 @@ export const once: Command = {
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
     const dryRun = args.values['dry-run'] === true;
-    const store = await openStore(config, { passing: true });
+    // A dry run opens the state as an operator command does: beside a running daemon, and no replica.
+    // Before the first run there is no state file: it is made empty (as the first run's diff expects).
+    const store = dryRun ? await openOperatorStore(config.state, { creates: true }) : await openStore(config, { passing: true });
     const base = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
     const log = store.replica === undefined ? base : base.child({ replica: store.replica });
     try {
@@ -32,8 +35,6 @@ export const once: Command = {
     }
   },
 };
-
-type Config = ReturnType<typeof readConfig>['config'];
 
 /**
  * The poll as `once` does it, against a store whose commit only records what
@@ -52,6 +53,8 @@ async function dryRunOnce(config: Config, store: StateStore, log: ReturnType<typ
         };
       }
       if (property === 'recordPollFailure') return async () => {};
+      // Every account is polled, whoever leads it: nothing is committed, so a running replica is not disturbed.
+      if (property === 'lead') return async (ids: readonly string[]) => new Set(ids);
       const value: unknown = Reflect.get(target, property, target);
       return typeof value === 'function' ? value.bind(target) : value;
     },

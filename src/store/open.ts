@@ -1,6 +1,6 @@
 import type { Config, StateConfig } from '../config/config.ts';
 import { SqliteStore } from './sqlite.ts';
-import type { OperatorStore, StateStore } from './store.ts';
+import type { StateStore } from './store.ts';
 
 /** Longest an account's lease lasts unrenewed: a dead replica's accounts are taken over this soon, at most. */
 const MAX_LEADERSHIP_MS = 30_000;
@@ -23,8 +23,10 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
  * so without the SQLite file's process lock and without joining the replicas
  * of a database; it never polls or drains, only reads and small writes. Only
  * a command that `creates` state (a silence) may make a new SQLite file.
+ * `once --dry-run` polls through it too (and commits nothing): it is a whole
+ * store, only opened the operator's way.
  */
-export async function openOperatorStore(state: StateConfig, options: { readonly creates?: boolean } = {}): Promise<OperatorStore> {
+export async function openOperatorStore(state: StateConfig, options: { readonly creates?: boolean } = {}): Promise<StateStore> {
   return state.kind === 'sqlite' ? SqliteStore.open(state.file, { shared: options.creates ? 'write' : 'read' }) : (await postgres()).openOperator(state.url.reveal());
 }
 

@@ -13,7 +13,6 @@ import {
   type EventQuery,
   type EventRow,
   eventFilters,
-  type OperatorStore,
   eventUserColumns,
   type Silence,
   statusFrom,
@@ -280,7 +279,7 @@ export class PostgresStore implements StateStore {
    * For an operator command (SPEC §3): connects and migrates like open(), but joins no replicas,
    * takes no lease and keeps nothing alive: it reads and makes small writes beside them.
    */
-  static async openOperator(url: string): Promise<OperatorStore> {
+  static async openOperator(url: string): Promise<PostgresStore> {
     const where = `state database ${maskSecret(url)}`;
     const pool = createPool(url, 30_000);
     const store = new PostgresStore(pool, where, { leaseMs: 5 * 60_000, leadershipMs: 30_000, replica: `operator-${hostname()}-${process.pid}`, passing: true });

@@ -5,6 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
 import { ACCOUNT, behavior, user } from '../support/cloudflare.ts';
 import { writeDaemonConfig, webhookSinkYaml } from '../support/daemon-config.ts';
 import { spawnRiskwatch } from '../support/process.ts';
@@ -170,6 +171,8 @@ describe('once --dry-run', () => {
     account.users.set(muted.user_id, { ...muted, max_risk_level: 'medium' });
     expect((await run('silence', 'add', '--user', muted.email, '--for', '1h', '--reason', 'dry run test')).code).toBe(0);
 
+    // Beside a running daemon: it holds the state file's lock, and the dry run does not need it.
+    const daemon = SqliteStore.open(path.join(dir, 'dry.db'));
     for (let round = 0; round < 2; round++) {
       const dry = await run('once', '--dry-run');
       expect(dry.code).toBe(0);
@@ -179,6 +182,7 @@ describe('once --dry-run', () => {
         'dry run: 2 events in 1 account polled; nothing committed, nothing sent',
       ]);
     }
+    await daemon.close();
     expect({ hook: hook.requests.length, slack: slack.requests.length }).toEqual(before);
     expect((await run('events', '--since', '1h', '--json')).stdout.join('')).toBe('[]');
 
