@@ -22,7 +22,10 @@ export interface SinkTestResult {
  * `test-sinks`: one clearly marked test message to each sink (or the one
  * named), through the sinks' real send path. With `sample`, a realistic,
  * clearly marked alert instead (sample.ts), rendered as a real one is; not to
- * PagerDuty or Opsgenie, where it would page the on-call.
+ * PagerDuty or Opsgenie, where it would page the on-call, and to a webhook
+ * only when `--sink` names it: its payload is a real event type, signed, and
+ * an automation keyed on the type cannot tell it is a sample. The message is
+ * rendered once, so that every attempt carries the same ids.
  */
 export async function testSinks(config: Config, only: string | undefined, deps: SinkDeps & { clock: Clock }, options: { readonly sample?: boolean } = {}): Promise<SinkTestResult[]> {
   const chosen = only === undefined ? config.sinks : config.sinks.filter((s) => s.name === only);
@@ -36,13 +39,16 @@ export async function testSinks(config: Config, only: string | undefined, deps: 
       if (options.sample && isIncidentSink(sinkConfig)) {
         return { sink: sink.name, ok: true, line: `${label}: no sample sent: it would page the on-call (test-sinks without --sample proves the key)` };
       }
-      const message = () => (options.sample ? sink.render(sampleEvents(config.accounts[0]!, deps.clock.now(), randomUUID)) : sink.renderTest());
+      if (options.sample && sinkConfig.type === 'webhook' && only === undefined) {
+        return { sink: sink.name, ok: true, line: `${label}: no sample sent: an automation would take it for a real event (name it with --sink to send one)` };
+      }
+      const message = options.sample ? sink.render(sampleEvents(config.accounts[0]!, deps.clock.now(), randomUUID)) : sink.renderTest();
       let attempts = 0;
       try {
         await withRetry(
           () => {
             attempts++;
-            return sink.send(message(), AbortSignal.timeout(TEST_TIMEOUT_MS));
+            return sink.send(message, AbortSignal.timeout(TEST_TIMEOUT_MS));
           },
           TEST_RETRY,
           { clock: deps.clock },

@@ -203,7 +203,7 @@ export class SqliteStore implements StateStore {
     checkDirectory(file);
     // An operator's typo, or a relative path read from another directory, would otherwise make an
     // empty file and report that nobody is at risk.
-    if (options.shared === 'read' && !existsSync(file)) throw new StateError(`state file ${file} does not exist: riskwatch run creates it (is this the daemon's config, run from its directory?)`);
+    if (options.shared === 'read' && !existsSync(file)) throw new StateError(`state file ${file} does not exist: riskwatch run creates it (is this the daemon's config?)`);
     const lock = options.shared ? undefined : acquireLock(file);
     let db: DatabaseSync | undefined;
     try {

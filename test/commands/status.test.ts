@@ -33,7 +33,7 @@ describe('status', () => {
       for (const argv of [['status'], ['users'], ['events'], ['deliveries'], ['silence', 'list']]) {
         const { code, out, err } = await fresh.run(argv);
         expect({ argv, code, out }).toEqual({ argv, code: 2, out: [] });
-        expect(err).toEqual([`riskwatch: state file ${fresh.stateFile} does not exist: riskwatch run creates it (is this the daemon's config, run from its directory?)`]);
+        expect(err).toEqual([`riskwatch: state file ${fresh.stateFile} does not exist: riskwatch run creates it (is this the daemon's config?)`]);
         expect(existsSync(fresh.stateFile)).toBe(false);
       }
       expect((await fresh.run(['silence', 'add', '--user', 'a@example.com', '--for', '1h', '--reason', 'before the first run'])).code).toBe(0);

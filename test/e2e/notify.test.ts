@@ -123,9 +123,14 @@ describe('test-sinks', () => {
 
   it('--sample: a realistic alert, marked as a sample, rendered as a real one (signed webhook, grouped Slack message)', { timeout: 30_000 }, async () => {
     const before = { hook: hook.requests.length, slack: slack.requests.length };
-    const result = await riskwatch('test-sinks', '--sample');
-    expect(result.code).toBe(0);
-    expect(result.stdout).toEqual(expect.arrayContaining(['incidents (webhook): sample accepted', 'secops (slack): sample accepted']));
+    const all = await riskwatch('test-sinks', '--sample');
+    expect(all.code).toBe(0);
+    expect(all.stdout).toEqual(
+      expect.arrayContaining(['incidents (webhook): no sample sent: an automation would take it for a real event (name it with --sink to send one)', 'secops (slack): sample accepted']),
+    );
+    expect(hook.requests.length).toBe(before.hook);
+    const named = await riskwatch('test-sinks', '--sample', '--sink', 'incidents');
+    expect(named.stdout).toEqual(['incidents (webhook): sample accepted']);
     const payloads = hook.requests.slice(before.hook).map((r) => {
       const headers = { 'webhook-id': String(r.headers['webhook-id']), 'webhook-timestamp': String(r.headers['webhook-timestamp']), 'webhook-signature': String(r.headers['webhook-signature']) };
       return new Webhook(SECRET).verify(r.body, headers) as { type: string; data: { account: { name: string }; user?: { name: string }; risk_events?: unknown[] } };

@@ -413,7 +413,7 @@ describe('operator commands share the file with a running riskwatch (SPEC §3)',
   it('a store shared for reading never creates the file: a wrong path is said, not shown as an empty state', async () => {
     const wrong = path.join(path.dirname(file), 'typo.db');
     expect((await stateErrorOf(() => SqliteStore.open(wrong, { shared: 'read' }))).message).toBe(
-      `state file ${wrong} does not exist: riskwatch run creates it (is this the daemon's config, run from its directory?)`,
+      `state file ${wrong} does not exist: riskwatch run creates it (is this the daemon's config?)`,
     );
     expect(fs.existsSync(wrong)).toBe(false);
     // A silence may be set before the daemon first starts.
