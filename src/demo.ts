@@ -48,7 +48,11 @@ log:
     {},
   );
   const log = createLogger(config.log.level, { pretty: true });
-  const service = await Service.start(config, { log, writeLine: out });
+  const service = await Service.start(config, { log, writeLine: out }).catch(async (error: unknown) => {
+    await tenant.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw error;
+  });
   out(`riskwatch demo: a simulated Cloudflare risk-scoring API (${tenant.users} users, ${tenant.behaviors} behaviors) runs at ${api.baseUrl}`);
   out(`riskwatch polls it every 2 s and prints each alert below; metrics at http://${service.httpAddress}/metrics. Ctrl-C to stop.`);
   try {

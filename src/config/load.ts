@@ -49,14 +49,15 @@ export function parseConfig(text: string, file: string, env: Env): Config {
   }
 
   const problems: string[] = [];
-  const resolved = resolveValues(raw, [], { env, baseDir: path.dirname(file), problems });
+  const empty = new Map<string, string>();
+  const resolved = resolveValues(raw, [], { env, baseDir: path.dirname(file), problems, empty });
   if (problems.length === 0) {
     const parsed = configFileSchema.safeParse(resolved);
     if (parsed.success) {
       const config = buildConfig(parsed.data, file, problems);
       if (problems.length === 0) return deepFreeze(config);
     } else {
-      problems.push(...describeIssues(parsed.error.issues, resolved));
+      problems.push(...describeIssues(parsed.error.issues, resolved, empty));
     }
   }
   throw problems.length === 1 ? new ConfigError(`${where}: ${problems[0]}`) : new ConfigErrors(problems.map((p) => `${where}: ${p}`));
@@ -92,6 +93,8 @@ interface ResolveContext {
   readonly env: Env;
   readonly baseDir: string;
   readonly problems: string[];
+  /** Key paths whose `${NAME}` was set but empty, and the NAME: a value refused there names the variable. */
+  readonly empty: Map<string, string>;
 }
 
 const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -106,10 +109,12 @@ function resolveValues(node: unknown, at: KeyPath, ctx: ResolveContext): unknown
     if (bare) ctx.problems.push(`${formatKeyPath(at)}: "${bare[0]}" is taken literally: write \${${bare[1]}} to read the environment variable`);
     return node.replace(VARIABLE, (_, name: string) => {
       const value = ctx.env[name];
-      if (value === undefined || value === '') {
-        ctx.problems.push(`${formatKeyPath(at)}: environment variable ${name} is ${value === undefined ? 'not set' : 'set but empty'}`);
+      if (value === undefined) {
+        ctx.problems.push(`${formatKeyPath(at)}: environment variable ${name} is not set`);
         return '';
       }
+      // Empty may be meant (`name: prod${SUFFIX}`): only a value refused here says so (describeIssues).
+      if (value === '') ctx.empty.set(formatKeyPath(at), name);
       return value;
     });
   }
@@ -151,12 +156,13 @@ function readSecretFile(file: string, where: string, problems: string[]): string
 }
 
 /**
- * zod's issues as lines. A key left out is "required" (zod would say "must be
- * a list"); an unknown key that is one slip from a key that is required and
+ * zod's issues as lines. A key left out (or left empty) is "required" (zod
+ * would say "must be a list"); a value refused where `${NAME}` was set but
+ * empty names the variable; an unknown key that is one slip from a key that is required and
  * missing beside it (`sink:` for `sinks:`) is said once, as that typo, first.
  */
-function describeIssues(issues: readonly z.core.$ZodIssue[], input: unknown): string[] {
-  const missing = issues.filter((issue) => issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined);
+function describeIssues(issues: readonly z.core.$ZodIssue[], input: unknown, empty: ReadonlyMap<string, string>): string[] {
+  const missing = issues.filter((issue) => issue.code === 'invalid_type' && valueAt(input, issue.path) == null);
   const explained = new Set<z.core.$ZodIssue>();
   const typos = new Map<string, string>();
   for (const issue of issues) {
@@ -171,6 +177,8 @@ function describeIssues(issues: readonly z.core.$ZodIssue[], input: unknown): st
   }
   const rest = issues.flatMap((issue) => {
     if (explained.has(issue)) return [];
+    const variable = empty.get(formatKeyPath(issue.path));
+    if (variable !== undefined) return [`${formatKeyPath(issue.path)}: environment variable ${variable} is set but empty`];
     if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => formatKeyPath([...issue.path, key])).filter((at) => !typos.has(at)).map((at) => `${at}: unknown key`);
     if (missing.includes(issue)) return [`${formatKeyPath(issue.path)}: is required${REQUIRED_HINT[formatKeyPath(issue.path)] ?? ''}`];
     // `id: 0123…` or `on: yes` is read by YAML as a number or a boolean, not as the text written.
@@ -208,7 +216,6 @@ function isSlip(typed: string, meant: string): boolean {
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   const at = formatKeyPath(issue.path);
-  if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `${at}: is required`;
   if (issue.code === 'invalid_type') return `${at}: must be ${article(issue.expected)}`;
   if (issue.code === 'too_small' && issue.origin === 'number') return `${at}: must be at least ${issue.minimum}`;
   if (issue.code === 'too_big' && issue.origin === 'number') return `${at}: must be at most ${issue.maximum}`;

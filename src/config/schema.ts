@@ -26,8 +26,8 @@ const httpUrl = z.string().trim().refine(
 );
 
 /**
- * The URL of a vendor receiver, which is a credential (Slack, Teams) or is
- * sent one (PagerDuty, Opsgenie): https, or http on a loopback host (a local
+ * A URL that is a credential (Slack, Teams) or is sent one (PagerDuty,
+ * Opsgenie, Cloudflare's API): https, or http on a loopback host (a local
  * relay, a test's fake), never plain text across a network.
  */
 const credentialUrl = httpUrl.refine((value) => URL.parse(value)?.protocol !== 'http:' || isLoopbackHost(URL.parse(value)?.hostname ?? ''), {
@@ -38,8 +38,8 @@ const credentialUrl = httpUrl.refine((value) => URL.parse(value)?.protocol !== '
  * An incident API's base URL: riskwatch appends `/v2/…` itself, so a URL
  * copied with the endpoint's path would 404 every event (dead-lettered).
  */
-const apiBaseUrl = (base: string) =>
-  credentialUrl.refine((value) => !/\/v2(\/|$)/.test(URL.parse(value)?.pathname ?? ''), { error: `must be the API's base URL, without /v2/… (e.g. ${base})` }).default(base);
+const apiBaseUrl = (base: string, eu: string) =>
+  credentialUrl.refine((value) => !/\/v2(\/|$)/.test(URL.parse(value)?.pathname ?? ''), { error: `must be the API's base URL, without /v2/… (${base}, or ${eu} in the EU)` }).default(base);
 
 const duration = (min: number, minText: string, max: number, maxText: string) =>
   z.union([z.string(), z.number()], { error: 'must be a duration like 30s, 5m, 1h' }).transform((value, ctx) => {
@@ -177,7 +177,7 @@ const sink = z.discriminatedUnion(
       min_level: level.default('high'),
       // Never echoed: the routing key is a secret.
       routing_key: z.string().trim().regex(/^[A-Za-z0-9]{32}$/, { error: 'must be the 32-character integration key of a PagerDuty Events API v2 integration' }),
-      url: apiBaseUrl('https://events.pagerduty.com'),
+      url: apiBaseUrl('https://events.pagerduty.com', 'https://events.eu.pagerduty.com'),
       severity: z
         .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, pagerDutySeverity.optional()])) as Record<RiskLevel, z.ZodOptional<typeof pagerDutySeverity>>)
         .prefault({})
@@ -189,7 +189,7 @@ const sink = z.discriminatedUnion(
       ...routing,
       min_level: level.default('high'),
       api_key: nonEmpty,
-      url: apiBaseUrl('https://api.opsgenie.com'),
+      url: apiBaseUrl('https://api.opsgenie.com', 'https://api.eu.opsgenie.com'),
       priority: z
         .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, opsgeniePriority.optional()])) as Record<RiskLevel, z.ZodOptional<typeof opsgeniePriority>>)
         .prefault({})
@@ -217,7 +217,7 @@ const listen = z.union([z.string(), z.number()], { error: 'must be host:port (e.
 export const configFileSchema = z.strictObject({
   cloudflare: z
     .strictObject({
-      api_base_url: httpUrl.default(DEFAULT_API_BASE_URL),
+      api_base_url: credentialUrl.default(DEFAULT_API_BASE_URL),
       ...credentialFields,
       requests_per_5min: z.int().min(1).max(100_000).default(1200),
       summary_paging: z.enum(['auto', 'off'], { error: 'must be auto or off' }).default('auto'),

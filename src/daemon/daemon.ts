@@ -5,8 +5,6 @@ import type { DeliveryWorker } from '../notify/worker.ts';
 import { LeadershipLostError, type StateStore } from '../store/store.ts';
 import type { AccountPoller, PollOutcome } from './poller.ts';
 
-/** What the daemon knows of each account's polling, for readiness and logs. */
-
 /** One account this process leads, in /readyz: ready, or why not. */
 export type AccountReadiness = { readonly account: string; readonly ready: true; readonly last_success_s_ago: number } | { readonly account: string; readonly ready: false; readonly reason: string };
 
@@ -16,6 +14,8 @@ export interface Readiness {
   readonly accounts: readonly AccountReadiness[];
   readonly store?: string;
 }
+
+/** What the daemon knows of each account's polling, for readiness and logs. */
 export interface AccountStatus {
   /** On the clock's monotonic time: in-process only (kept across a reload, never stored), for readiness. */
   lastSuccessAt: number | undefined;

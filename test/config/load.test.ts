@@ -196,8 +196,10 @@ describe('${VAR} is replaced from the environment', () => {
     expect(problem).toMatch(/environment variable SLACK_WEBHOOK_URL is not set/);
   });
 
-  it('a variable set but empty is named, not reported as a bad value', () => {
+  it('a variable set but empty is named where its value is refused, and allowed where empty is fine', () => {
     expect(problemAt('sinks[0].url', () => load(undefined, { ...ENV, SLACK_WEBHOOK_URL: '' }))).toMatch(/: sinks\[0\]\.url: environment variable SLACK_WEBHOOK_URL is set but empty$/);
+    const config = load((doc) => (doc.accounts[0]!.name = '${PREFIX}production'), { ...ENV, PREFIX: '' });
+    expect(config.accounts[0]!.label).toBe('production');
   });
 
   it('$NAME without braces is refused (it would be sent as that text), naming the fix; a secret that merely holds a $ is not', () => {
@@ -350,8 +352,9 @@ describe('unknown keys are errors', () => {
     );
   });
 
-  it('a required key left out says so, and what to write', () => {
+  it('a required key left out (or left empty) says so, and what to write', () => {
     expect(problemAt('accounts', () => load((doc) => delete (doc as Partial<ConfigDoc>).accounts))).toMatch(/: accounts: is required: list at least one account \(- id: <32-hex account id>\)$/);
+    expect(problemAt('accounts', () => load((doc) => ((doc as unknown as { accounts: null }).accounts = null)))).toMatch(/: accounts: is required: list at least one account/);
     expect(problemAt('accounts', () => load((doc) => (doc.accounts = [])))).toMatch(/: accounts: must list at least one account$/);
   });
 
@@ -646,6 +649,7 @@ describe('incident and chat receivers (SPEC §5)', () => {
       { type: 'pagerduty', routing_key: ROUTING_KEY, url: 'http://events.pagerduty.com' },
       { type: 'opsgenie', api_key: 'k', url: 'http://api.opsgenie.com' },
     ];
+    expect(problemAt('cloudflare.api_base_url', () => load((doc) => (doc.cloudflare.api_base_url = 'http://cf-proxy.internal/client/v4')))).toMatch(/https URL \(http only on a loopback host\)/);
     for (const entry of cases) {
       const problem = problemAt('sinks[0].url', () => load(withSink(entry)));
       expect(problem, entry.type).toMatch(/https URL \(http only on a loopback host\)/);
@@ -659,9 +663,9 @@ describe('incident and chat receivers (SPEC §5)', () => {
 
   it('pagerduty and opsgenie: a URL copied with the endpoint\'s path is refused (riskwatch adds /v2/… itself)', () => {
     expect(problemAt('sinks[0].url', () => load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY, url: 'https://events.pagerduty.com/v2/enqueue' })))).toMatch(
-      /base URL, without \/v2\/… \(e\.g\. https:\/\/events\.pagerduty\.com\)/,
+      /base URL, without \/v2\/… \(https:\/\/events\.pagerduty\.com, or https:\/\/events\.eu\.pagerduty\.com in the EU\)/,
     );
-    expect(problemAt('sinks[0].url', () => load(withSink({ type: 'opsgenie', api_key: 'k', url: 'https://api.eu.opsgenie.com/v2/alerts' })))).toMatch(/https:\/\/api\.opsgenie\.com/);
+    expect(problemAt('sinks[0].url', () => load(withSink({ type: 'opsgenie', api_key: 'k', url: 'https://api.eu.opsgenie.com/v2/alerts' })))).toMatch(/https:\/\/api\.eu\.opsgenie\.com in the EU/);
     const jsm = sink(load(withSink({ type: 'opsgenie', api_key: 'k', url: 'https://api.atlassian.com/jsm/ops/integration' })), 'r');
     expect(jsm.type === 'opsgenie' && jsm.url).toBe('https://api.atlassian.com/jsm/ops/integration');
   });

@@ -126,9 +126,11 @@ describe('SIGHUP reloads the config', () => {
     const file = writeConfig('reload.yaml', hookSink('a', receiverA));
     const target = api.account(ACCOUNT);
     target.users.set(user(3).user_id, { ...user(3), max_risk_level: 'low' });
-    await startRun(file);
+    const base = await startRun(file);
     const proc = running!;
     await proc.waitForLine(/"msg":"first poll of the account committed"/);
+    const reloadOk = async () => (await (await fetch(`${base}/metrics`)).text()).match(/^riskwatch_config_last_reload_successful (\d)$/m)?.[1];
+    expect(await reloadOk()).toBe('1');
 
     const rise = async (n: number, receiver: Receiver) => {
       const before = receiver.requests.length;
@@ -142,11 +144,13 @@ describe('SIGHUP reloads the config', () => {
     fs.writeFileSync(file, `${fs.readFileSync(file, 'utf8')}\nbogus_key: [`);
     proc.child.kill('SIGHUP');
     await proc.waitForLine(/"msg":"reload failed, still running on the previous config: .*YAML syntax error/);
+    expect(await reloadOk()).toBe('0');
     await rise(5, receiverA);
 
     fs.writeFileSync(file, fs.readFileSync(writeConfig('reload-next.yaml', hookSink('a', receiverA) + hookSink('b', receiverB)), 'utf8').replace('./reload-next.yaml.db', './reload.yaml.db'));
     proc.child.kill('SIGHUP');
     await proc.waitForLine(/"msg":"config reloaded"/);
+    expect(await reloadOk()).toBe('1');
     await rise(6, receiverB);
     expect(proc.child.exitCode).toBeNull();
     proc.child.kill('SIGTERM');
