@@ -15,6 +15,7 @@ import { FakeRiskApi } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { benchUser, EVENTS_PER_DAY, HISTORY_DAYS, measureHistory } from './history.ts';
 import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './poll-cycle.ts';
+import { measureStartup } from './startup.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').filter(Boolean).map(Number);
@@ -249,6 +250,8 @@ process.stderr.write('measuring delivery…\n');
 const delivery = await measureDelivery();
 process.stderr.write(`measuring the operator commands' queries on ${HISTORY_DAYS} days of history (about a minute to build)…\n`);
 const history = await measureHistory();
+process.stderr.write('measuring how fast the operator commands start…\n');
+const startup = await measureStartup();
 
 const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
 const fmt = (n: number, digits = 0) => n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -280,6 +283,10 @@ targets.push({ what: 'delivery p99 ≤ 50 ms (detection to receipt)', value: `${
 // The operator commands answer at once on a busy account's year of history (issue 16).
 targets.push({ what: 'events --user ≤ 20 ms (a year of history)', value: `${fmt(history.queries['events --user (a year, 100 newest)']!.ms, 1)} ms`, ok: history.queries['events --user (a year, 100 newest)']!.ms <= 20 });
 targets.push({ what: 'users --level high ≤ 1 s (100,000 users)', value: `${fmt(history.queries['users --level high (with since)']!.ms)} ms`, ok: history.queries['users --level high (with since)']!.ms <= 1000 });
+// A CLI command costs little more than starting Node (issue 17): median of runs alternating with `node -e 0`.
+for (const [command, { ms, ratio, peakRssMb }] of Object.entries(startup.commands)) {
+  targets.push({ what: `${command} ≤ 3× a bare Node start`, value: `${fmt(ratio, 2)}× (${fmt(ms)} ms against ${fmt(startup.bareMs)} ms; ${fmt(peakRssMb)} MB)`, ok: ratio <= 3 });
+}
 targets.push({ what: 'status ≤ 100 ms', value: `${fmt(history.queries.status!.ms, 1)} ms`, ok: history.queries.status!.ms <= 100 });
 
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -296,6 +303,6 @@ for (const [query, { ms, rows: n }] of Object.entries(history.queries)) console.
 console.log('');
 for (const t of targets) console.log(`${mark(t.ok).padEnd(6)}  ${t.what}: ${t.value}`);
 
-const results = { date: new Date().toISOString(), machine: { cores: os.cpus().length, node: process.version }, pageSize: PAGE_SIZE, pageConcurrency: PAGE_CONCURRENCY, churn: CHURN, polls: POLLS, sizes, delivery, history, targets };
+const results = { date: new Date().toISOString(), machine: { cores: os.cpus().length, node: process.version }, pageSize: PAGE_SIZE, pageConcurrency: PAGE_CONCURRENCY, churn: CHURN, polls: POLLS, sizes, delivery, history, startup, targets };
 fs.writeFileSync(path.join(REPO, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
 console.log('\nwritten to bench/results.json');

@@ -85,6 +85,27 @@ describe('bin/riskwatch', () => {
   });
 });
 
+describe("bin/riskwatch turns on Node's compile cache", () => {
+  it('in a directory of its own per user (mode 700), filled by the first command', () => {
+    const tmp = fs.mkdtempSync(path.join(dir, 'tmp-'));
+    execFileSync(BIN, ['--version'], { env: { PATH: process.env.PATH ?? '', TMPDIR: tmp } });
+    const cache = path.join(tmp, `riskwatch-compile-cache-${process.getuid!()}`);
+    expect(fs.statSync(cache).mode & 0o777).toBe(0o700);
+    expect(fs.readdirSync(cache).length).toBeGreaterThan(0);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('never one another user made in a shared directory', () => {
+    const tmp = fs.mkdtempSync(path.join(dir, 'tmp-'));
+    const planted = path.join(tmp, `riskwatch-compile-cache-${process.getuid!()}`);
+    fs.mkdirSync(planted, { mode: 0o777 });
+    fs.chmodSync(planted, 0o777);
+    fs.chownSync(planted, 65534, 65534);
+    const out = execFileSync(BIN, ['--version'], { env: { PATH: process.env.PATH ?? '', TMPDIR: tmp }, encoding: 'utf8' });
+    expect(out).toMatch(/^riskwatch /);
+    expect(fs.readdirSync(planted)).toEqual([]);
+  });
+});
+
 describe('npm start', () => {
   it('SIGTERM to npm reaches riskwatch: it stops, no orphan keeps the state file locked', { timeout: 40_000 }, async () => {
     const { file, state } = config('npm');
