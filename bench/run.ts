@@ -131,8 +131,14 @@ function timeToLine(config: string, msg: RegExp): Promise<number> {
   return new Promise((resolve, reject) => {
     const start = performance.now();
     const proc = spawn(process.execPath, [...NODE_FLAGS, 'src/main.ts', 'run', '--config', config], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    // A log line renamed must fail the bench, not hang it.
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`run printed no line matching ${msg} within 2 minutes`));
+    }, 120_000);
     createInterface({ input: proc.stdout }).on('line', (line) => {
       if (msg.test(line)) {
+        clearTimeout(timer);
         resolve(performance.now() - start);
         proc.kill('SIGKILL');
       }
@@ -189,7 +195,7 @@ async function measureSize(size: number): Promise<SizeResult> {
     if (size === Math.max(...SIZES)) {
       // Cold start: process start until the state of `size` users is loaded and the first poll can diff.
       const starts: number[] = [];
-      for (let i = 0; i < 3; i++) starts.push(await timeToLine(configFile(dir, api.baseUrl), /"msg":"state loaded"/));
+      for (let i = 0; i < 3; i++) starts.push(await timeToLine(configFile(dir, api.baseUrl), /"msg":"the last committed poll of the account was read/));
       result.coldStartMs = median(starts);
     }
     return result;
