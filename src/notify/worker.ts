@@ -44,6 +44,9 @@ export interface DeliveryWorkerOptions {
  * was down in the order they were committed; one sink's failures never hold
  * up another's, nor polling.
  */
+/** How long an outcome that could not be recorded is tried again before the worker gives up on it (its lease then lapses). */
+const RECORD_PATIENCE_MS = 60_000;
+
 export class DeliveryWorker {
   readonly #options: DeliveryWorkerOptions;
   readonly #policy: DeliveryPolicy;
@@ -167,11 +170,38 @@ export class DeliveryWorker {
     // once it recovers, deliveries go out in the order they were committed. A plain 500 may be
     // about this one payload: it waits alone, and does not stall the sink for a day.
     if (outcome.kind === 'retry' && receiverStruggling(error)) {
-      outcome = { ...outcome, nextAttemptAt: await store.holdSink(sink.name, outcome.nextAttemptAt, clock.now()) };
+      // A store that cannot hold the sink now still records the retry (#record waits for it): the hold is only an order.
+      const retryAt = outcome.nextAttemptAt;
+      outcome = { ...outcome, nextAttemptAt: await store.holdSink(sink.name, retryAt, clock.now()).catch(() => retryAt) };
     }
-    await store.recordOutcome(delivery.id, outcome);
+    await this.#record(sink, delivery, outcome);
     this.#options.onOutcome?.(sink.name, outcome.kind);
     return outcome.kind;
+  }
+
+  /**
+   * Records what became of a delivery, again and again while the store cannot
+   * take it (a database restarting under us): the receiver already has the
+   * message, and an unrecorded outcome would leave the delivery leased for
+   * minutes, holding back every later delivery of its user or behavior, then
+   * send it once more. Waits grow to 5 s; shutdown ends them (the lease then
+   * hands the delivery to the next process, as after a crash), and so does a
+   * minute without an answer.
+   */
+  async #record(sink: Sink, delivery: Delivery, outcome: DeliveryOutcome): Promise<void> {
+    const { store, clock, log } = this.#options;
+    const started = clock.monotonic();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await store.recordOutcome(delivery.id, outcome);
+        if (attempt > 1) log.info({ sink: sink.name, delivery: delivery.id, attempt }, 'outcome recorded once the store answered again');
+        return;
+      } catch (error) {
+        if (this.#stopSends.signal.aborted || clock.monotonic() - started > RECORD_PATIENCE_MS) throw error;
+        if (attempt === 1) log.warn({ sink: sink.name, delivery: delivery.id, outcome: outcome.kind, err: (error as Error).message }, 'could not record the outcome; trying again until the store answers');
+        await clock.sleep(Math.min(5000, 250 * 2 ** (attempt - 1)), this.#stopSends.signal).catch(() => {});
+      }
+    }
   }
 
   /** The one retry policy: retryable failures back off until the max age, the rest are dead at once. */

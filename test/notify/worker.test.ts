@@ -316,3 +316,40 @@ describe('one subject at a time, against a real receiver: a user’s later event
     expect(await store.deliveryCounts()).toEqual(new Map());
   });
 });
+
+describe('an outcome the store cannot take at once (a database restarting)', () => {
+  it('is recorded once the store answers: not sent again, and the next delivery of the same subject is not held back', async () => {
+    const sink = new ScriptedSink('a', clock);
+    const ev = (n: number, from: 'low' | 'medium', to: 'medium' | 'high') => userEvent(`evt-${n}`, riskUser(1, to), from, to, clock.now());
+    const [first, second] = [ev(1, 'low', 'medium'), ev(2, 'medium', 'high')];
+    await store.commitPoll({
+      accountId: ACCOUNT.id,
+      expectedVersion: 0,
+      polledAt: clock.now(),
+      delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+      events: [first, second],
+      deliveries: [plannedDelivery('a', ACCOUNT.id, [first]), plannedDelivery('a', ACCOUNT.id, [second])],
+    });
+    let refusals = 2;
+    const restarting = new Proxy(store, {
+      get(target, property) {
+        if (property === 'recordOutcome') {
+          return async (...args: Parameters<SqliteStore['recordOutcome']>) => {
+            if (refusals-- > 0) throw new Error('state database postgres://rw@db/rw: cannot record the outcome: the database system is starting up');
+            return target.recordOutcome(...args);
+          };
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const logs = captureLogs();
+    const w = new DeliveryWorker({ store: restarting, sinks: [sink], clock, log: logs.log, random: () => 0.5 });
+    expect(await w.drainDue()).toEqual({ attempted: 2, failed: 0 });
+    expect(sink.delivered).toEqual(['evt-1', 'evt-2']);
+    expect(sink.attempts).toHaveLength(2);
+    expect(await store.deliveryCounts()).toEqual(new Map());
+    expect(logs.lines().map((l) => l.msg)).toEqual(expect.arrayContaining(['could not record the outcome; trying again until the store answers', 'outcome recorded once the store answered again']));
+  });
+});
+
