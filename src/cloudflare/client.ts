@@ -82,6 +82,11 @@ const IGNORES_PAGING =
 
 const HAS_CAPITALS = /[A-F]/;
 
+/** `/accounts/<id>/zt_risk_scoring/<rest>`: every call's path (`rest` already encoded). */
+function riskScoringPath(accountId: string, rest: string): string {
+  return `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/${rest}`;
+}
+
 /** The largest response body read; a bigger one is refused rather than buffered. */
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 /** No real account has this many summary pages; a server claiming more is misbehaving. */
@@ -158,7 +163,7 @@ export class CloudflareClient {
 
   /** Every risk behavior of the account, by id. */
   async fetchBehaviors(accountId: string, signal?: AbortSignal): Promise<BehaviorList> {
-    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/behaviors`;
+    const path = riskScoringPath(accountId, 'behaviors');
     const { result } = await this.#get('behaviors', path, signal);
     const raw = isRecord(result) ? result.behaviors : undefined;
     if (!isRecord(raw)) throw this.#malformed('behaviors', path, 'result.behaviors is not an object');
@@ -185,7 +190,7 @@ export class CloudflareClient {
    * names the permission it lacks).
    */
   async access(accountId: string, call: 'summary' | 'behaviors', signal?: AbortSignal): Promise<string | undefined> {
-    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/${call}${call === 'summary' ? '?page=1&per_page=1' : ''}`;
+    const path = riskScoringPath(accountId, call === 'summary' ? 'summary?page=1&per_page=1' : call);
     try {
       await this.#options.budget.acquire(signal);
       await this.#attempt(call, path, signal);
@@ -198,7 +203,7 @@ export class CloudflareClient {
 
   /** One user's recent risk events, to enrich an alert. */
   async fetchUserDetail(accountId: string, userId: string, signal?: AbortSignal): Promise<UserDetail> {
-    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/${encodeURIComponent(userId)}`;
+    const path = riskScoringPath(accountId, encodeURIComponent(userId));
     const { result } = await this.#get('user', path, signal);
     if (!isRecord(result) || !Array.isArray(result.events)) throw this.#malformed('user', path, 'result.events is not a list');
     const events: RiskEventDetail[] = [];
@@ -328,7 +333,7 @@ export class CloudflareClient {
   /** One page of the summary, or with `page` undefined, the summary asked for without paging parameters. */
   async #summaryPage(accountId: string, page: number | undefined, signal?: AbortSignal): Promise<{ rows: unknown[]; info: ResultInfo | undefined }> {
     const paging = page === undefined ? '' : `?page=${page}&per_page=${this.#pageSize}`;
-    const path = `/accounts/${encodeURIComponent(accountId)}/zt_risk_scoring/summary${paging}`;
+    const path = riskScoringPath(accountId, `summary${paging}`);
     const envelope = await this.#get('summary', path, signal);
     const users = isRecord(envelope.result) ? envelope.result.users : undefined;
     if (!Array.isArray(users)) throw this.#malformed('summary', path, 'result.users is not a list');

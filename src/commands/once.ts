@@ -38,9 +38,9 @@ export const once: Command = {
 
 /**
  * The poll as `once` does it, against a store whose commit only records what
- * it was given (and which records no poll failure either): the events and the deliveries routed for them (silences
- * applied as the store would), printed one line each. Nothing is sent: the
- * outbox is not drained.
+ * it was given (and which records no poll failure either): the events and the
+ * deliveries routed for them (silences applied as the store would), printed
+ * one line each. Nothing is sent: the outbox is not drained.
  */
 async function dryRunOnce(config: Config, store: StateStore, log: ReturnType<typeof createLogger>, io: Io): Promise<number> {
   const commits: PollCommit[] = [];
@@ -66,8 +66,11 @@ async function dryRunOnce(config: Config, store: StateStore, log: ReturnType<typ
   let count = 0;
   for (const commit of commits) {
     const { silencedBy, deliveries } = applySilences(commit.events, commit.deliveries, silences);
+    // Each event's sinks, in one pass over the deliveries (a first run may plan one per user per sink).
+    const sinksOf = new Map<string, Set<string>>();
+    for (const d of deliveries) for (const id of d.eventIds) sinksOf.set(id, (sinksOf.get(id) ?? new Set()).add(d.sink));
     for (const event of commit.events) {
-      const sinks = [...new Set(deliveries.filter((d) => d.eventIds.includes(event.id)).map((d) => d.sink))];
+      const sinks = [...(sinksOf.get(event.id) ?? [])];
       const silence = silencedBy.get(event.id);
       const to = sinks.length > 0 ? `to ${sinks.join(', ')}` : 'to no sink';
       io.out(`${formatEventLine(event)} -> ${silence ? `silenced by ${silence}${sinks.length > 0 ? `, still ${to}` : ''}` : to}`);

@@ -17,9 +17,10 @@ export interface Sink<Message = unknown> {
    */
   accepts?(event: RiskEvent): boolean;
   /**
-   * Whether sending `event` here closes an incident this sink opened. No
-   * silence holds such a delivery back (a close pages nobody, and the incident,
-   * opened before the silence, would otherwise stay open for ever). Left out: never.
+   * Whether sending `event` here closes an incident this sink may have opened.
+   * No silence holds such a delivery back (a close pages nobody, and an
+   * incident opened before the silence would otherwise stay open for ever).
+   * Left out: never.
    */
   closes?(event: RiskEvent): boolean;
   /** The message for one delivery's events (pure: no I/O). */

@@ -5,6 +5,7 @@ import { DemoScenario } from './scenario.ts';
 /** The simulated tenant's account id, the same every time (so a config pasted once keeps working). */
 export const SIMULATED_ACCOUNT = 'de30de30de30de30de30de30de30de30';
 const STEP_MS = 2000;
+const USERS = 50;
 
 export interface SimulatedTenant {
   readonly api: FakeRiskApi;
@@ -26,11 +27,11 @@ export async function startSimulatedTenant(port = 0): Promise<SimulatedTenant> {
     throw new UserFacingError(`--port ${port}: cannot listen on 127.0.0.1:${port}: ${why}`, 2);
   });
   const scenario = new DemoScenario(api.account(SIMULATED_ACCOUNT));
-  scenario.seed(50);
+  scenario.seed(USERS);
   const ticker = setInterval(() => scenario.step(), STEP_MS);
   return {
     api,
-    users: 50,
+    users: USERS,
     behaviors: scenario.behaviorCount,
     async close() {
       clearInterval(ticker);

@@ -201,8 +201,8 @@ export class SqliteStore implements StateStore {
   static open(file: string, options: SqliteStoreOptions = {}): SqliteStore {
     const now = options.now ?? Date.now;
     checkDirectory(file);
-    // An operator's typo, or a relative path read from another directory, would otherwise make an
-    // empty file and report that nobody is at risk.
+    // A typo in state.sqlite, or another config than the daemon's, would otherwise make an empty
+    // file and report that nobody is at risk.
     if (options.shared === 'read' && !existsSync(file)) throw new StateError(`state file ${file} does not exist: riskwatch run creates it (is this the daemon's config?)`);
     const lock = options.shared ? undefined : acquireLock(file);
     let db: DatabaseSync | undefined;

@@ -204,8 +204,8 @@ export function silenceOf(event: RiskEvent, active: readonly Silence[]): Silence
  * Applies `active` silences to a commit's events and deliveries: which event
  * each mutes, and the deliveries left once muted events are taken out (a
  * delivery left with none is dropped; subjects follow the events that stay).
- * A delivery that closes an incident is kept whole: the silence came after
- * the incident was opened, and must not leave it open for ever.
+ * A delivery that closes an incident is kept whole: the incident may have
+ * been opened before the silence, which must not leave it open for ever.
  */
 export function applySilences(events: readonly RiskEvent[], deliveries: readonly PlannedDelivery[], active: readonly Silence[]): { silencedBy: Map<string, string>; deliveries: PlannedDelivery[] } {
   const silencedBy = new Map<string, string>();
