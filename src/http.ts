@@ -1,11 +1,67 @@
-/** HTTP and network facts shared by the config, the Cloudflare client and the sinks. */
+/** HTTP and network facts shared by the config, the Cloudflare client and the sinks, and the one way they send a request. */
 
+import type { Agent, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import type { ReadableStream } from 'node:stream/web';
 
-/** A response body as undici hands it over: a Node stream from `request`, a web stream from `fetch`. */
-export type ResponseBody = Readable | ReadableStream<Uint8Array> | null | undefined;
+/** A response body: Node's stream of the answer (an IncomingMessage), read (or not) by whoever asked. */
+export type ResponseBody = Readable | null | undefined;
+
+export interface HttpRequest {
+  readonly method: 'GET' | 'POST';
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: string;
+  /** Aborts the request, and the body's reading when it has an answer: every caller's deadline. */
+  readonly signal: AbortSignal;
+}
+
+export interface HttpResponse {
+  readonly statusCode: number;
+  readonly headers: IncomingHttpHeaders;
+  /** Must be read to its end or discarded (discardBody), so that the connection goes back to the pool or is closed. */
+  readonly body: IncomingMessage;
+}
+
+/** What sends a request: the pool below, or a test's wrapper around it. */
+export interface Http {
+  request(url: string, init: HttpRequest): Promise<HttpResponse>;
+}
+
+/**
+ * Keep-alive connections for the Cloudflare client and the sinks, at most 16
+ * per origin, an idle one closed after 30 s (or when the server's Keep-Alive
+ * hint says so): Node's own HTTP client, whose parser is native. It replaced
+ * undici, whose WebAssembly parser held 24 MB of a daemon that idles in less
+ * than 100 (issue 17). Redirects are never followed: a receiver's URL that
+ * redirects is wrong, and its 3xx says so.
+ */
+export class HttpPool implements Http {
+  /** One agent per scheme, made at its first request: node:https (TLS) is loaded only by what sends over it. */
+  readonly #agents = new Map<string, Agent>();
+
+  request(url: string, init: HttpRequest): Promise<HttpResponse> {
+    return new Promise((resolve, reject) => {
+      // Inside the promise: a URL or header value Node refuses (it throws) rejects, as a refused connection does.
+      const target = new URL(url);
+      const client = process.getBuiltinModule(target.protocol === 'https:' ? 'node:https' : 'node:http');
+      let agent = this.#agents.get(target.protocol);
+      if (!agent) this.#agents.set(target.protocol, (agent = new client.Agent({ keepAlive: true, maxSockets: 16, timeout: 30_000 })));
+      const request = client.request(target, { method: init.method, headers: init.headers, agent, signal: init.signal }, (response) =>
+        resolve({ statusCode: response.statusCode ?? 0, headers: response.headers, body: response }),
+      );
+      request.on('error', reject);
+      request.end(init.body);
+    });
+  }
+
+  /** Closes every connection, idle or not: for after the last request. */
+  close(): void {
+    for (const agent of this.#agents.values()) agent.destroy();
+  }
+}
+
+/** The pool of whatever is given none (a test, a one-off command): one per process, as a browser has. */
+export const sharedHttp: Http = new HttpPool();
 
 /** Loopback hosts, where plain HTTP or SMTP crosses no network: a local relay may skip TLS, a test's fake may serve http. */
 export function isLoopbackHost(hostname: string): boolean {
@@ -46,32 +102,29 @@ export function describeNetworkError(error: unknown): string {
 }
 
 /**
- * Transport failures that another attempt cannot fix: a request the client
- * refuses to send (an invalid header value) or a redirect (webhooks are not
- * followed: the configured URL is wrong).
+ * Transport failures that another attempt cannot fix: a request Node refuses
+ * to send (a header value with a line break, a URL it cannot parse).
  */
 export function isPermanentTransportError(error: unknown): boolean {
-  const cause = rootCause(error);
-  return cause.code === 'UND_ERR_INVALID_ARG' || /redirect/i.test(cause.message ?? '');
-}
-
-function isWebStream(body: Readable | ReadableStream<Uint8Array>): body is ReadableStream<Uint8Array> {
-  return typeof (body as ReadableStream<Uint8Array>).getReader === 'function';
+  const code = rootCause(error).code ?? '';
+  return code.startsWith('ERR_INVALID_') || code === 'ERR_HTTP_INVALID_HEADER_VALUE' || code === 'ERR_UNESCAPED_CHARACTERS';
 }
 
 function ignore(): void {}
 
 /**
- * Lets go of a response body without reading (the rest of) it. Destroying a
- * body that has not fully arrived makes undici close the connection rather than
- * drain whatever the peer still sends; a body already complete (a short answer
- * that came with its headers) leaves the connection in the pool for reuse.
+ * Lets go of a response body without reading (the rest of) it. A body that has
+ * fully arrived (a short answer that came with its headers) is let run to its
+ * end, which hands the connection back to the pool; one still arriving is
+ * destroyed, which closes the connection rather than drain whatever the peer
+ * still sends.
  */
 export function discardBody(body: ResponseBody): void {
-  if (!body) return;
-  // Both calls are safe on a body already ended, errored or destroyed; a destroyed undici body emits an abort error that nobody needs.
-  if (isWebStream(body)) body.cancel().catch(ignore);
-  else body.on('error', ignore).destroy();
+  if (!body || body.destroyed) return;
+  // A destroyed body may still report the abort; nobody needs it.
+  body.on('error', ignore);
+  if ((body as Partial<IncomingMessage>).complete === true) body.resume();
+  else body.destroy();
 }
 
 /**

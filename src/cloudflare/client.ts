@@ -1,4 +1,3 @@
-import { type Dispatcher, request } from 'undici';
 import { z } from 'zod';
 import type { Clock } from '../clock.ts';
 import type { Credential } from '../config/config.ts';
@@ -8,7 +7,7 @@ import type { Behavior, RiskEventDetail, RiskLevel, RiskUser } from '../model.ts
 import { parseRetryAfter, type RetryPolicy, withRetry } from '../retry.ts';
 import { USER_AGENT } from '../version.ts';
 import type { RequestBudget } from './budget.ts';
-import { describeNetworkError, excerpt, isRetryableStatus } from '../http.ts';
+import { describeNetworkError, excerpt, type Http, isRetryableStatus, sharedHttp } from '../http.ts';
 import { type ApiMessage, CloudflareError } from './errors.ts';
 import { together } from '../together.ts';
 import { isUserId, notUserId, parseBehavior, parseRiskEvent, parseUser, userFields } from './records.ts';
@@ -53,8 +52,8 @@ export interface CloudflareClientOptions {
   readonly budget: RequestBudget;
   readonly clock: Clock;
   readonly log: Logger;
-  /** A shared keep-alive pool; undici's global one when left out. */
-  readonly dispatcher?: Dispatcher;
+  /** A shared keep-alive pool; the process's shared one when left out. */
+  readonly http?: Http;
   /** Per attempt, from sending the request to the last byte of the body. Default 30 s. */
   readonly timeoutMs?: number;
   readonly retry?: RetryPolicy;
@@ -368,12 +367,7 @@ export class CloudflareClient {
     let headers: Record<string, string | string[] | undefined>;
     let text: string;
     try {
-      const response = await request(baseUrl + path, {
-        method: 'GET',
-        headers: this.#headers,
-        signal: attemptSignal,
-        ...(this.#options.dispatcher ? { dispatcher: this.#options.dispatcher } : {}),
-      });
+      const response = await (this.#options.http ?? sharedHttp).request(baseUrl + path, { method: 'GET', headers: this.#headers, signal: attemptSignal });
       status = response.statusCode;
       headers = response.headers;
       text = await readBody(response.body, attemptSignal, path);

@@ -23,7 +23,7 @@ export const checkConfig: Command = {
 
 /** One line per account: what its credential may read, or each call refused and why. Nothing is committed. */
 async function checkOnline(config: Config, io: Io): Promise<boolean> {
-  // Loaded only here: check-config alone stays quick, without undici.
+  // Loaded only here: check-config alone stays quick, without the Cloudflare client.
   const [{ CloudflareClient }, { BudgetRegistry }, { systemClock }, { silentLogger }] = await Promise.all([
     import('../cloudflare/client.ts'),
     import('../cloudflare/budget.ts'),

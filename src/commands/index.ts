@@ -3,7 +3,7 @@ import type { Command } from './command.ts';
 /**
  * Every command, by the words that name it: its usage line, what it does, and
  * how to load it. A command's module is imported only when it runs, so that
- * `status` loads neither the daemon nor undici.
+ * `status` loads neither the daemon nor the HTTP client.
  */
 export interface Entry {
   readonly usage: string;

@@ -24,7 +24,7 @@ export const once: Command = {
     const log = store.replica === undefined ? base : base.child({ replica: store.replica });
     try {
       if (dryRun) return await dryRunOnce(config, store, log, io);
-      const daemon = assemble(config, { store, log });
+      const daemon = await assemble(config, { store, log });
       const ok = await daemon.runOnce();
       await daemon.stop();
       const now = Date.now();
@@ -59,7 +59,7 @@ async function dryRunOnce(config: Config, store: StateStore, log: ReturnType<typ
       return typeof value === 'function' ? value.bind(target) : value;
     },
   });
-  const daemon = assemble(config, { store: recording, log, writeLine: () => {} });
+  const daemon = await assemble(config, { store: recording, log, writeLine: () => {} });
   const ok = await daemon.runOnce({ deliver: false });
   await daemon.stop();
   const silences = await store.listSilences({ all: false, now: Date.now() });

@@ -145,7 +145,7 @@ const sink = z.discriminatedUnion(
         .record(
           z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' }),
           // Trimmed, as a secret file's trailing newline would otherwise make every request invalid.
-          // Then only what an HTTP header value may hold (and undici sends): tab, printable ASCII, U+0080 to U+00FF;
+          // Then only what an HTTP header value may hold (and Node sends): tab, printable ASCII, U+0080 to U+00FF;
           // anything else would pass check-config and dead-letter every delivery. Never echoed: values are secrets.
           z
             .string()

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { Agent } from 'undici';
 import { type Clock, systemClock } from '../clock.ts';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { CloudflareClient } from '../cloudflare/client.ts';
 import type { Config, Credential } from '../config/config.ts';
+import { HttpPool } from '../http.ts';
 import type { Logger } from '../log.ts';
 import { createSink } from '../notify/sinks/create.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../notify/worker.ts';
@@ -16,7 +16,7 @@ export interface AssembleDeps {
   readonly store: StateStore;
   /** Request budgets and the connection pool to use; kept by the caller across reloads. Created here when left out. */
   readonly budgets?: BudgetRegistry;
-  readonly dispatcher?: Agent;
+  readonly http?: HttpPool;
   /** What the previous daemon knew of each account (a reload keeps readiness). */
   readonly status?: ReadonlyMap<string, AccountStatus>;
   readonly log: Logger;
@@ -32,15 +32,17 @@ export interface AssembleDeps {
  * client per credential (sharing its request budget), one poller per account,
  * the sinks and the delivery worker, driven by one Daemon.
  */
-export function assemble(config: Config, deps: AssembleDeps): Daemon {
+export async function assemble(config: Config, deps: AssembleDeps): Promise<Daemon> {
   const { store, log, metrics } = deps;
   const clock = deps.clock ?? systemClock;
-  const ownDispatcher = deps.dispatcher ? undefined : new Agent({ connections: 16, keepAliveTimeout: 30_000 });
-  const dispatcher = deps.dispatcher ?? ownDispatcher!;
-  const sinks = config.sinks.map((sinkConfig) => ({
-    config: sinkConfig,
-    sink: createSink(sinkConfig, { clock, dispatcher, ...(deps.writeLine ? { writeLine: deps.writeLine } : {}) }),
-  }));
+  const ownHttp = deps.http ? undefined : new HttpPool();
+  const http = deps.http ?? ownHttp!;
+  const sinks = await Promise.all(
+    config.sinks.map(async (sinkConfig) => ({
+      config: sinkConfig,
+      sink: await createSink(sinkConfig, { clock, http, ...(deps.writeLine ? { writeLine: deps.writeLine } : {}) }),
+    })),
+  );
 
   const budgets = deps.budgets ?? new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
   const clients = new Map<string, CloudflareClient>();
@@ -54,7 +56,7 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
         budget: budgets.for(credential.id),
         clock,
         log: log.child({ credential: credential.id }),
-        dispatcher,
+        http,
         summaryPaging: config.cloudflare.summaryPaging,
         ...(metrics
           ? {
@@ -98,7 +100,7 @@ export function assemble(config: Config, deps: AssembleDeps): Daemon {
     clock,
     log,
     pollIntervalMs: config.pollIntervalMs,
-    onStopped: async () => ownDispatcher?.close(),
+    onStopped: async () => ownHttp?.close(),
     ...(deps.status ? { status: deps.status } : {}),
     ...(metrics
       ? {

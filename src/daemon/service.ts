@@ -1,12 +1,12 @@
 import type { Server } from 'node:http';
 import { type Clock, systemClock } from '../clock.ts';
+import { BudgetRegistry } from '../cloudflare/budget.ts';
 import type { Config, StateConfig } from '../config/config.ts';
+import { HttpPool } from '../http.ts';
 import type { Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import { type StateStore, StoreUnavailableError } from '../store/store.ts';
 import { VERSION } from '../version.ts';
-import { Agent } from 'undici';
-import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { assemble } from './assemble.ts';
 import type { Daemon, Readiness } from './daemon.ts';
 import { boundAddress, startHttp } from './http.ts';
@@ -33,10 +33,11 @@ const MAX_OPEN_RETRY_MS = 30_000;
  */
 export class Service {
   #config: Config;
-  #daemon: Daemon;
+  /** Both set by start(), before anything can reach them. */
+  #daemon!: Daemon;
+  #http!: Server;
   readonly #store: StateStore;
   readonly #metrics: Metrics;
-  readonly #http: Server;
   readonly #deps: ServiceDeps;
   readonly #clock: Clock;
   /** What a reload cannot change: as the process started. */
@@ -45,30 +46,28 @@ export class Service {
   readonly #logFormat: Config['log']['format'];
   /** Kept across reloads: Cloudflare's window and a 429's block do not restart with the config. */
   #budgets: BudgetRegistry;
-  readonly #dispatcher = new Agent({ connections: 16, keepAliveTimeout: 30_000 });
+  readonly #pool = new HttpPool();
   #pruning: NodeJS.Timeout | undefined;
 
-  private constructor(config: Config, store: StateStore, metrics: Metrics, http: Server, deps: ServiceDeps) {
+  private constructor(config: Config, store: StateStore, metrics: Metrics, deps: ServiceDeps) {
     this.#config = config;
     this.#state = config.state;
     this.#listen = config.http;
     this.#logFormat = config.log.format;
     this.#store = store;
     this.#metrics = metrics;
-    this.#http = http;
     this.#deps = deps;
     this.#clock = deps.clock ?? systemClock;
     this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock);
-    this.#daemon = this.#assemble(config, undefined);
   }
 
-  #assemble(config: Config, previous: Daemon | undefined): Daemon {
+  #assemble(config: Config, previous: Daemon | undefined): Promise<Daemon> {
     if (this.#budgets.limit !== config.cloudflare.requestsPer5Min) this.#budgets = this.#budgets.withLimit(config.cloudflare.requestsPer5Min);
     return assemble(config, {
       store: this.#store,
       metrics: this.#metrics,
       budgets: this.#budgets,
-      dispatcher: this.#dispatcher,
+      http: this.#pool,
       ...(previous ? { status: previous.status } : {}),
       ...this.#deps,
     });
@@ -81,22 +80,21 @@ export class Service {
     const metrics = new Metrics();
     metrics.watchStore(store);
     metrics.configLoaded(true, clock.now());
-    let service: Service | undefined;
-    let http: Server;
+    const service = new Service(config, store, metrics, deps);
     try {
-      http = await startHttp(config.http.listen, () => service!.readiness(), metrics);
+      service.#daemon = await service.#assemble(config, undefined);
+      service.#http = await startHttp(config.http.listen, () => service.readiness(), metrics);
     } catch (error) {
       await store.close();
+      service.#pool.close();
       throw error;
     }
-    service = new Service(config, store, metrics, http, deps);
-    const running = service;
-    metrics.watchLeadership(() => running.leadership());
-    metrics.watchSinks(() => running.#config.sinks.map((sink) => sink.name));
+    metrics.watchLeadership(() => service.leadership());
+    metrics.watchSinks(() => service.#config.sinks.map((sink) => sink.name));
     service.#daemon.start();
     service.#schedulePruning();
     deps.log.info(
-      { pid: process.pid, version: VERSION, accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(http) },
+      { pid: process.pid, version: VERSION, accounts: config.accounts.length, sinks: config.sinks.length, pollIntervalMs: config.pollIntervalMs, http: boundAddress(service.#http) },
       'riskwatch started',
     );
     await service.#reportOrphans();
@@ -137,7 +135,7 @@ export class Service {
     await previous.stop();
     // The old daemon reports no more: an account removed or renamed leaves no series behind.
     await this.#metrics.keepAccounts(next.accounts.map((a) => a.label));
-    this.#daemon = this.#assemble(next, previous);
+    this.#daemon = await this.#assemble(next, previous);
     this.#config = next;
     this.#daemon.start();
     this.#metrics.configLoaded(true, this.#clock.now());
@@ -156,7 +154,7 @@ export class Service {
     this.#http.closeAllConnections();
     await new Promise<void>((resolve) => this.#http.close(() => resolve()));
     await this.#store.close();
-    await this.#dispatcher.close();
+    this.#pool.close();
     this.#deps.log.info('stopped');
   }
 

@@ -34,7 +34,7 @@ export async function testSinks(config: Config, only: string | undefined, deps: 
   }
   return Promise.all(
     chosen.map(async (sinkConfig) => {
-      const sink = createSink(sinkConfig, deps);
+      const sink = await createSink(sinkConfig, deps);
       const label = `${sink.name} (${sinkConfig.type})`;
       if (options.sample && isIncidentSink(sinkConfig)) {
         return { sink: sink.name, ok: true, line: `${label}: no sample sent: it would page the on-call (test-sinks without --sample proves the key)` };

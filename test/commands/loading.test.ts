@@ -13,15 +13,32 @@ beforeEach(async () => {
 });
 afterEach(() => cli.tmp.remove());
 
-/** Runs main(argv) in a fresh process and returns every module it loaded (file URLs), and the exit code. */
-function modulesLoaded(argv: readonly string[]): { code: number; modules: string[] } {
+interface Loaded {
+  readonly code: number;
+  /** File URLs of the modules imported. */
+  readonly modules: string[];
+  /** Node's built-in modules loaded, however (an import, process.getBuiltinModule). */
+  readonly builtins: string[];
+}
+
+/** Runs main(argv) in a fresh process and returns every module it loaded, and the exit code. */
+function modulesLoaded(argv: readonly string[]): Loaded {
+  return inChild(`
+    const { main } = await import(${JSON.stringify(path.join(REPO, 'src/main.ts'))});
+    code = await main(${JSON.stringify(argv)}, { out: () => {}, err: (l) => process.stderr.write(l + '\\n'), env: process.env });
+  `);
+}
+
+/** Runs `body` (an ES module's code that sets `code`) in a fresh process, recording every module it loads. */
+function inChild(body: string): Loaded {
   const script = `
     import { registerHooks } from 'node:module';
     const seen = new Set();
     registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); seen.add(r.url); return r; } });
-    const { main } = await import(${JSON.stringify(path.join(REPO, 'src/main.ts'))});
-    const code = await main(${JSON.stringify(argv)}, { out: () => {}, err: (l) => process.stderr.write(l + '\\n'), env: process.env });
-    process.stdout.write(JSON.stringify({ code, modules: [...seen] }));
+    let code = 0;
+    ${body}
+    const builtins = process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice('NativeModule '.length));
+    process.stdout.write(JSON.stringify({ code, modules: [...seen], builtins }));
   `;
   const child = spawnSync(path.join(REPO, 'node_modules/.bin/node'), ['--input-type=module', '-e', script], {
     cwd: REPO,
@@ -30,16 +47,29 @@ function modulesLoaded(argv: readonly string[]): { code: number; modules: string
     timeout: 20_000,
   });
   expect(child.stderr).toBe('');
-  return JSON.parse(child.stdout) as { code: number; modules: string[] };
+  return JSON.parse(child.stdout) as Loaded;
 }
 
 it.each([['status'], ['users', '--level', 'high'], ['events'], ['silence', 'list'], ['deliveries']])(
-  '%s loads neither undici, the daemon, the sinks, pino nor the PostgreSQL driver',
+  '%s loads neither the daemon, the sinks, TLS, pino nor the PostgreSQL driver',
   (...argv) => {
-    const { code, modules } = modulesLoaded([...argv, '--config', cli.config]);
+    const { code, modules, builtins } = modulesLoaded([...argv, '--config', cli.config]);
     expect(code).toBe(0);
     expect(modules.some((m) => m.endsWith('/src/store/sqlite.ts'))).toBe(true);
-    expect(modules.filter((m) => /\/node_modules\/(undici|pino|pino-pretty|pg|postgres)\/|\/src\/(daemon|notify\/sinks|cloudflare)\/|\/src\/store\/postgres\.ts$/.test(m))).toEqual([]);
+    expect(modules.filter((m) => /\/node_modules\/(pino|pino-pretty|pg|postgres)\/|\/src\/(daemon|notify\/sinks|cloudflare)\/|\/src\/store\/postgres\.ts$/.test(m))).toEqual([]);
+    expect(builtins.filter((m) => /^(https|tls|_http_client)$/.test(m))).toEqual([]);
   },
   30_000,
 );
+
+it('a sink is built from its own module only: a webhook loads neither nodemailer nor the Slack library', () => {
+  const { modules } = inChild(`
+    const { createSink } = await import(${JSON.stringify(path.join(REPO, 'src/notify/sinks/create.ts'))});
+    const { Secret } = await import(${JSON.stringify(path.join(REPO, 'src/config/secret.ts'))});
+    const url = new Secret('https://hooks.example.com/riskwatch');
+    const sink = await createSink({ type: 'webhook', name: 'hook', url, secret: undefined, headers: {}, minLevel: 'low', events: undefined, accounts: undefined }, { clock: {} });
+    code = sink.name === 'hook' ? 0 : 1;
+  `);
+  expect(modules.some((m) => m.endsWith('/src/notify/sinks/webhook.ts'))).toBe(true);
+  expect(modules.filter((m) => /\/node_modules\/(nodemailer|@slack)\/|\/src\/notify\/sinks\/(email|slack|teams|pagerduty|opsgenie)\.ts$/.test(m))).toEqual([]);
+}, 30_000);

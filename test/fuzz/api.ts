@@ -1,13 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Agent, type Dispatcher } from 'undici';
+import { type Http, HttpPool, type HttpRequest, type HttpResponse } from '../../src/http.ts';
 import type { RiskLevel } from '../../src/model.ts';
 import { type BadAnswer, type Broken, expand, type Fault, type Poll, type Scenario, type UserSpec } from './model.ts';
 
 /**
  * The fuzz suite's Cloudflare: a loopback server that answers each request
- * from the scenario's plan for the poll it belongs to, and the dispatcher the
+ * from the scenario's plan for the poll it belongs to, and the HTTP pool the
  * client sends through, which says which poll that is.
  *
  * A request is tied to its poll by the async context the poll runs in, not by
@@ -42,22 +42,39 @@ export class FuzzApi {
   readonly #context = new AsyncLocalStorage<string>();
   readonly #polls = new Map<string, PollState>();
   readonly #server: Server;
-  readonly #agent = new Agent();
-  /** The client's dispatcher: every request carries the poll it belongs to. */
-  readonly dispatcher: Dispatcher;
+  readonly #pool = new HttpPool();
+  /** The client's HTTP: every request carries the poll it belongs to. */
+  readonly http: Http = { request: (url, init) => this.#request(url, init) };
   #run = 0;
   #scenario: Scenario | undefined;
 
   private constructor(server: Server) {
     this.#server = server;
-    this.dispatcher = this.#agent.compose((dispatch) => (options, handler) => {
-      const tag = this.#context.getStore();
-      const state = tag === undefined ? undefined : this.#polls.get(tag);
-      if (tag === undefined || !state) return dispatch(options, handler);
-      const call = callOf(String(options.path));
-      this.#sent(state, call, String(options.path));
-      return dispatch({ ...options, headers: withHeader(options.headers, TAG_HEADER, tag) }, onSettled(handler, (ok) => this.#answered(state, call, String(options.path), ok)));
-    });
+  }
+
+  async #request(url: string, init: HttpRequest): Promise<HttpResponse> {
+    const tag = this.#context.getStore();
+    const state = tag === undefined ? undefined : this.#polls.get(tag);
+    if (tag === undefined || !state) return this.#pool.request(url, init);
+    const { pathname, search } = new URL(url);
+    const path = pathname + search;
+    const call = callOf(path);
+    this.#sent(state, call, path);
+    let settled = false;
+    // Told once: whether the answer came in whole (its body read to the end) or failed.
+    const answered = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      this.#answered(state, call, path, ok);
+    };
+    try {
+      const response = await this.#pool.request(url, { ...init, headers: { ...init.headers, [TAG_HEADER]: tag } });
+      response.body.once('end', () => answered(true)).once('close', () => answered(response.body.readableEnded));
+      return response;
+    } catch (error) {
+      answered(false);
+      throw error;
+    }
   }
 
   static async start(): Promise<FuzzApi> {
@@ -105,7 +122,7 @@ export class FuzzApi {
 
   async close(): Promise<void> {
     for (const state of this.#polls.values()) release(state);
-    await this.#agent.close();
+    this.#pool.close();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -157,32 +174,6 @@ function release(state: PollState): void {
 function callOf(path: string): Call {
   const tail = /\/zt_risk_scoring\/([^/?]+)/.exec(path)?.[1];
   return tail === 'summary' ? 'summary' : tail === 'behaviors' ? 'behaviors' : 'user';
-}
-
-function withHeader(headers: Dispatcher.DispatchOptions['headers'], name: string, value: string): Dispatcher.DispatchOptions['headers'] {
-  if (Array.isArray(headers)) return [...(headers as string[]), name, value];
-  return { ...(headers as Record<string, string> | null | undefined), [name]: value };
-}
-
-/** `handler`, telling `settled` once whether its response came in whole (true) or failed. */
-function onSettled(handler: Dispatcher.DispatchHandler, settled: (ok: boolean) => void): Dispatcher.DispatchHandler {
-  let done = false;
-  const once = (ok: boolean) => {
-    if (done) return;
-    done = true;
-    settled(ok);
-  };
-  return new Proxy(handler, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property, target);
-      if (typeof value !== 'function') return value;
-      const ok = property === 'onResponseEnd' || property === 'onComplete' ? true : property === 'onResponseError' || property === 'onError' ? false : undefined;
-      return (...args: unknown[]) => {
-        if (ok !== undefined) once(ok);
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
-      };
-    },
-  });
 }
 
 function send(req: IncomingMessage, res: ServerResponse, reply: Reply): void {

@@ -118,7 +118,7 @@ async function play(harness: Harness, s: Scenario): Promise<string[]> {
         budget: new RequestBudget(10_000, systemClock),
         clock: systemClock,
         log: silentLogger,
-        dispatcher: api.dispatcher,
+        http: api.http,
         retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 1, maxWaitMs: 100 },
         pageSize: s.pageSize,
         summaryPaging: s.summaryPaging,

@@ -1,9 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Agent, type Dispatcher } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.ts';
 import { Secret } from '../../src/config/secret.ts';
+import { HttpPool } from '../../src/http.ts';
 import type { RiskEvent } from '../../src/detect/events.ts';
 import { DeliveryError, type Sink } from '../../src/notify/sink.ts';
 import { SlackSink } from '../../src/notify/sinks/slack.ts';
@@ -91,22 +91,22 @@ const EVENT: RiskEvent = {
   },
 };
 
-type SinkFactory = (url: string, dispatcher: Dispatcher) => Sink;
+type SinkFactory = (url: string, http: HttpPool) => Sink;
 const SINKS: [string, SinkFactory][] = [
   [
     'webhook',
-    (url, dispatcher) =>
+    (url, http) =>
       new WebhookSink(
         { type: 'webhook', name: 'incidents', url: new Secret(url), secret: undefined, headers: {}, minLevel: 'low', events: undefined, accounts: undefined },
-        { clock: systemClock, dispatcher },
+        { clock: systemClock, http },
       ),
   ],
   [
     'slack',
-    (url, dispatcher) =>
+    (url, http) =>
       new SlackSink(
         { type: 'slack', name: 'secops-slack', url: new Secret(url), mention: undefined, minLevel: 'low', events: undefined, accounts: undefined },
-        { clock: systemClock, dispatcher },
+        { clock: systemClock, http },
       ),
   ],
 ];
@@ -141,24 +141,24 @@ async function attempt(sink: Sink): Promise<{ outcome: unknown; ms: number; rssG
   return { outcome, ms, rssGrowth };
 }
 
-let dispatcher: Agent;
+let http: HttpPool;
 let endless: EndlessReceiver | undefined;
 let plain: Receiver | undefined;
 beforeEach(() => {
-  dispatcher = new Agent();
+  http = new HttpPool();
 });
 afterEach(async () => {
   await endless?.close();
   await plain?.close();
   endless = undefined;
   plain = undefined;
-  await dispatcher.destroy();
+  http.close();
 });
 
 describe.each(SINKS)('%s sink: an answer without end is read a few KB at most', (_name, sinkFor) => {
   it('200 then a body without end: delivered at once, the connection closed, memory bounded', async () => {
     endless = await EndlessReceiver.start(200, 'ok');
-    const sink = sinkFor(endless.url('/services/T/B/X'), dispatcher);
+    const sink = sinkFor(endless.url('/services/T/B/X'), http);
     const { outcome, ms, rssGrowth } = await attempt(sink);
     expect(endless.streamed).toBeGreaterThan(0); // the receiver did start its endless body
     expect(rssGrowth).toBeLessThan(RSS_GROWTH_LIMIT);
@@ -169,7 +169,7 @@ describe.each(SINKS)('%s sink: an answer without end is read a few KB at most', 
 
   it('500 then a body without end: a bounded error message, the connection closed, memory bounded', async () => {
     endless = await EndlessReceiver.start(500, 'upstream exploded: ');
-    const sink = sinkFor(endless.url('/services/T/B/X'), dispatcher);
+    const sink = sinkFor(endless.url('/services/T/B/X'), http);
     const { outcome, rssGrowth } = await attempt(sink);
     expect(rssGrowth).toBeLessThan(RSS_GROWTH_LIMIT);
     expect(outcome).toBeInstanceOf(DeliveryError);
@@ -182,11 +182,11 @@ describe.each(SINKS)('%s sink: an answer without end is read a few KB at most', 
     await within(PROMPTLY_MS, endless.closed, 'the client closing the connection');
   });
 
-  it('other receivers on the same dispatcher are unaffected, and the endless one is reached again', async () => {
+  it('other receivers on the same pool are unaffected, and the endless one is reached again', async () => {
     endless = await EndlessReceiver.start(200, 'ok');
     plain = await Receiver.start();
-    const toEndless = sinkFor(endless.url('/services/T/B/X'), dispatcher);
-    const toPlain = sinkFor(plain.url('/services/T/C/Y'), dispatcher);
+    const toEndless = sinkFor(endless.url('/services/T/B/X'), http);
+    const toPlain = sinkFor(plain.url('/services/T/C/Y'), http);
     const outcomes = await Promise.all([attempt(toEndless), attempt(toPlain)]);
     expect(outcomes.map((o) => o.outcome)).toEqual(['delivered', 'delivered']);
     expect(plain.accepted).toHaveLength(1);

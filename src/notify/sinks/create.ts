@@ -1,39 +1,37 @@
-import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { SinkConfig } from '../../config/config.ts';
+import type { Http } from '../../http.ts';
 import type { Sink } from '../sink.ts';
-import { ConsoleSink } from './console.ts';
-import { EmailSink } from './email.ts';
-import { OpsgenieSink } from './opsgenie.ts';
-import { PagerDutySink } from './pagerduty.ts';
-import { SlackSink } from './slack.ts';
-import { TeamsSink } from './teams.ts';
-import { WebhookSink } from './webhook.ts';
 
 export interface SinkDeps {
   readonly clock: Clock;
-  /** The keep-alive pool for HTTP sinks (undici keeps one pool per origin inside it). */
-  readonly dispatcher?: Dispatcher;
+  /** The keep-alive pool for HTTP sinks (one pool per origin inside it). */
+  readonly http?: Http;
   /** Where the console sink writes its lines; stdout when left out. */
   readonly writeLine?: (line: string) => void;
 }
 
-/** The one place a sink type becomes a sink: a new sink type is added here and in config/schema.ts. */
-export function createSink(config: SinkConfig, deps: SinkDeps): Sink {
+/**
+ * The one place a sink type becomes a sink: a new sink type is added here and
+ * in config/schema.ts. Each type's module (and its library: nodemailer,
+ * @slack/webhook) is imported only when a sink of that type is configured, so
+ * a sink nobody uses costs no start-up time and no memory (issue 17).
+ */
+export async function createSink(config: SinkConfig, deps: SinkDeps): Promise<Sink> {
   switch (config.type) {
     case 'console':
-      return new ConsoleSink(config.name, deps.writeLine);
+      return new (await import('./console.ts')).ConsoleSink(config.name, deps.writeLine);
     case 'slack':
-      return new SlackSink(config, deps);
+      return new (await import('./slack.ts')).SlackSink(config, deps);
     case 'webhook':
-      return new WebhookSink(config, deps);
+      return new (await import('./webhook.ts')).WebhookSink(config, deps);
     case 'teams':
-      return new TeamsSink(config, deps);
+      return new (await import('./teams.ts')).TeamsSink(config, deps);
     case 'email':
-      return new EmailSink(config, deps);
+      return new (await import('./email.ts')).EmailSink(config, deps);
     case 'pagerduty':
-      return new PagerDutySink(config, deps);
+      return new (await import('./pagerduty.ts')).PagerDutySink(config, deps);
     case 'opsgenie':
-      return new OpsgenieSink(config, deps);
+      return new (await import('./opsgenie.ts')).OpsgenieSink(config, deps);
   }
 }

@@ -14,7 +14,7 @@ export const MAX_ANSWER_BYTES = 4 * 1024;
 /**
  * The one way a sink reads a receiver's answer: the text for an error
  * message, never more than MAX_ANSWER_BYTES, and the rest of the body is
- * discarded so that undici closes the connection instead of draining it.
+ * discarded so that the connection is closed instead of drained.
  *
  * A 2xx answer is not read at all and resolves at once with '': the status
  * line is the receiver's word that it accepted the message, and nothing in the

@@ -1,7 +1,7 @@
-import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { OpsgeniePriority, OpsgenieSinkConfig } from '../../config/config.ts';
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
+import type { Http } from '../../http.ts';
 import { accountLabel, behaviorName, headline, levelChange, oneLine, shownEvent, userFacts, userName } from '../describe.ts';
 import { type IncidentStep, incidentStep } from '../incident.ts';
 import { clip, type Cuts } from '../limits.ts';
@@ -58,13 +58,13 @@ export class OpsgenieSink implements Sink<OpsgenieMessage> {
   readonly grouping = 'event';
   readonly #config: OpsgenieSinkConfig;
   readonly #clock: Clock;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #http: Http | undefined;
 
-  constructor(config: OpsgenieSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+  constructor(config: OpsgenieSinkConfig, deps: { clock: Clock; http?: Http }) {
     this.name = config.name;
     this.#config = config;
     this.#clock = deps.clock;
-    this.#dispatcher = deps.dispatcher;
+    this.#http = deps.http;
   }
 
   accepts(event: RiskEvent): boolean {
@@ -112,7 +112,7 @@ export class OpsgenieSink implements Sink<OpsgenieMessage> {
     const headers = { authorization: `GenieKey ${key}` };
     for (const request of message.requests) {
       const url = `${this.#config.url}${request.path}`;
-      await postJson({ sink: this.name, url, body: JSON.stringify(request.body), headers, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: [key] });
+      await postJson({ sink: this.name, url, body: JSON.stringify(request.body), headers, signal, clock: this.#clock, http: this.#http, redact: [key] });
     }
   }
 

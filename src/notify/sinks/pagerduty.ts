@@ -1,7 +1,7 @@
-import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { PagerDutySeverity, PagerDutySinkConfig } from '../../config/config.ts';
 import { isUserEvent, type RiskEvent } from '../../detect/events.ts';
+import type { Http } from '../../http.ts';
 import { accountLabel, headline, oneLine } from '../describe.ts';
 import { type IncidentStep, incidentStep } from '../incident.ts';
 import { clip, type Cuts, jsonBytes } from '../limits.ts';
@@ -63,13 +63,13 @@ export class PagerDutySink implements Sink<PagerDutyMessage> {
   readonly grouping = 'event';
   readonly #config: PagerDutySinkConfig;
   readonly #clock: Clock;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #http: Http | undefined;
 
-  constructor(config: PagerDutySinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+  constructor(config: PagerDutySinkConfig, deps: { clock: Clock; http?: Http }) {
     this.name = config.name;
     this.#config = config;
     this.#clock = deps.clock;
-    this.#dispatcher = deps.dispatcher;
+    this.#http = deps.http;
   }
 
   accepts(event: RiskEvent): boolean {
@@ -108,7 +108,7 @@ export class PagerDutySink implements Sink<PagerDutyMessage> {
     for (const request of message.requests) {
       const key = this.#config.routingKey.reveal();
       const body = JSON.stringify({ routing_key: key, ...request.body });
-      await postJson({ sink: this.name, url: `${this.#config.url}${request.path}`, body, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: [key], detail: pagerDutyErrors });
+      await postJson({ sink: this.name, url: `${this.#config.url}${request.path}`, body, signal, clock: this.#clock, http: this.#http, redact: [key], detail: pagerDutyErrors });
     }
   }
 

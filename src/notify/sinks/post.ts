@@ -1,5 +1,5 @@
-import { type Dispatcher, request } from 'undici';
 import type { Clock } from '../../clock.ts';
+import { type Http, type HttpResponse, sharedHttp } from '../../http.ts';
 import { USER_AGENT } from '../../version.ts';
 import { httpFailure, readAnswer, redact, transportFailure } from './http-errors.ts';
 
@@ -12,7 +12,8 @@ export interface PostOptions {
   readonly headers?: Readonly<Record<string, string>>;
   readonly signal: AbortSignal;
   readonly clock: Clock;
-  readonly dispatcher?: Dispatcher | undefined;
+  /** The connection pool; the process's shared one when left out. */
+  readonly http?: Http | undefined;
   /** Credentials to blank out of an answer before it becomes an error message, in case a receiver echoes one. */
   readonly redact?: readonly string[];
   /** The part of an error answer worth showing (PagerDuty's `errors[]`), when the vendor has one; else its start. */
@@ -25,14 +26,13 @@ export interface PostOptions {
  * to retry (http-errors.ts), with at most 4 KiB of the answer read.
  */
 export async function postJson(options: PostOptions): Promise<void> {
-  let response: Dispatcher.ResponseData;
+  let response: HttpResponse;
   try {
-    response = await request(options.url, {
+    response = await (options.http ?? sharedHttp).request(options.url, {
       method: 'POST',
       headers: { ...options.headers, 'content-type': 'application/json', 'user-agent': USER_AGENT },
       body: options.body,
       signal: options.signal,
-      ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
     });
   } catch (error) {
     throw transportFailure(options.sink, error, options.signal);

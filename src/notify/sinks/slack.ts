@@ -1,8 +1,9 @@
 import { IncomingWebhook, IncomingWebhookHTTPError } from '@slack/webhook';
-import { type Dispatcher, fetch as undiciFetch } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { SlackSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
+import { type Http, sharedHttp } from '../../http.ts';
+import { USER_AGENT } from '../../version.ts';
 import type { Sink } from '../sink.ts';
 import { httpFailure, readAnswer, redact, transportFailure, urlSecrets } from './http-errors.ts';
 import { renderSlack, renderSlackTest, type SlackMessage } from './slack-render.ts';
@@ -29,22 +30,26 @@ export class SlackSink implements Sink<SlackMessage> {
   #nextSendAt = -Infinity;
   #queue: Promise<void> = Promise.resolve();
 
-  constructor(config: SlackSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+  constructor(config: SlackSinkConfig, deps: { clock: Clock; http?: Http }) {
     this.name = config.name;
     this.#config = config;
     this.#clock = deps.clock;
-    const fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-      const signal = init?.signal && this.#current ? AbortSignal.any([init.signal, this.#current]) : (this.#current ?? init?.signal ?? undefined);
-      const response = await undiciFetch(input as string, {
-        ...(init as object),
-        signal,
-        ...(deps.dispatcher ? { dispatcher: deps.dispatcher } : {}),
-      } as Parameters<typeof undiciFetch>[1]);
-      this.#retryAfter = response.headers.get('retry-after') ?? undefined;
-      // The library reads whole bodies (response.text()): it gets a Response that holds only the bounded answer, and the
-      // real body is discarded here, so that no answer can fill the memory or keep the connection open.
-      const answer = await readAnswer(response.status, response.body);
-      return new Response(answer === '' ? null : answer, { status: response.status, statusText: response.statusText });
+    const http = deps.http ?? sharedHttp;
+    // The library's only way out: a fetch, of which it uses ok, status, statusText and text(). It is given one over the
+    // pool that sends as every other sink does, and that answers with the bounded answer (readAnswer) only.
+    const fetch = async (url: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const signals = [init?.signal, this.#current].filter((s): s is AbortSignal => s instanceof AbortSignal);
+      const response = await http.request(String(url), {
+        method: 'POST',
+        headers: { ...(init?.headers as Record<string, string>), 'user-agent': USER_AGENT },
+        body: String(init?.body ?? ''),
+        signal: AbortSignal.any(signals),
+      });
+      const retryAfter = response.headers['retry-after'];
+      this.#retryAfter = Array.isArray(retryAfter) ? retryAfter[0] : retryAfter;
+      const answer = await readAnswer(response.statusCode, response.body);
+      const ok = response.statusCode >= 200 && response.statusCode < 300;
+      return { ok, status: response.statusCode, statusText: response.body.statusMessage ?? '', text: async () => answer } as Response;
     };
     this.#webhook = new IncomingWebhook(config.url.reveal(), { fetch, retryConfig: { retries: 0 } });
   }

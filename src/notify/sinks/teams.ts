@@ -1,7 +1,7 @@
-import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { TeamsSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
+import type { Http } from '../../http.ts';
 import type { Sink } from '../sink.ts';
 import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
@@ -20,13 +20,13 @@ export class TeamsSink implements Sink<TeamsMessage> {
   readonly grouping = 'poll';
   readonly #config: TeamsSinkConfig;
   readonly #clock: Clock;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #http: Http | undefined;
 
-  constructor(config: TeamsSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+  constructor(config: TeamsSinkConfig, deps: { clock: Clock; http?: Http }) {
     this.name = config.name;
     this.#config = config;
     this.#clock = deps.clock;
-    this.#dispatcher = deps.dispatcher;
+    this.#http = deps.http;
   }
 
   render(events: readonly RiskEvent[]): TeamsMessage {
@@ -40,6 +40,6 @@ export class TeamsSink implements Sink<TeamsMessage> {
   async send(message: TeamsMessage, signal: AbortSignal): Promise<void> {
     const body = JSON.stringify(message.payload);
     const url = this.#config.url.reveal();
-    await postJson({ sink: this.name, url, body, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: urlSecrets(url) });
+    await postJson({ sink: this.name, url, body, signal, clock: this.#clock, http: this.#http, redact: urlSecrets(url) });
   }
 }

@@ -1,8 +1,8 @@
 import { createHmac } from 'node:crypto';
-import type { Dispatcher } from 'undici';
 import type { Clock } from '../../clock.ts';
 import type { WebhookSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
+import type { Http } from '../../http.ts';
 import type { Sink } from '../sink.ts';
 import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
@@ -22,15 +22,15 @@ export class WebhookSink implements Sink<readonly WebhookMessage[]> {
   readonly grouping = 'event';
   readonly #config: WebhookSinkConfig;
   readonly #key: Buffer | undefined;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #http: Http | undefined;
   readonly #clock: Clock;
 
-  constructor(config: WebhookSinkConfig, deps: { clock: Clock; dispatcher?: Dispatcher }) {
+  constructor(config: WebhookSinkConfig, deps: { clock: Clock; http?: Http }) {
     this.name = config.name;
     this.#config = config;
     const secret = config.secret?.reveal();
     this.#key = secret === undefined ? undefined : Buffer.from(secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : secret, 'base64');
-    this.#dispatcher = deps.dispatcher;
+    this.#http = deps.http;
     this.#clock = deps.clock;
   }
 
@@ -65,7 +65,7 @@ export class WebhookSink implements Sink<readonly WebhookMessage[]> {
     if (this.#key) headers['webhook-signature'] = sign(this.#key, message.id, timestamp, message.body);
     const url = this.#config.url.reveal();
     const secrets = [...urlSecrets(url), ...Object.values(this.#config.headers).map((value) => value.reveal())];
-    await postJson({ sink: this.name, url, body: message.body, headers, signal, clock: this.#clock, dispatcher: this.#dispatcher, redact: secrets });
+    await postJson({ sink: this.name, url, body: message.body, headers, signal, clock: this.#clock, http: this.#http, redact: secrets });
   }
 }
 
