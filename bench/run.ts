@@ -14,7 +14,7 @@ import { RISK_LEVELS, type RiskUser } from '../src/model.ts';
 import { FakeRiskApi } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { benchUser, EVENTS_PER_DAY, HISTORY_DAYS, measureHistory } from './history.ts';
-import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './poll-cycle.ts';
+import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './floor.ts';
 import { measureStartup } from './startup.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -156,6 +156,35 @@ interface SizeResult {
   floor: { wallMs: number; cpuMs: number; peakRssMb: number };
   cycleOverFloor: number;
   coldStartMs?: number;
+  /** A whole `bin/riskwatch once` process against a whole process that only reads the pages (bench/floor.ts). */
+  once?: { ms: number; floorMs: number; overFloor: number };
+}
+
+/** Wall time of a process from spawn to exit. */
+function processMs(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const proc = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'], env });
+    proc.once('error', reject);
+    proc.once('exit', (code) => (code === 0 ? resolve(performance.now() - start) : reject(new Error(`${command} ${args.join(' ')} exited ${code}`))));
+  });
+}
+
+/**
+ * `once` as cron runs it, at a steady state (0.1% of the users changed per
+ * run), alternating with a process that only reads the same pages; both use a
+ * compile cache, filled by a first run that is left out.
+ */
+async function measureOnce(dir: string, apiBaseUrl: string, pages: number): Promise<NonNullable<SizeResult['once']>> {
+  const config = configFile(dir, apiBaseUrl, { sink: '  - name: console\n    type: console' });
+  const env = { ...process.env, NODE_COMPILE_CACHE: path.join(dir, 'compile-cache') };
+  const once = () => processMs(path.join(REPO, 'bin', 'riskwatch'), ['once', '--config', config], env);
+  const floor = () => processMs(process.execPath, [...NODE_FLAGS, 'bench/floor.ts', apiBaseUrl, String(pages)], env);
+  await once();
+  await floor();
+  const runs: { once: number; floor: number }[] = [];
+  for (let i = 0; i < 7; i++) runs.push({ once: await once(), floor: await floor() });
+  return { ms: median(runs.map((r) => r.once)), floorMs: median(runs.map((r) => r.floor)), overFloor: median(runs.map((r) => r.once / r.floor)) };
 }
 
 async function measureSize(size: number): Promise<SizeResult> {
@@ -192,6 +221,7 @@ async function measureSize(size: number): Promise<SizeResult> {
       // The median of each cycle poll over the floor poll that followed it: drift cancels out.
       cycleOverFloor: median(cycle.map((c, i) => c.wallMs / floor[i]!.wallMs)),
     };
+    if (size === 100_000) result.once = await measureOnce(dir, api.baseUrl, pages);
     if (size === Math.max(...SIZES)) {
       // Cold start: process start until the state of `size` users is loaded and the first poll can diff.
       const starts: number[] = [];
@@ -281,6 +311,13 @@ for (const s of sizes) {
   if (s.users === 1_000_000) targets.push({ what: 'peak RSS ≤ 300 MB at 1,000,000', value: `${fmt(s.cycle.peakRssMb)} MB`, ok: s.cycle.peakRssMb <= 300 });
   // Proportional: every change writes its user row, and the events, deliveries and version add a few more per change.
   targets.push({ what: `rows written ∝ changes at ${fmt(s.users)}`, value: `${fmt(s.cycle.rowsWritten)} for ${fmt(s.cycle.changes)}`, ok: s.cycle.rowsWritten <= 3 * s.cycle.changes + 10 });
+  if (s.once) {
+    targets.push({
+      what: `once ≤ 1.4× a process that only reads the pages, at ${fmt(s.users)}`,
+      value: `${fmt(s.once.overFloor, 2)}× (${fmt(s.once.ms)} ms against ${fmt(s.once.floorMs)} ms)`,
+      ok: s.once.overFloor <= 1.4,
+    });
+  }
   if (s.coldStartMs !== undefined) targets.push({ what: `cold start ≤ 3 s at ${fmt(s.users)}`, value: `${fmt(s.coldStartMs)} ms`, ok: s.coldStartMs <= 3000 });
 }
 targets.push({ what: 'webhook delivery ≥ 2,000 events/s', value: fmt(delivery.eventsPerSecond), ok: delivery.eventsPerSecond >= 2000 });

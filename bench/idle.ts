@@ -1,0 +1,108 @@
+/**
+ * What `run` holds while it waits between polls (issue 17): `bin/riskwatch
+ * run` on one 1,000-user account of the fake API, with a webhook sink and the
+ * metrics endpoint, as a small deployment runs it. Once the account is ready
+ * and a few polls and scrapes have gone by, its resident memory is read from
+ * /proc a few times and the median kept, with the part that is the Node
+ * binary's own pages (RssFile) apart from what the process allocated
+ * (RssAnon).
+ *
+ *   node bench/idle.ts        # prints one JSON line
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { RiskUser } from '../src/model.ts';
+import { FakeRiskApi } from '../src/simulator/fake-api.ts';
+import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
+import { benchUser } from './history.ts';
+import { BENCH_ACCOUNT } from './floor.ts';
+
+const REPO = path.resolve(import.meta.dirname, '..');
+const USERS = 1000;
+
+export interface IdleResult {
+  readonly users: number;
+  readonly rssMb: number;
+  readonly anonMb: number;
+  readonly fileMb: number;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function memory(pid: number): { rss: number; anon: number; file: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN) / 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
+
+export async function measureIdle(): Promise<IdleResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-bench-idle-'));
+  const api = await FakeRiskApi.start({ maxPerPage: 1000 });
+  const account = api.account(BENCH_ACCOUNT);
+  for (let n = 1; n <= USERS; n++) account.users.set(benchUser(n).user_id, benchUser(n) as RiskUser);
+  for (const behavior of DEMO_BEHAVIORS) account.behaviors.set(behavior.id, behavior);
+  api.fault = () => {
+    api.requests.length = 0;
+    return undefined;
+  };
+  const config = path.join(dir, 'riskwatch.yaml');
+  fs.writeFileSync(
+    config,
+    `cloudflare:
+  api_base_url: ${api.baseUrl}
+  api_token: bench-token
+accounts:
+  - id: ${BENCH_ACCOUNT}
+    name: bench
+poll_interval: 2s
+state:
+  sqlite: ${path.join(dir, 'state.db')}
+sinks:
+  - name: hook
+    type: webhook
+    url: http://127.0.0.1:9/
+http:
+  listen: 127.0.0.1:0
+`,
+  );
+  const proc = spawn(process.env.RISKWATCH_BIN ?? path.join(REPO, 'bin', 'riskwatch'), ['run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const address = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('run did not start within 2 minutes')), 120_000);
+      createInterface({ input: proc.stdout! }).on('line', (line) => {
+        const http = /"msg":"riskwatch started"/.test(line) ? (JSON.parse(line) as { http?: string }).http : undefined;
+        if (http) {
+          clearTimeout(timer);
+          resolve(http);
+        }
+      });
+      proc.once('exit', (code) => reject(new Error(`run exited ${code} before it started`)));
+    });
+    const base = `http://${address}`;
+    for (let ready = false; !ready; await sleep(200)) ready = (await fetch(`${base}/readyz`)).ok;
+    const samples: ReturnType<typeof memory>[] = [];
+    // Several polls and scrapes go by, then memory is read between them.
+    for (let i = 0; i < 8; i++) {
+      await (await fetch(`${base}/metrics`)).text();
+      await sleep(1500);
+      if (i >= 3) samples.push(memory(proc.pid!));
+    }
+    return {
+      users: USERS,
+      rssMb: median(samples.map((s) => s.rss)),
+      anonMb: median(samples.map((s) => s.anon)),
+      fileMb: median(samples.map((s) => s.file)),
+    };
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+    await api.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) console.log(JSON.stringify(await measureIdle()));
