@@ -2,6 +2,17 @@
 # riskwatch: multi-stage, small, non-root. Config at /etc/riskwatch/riskwatch.yaml,
 # state on the /var/lib/riskwatch volume, /healthz for the health check.
 
+# --- build: the sources compiled to JavaScript (npm run build) ---------------
+# Node can run the TypeScript sources, but strips their types at every start:
+# 18 MB more at idle and a slower start. The image ships the compiled dist/.
+FROM node:24-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
 # --- deps: production dependencies only, from the lockfile ---------------------
 FROM node:24-slim AS deps
 WORKDIR /app
@@ -24,7 +35,8 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
-COPY src ./src
+# bin/riskwatch runs dist/src/main.js where there is no src/ (dist/package.json gives the version).
+COPY --from=build /app/dist ./dist
 USER node
 VOLUME ["/var/lib/riskwatch"]
 # /healthz, /readyz, /metrics. The config must say `http: { listen: 0.0.0.0:9464 }`

@@ -1,6 +1,9 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VERSION } from '../../src/version.ts';
+import { configYaml, ENV, makeTempDir, type TempDir } from '../support/config-files.ts';
 import { REPO } from '../support/process.ts';
 
 /**
@@ -43,5 +46,43 @@ describe('the Dockerfile', () => {
   it('runs bin/riskwatch under tini', () => {
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/usr\/bin\/tini", "--", "\/app\/bin\/riskwatch"\]$/m);
     expect(dockerfile).toMatch(/^COPY bin \.\/bin$/m);
+  });
+
+  it('ships the compiled JavaScript, not the sources', () => {
+    expect(dockerfile).toMatch(/^RUN npm run build$/m);
+    expect(dockerfile).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m);
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    expect(runtime).not.toMatch(/^COPY src /m);
+  });
+});
+
+describe('the compiled JavaScript the image ships (npm run build)', () => {
+  let tmp: TempDir;
+  beforeAll(() => {
+    // The image's /app: package.json, bin/, dist/ and the dependencies, and no src/.
+    tmp = makeTempDir();
+    const app = path.join(tmp.dir, 'app');
+    execFileSync(path.join(REPO, 'node_modules/.bin/tsc'), ['-p', path.join(REPO, 'tsconfig.build.json'), '--outDir', path.join(app, 'dist')], { cwd: REPO });
+    fs.cpSync(path.join(REPO, 'bin'), path.join(app, 'bin'), { recursive: true });
+    fs.copyFileSync(path.join(REPO, 'package.json'), path.join(app, 'package.json'));
+    fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(app, 'node_modules'));
+  }, 120_000);
+  afterAll(() => tmp.remove());
+
+  const riskwatch = (args: readonly string[]) =>
+    spawnSync(path.join(tmp.dir, 'app', 'bin', 'riskwatch'), args, { env: { PATH: process.env.PATH ?? '', TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
+
+  it('runs where no sources are shipped: bin/riskwatch finds dist/, which knows its version', () => {
+    const result = riskwatch(['--version']);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(new RegExp(`^riskwatch ${VERSION.replaceAll('.', '\\.')} `));
+  });
+
+  it('reads a config, loading each module from dist/ (a relative import left as .ts would fail here)', () => {
+    const config = tmp.write('riskwatch.yaml', configYaml());
+    const result = riskwatch(['check-config', '--config', config]);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(fs.existsSync(path.join(tmp.dir, 'app', 'src'))).toBe(false);
   });
 });
