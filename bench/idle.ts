@@ -8,6 +8,7 @@
  * (RssAnon).
  *
  *   node bench/idle.ts        # prints one JSON line
+ *   RISKWATCH_BIN=/app/bin/riskwatch node bench/idle.ts    # another install of it
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
