@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -28,8 +29,14 @@ export interface LoggerOptions {
 
 /** JSON lines on stdout (SPEC §7), pretty only when asked. */
 export function createLogger(level: string, options: LoggerOptions = {}): Logger {
-  const destination = options.destination ?? (options.pretty ? pretty({ colorize: process.stdout.isTTY === true, destination: 1 }) : pino.destination(1));
+  const destination = options.destination ?? (options.pretty ? prettyStream() : pino.destination(1));
   return pino({ level, base: { app: 'riskwatch' }, redact: { paths: REDACT, censor: '****' } }, destination);
+}
+
+/** pino-pretty, loaded only for log.format: pretty (JSON lines are the default, and a daemon's usual). */
+function prettyStream(): pino.DestinationStream {
+  const load = createRequire(import.meta.url)('pino-pretty') as typeof pretty;
+  return load({ colorize: process.stdout.isTTY === true, destination: 1 });
 }
 
 /** A logger that drops everything, for tests and commands that print their own output. */

@@ -1,5 +1,5 @@
 import { assemble } from '../daemon/assemble.ts';
-import { RETENTION_MS } from '../daemon/service.ts';
+import { pruneHistory } from '../daemon/daemon.ts';
 import { createLogger } from '../log.ts';
 import { formatEventLine } from '../notify/sinks/console.ts';
 import { openOperatorStore, openStore } from '../store/open.ts';
@@ -27,8 +27,7 @@ export const once: Command = {
       const daemon = await assemble(config, { store, log });
       const ok = await daemon.runOnce();
       await daemon.stop();
-      const now = Date.now();
-      await store.prune({ delivered: now - RETENTION_MS, history: now - config.state.historyMs });
+      await pruneHistory(store, config.state.historyMs, Date.now());
       return ok ? 0 : 1;
     } finally {
       await store.close();

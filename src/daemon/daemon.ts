@@ -6,6 +6,14 @@ import { LeadershipLostError, type StateStore } from '../store/store.ts';
 import type { AccountPoller, PollOutcome } from './poller.ts';
 
 /** One account this process leads, in /readyz: ready, or why not. */
+/** Delivered deliveries and their events are kept this long (for inspection), then pruned. */
+const RETENTION_MS = 7 * 86_400_000;
+
+/** What `run` does hourly and `once` at its end: delivered deliveries past RETENTION_MS, and history past state.history, go. */
+export function pruneHistory(store: StateStore, historyMs: number, now: number): ReturnType<StateStore['prune']> {
+  return store.prune({ delivered: now - RETENTION_MS, history: now - historyMs });
+}
+
 export type AccountReadiness = { readonly account: string; readonly ready: true; readonly last_success_s_ago: number } | { readonly account: string; readonly ready: false; readonly reason: string };
 
 /** /readyz's body: every account this process leads, ready or not, and the store's problem if it has one. */

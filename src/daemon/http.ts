@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { UserFacingError } from '../errors.ts';
 import type { Readiness } from './daemon.ts';
@@ -9,7 +9,9 @@ import type { Metrics } from './metrics.ts';
  * lately, else 503; each account listed, with why when it is not) and /metrics.
  */
 export async function startHttp(listen: { host: string; port: number }, readiness: () => Readiness, metrics: Metrics): Promise<Server> {
-  const server = createServer(async (req, res) => {
+  // Not `import { createServer } from 'node:http'`: an ES import of node:http loads Node's bundled fetch
+  // (undici, for http.WebSocket), 13 MB that nothing here uses.
+  const server = process.getBuiltinModule('node:http').createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -8,12 +8,9 @@ import { openStore } from '../store/open.ts';
 import { type StateStore, StoreUnavailableError } from '../store/store.ts';
 import { VERSION } from '../version.ts';
 import { assemble } from './assemble.ts';
-import type { Daemon, Readiness } from './daemon.ts';
+import { type Daemon, pruneHistory, type Readiness } from './daemon.ts';
 import { boundAddress, startHttp } from './http.ts';
 import { Metrics } from './metrics.ts';
-
-/** Delivered deliveries and their events are kept this long (for inspection), then pruned. */
-export const RETENTION_MS = 7 * 86_400_000;
 
 export interface ServiceDeps {
   readonly log: Logger;
@@ -164,13 +161,13 @@ export class Service {
     return this.#config.accounts.map((a) => ({ account: a.label, leads: leads.has(a.id) }));
   }
 
-  /** Hourly, and once at start: delivered history older than RETENTION_MS goes. */
+  /** Hourly, and once at start: delivered history past its keeping goes. */
   #schedulePruning(): void {
     const prune = async () => {
       try {
         // Wall clock: the cut-off is compared with the timestamps stored with the deliveries.
         const now = this.#clock.now();
-        const removed = await this.#store.prune({ delivered: now - RETENTION_MS, history: now - this.#config.state.historyMs });
+        const removed = await pruneHistory(this.#store, this.#config.state.historyMs, now);
         if (removed.deliveries + removed.events > 0) this.#deps.log.info(removed, 'pruned delivered history');
       } catch (error) {
         this.#deps.log.error({ err: (error as Error).message }, 'could not prune delivered history');
