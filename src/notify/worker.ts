@@ -2,7 +2,7 @@ import type { Clock } from '../clock.ts';
 import { isUserEvent } from '../detect/events.ts';
 import type { Logger } from '../log.ts';
 import { isRetryable, type RetryPolicy, retryDelay } from '../retry.ts';
-import type { Delivery, DeliveryOutcome, StateStore } from '../store/store.ts';
+import type { Delivery, DeliveryOutcome, SettledDelivery, StateStore } from '../store/store.ts';
 import { cutsOf, type Sink } from './sink.ts';
 
 export interface DeliveryPolicy extends Omit<RetryPolicy, 'attempts' | 'maxWaitMs'> {
@@ -39,7 +39,8 @@ export interface DeliveryWorkerOptions {
 /**
  * Drains the outbox: per sink, claims due deliveries oldest first, sends them
  * with bounded concurrency and records each outcome (delivered, retry at T,
- * dead-lettered). The retry policy is applied here, once, around every sink:
+ * dead-lettered), those that settle together in one transaction. The retry
+ * policy is applied here, once, around every sink:
  * a sink in backoff holds its own queue, so deliveries reach a receiver that
  * was down in the order they were committed; one sink's failures never hold
  * up another's, nor polling.
@@ -53,6 +54,8 @@ export class DeliveryWorker {
   readonly #lanes: Lane[];
   #running = false;
   readonly #stopSends = new AbortController();
+  /** Each send in flight, aborted by its own timeout or by shutdown (see #send). */
+  readonly #sends = new Set<AbortController>();
 
   constructor(options: DeliveryWorkerOptions) {
     this.#options = options;
@@ -103,6 +106,7 @@ export class DeliveryWorker {
     if (first === 'timeout') {
       this.#options.log.warn({ graceMs }, 'deliveries still in flight after the grace period; they will be retried after restart');
       this.#stopSends.abort(new Error('shutting down'));
+      for (const send of this.#sends) send.abort(this.#stopSends.signal.reason);
       await loops;
     }
   }
@@ -125,45 +129,78 @@ export class DeliveryWorker {
     }
   }
 
+  /**
+   * Sends what is due, up to `concurrency` deliveries in flight: as soon as some of them are
+   * recorded, as many more are claimed, rather than the next batch waiting for the slowest send
+   * of the last. Claiming stops at the first retry (it may hold the sink's queue, see #deliver:
+   * nothing more is due now), on shutdown and after an error; what is in flight then finishes.
+   */
   async #drainLane(lane: Lane): Promise<{ attempted: number; failed: number }> {
     const { store, clock } = this.#options;
+    const { concurrency } = this.#policy;
+    const drain: Drain = { retried: false };
+    const inFlight = new Set<Promise<void>>();
     let attempted = 0;
     let failed = 0;
-    // Claim a batch at a time; each finished delivery's outcome is recorded before the next batch.
+    let failure: { error: unknown } | undefined;
+    let progress = Promise.withResolvers<void>();
     for (;;) {
-      if (this.#stopSends.signal.aborted) break;
-      const batch = await store.claimDue(lane.sink.name, clock.now(), this.#policy.concurrency);
-      if (batch.length === 0) break;
-      const outcomes = await Promise.all(batch.map((delivery) => this.#deliver(lane.sink, delivery)));
-      attempted += outcomes.length;
-      failed += outcomes.filter((kind) => kind !== 'delivered').length;
-      // A retry holds the sink's queue (see #deliver): nothing more is due now.
-      if (outcomes.includes('retry')) break;
-      if (!this.#running && lane.loop !== undefined) break;
+      const claiming = failure === undefined && !drain.retried && !this.#stopSends.signal.aborted && (this.#running || lane.loop === undefined);
+      if (claiming && inFlight.size < concurrency) {
+        let batch: Delivery[] = [];
+        try {
+          batch = await store.claimDue(lane.sink.name, clock.now(), concurrency - inFlight.size);
+        } catch (error) {
+          failure = { error };
+        }
+        for (const delivery of batch) {
+          const sending: Promise<void> = this.#deliver(lane, delivery, drain)
+            .then(
+              (kind) => {
+                attempted++;
+                if (kind !== 'delivered') failed++;
+              },
+              (error: unknown) => {
+                failure ??= { error };
+              },
+            )
+            .finally(() => {
+              inFlight.delete(sending);
+              progress.resolve();
+            });
+          inFlight.add(sending);
+        }
+      }
+      if (inFlight.size === 0) break;
+      await progress.promise;
+      progress = Promise.withResolvers<void>();
     }
+    if (failure) throw failure.error;
     return { attempted, failed };
   }
 
-  async #deliver(sink: Sink, delivery: Delivery): Promise<DeliveryOutcome['kind']> {
+  async #deliver(lane: Lane, delivery: Delivery, drain: Drain): Promise<DeliveryOutcome['kind']> {
     const { store, clock, log } = this.#options;
-    const signal = AbortSignal.any([this.#stopSends.signal, AbortSignal.timeout(this.#policy.sendTimeoutMs)]);
+    const { sink } = lane;
     let outcome: DeliveryOutcome;
     let error: unknown;
     try {
       const message = sink.render(delivery.events);
       const cuts = cutsOf(message);
       if (cuts.length > 0) log.info({ sink: sink.name, delivery: delivery.id, cuts }, "message shortened to fit the receiver's limits");
-      await sink.send(message, signal);
+      await this.#send(sink, message);
       outcome = { kind: 'delivered', at: clock.now() };
       log.info({ sink: sink.name, delivery: delivery.id, ...about(delivery) }, 'delivered');
     } catch (caught) {
       error = caught;
       if (this.#stopSends.signal.aborted) {
         // Cut off by shutdown: free it at once for whoever runs next (a reload's new worker).
-        await store.recordOutcome(delivery.id, { kind: 'retry', at: clock.now(), nextAttemptAt: clock.now(), error: 'interrupted by shutdown' });
+        await this.#settle(lane, { deliveryId: delivery.id, outcome: { kind: 'retry', at: clock.now(), nextAttemptAt: clock.now(), error: 'interrupted by shutdown' } });
         return 'retry';
       }
       outcome = this.#failure(sink, delivery, caught);
+      // Claim nothing more now, not even while the sink's hold is being written.
+      if (outcome.kind === 'retry') drain.retried = true;
     }
     // The receiver itself is struggling (unreachable, rate limiting, overloaded): the whole sink
     // waits until the latest retry any of its deliveries asked for, this one included, so that
@@ -174,31 +211,86 @@ export class DeliveryWorker {
       const retryAt = outcome.nextAttemptAt;
       outcome = { ...outcome, nextAttemptAt: await store.holdSink(sink.name, retryAt, clock.now()).catch(() => retryAt) };
     }
-    await this.#record(sink, delivery, outcome);
+    await this.#settle(lane, { deliveryId: delivery.id, outcome });
     this.#options.onOutcome?.(sink.name, outcome.kind);
     return outcome.kind;
   }
 
   /**
-   * Records what became of a delivery, again and again while the store cannot
-   * take it (a database restarting under us): the receiver already has the
-   * message, and an unrecorded outcome would leave the delivery leased for
-   * minutes, holding back every later delivery of its user or behavior, then
-   * send it once more. Waits grow to 5 s; shutdown ends them (the lease then
-   * hands the delivery to the next process, as after a crash), and so does a
-   * minute without an answer.
+   * One send, cut off when it takes longer than sendTimeoutMs or when shutdown ends the grace
+   * period. A controller and a timer of its own, aborted from stop(): AbortSignal.any() over the
+   * shutdown signal cost tens of microseconds a delivery, on the path every delivery waits on.
    */
-  async #record(sink: Sink, delivery: Delivery, outcome: DeliveryOutcome): Promise<void> {
+  async #send(sink: Sink, message: unknown): Promise<void> {
+    const send = new AbortController();
+    if (this.#stopSends.signal.aborted) send.abort(this.#stopSends.signal.reason);
+    const timer = setTimeout(() => send.abort(new DOMException('the send timed out', 'TimeoutError')), this.#policy.sendTimeoutMs).unref();
+    this.#sends.add(send);
+    try {
+      await sink.send(message, send.signal);
+    } finally {
+      clearTimeout(timer);
+      this.#sends.delete(send);
+    }
+  }
+
+  /**
+   * Records an outcome together with the lane's others that settle in the same turn of the event
+   * loop (the replies that came in together): one transaction for them all, not one each. Nothing
+   * waits for a slower send: what has settled is recorded at the end of the turn it settled in,
+   * or, while a record is under way (a networked store), right after it. Resolves once recorded.
+   */
+  #settle(lane: Lane, settled: SettledDelivery): Promise<void> {
+    const recorded = Promise.withResolvers<void>();
+    lane.settled.push({ ...settled, recorded });
+    this.#recordSoon(lane);
+    return recorded.promise;
+  }
+
+  #recordSoon(lane: Lane): void {
+    if (lane.recording) return;
+    lane.recording = true;
+    setImmediate(() => void this.#recordSettled(lane));
+  }
+
+  async #recordSettled(lane: Lane): Promise<void> {
+    const batch = lane.settled.splice(0);
+    try {
+      await this.#record(lane.sink, batch);
+      for (const { recorded } of batch) recorded.resolve();
+    } catch (error) {
+      for (const { recorded } of batch) recorded.reject(error);
+    } finally {
+      lane.recording = false;
+      if (lane.settled.length > 0) this.#recordSoon(lane);
+    }
+  }
+
+  /**
+   * Records what became of deliveries (in one transaction), again and again
+   * while the store cannot take it (a database restarting under us): the
+   * receiver already has the messages, and an unrecorded outcome would leave a
+   * delivery leased for minutes, holding back every later delivery of its user
+   * or behavior, then send it once more. Waits grow to 5 s; shutdown ends them
+   * (the leases then hand the deliveries to the next process, as after a
+   * crash), and so does a minute without an answer.
+   */
+  async #record(sink: Sink, settled: readonly SettledDelivery[]): Promise<void> {
     const { store, clock, log } = this.#options;
+    const outcomes = settled.map(({ deliveryId, outcome }) => ({ deliveryId, outcome }));
+    const deliveries = outcomes.map((o) => o.deliveryId);
     const started = clock.monotonic();
     for (let attempt = 1; ; attempt++) {
       try {
-        await store.recordOutcome(delivery.id, outcome);
-        if (attempt > 1) log.info({ sink: sink.name, delivery: delivery.id, attempt }, 'outcome recorded once the store answered again');
+        await store.recordOutcomes(outcomes);
+        if (attempt > 1) log.info({ sink: sink.name, deliveries, attempt }, 'outcome recorded once the store answered again');
         return;
       } catch (error) {
         if (this.#stopSends.signal.aborted || clock.monotonic() - started > RECORD_PATIENCE_MS) throw error;
-        if (attempt === 1) log.warn({ sink: sink.name, delivery: delivery.id, outcome: outcome.kind, err: (error as Error).message }, 'could not record the outcome; trying again until the store answers');
+        if (attempt === 1) {
+          const kinds = outcomes.map((o) => o.outcome.kind);
+          log.warn({ sink: sink.name, deliveries, outcomes: kinds, err: (error as Error).message }, 'could not record the outcome; trying again until the store answers');
+        }
         await clock.sleep(Math.min(5000, 250 * 2 ** (attempt - 1)), this.#stopSends.signal).catch(() => {});
       }
     }
@@ -241,10 +333,19 @@ function receiverStruggling(error: unknown): boolean {
   return status === undefined || status === 408 || status === 421 || status === 429 || status === 502 || status === 503 || status === 504;
 }
 
-/** One sink's loop and the means to wake it early. */
+/** One pass of a lane over what is due: whether a delivery of it is to be retried (then nothing more is claimed). */
+interface Drain {
+  retried: boolean;
+}
+
+/** One sink's loop and the means to wake it early, and its outcomes waiting to be recorded. */
 class Lane {
   readonly sink: Sink;
   loop: Promise<void> | undefined;
+  /** Outcomes settled since the last record began, each with the promise its delivery awaits. */
+  readonly settled: (SettledDelivery & { readonly recorded: PromiseWithResolvers<void> })[] = [];
+  /** A record of this lane is scheduled or under way: what settles meanwhile waits for the next. */
+  recording = false;
   #wake = new AbortController();
   constructor(sink: Sink) {
     this.sink = sink;

@@ -23,8 +23,8 @@ import {
   DELIVERY_COUNTS_SQL,
   type Delivery,
   type DeliveryCountRow,
-  type DeliveryOutcome,
   claimedDelivery,
+  type SettledDelivery,
   LeadershipLostError,
   pendingSubjects,
   type PollCommit,
@@ -515,34 +515,38 @@ export class PostgresStore implements StateStore {
     return rows[0]?.due ?? undefined;
   }
 
-  async recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void> {
-    // Only the replica holding the claim settles it: a replica that was paused past its heartbeat,
-    // whose delivery another one claimed (and perhaps delivered) since, writes nothing.
-    const claimed = `id = $1 AND state = 'pending' AND leased_by = $2`;
-    // Settled for good: the next delivery of its subjects may go (in the same statement).
-    const settle = (update: string) => `WITH settled AS (${update} RETURNING id) DELETE FROM delivery_subjects WHERE delivery_id IN (SELECT id FROM settled)`;
-    switch (outcome.kind) {
-      case 'delivered':
-        await this.#query(
-          'record a delivery outcome',
-          settle(`UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = NULL WHERE ${claimed}`),
-          [deliveryId, this.replica, outcome.at],
-        );
-        return;
-      case 'retry':
-        await this.#query(
-          'record a delivery outcome',
-          `UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = $3, leased_until = 0, last_error = $4 WHERE ${claimed}`,
-          [deliveryId, this.replica, outcome.nextAttemptAt, outcome.error],
-        );
-        return;
-      case 'dead':
-        await this.#query(
-          'record a delivery outcome',
-          settle(`UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = $3, leased_until = 0, last_error = $4 WHERE ${claimed}`),
-          [deliveryId, this.replica, outcome.at, outcome.error],
-        );
-    }
+  async recordOutcomes(outcomes: readonly SettledDelivery[]): Promise<void> {
+    if (outcomes.length === 0) return;
+    // One statement, so one transaction. Only the replica holding a claim settles it: a replica that
+    // was paused past its heartbeat, whose delivery another one claimed (and perhaps delivered) since,
+    // writes nothing for that one. Settled for good (delivered, dead): the next delivery of its
+    // subjects may go, in the same statement.
+    await this.#query(
+      outcomes.length === 1 ? 'record a delivery outcome' : `record ${outcomes.length} delivery outcomes`,
+      `WITH outcome AS (
+         SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) AS o(id, kind, at, next_attempt_at, error)
+       ), settled AS (
+         UPDATE deliveries d SET
+           state = CASE o.kind WHEN 'retry' THEN d.state ELSE o.kind END,
+           attempts = d.attempts + 1,
+           finished_at = CASE o.kind WHEN 'retry' THEN d.finished_at ELSE o.at END,
+           next_attempt_at = CASE o.kind WHEN 'retry' THEN o.next_attempt_at ELSE d.next_attempt_at END,
+           leased_until = 0,
+           last_error = o.error
+         FROM outcome o
+         WHERE d.id = o.id AND d.state = 'pending' AND d.leased_by = $1
+         RETURNING d.id, o.kind
+       )
+       DELETE FROM delivery_subjects WHERE delivery_id IN (SELECT id FROM settled WHERE kind <> 'retry')`,
+      [
+        this.replica,
+        outcomes.map((o) => o.deliveryId),
+        outcomes.map((o) => o.outcome.kind),
+        outcomes.map((o) => o.outcome.at),
+        outcomes.map(({ outcome }) => (outcome.kind === 'retry' ? outcome.nextAttemptAt : null)),
+        outcomes.map(({ outcome }) => (outcome.kind === 'delivered' ? null : outcome.error)),
+      ],
+    );
   }
 
   async holdSink(sink: string, until: number, now: number): Promise<number> {

@@ -10,6 +10,7 @@ import {
   type Delivery,
   type DeliveryOutcome,
   type DeliveryRow,
+  type SettledDelivery,
   deliveryRowFrom,
   type DeliveryTableRow,
   type EventQuery,
@@ -367,32 +368,37 @@ export class SqliteStore implements StateStore {
     return row.due ?? undefined;
   }
 
-  async recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void> {
-    this.#transaction('record a delivery outcome', {}, () => {
-      // Settled for good: the next delivery of its subjects may go.
-      if (outcome.kind !== 'retry') this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?').run(deliveryId);
-      switch (outcome.kind) {
-        case 'delivered':
-          this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(
-            outcome.at,
-            deliveryId,
-          );
-          return;
-        case 'retry':
-          this.#stmt('UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? WHERE id = ?').run(
-            outcome.nextAttemptAt,
-            outcome.error,
-            deliveryId,
-          );
-          return;
-        case 'dead':
-          this.#stmt("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? WHERE id = ?").run(
-            outcome.at,
-            outcome.error,
-            deliveryId,
-          );
-      }
+  async recordOutcomes(outcomes: readonly SettledDelivery[]): Promise<void> {
+    if (outcomes.length === 0) return;
+    this.#transaction(outcomes.length === 1 ? 'record a delivery outcome' : `record ${outcomes.length} delivery outcomes`, {}, () => {
+      for (const { deliveryId, outcome } of outcomes) this.#recordOutcome(deliveryId, outcome);
     });
+  }
+
+  #recordOutcome(deliveryId: number, outcome: DeliveryOutcome): void {
+    // Settled for good: the next delivery of its subjects may go.
+    if (outcome.kind !== 'retry') this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?').run(deliveryId);
+    switch (outcome.kind) {
+      case 'delivered':
+        this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(
+          outcome.at,
+          deliveryId,
+        );
+        return;
+      case 'retry':
+        this.#stmt('UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? WHERE id = ?').run(
+          outcome.nextAttemptAt,
+          outcome.error,
+          deliveryId,
+        );
+        return;
+      case 'dead':
+        this.#stmt("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? WHERE id = ?").run(
+          outcome.at,
+          outcome.error,
+          deliveryId,
+        );
+    }
   }
 
   async holdSink(sink: string, until: number, now: number): Promise<number> {

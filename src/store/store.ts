@@ -34,7 +34,13 @@ export interface StateStore extends OperatorStore {
   claimDue(sink: string, now: number, limit: number): Promise<Delivery[]>;
   /** When the next delivery of `sink` that no earlier one holds back falls due (epoch ms), if any. */
   nextDueAt(sink: string): Promise<number | undefined>;
-  recordOutcome(deliveryId: number, outcome: DeliveryOutcome): Promise<void>;
+  /**
+   * Records what became of claimed deliveries (each one once), in one transaction: all of them,
+   * or none when it fails (the worker then tries the same ones again). One commit for the replies
+   * that came in together rather than one each: commits, not rows, are what a steady flow of
+   * deliveries paid for (an embedded store writes every page a commit touches to its log again).
+   */
+  recordOutcomes(outcomes: readonly SettledDelivery[]): Promise<void>;
   /**
    * Holds `sink` back until at least `until`: no delivery of it that is not in flight falls due
    * before, nor does any committed while the hold lasts. Returns when the hold ends (the latest asked).
@@ -335,6 +341,12 @@ export type DeliveryOutcome =
   | { readonly kind: 'delivered'; readonly at: number }
   | { readonly kind: 'retry'; readonly at: number; readonly nextAttemptAt: number; readonly error: string }
   | { readonly kind: 'dead'; readonly at: number; readonly error: string };
+
+/** A claimed delivery and what became of it, for recordOutcomes(). */
+export interface SettledDelivery {
+  readonly deliveryId: number;
+  readonly outcome: DeliveryOutcome;
+}
 
 /** Stored state that cannot be used as it is (file, database): exit 2 with one line saying why and what to do. */
 export class StateError extends UserFacingError {

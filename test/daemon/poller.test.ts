@@ -249,7 +249,7 @@ describe('restarts: nothing lost, nothing announced twice', () => {
     // The receiver accepts; the process dies before the outcome reaches the store.
     const dying = new Proxy(store, {
       get(target, prop) {
-        if (prop === 'recordOutcome') return async () => Promise.reject(new Error('killed'));
+        if (prop === 'recordOutcomes') return async () => Promise.reject(new Error('killed'));
         const value = Reflect.get(target, prop, target);
         return typeof value === 'function' ? value.bind(target) : value;
       },

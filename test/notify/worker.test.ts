@@ -64,10 +64,68 @@ beforeEach(() => {
   clock = new FakeClock();
   store = SqliteStore.open(path.join(dir, 'state.db'));
 });
+
 afterEach(async () => {
   await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** `store` behind a proxy that sees every record: `records` holds how many outcomes each transaction recorded; `refuse` makes the next ones fail. */
+function watchedRecords(target: SqliteStore): { store: SqliteStore; records: number[]; refuse: (calls: number, error?: Error) => void } {
+  const records: number[] = [];
+  let refusals = 0;
+  let refusal = new Error('refused');
+  const refused = () => refusals > 0 && refusals-- > 0;
+  const watched = new Proxy(target, {
+    get(t, property) {
+      if (property === 'recordOutcomes') {
+        return async (...args: Parameters<SqliteStore['recordOutcomes']>) => {
+          if (refused()) throw refusal;
+          records.push(args[0].length);
+          return t.recordOutcomes(...args);
+        };
+      }
+      const value: unknown = Reflect.get(t, property, t);
+      return typeof value === 'function' ? value.bind(t) : value;
+    },
+  });
+  return {
+    store: watched,
+    records,
+    refuse: (calls, error = refusal) => {
+      refusals = calls;
+      refusal = error;
+    },
+  };
+}
+
+/** A sink whose send waits until the worker aborts it (a receiver that never answers), then fails as a transport failure does. */
+class HangingSink implements Sink<readonly RiskEvent[]> {
+  readonly grouping = 'event';
+  readonly name: string;
+  /** The signal of each send begun, in order. */
+  readonly signals: AbortSignal[] = [];
+  constructor(name: string) {
+    this.name = name;
+  }
+  render(events: readonly RiskEvent[]) {
+    return events;
+  }
+  renderTest() {
+    return [];
+  }
+  send(_events: readonly RiskEvent[], signal: AbortSignal): Promise<void> {
+    this.signals.push(signal);
+    return new Promise((_, reject) =>
+      signal.addEventListener('abort', () => reject(new DeliveryError(`sink ${this.name}: no answer in time (timed out)`, { retryable: true, cause: signal.reason })), { once: true }),
+    );
+  }
+}
+
+/** Lets the event loop turn (timers aside) until `done` holds, at most `turns` times. */
+async function turnsUntil(done: () => Promise<boolean> | boolean, turns = 200): Promise<void> {
+  for (let i = 0; i < turns && !(await done()); i++) await new Promise((resolve) => setImmediate(resolve));
+}
 
 let version = 0;
 async function commit(sinks: string[], count: number) {
@@ -84,6 +142,18 @@ async function commit(sinks: string[], count: number) {
 beforeEach(() => {
   version = 0;
 });
+
+/** Commits `events` of ACCOUNT as one first poll, one delivery each to `sink`. */
+async function commitEvents(sink: string, events: readonly RiskEvent[]): Promise<void> {
+  await store.commitPoll({
+    accountId: ACCOUNT.id,
+    expectedVersion: 0,
+    polledAt: clock.now(),
+    delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+    events,
+    deliveries: events.map((e) => plannedDelivery(sink, ACCOUNT.id, [e])),
+  });
+}
 
 const worker = (sinks: Sink[]) => new DeliveryWorker({ store, sinks, clock, log: silentLogger, random: () => 0.5 });
 const transient = (retryAfterMs?: number) => new DeliveryError('HTTP 503', { retryable: true, status: 503, ...(retryAfterMs ? { retryAfterMs } : {}) });
@@ -265,15 +335,7 @@ describe('one subject at a time, against a real receiver: a user’s later event
   const reset = userEvent('evt-reset', riskUser(1, 'high'), 'high', null);
   const unrelated = userEvent('evt-other', riskUser(2, 'high'), null, 'high');
   async function bothPending(): Promise<void> {
-    const events = [raise, unrelated, reset];
-    await store.commitPoll({
-      accountId: ACCOUNT.id,
-      expectedVersion: 0,
-      polledAt: clock.now(),
-      delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
-      events,
-      deliveries: events.map((e) => plannedDelivery('hook', ACCOUNT.id, [e])),
-    });
+    await commitEvents('hook', [raise, unrelated, reset]);
   }
   const arrivals: string[] = [];
   beforeEach(() => {
@@ -322,34 +384,146 @@ describe('an outcome the store cannot take at once (a database restarting)', () 
     const sink = new ScriptedSink('a', clock);
     const ev = (n: number, from: 'low' | 'medium', to: 'medium' | 'high') => userEvent(`evt-${n}`, riskUser(1, to), from, to, clock.now());
     const [first, second] = [ev(1, 'low', 'medium'), ev(2, 'medium', 'high')];
-    await store.commitPoll({
-      accountId: ACCOUNT.id,
-      expectedVersion: 0,
-      polledAt: clock.now(),
-      delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
-      events: [first, second],
-      deliveries: [plannedDelivery('a', ACCOUNT.id, [first]), plannedDelivery('a', ACCOUNT.id, [second])],
-    });
-    let refusals = 2;
-    const restarting = new Proxy(store, {
-      get(target, property) {
-        if (property === 'recordOutcome') {
-          return async (...args: Parameters<SqliteStore['recordOutcome']>) => {
-            if (refusals-- > 0) throw new Error('state database postgres://rw@db/rw: cannot record the outcome: the database system is starting up');
-            return target.recordOutcome(...args);
-          };
-        }
-        const value: unknown = Reflect.get(target, property, target);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
+    await commitEvents('a', [first, second]);
+    const restarting = watchedRecords(store);
+    restarting.refuse(2, new Error('state database postgres://rw@db/rw: cannot record the outcome: the database system is starting up'));
     const logs = captureLogs();
-    const w = new DeliveryWorker({ store: restarting, sinks: [sink], clock, log: logs.log, random: () => 0.5 });
+    const w = new DeliveryWorker({ store: restarting.store, sinks: [sink], clock, log: logs.log, random: () => 0.5 });
     expect(await w.drainDue()).toEqual({ attempted: 2, failed: 0 });
     expect(sink.delivered).toEqual(['evt-1', 'evt-2']);
     expect(sink.attempts).toHaveLength(2);
     expect(await store.deliveryCounts()).toEqual(new Map());
     expect(logs.lines().map((l) => l.msg)).toEqual(expect.arrayContaining(['could not record the outcome; trying again until the store answers', 'outcome recorded once the store answered again']));
   });
+
+  it('records a whole batch once the store answers: each delivery sent once, every outcome recorded, and told to metrics once', async () => {
+    const sink = new ScriptedSink('a', clock, (_attempt, events) => (events[0]!.id === 'event-2' ? new DeliveryError('HTTP 404', { retryable: false, status: 404 }) : undefined));
+    await commit(['a'], 5);
+    const restarting = watchedRecords(store);
+    restarting.refuse(3, new Error('state database postgres://rw@db/rw: cannot record 5 delivery outcomes: connection refused'));
+    const told: string[] = [];
+    const w = new DeliveryWorker({ store: restarting.store, sinks: [sink], clock, log: silentLogger, random: () => 0.5, onOutcome: (name, kind) => told.push(`${name} ${kind}`) });
+    expect(await w.drainDue()).toEqual({ attempted: 5, failed: 1 });
+    expect(sink.attempts).toHaveLength(5);
+    expect(restarting.records).toEqual([5]);
+    expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
+    expect(told.sort()).toEqual(['a dead', 'a delivered', 'a delivered', 'a delivered', 'a delivered']);
+  });
+
+  it('re-sends a batch under the same ids when the process died between the sends and their record, and only once', async () => {
+    await commit(['a'], 4);
+    const first = new ScriptedSink('a', clock);
+    const dying = watchedRecords(store);
+    dying.refuse(Infinity, new Error('killed'));
+    // The receiver accepts all four; the outcomes never reach the store (the worker's patience runs out, as a dying process's would).
+    await expect(new DeliveryWorker({ store: dying.store, sinks: [first], clock, log: silentLogger }).drainDue()).rejects.toThrow('killed');
+    expect(first.delivered).toHaveLength(4);
+    await store.close();
+    store = SqliteStore.open(path.join(dir, 'state.db'));
+    const second = new ScriptedSink('a', clock);
+    expect(await worker([second]).drainDue()).toEqual({ attempted: 4, failed: 0 });
+    expect(second.delivered).toEqual(first.delivered);
+    expect(await worker([new ScriptedSink('a', clock)]).drainDue()).toEqual({ attempted: 0, failed: 0 });
+  });
 });
 
+describe('outcomes that settle together are recorded together', () => {
+  it('records the outcomes of deliveries answered together in one transaction, not one each', async () => {
+    const sink = new ScriptedSink('a', clock, (_attempt, events) => (events[0]!.id === 'event-3' ? new DeliveryError('HTTP 404', { retryable: false, status: 404 }) : undefined));
+    await commit(['a'], 10);
+    const watched = watchedRecords(store);
+    const told: number[] = [];
+    const w = new DeliveryWorker({
+      store: watched.store,
+      sinks: [sink],
+      clock,
+      log: silentLogger,
+      // How many outcomes were recorded when each one is told to metrics: never one not yet recorded.
+      onOutcome: () => told.push(watched.records.reduce((sum, n) => sum + n, 0)),
+    });
+    expect(await w.drainDue()).toEqual({ attempted: 10, failed: 1 });
+    expect(watched.records).toEqual([10]);
+    expect(told).toEqual(Array.from({ length: 10 }, () => 10));
+    expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
+  });
+
+  it('lets a slow send hold its own place only: the deliveries after it go out, and are recorded, while it is in flight', async () => {
+    const fast = new ScriptedSink('a', clock);
+    const slow = Promise.withResolvers<void>();
+    const sink: Sink<readonly RiskEvent[]> = {
+      name: 'a',
+      grouping: 'event',
+      render: (events) => events,
+      renderTest: () => [],
+      send: async (events) => {
+        if (events[0]!.id === 'event-0') await slow.promise;
+        await fast.send(events);
+      },
+    };
+    await commit(['a'], 12);
+    const w = new DeliveryWorker({ store, sinks: [sink], clock, log: silentLogger, policy: { ...DEFAULT_DELIVERY_POLICY, concurrency: 4 } });
+    const drained = w.drainDue();
+    try {
+      await turnsUntil(async () => (await store.deliveryCounts()).get('a')?.pending === 1);
+      // Four at a time, but not four by four: eleven went out behind the slow one, and are recorded.
+      expect(fast.delivered).toEqual(Array.from({ length: 11 }, (_, i) => `event-${i + 1}`));
+      expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 1, dead: 0 }]]));
+    } finally {
+      slow.resolve();
+    }
+    expect(await drained).toEqual({ attempted: 12, failed: 0 });
+    expect(await store.deliveryCounts()).toEqual(new Map());
+  });
+
+  it('keeps one subject in order while sending in a window: a user’s later event goes only once the earlier one is recorded', async () => {
+    const ev = (n: number, user: number, from: 'low' | 'medium' | null, to: 'medium' | 'high') => userEvent(`evt-${n}`, riskUser(user, to), from, to, clock.now());
+    // User 1 rises twice; users 2 to 7 once each, committed between.
+    const events = [ev(1, 1, 'low', 'medium'), ...[2, 3, 4, 5, 6, 7].map((u) => ev(u, u, null, 'high')), ev(8, 1, 'medium', 'high')];
+    await commitEvents('a', events);
+    // What was still pending (in flight or not yet sent) when each event was sent.
+    const pendingAtSend = new Map<string, string[]>();
+    const sink: Sink<readonly RiskEvent[]> = {
+      name: 'a',
+      grouping: 'event',
+      render: (e) => e,
+      renderTest: () => [],
+      send: async (sent) => {
+        pendingAtSend.set(sent[0]!.id, (await store.listDeliveries({ sink: 'a', state: 'pending' })).flatMap((row) => row.eventIds));
+      },
+    };
+    const w = new DeliveryWorker({ store, sinks: [sink], clock, log: silentLogger, policy: { ...DEFAULT_DELIVERY_POLICY, concurrency: 3 } });
+    expect(await w.drainDue()).toEqual({ attempted: 8, failed: 0 });
+    expect(pendingAtSend.get('evt-1')).toContain('evt-1');
+    expect(pendingAtSend.get('evt-8')).not.toContain('evt-1');
+    expect(await store.deliveryCounts()).toEqual(new Map());
+  });
+});
+
+describe('sends cut off: by their timeout, and by shutdown', () => {
+  it('gives up on a send that takes longer than sendTimeoutMs, as a retryable failure', async () => {
+    const sink = new HangingSink('a');
+    await commit(['a'], 1);
+    const w = new DeliveryWorker({ store, sinks: [sink], clock, log: silentLogger, random: () => 0.5, policy: { ...DEFAULT_DELIVERY_POLICY, sendTimeoutMs: 20 } });
+    expect(await w.drainDue()).toEqual({ attempted: 1, failed: 1 });
+    expect(sink.signals[0]!.reason).toMatchObject({ name: 'TimeoutError' });
+    const [row] = await store.listDeliveries({ sink: 'a' });
+    expect(row).toMatchObject({ state: 'pending', attempts: 1, lastError: 'sink a: no answer in time (timed out)' });
+    expect(row!.nextAttemptAt).toBeGreaterThan(clock.now());
+  });
+
+  it('cuts off a send still in flight when the grace period ends, and frees its delivery for the next process at once', async () => {
+    const sink = new HangingSink('a');
+    await commit(['a'], 1);
+    const w = worker([sink]);
+    w.start();
+    await turnsUntil(() => sink.signals.length > 0);
+    await w.stop(1000);
+    expect(sink.signals).toHaveLength(1);
+    expect(sink.signals[0]!.aborted).toBe(true);
+    const [row] = await store.listDeliveries({ sink: 'a' });
+    expect(row).toMatchObject({ state: 'pending', attempts: 1, lastError: 'interrupted by shutdown' });
+    expect(eventIdsOf(await store.claimDue('a', clock.now(), 10))).toEqual([['event-0']]);
+  });
+});
+
+const eventIdsOf = (deliveries: readonly { events: readonly RiskEvent[] }[]) => deliveries.map((d) => d.events.map((e) => e.id));

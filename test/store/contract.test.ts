@@ -1,3 +1,4 @@
+import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { expect } from 'vitest';
 import { PostgresStore } from '../../src/store/postgres.ts';
@@ -35,6 +36,14 @@ function sqliteHarness(): StoreHarness {
     async countWrites(store, during) {
       const counts = await sqliteWrites(sqlite(store).file, during);
       return Object.values(counts).reduce((sum, n) => sum + n, 0);
+    },
+    async refuseUpdatesOf(store, deliveryId) {
+      const db = new DatabaseSync(sqlite(store).file, { timeout: 5000 });
+      db.exec(`CREATE TRIGGER test_refuse_${deliveryId} BEFORE UPDATE ON deliveries WHEN OLD.id = ${deliveryId} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`);
+      return async () => {
+        db.exec(`DROP TRIGGER test_refuse_${deliveryId}`);
+        db.close();
+      };
     },
     named: (store) => sqlite(store).file,
     alone: { replica: undefined, leadershipCheckMs: undefined },
@@ -94,6 +103,17 @@ function postgresHarness(): StoreHarness {
       } finally {
         await client.end();
       }
+    },
+    async refuseUpdatesOf(store, deliveryId) {
+      const client = new pg.Client({ connectionString: urls.get(postgres(store))! });
+      await client.connect();
+      await client.query(`
+        CREATE FUNCTION public.test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+        CREATE TRIGGER test_refuse BEFORE UPDATE ON riskwatch.deliveries FOR EACH ROW WHEN (OLD.id = ${Number(deliveryId)}) EXECUTE FUNCTION public.test_refuse();`);
+      return async () => {
+        await client.query('DROP TRIGGER test_refuse ON riskwatch.deliveries; DROP FUNCTION public.test_refuse();');
+        await client.end();
+      };
     },
     named: (store) => postgres(store).where,
     alone: { replica: expect.any(String), leadershipCheckMs: expect.any(Number) },

@@ -41,6 +41,11 @@ export interface StoreHarness {
    * of aborted transactions too, and reports late). `during` may throw; the counting is undone either way.
    */
   countWrites(store: StateStore, during: () => Promise<unknown>): Promise<number>;
+  /**
+   * Makes the store fail to change delivery `deliveryId` (any update of its row is refused, as a
+   * constraint or a failing disk would refuse it) until the function returned is called.
+   */
+  refuseUpdatesOf(store: StateStore, deliveryId: number): Promise<() => Promise<void>>;
   /** What this store's StateErrors name it by, so that an operator knows which: the file's path, the database's name. */
   named(store: StateStore): string;
   /**
@@ -446,7 +451,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open({ leaseMs: 1000 });
         await twoPolls(store);
         const [delivery] = await store.claimDue('secops', T0, 10);
-        await store.recordOutcome(delivery!.id, { kind: 'delivered', at: T0 + 5 });
+        await store.recordOutcomes([{ deliveryId: delivery!.id, outcome: { kind: 'delivered', at: T0 + 5 } }]);
         expect(await store.claimDue('secops', T0 + 48 * HOUR, 10)).toEqual([]);
         expect(await store.nextDueAt('secops')).toBeUndefined();
         expect((await store.deliveryCounts()).get('secops') ?? NOTHING_PENDING).toEqual(NOTHING_PENDING);
@@ -456,13 +461,13 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open(); // the default lease (minutes) outlasts the retry: recording the outcome must end it
         await twoPolls(store);
         const [first] = await store.claimDue('secops', T0, 10);
-        await store.recordOutcome(first!.id, { kind: 'retry', at: T0 + 5, nextAttemptAt: T0 + 30_000, error: 'HTTP 503' });
+        await store.recordOutcomes([{ deliveryId: first!.id, outcome: { kind: 'retry', at: T0 + 5, nextAttemptAt: T0 + 30_000, error: 'HTTP 503' } }]);
         expect(await store.claimDue('secops', T0 + 29_999, 10)).toEqual([]);
         expect(await store.nextDueAt('secops')).toBe(T0 + 30_000);
         const [second] = await store.claimDue('secops', T0 + 30_000, 10);
         expect([second?.id, second?.attempts]).toEqual([first!.id, 1]);
         expect(second!.events).toEqual(first!.events);
-        await store.recordOutcome(second!.id, { kind: 'retry', at: T0 + 30_005, nextAttemptAt: T0 + 90_000, error: 'timeout' });
+        await store.recordOutcomes([{ deliveryId: second!.id, outcome: { kind: 'retry', at: T0 + 30_005, nextAttemptAt: T0 + 90_000, error: 'timeout' } }]);
         const [third] = await store.claimDue('secops', T0 + 90_000, 10);
         expect([third?.id, third?.attempts]).toEqual([first!.id, 2]);
         expect((await store.deliveryCounts()).get('secops')).toEqual({ pending: 1, dead: 0 });
@@ -472,9 +477,60 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open({ leaseMs: 1000 });
         await twoPolls(store);
         const [first] = await store.claimDue('incidents', T0, 1);
-        await store.recordOutcome(first!.id, { kind: 'dead', at: T0 + 5, error: 'HTTP 404' });
+        await store.recordOutcomes([{ deliveryId: first!.id, outcome: { kind: 'dead', at: T0 + 5, error: 'HTTP 404' } }]);
         expect((await store.deliveryCounts()).get('incidents')).toEqual({ pending: 2, dead: 1 });
         expect(eventIds(await store.claimDue('incidents', T0 + 48 * HOUR, 10))).toEqual([['evt-2'], ['evt-3']]);
+      });
+
+      it('recordOutcomes settles deliveries sent together, each as one alone would be: delivered, retry, dead', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        // User 1 drops later: that delivery waits behind their rise (e1) until the rise is settled.
+        const drop = userEvent('evt-4', riskUser(1, 'low'), 'high', 'low', T0 + 120_000);
+        await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 120_000, events: [drop], deliveries: [planned('incidents', [drop])] }));
+        const now = T0 + 120_000;
+        const [d1, d2, d3] = await store.claimDue('incidents', now, 10);
+        expect(eventIds([d1!, d2!, d3!])).toEqual([['evt-1'], ['evt-2'], ['evt-3']]);
+        const writes = await harness.countWrites(store, () =>
+          store.recordOutcomes([
+            { deliveryId: d1!.id, outcome: { kind: 'delivered', at: now + 1 } },
+            { deliveryId: d2!.id, outcome: { kind: 'retry', at: now + 1, nextAttemptAt: now + 300_000, error: 'HTTP 503' } },
+            { deliveryId: d3!.id, outcome: { kind: 'dead', at: now + 1, error: 'HTTP 404' } },
+          ]),
+        );
+        expect(writes).toBe(3);
+        expect((await store.deliveryCounts()).get('incidents')).toEqual({ pending: 2, dead: 1 });
+        const rows = new Map((await store.listDeliveries({ sink: 'incidents' })).map((row) => [row.id, row]));
+        expect(rows.has(d1!.id)).toBe(false);
+        expect(rows.get(d2!.id)).toMatchObject({ state: 'pending', attempts: 1, lastError: 'HTTP 503', nextAttemptAt: now + 300_000 });
+        expect(rows.get(d3!.id)).toMatchObject({ state: 'dead', attempts: 1, lastError: 'HTTP 404' });
+        // The rise is delivered: the drop goes now. The retry waits for its time, leases or not.
+        const [next] = await store.claimDue('incidents', now + 1, 10);
+        expect(eventIds([next!])).toEqual([['evt-4']]);
+        await store.recordOutcomes([{ deliveryId: next!.id, outcome: { kind: 'delivered', at: now + 2 } }]);
+        expect(await store.claimDue('incidents', now + 299_999, 10)).toEqual([]);
+        expect((await store.claimDue('incidents', now + 300_000, 10)).map((d) => [d.id, d.attempts])).toEqual([[d2!.id, 1]]);
+        // Nothing to record: nothing written.
+        expect(await harness.countWrites(store, () => store.recordOutcomes([]))).toBe(0);
+      });
+
+      it('recordOutcomes is one transaction: when one outcome cannot be written none is, and the same batch goes in once the store takes it', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await twoPolls(store);
+        const now = T0 + 60_000;
+        const claimed = await store.claimDue('incidents', now, 10);
+        expect(eventIds(claimed)).toEqual([['evt-1'], ['evt-2'], ['evt-3']]);
+        const batch = claimed.map((d, i) => ({ deliveryId: d.id, outcome: i === 2 ? ({ kind: 'dead', at: now + 1, error: 'HTTP 400' } as const) : ({ kind: 'delivered', at: now + 1 } as const) }));
+        // The last of the three cannot be written: the two before it, written first, are undone.
+        const allow = await harness.refuseUpdatesOf(store, claimed[2]!.id);
+        const { error, writes } = await refusal(store, () => store.recordOutcomes(batch));
+        asStateError(store, error);
+        expect(writes).toBe(0);
+        expect((await store.listDeliveries({ sink: 'incidents' })).map((row) => [row.id, row.state, row.attempts])).toEqual(claimed.map((d) => [d.id, 'pending', 0]));
+        await allow();
+        await store.recordOutcomes(batch);
+        expect((await store.deliveryCounts()).get('incidents')).toEqual({ pending: 0, dead: 1 });
+        expect(await store.claimDue('incidents', now + 48 * HOUR, 10)).toEqual([]);
       });
 
       it("nextDueAt is the earliest time one of the sink's pending deliveries falls due", async () => {
@@ -483,14 +539,14 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(await store.nextDueAt('incidents')).toBe(T0);
         expect(await store.nextDueAt('console')).toBeUndefined();
         const [d1, d2] = await store.claimDue('incidents', T0, 2);
-        await store.recordOutcome(d1!.id, { kind: 'delivered', at: T0 + 1 });
-        await store.recordOutcome(d2!.id, { kind: 'retry', at: T0 + 1, nextAttemptAt: T0 + 300_000, error: 'HTTP 429' });
+        await store.recordOutcomes([{ deliveryId: d1!.id, outcome: { kind: 'delivered', at: T0 + 1 } }]);
+        await store.recordOutcomes([{ deliveryId: d2!.id, outcome: { kind: 'retry', at: T0 + 1, nextAttemptAt: T0 + 300_000, error: 'HTTP 429' } }]);
         expect(await store.nextDueAt('incidents')).toBe(T0 + 60_000);
         const [d3] = await store.claimDue('incidents', T0 + 60_000, 10);
-        await store.recordOutcome(d3!.id, { kind: 'dead', at: T0 + 60_001, error: 'HTTP 400' });
+        await store.recordOutcomes([{ deliveryId: d3!.id, outcome: { kind: 'dead', at: T0 + 60_001, error: 'HTTP 400' } }]);
         expect(await store.nextDueAt('incidents')).toBe(T0 + 300_000);
         const [last] = await store.claimDue('incidents', T0 + 300_000, 10);
-        await store.recordOutcome(last!.id, { kind: 'delivered', at: T0 + 300_001 });
+        await store.recordOutcomes([{ deliveryId: last!.id, outcome: { kind: 'delivered', at: T0 + 300_001 } }]);
         expect(await store.nextDueAt('incidents')).toBeUndefined();
       });
 
@@ -499,10 +555,10 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await twoPolls(store);
         // incidents: e1 delivered, e2 dead, e3 pending; secops: [e2, e1] delivered.
         const [i1, i2] = await store.claimDue('incidents', T0, 2);
-        await store.recordOutcome(i1!.id, { kind: 'delivered', at: T0 + 1 });
-        await store.recordOutcome(i2!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 400' });
+        await store.recordOutcomes([{ deliveryId: i1!.id, outcome: { kind: 'delivered', at: T0 + 1 } }]);
+        await store.recordOutcomes([{ deliveryId: i2!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 400' } }]);
         const [s1] = await store.claimDue('secops', T0, 1);
-        await store.recordOutcome(s1!.id, { kind: 'delivered', at: T0 + 1 });
+        await store.recordOutcomes([{ deliveryId: s1!.id, outcome: { kind: 'delivered', at: T0 + 1 } }]);
         expect(await store.prune({ delivered: T0, history: T0 })).toEqual({ deliveries: 0, events: 0 }); // nothing is that old yet
         // Delivered ones go after their week; every event is still within the history, and the dead letter too.
         expect(await store.prune({ delivered: T0 + 120_000, history: T0 })).toEqual({ deliveries: 2, events: 0 });
@@ -531,10 +587,10 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
           ]),
         );
         const [i1, i2] = await store.claimDue('incidents', T0, 10);
-        await store.recordOutcome(i1!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 410' });
-        await store.recordOutcome(i2!.id, { kind: 'delivered', at: T0 + 1 });
+        await store.recordOutcomes([{ deliveryId: i1!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 410' } }]);
+        await store.recordOutcomes([{ deliveryId: i2!.id, outcome: { kind: 'delivered', at: T0 + 1 } }]);
         const [c1] = await store.claimDue('console', T0 + 120_000, 10);
-        await store.recordOutcome(c1!.id, { kind: 'delivered', at: T0 + 120_001 });
+        await store.recordOutcomes([{ deliveryId: c1!.id, outcome: { kind: 'delivered', at: T0 + 120_001 } }]);
         const counts = await store.deliveryCounts();
         expect(counts.get('incidents')).toEqual({ pending: 1, dead: 1 });
         expect(counts.get('secops')).toEqual({ pending: 1, dead: 0 });
@@ -582,7 +638,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await onePoll(store);
         const [inFlight] = await store.claimDue('secops', T0, 1);
         const until = await store.holdSink('secops', T0 + 30_000, T0 + 10);
-        await store.recordOutcome(inFlight!.id, { kind: 'retry', at: T0 + 10, nextAttemptAt: until, error: 'HTTP 503' });
+        await store.recordOutcomes([{ deliveryId: inFlight!.id, outcome: { kind: 'retry', at: T0 + 10, nextAttemptAt: until, error: 'HTTP 503' } }]);
         expect(await store.claimDue('secops', T0 + 29_999, 10)).toEqual([]);
         const released = await store.claimDue('secops', T0 + 30_000, 10);
         expect(released.map((d) => [d.id, d.attempts])).toEqual([
@@ -603,7 +659,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 40_000, events: [e2], deliveries: [planned('secops', [e2])] }));
         const held = await store.claimDue('secops', T0 + 30_000, 10);
         expect(eventIds(held)).toEqual([['evt-1']]);
-        await store.recordOutcome(held[0]!.id, { kind: 'delivered', at: T0 + 30_001 });
+        await store.recordOutcomes([{ deliveryId: held[0]!.id, outcome: { kind: 'delivered', at: T0 + 30_001 } }]);
         expect(await store.nextDueAt('secops')).toBe(T0 + 40_000);
         expect(eventIds(await store.claimDue('secops', T0 + 40_000, 10))).toEqual([['evt-2']]);
       });
@@ -632,7 +688,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(eventIds(first)).toEqual([['evt-rise'], ['evt-other'], ['evt-off'], ['evt-new']]);
         // Nothing more while the rise and the disable are in flight.
         expect(await store.claimDue('incidents', now + 1, 10)).toEqual([]);
-        for (const d of first.filter((d) => d.events[0]!.id !== 'evt-off')) await store.recordOutcome(d.id, { kind: 'delivered', at: now });
+        for (const d of first.filter((d) => d.events[0]!.id !== 'evt-off')) await store.recordOutcomes([{ deliveryId: d.id, outcome: { kind: 'delivered', at: now } }]);
         expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
       });
 
@@ -640,20 +696,20 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open();
         await bothPolls(store);
         const [riseDelivery] = await store.claimDue('incidents', now, 1);
-        await store.recordOutcome(riseDelivery!.id, { kind: 'retry', at: now, nextAttemptAt: now + HOUR, error: 'HTTP 500' });
+        await store.recordOutcomes([{ deliveryId: riseDelivery!.id, outcome: { kind: 'retry', at: now, nextAttemptAt: now + HOUR, error: 'HTTP 500' } }]);
         // Due, not in flight, not leased: the drop still waits for the rise.
         const meanwhile = eventIds(await store.claimDue('incidents', now, 10));
         expect(meanwhile).not.toContainEqual(['evt-drop']);
         expect(meanwhile).toEqual([['evt-other'], ['evt-off'], ['evt-new']]);
         const settle = async (claimed: readonly { id: number }[]) => {
-          for (const d of claimed) await store.recordOutcome(d.id, { kind: 'delivered', at: now });
+          for (const d of claimed) await store.recordOutcomes([{ deliveryId: d.id, outcome: { kind: 'delivered', at: now } }]);
         };
         await settle(await store.claimDue('incidents', now + 6 * 60_000, 10)); // the three above, their lease over
         await settle(await store.claimDue('incidents', now + 6 * 60_000, 10)); // the enable, behind the disable
         // All that is left is the rise's retry and the drop behind it: the drop is not counted as due.
         expect(await store.nextDueAt('incidents')).toBe(now + HOUR);
         expect(await store.claimDue('incidents', now + 6 * 60_000, 10)).toEqual([]);
-        await store.recordOutcome(riseDelivery!.id, { kind: 'dead', at: now, error: 'HTTP 400' });
+        await store.recordOutcomes([{ deliveryId: riseDelivery!.id, outcome: { kind: 'dead', at: now, error: 'HTTP 400' } }]);
         expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
       });
 
@@ -665,7 +721,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const [incidentRise] = await store.claimDue('incidents', now, 10);
         expect(eventIds(await store.claimDue('secops', now, 10))).toEqual([['evt-rise', 'evt-other']]);
         expect(await store.claimDue('incidents', now, 10)).toEqual([]);
-        await store.recordOutcome(incidentRise!.id, { kind: 'delivered', at: now });
+        await store.recordOutcomes([{ deliveryId: incidentRise!.id, outcome: { kind: 'delivered', at: now } }]);
         expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
       });
 
@@ -845,7 +901,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open({ leaseMs: 1000 });
         await store.commitPoll(pollCommit({ events: [e1, e2], deliveries: [planned('hook', [e1]), planned('hook', [e2]), planned('slack', [e1, e2])] }));
         const [d1] = await store.claimDue('hook', T0, 10);
-        await store.recordOutcome(d1!.id, { kind: 'dead', at: T0 + 5, error: 'HTTP 410 (permanent): "gone"' });
+        await store.recordOutcomes([{ deliveryId: d1!.id, outcome: { kind: 'dead', at: T0 + 5, error: 'HTTP 410 (permanent): "gone"' } }]);
         const listed = await store.listDeliveries({});
         expect(listed.map(({ sink, state, eventIds: ids, types, attempts, lastError }) => ({ sink, state, ids, types, attempts, lastError }))).toEqual([
           { sink: 'hook', state: 'dead', ids: ['evt-1'], types: ['user.risk_level_raised'], attempts: 1, lastError: 'HTTP 410 (permanent): "gone"' },
@@ -870,7 +926,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await store.commitPoll(pollCommit({ events: [e1], deliveries: [planned('hook', [e1]), planned('slack', [e1])] }));
         for (const sink of ['hook', 'slack']) {
           const [d] = await store.claimDue(sink, T0, 1);
-          await store.recordOutcome(d!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 400' });
+          await store.recordOutcomes([{ deliveryId: d!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 400' } }]);
         }
         expect(await store.retryDeliveries({ sink: 'hook' }, T0 + 2)).toBe(1);
         expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.sink)).toEqual(['slack']);
@@ -885,7 +941,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await store.recordPollFailure(ACCOUNT.id, 'summary of account …: HTTP 503', T0 + 60_000);
         await store.recordPollFailure(OTHER_ACCOUNT.id, 'HTTP 403: missing permission Zero Trust: PII Read', T0 + 60_000);
         const [d] = await store.claimDue('slack', T0, 1);
-        await store.recordOutcome(d!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 404' });
+        await store.recordOutcomes([{ deliveryId: d!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 404' } }]);
         await store.holdSink('hook', T0 + 600_000, T0 + 1);
         const status = await store.status(T0 + 60_000);
         expect(status.accounts.find((a) => a.id === ACCOUNT.id)).toEqual({
@@ -923,8 +979,8 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
           }),
         );
         const [delivered, dead] = await first.claimDue('incidents', T0, 2);
-        await first.recordOutcome(delivered!.id, { kind: 'delivered', at: T0 + 1 });
-        await first.recordOutcome(dead!.id, { kind: 'dead', at: T0 + 1, error: 'HTTP 404' });
+        await first.recordOutcomes([{ deliveryId: delivered!.id, outcome: { kind: 'delivered', at: T0 + 1 } }]);
+        await first.recordOutcomes([{ deliveryId: dead!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 404' } }]);
         await first.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, deliveries: [planned('incidents', [e2])] }));
         const snapshot = await first.loadSnapshot(ACCOUNT.id);
 

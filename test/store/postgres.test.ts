@@ -182,9 +182,28 @@ describe('one outbox for every replica', () => {
     expect(again?.events.map((e) => e.id)).toEqual(['evt-1']);
 
     // The first replica wakes up and reports a failure: the claim is no longer its own, so nothing changes.
-    await dead.recordOutcome(claimed!.id, { kind: 'retry', at: T0 + 2000, nextAttemptAt: T0 + 60_000, error: 'late' });
-    await alive.recordOutcome(claimed!.id, { kind: 'delivered', at: T0 + 2000 });
+    await dead.recordOutcomes([{ deliveryId: claimed!.id, outcome: { kind: 'retry', at: T0 + 2000, nextAttemptAt: T0 + 60_000, error: 'late' } }]);
+    await alive.recordOutcomes([{ deliveryId: claimed!.id, outcome: { kind: 'delivered', at: T0 + 2000 } }]);
     expect(await alive.deliveryCounts()).toEqual(new Map());
+  });
+
+  it('settles a late batch only where the claims are still its own: what another replica took over is left to that one', async () => {
+    const url = await freshDatabase();
+    const paused = await open(url, { leaseMs: 1000 });
+    const other = await open(url);
+    await paused.lead([ACCOUNT.id]);
+    const events = [1, 2, 3].map((n) => userEvent(`evt-${n}`, riskUser(n, 'high'), 'low', 'high'));
+    await paused.commitPoll(pollCommit({ events, deliveries: events.map((e) => planned('hook', [e])) }));
+    const claimed = await paused.claimDue('hook', T0, 16);
+    expect(claimed.map((d) => d.events[0]!.id)).toEqual(['evt-1', 'evt-2', 'evt-3']);
+    // The first one's lease ran out while its replica was paused: the other replica claimed it, and is sending it.
+    const [takenOver] = await other.claimDue('hook', T0 + 1000, 1);
+    expect(takenOver?.id).toBe(claimed[0]!.id);
+    await paused.recordOutcomes(claimed.map((d) => ({ deliveryId: d.id, outcome: { kind: 'delivered', at: T0 + 2000 } })));
+    // Its own two are settled; the one taken over is still pending, the other replica's to settle.
+    expect(await other.deliveryCounts()).toEqual(new Map([['hook', { pending: 1, dead: 0 }]]));
+    await other.recordOutcomes([{ deliveryId: takenOver!.id, outcome: { kind: 'retry', at: T0 + 2000, nextAttemptAt: T0 + 60_000, error: 'HTTP 503' } }]);
+    expect((await other.listDeliveries({ sink: 'hook' })).map((row) => [row.id, row.attempts, row.lastError])).toEqual([[takenOver!.id, 1, 'HTTP 503']]);
   });
 });
 
@@ -203,12 +222,12 @@ describe('one subject at a time across replicas', () => {
     expect(raise?.events.map((e) => e.id)).toEqual(['evt-rise']);
     // The second replica gets the unrelated one, not the reset.
     expect((await second.claimDue('hook', T0, 16)).map((d) => d.events[0]!.id)).toEqual(['evt-other']);
-    await first.recordOutcome(raise!.id, { kind: 'retry', at: T0, nextAttemptAt: T0 + 60_000, error: 'HTTP 503' });
+    await first.recordOutcomes([{ deliveryId: raise!.id, outcome: { kind: 'retry', at: T0, nextAttemptAt: T0 + 60_000, error: 'HTTP 503' } }]);
     expect(await second.claimDue('hook', T0 + 1000, 16)).toEqual([]);
     expect(await second.nextDueAt('hook')).toBe(T0 + 60_000);
     const [again] = await second.claimDue('hook', T0 + 60_000, 16);
     expect(again?.events.map((e) => e.id)).toEqual(['evt-rise']);
-    await second.recordOutcome(again!.id, { kind: 'delivered', at: T0 + 60_000 });
+    await second.recordOutcomes([{ deliveryId: again!.id, outcome: { kind: 'delivered', at: T0 + 60_000 } }]);
     expect((await first.claimDue('hook', T0 + 60_000, 16)).map((d) => d.events[0]!.id)).toEqual(['evt-reset']);
   });
 });
