@@ -32,7 +32,7 @@ export const run: Command = {
           return;
         }
         await running.reload(next).catch((error: unknown) => {
-          log.error({ err: (error as Error).message }, 'reload failed');
+          log.error({ err: (error as Error).message }, `reload failed, still running on the previous config: ${(error as Error).message}`);
           running.reloadFailed();
         });
       });

@@ -80,8 +80,13 @@ export class Daemon {
 
   constructor(options: DaemonOptions) {
     this.#options = options;
-    for (const poller of options.pollers) {
-      const known = options.status?.get(poller.account.id);
+    this.#takeStatus();
+  }
+
+  /** What the previous daemon knew of each account (a reload's), as it stands: taken again at start, once it has stopped. */
+  #takeStatus(): void {
+    for (const poller of this.#options.pollers) {
+      const known = this.#options.status?.get(poller.account.id);
       this.status.set(poller.account.id, { lastSuccessAt: known?.lastSuccessAt, lastError: known?.lastError });
     }
   }
@@ -94,6 +99,7 @@ export class Daemon {
   /** `run`: start polling and delivering until stop(). */
   start(): void {
     const { pollers, store } = this.#options;
+    this.#takeStatus();
     this.#options.worker.start();
     if (store.leadershipCheckMs === undefined) {
       this.#follow(new Set(pollers.map((p) => p.account.id)));

@@ -129,10 +129,13 @@ export class Service {
     if (next.log.format !== this.#logFormat) log.warn('log.format changed: it takes effect at the next restart');
     log.level = next.log.level;
     const previous = this.#daemon;
+    // Built before the previous one stops: should building fail (a sink's module that cannot be
+    // loaded), the previous daemon runs on, as a refused config leaves it.
+    const daemon = await this.#assemble(next, previous);
     await previous.stop();
     // The old daemon reports no more: an account removed or renamed leaves no series behind.
     await this.#metrics.keepAccounts(next.accounts.map((a) => a.label));
-    this.#daemon = await this.#assemble(next, previous);
+    this.#daemon = daemon;
     this.#config = next;
     this.#daemon.start();
     this.#metrics.configLoaded(true, this.#clock.now());

@@ -3,8 +3,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VERSION } from '../../src/version.ts';
+import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
+import { ACCOUNT, user } from '../support/cloudflare.ts';
 import { configYaml, ENV, makeTempDir, type TempDir } from '../support/config-files.ts';
-import { REPO } from '../support/process.ts';
+import { webhookSinkYaml, writeDaemonConfig } from '../support/daemon-config.ts';
+import { killIfRunning, REPO, spawnRiskwatch } from '../support/process.ts';
+import { Receiver } from '../support/receiver.ts';
 
 /**
  * The Dockerfile, read (no Docker engine here): every COPY from the build
@@ -76,6 +80,36 @@ describe('the compiled JavaScript the image ships (npm run build)', () => {
     const result = riskwatch(['--version']);
     expect(result.stderr).toBe('');
     expect(result.stdout).toMatch(new RegExp(`^riskwatch ${VERSION.replaceAll('.', '\\.')} `));
+  });
+
+  it('a reload whose sink module cannot be loaded (an upgrade in place) keeps the previous config running', { timeout: 60_000 }, async () => {
+    const api = await FakeRiskApi.start({ auth: { token: 'cf-reload-token' } });
+    const receiver = await Receiver.start();
+    const app = path.join(tmp.dir, 'app');
+    const teams = path.join(app, 'dist/src/notify/sinks/teams.js');
+    const file = path.join(tmp.dir, 'reload.yaml');
+    const write = (sinks: string) => writeDaemonConfig(file, { apiBaseUrl: api.baseUrl, sinks, state: path.join(tmp.dir, 'reload.db') });
+    const hook = webhookSinkYaml('hook', receiver.url('/hook'));
+    write(hook);
+    api.account(ACCOUNT).users.set(user(1).user_id, user(1));
+    const running = spawnRiskwatch(['run', '--config', file], { CF_TOKEN: 'cf-reload-token', TMPDIR: tmp.dir }, [], [path.join(app, 'bin', 'riskwatch')]);
+    const moved = `${teams}.away`;
+    try {
+      await running.waitForLine(/"msg":"riskwatch started"/);
+      await running.waitForLine(/"msg":"first poll of the account committed"/);
+      fs.renameSync(teams, moved);
+      write(`${hook}  - name: chat\n    type: teams\n    url: ${receiver.url('/teams')}\n`);
+      running.child.kill('SIGHUP');
+      await running.waitForLine(/reload failed, still running on the previous config: .*teams\.js/);
+      // Still polling and delivering on the previous config.
+      api.account(ACCOUNT).users.set(user(7).user_id, { ...user(7), max_risk_level: 'high' });
+      for (let i = 0; i < 100 && !receiver.accepted.some((r) => r.body.includes(user(7).email)); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(receiver.accepted.some((r) => r.body.includes(user(7).email)), running.stdout.slice(-8).join('\n')).toBe(true);
+    } finally {
+      if (fs.existsSync(moved)) fs.renameSync(moved, teams);
+      await killIfRunning(running);
+      await Promise.all([api.close(), receiver.close()]);
+    }
   });
 
   it('reads a config, loading each module from dist/ (a relative import left as .ts would fail here)', () => {
