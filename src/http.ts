@@ -1,6 +1,6 @@
 /** HTTP and network facts shared by the config, the Cloudflare client and the sinks, and the one way they send a request. */
 
-import type { Agent, IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { Agent, IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 
@@ -17,7 +17,8 @@ export interface HttpRequest {
 
 export interface HttpResponse {
   readonly statusCode: number;
-  readonly headers: IncomingHttpHeaders;
+  /** Every value of each header, as sent (Node would join a repeated header into one string). */
+  readonly headers: Readonly<Record<string, string[] | undefined>>;
   /** Must be read to its end or discarded (discardBody), so that the connection goes back to the pool or is closed. */
   readonly body: IncomingMessage;
 }
@@ -46,10 +47,18 @@ export class HttpPool implements Http {
       const client = process.getBuiltinModule(target.protocol === 'https:' ? 'node:https' : 'node:http');
       let agent = this.#agents.get(target.protocol);
       if (!agent) this.#agents.set(target.protocol, (agent = new client.Agent({ keepAlive: true, maxSockets: 16, timeout: 30_000 })));
-      const request = client.request(target, { method: init.method, headers: init.headers, agent, signal: init.signal }, (response) =>
-        resolve({ statusCode: response.statusCode ?? 0, headers: response.headers, body: response }),
-      );
-      request.on('error', reject);
+      // Node reports an abort only once the request has a connection: one queued behind the pool's
+      // 16 would wait for a free one. The caller's deadline is now.
+      const aborted = () => reject(init.signal.reason);
+      init.signal.addEventListener('abort', aborted, { once: true });
+      const request = client.request(target, { method: init.method, headers: init.headers, agent, signal: init.signal }, (response) => {
+        init.signal.removeEventListener('abort', aborted);
+        resolve({ statusCode: response.statusCode ?? 0, headers: response.headersDistinct, body: response });
+      });
+      request.on('error', (error) => {
+        init.signal.removeEventListener('abort', aborted);
+        reject(error);
+      });
       request.end(init.body);
     });
   }

@@ -45,8 +45,7 @@ export class SlackSink implements Sink<SlackMessage> {
         body: String(init?.body ?? ''),
         signal: AbortSignal.any(signals),
       });
-      const retryAfter = response.headers['retry-after'];
-      this.#retryAfter = Array.isArray(retryAfter) ? retryAfter[0] : retryAfter;
+      this.#retryAfter = response.headers['retry-after']?.[0];
       const answer = await readAnswer(response.statusCode, response.body);
       const ok = response.statusCode >= 200 && response.statusCode < 300;
       return { ok, status: response.statusCode, statusText: response.body.statusMessage ?? '', text: async () => answer } as Response;
