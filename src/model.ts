@@ -56,3 +56,16 @@ export const EVENT_TYPES = [
   'behavior.removed',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
+
+/**
+ * Text every store can hold: PostgreSQL refuses a NUL character in `text`
+ * ('invalid byte sequence for encoding "UTF8": 0x00'), and a lone surrogate has
+ * no UTF-8 form. Both become U+FFFD, as a UTF-8 decoder would show them.
+ */
+export function storable(text: string): string {
+  return isStorable(text) ? text : text.toWellFormed().replaceAll('\0', '\uFFFD');
+}
+
+export function isStorable(text: string): boolean {
+  return !text.includes('\0') && text.isWellFormed();
+}

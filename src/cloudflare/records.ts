@@ -1,4 +1,4 @@
-import { type Behavior, isRiskLevel, type RiskEventDetail, type RiskUser } from '../model.ts';
+import { type Behavior, isRiskLevel, isStorable, type RiskEventDetail, type RiskUser, storable } from '../model.ts';
 
 /**
  * Hand-written checks for the records inside API results. They run once per
@@ -81,19 +81,6 @@ export function userFields(user: RiskUser): RiskUser {
   const { user_id, email, name, event_count, last_event, max_risk_level } = user;
   if (Object.keys(user).length === 6 && isStorable(email) && isStorable(name) && (last_event === null || isStorable(last_event))) return user;
   return { user_id, email: storable(email), name: storable(name), event_count, last_event: last_event === null ? null : storable(last_event), max_risk_level };
-}
-
-/**
- * Text every store can hold: PostgreSQL refuses a NUL character in `text`
- * ('invalid byte sequence for encoding "UTF8": 0x00'), and a lone surrogate has
- * no UTF-8 form. Both become U+FFFD, as a UTF-8 decoder would show them.
- */
-export function storable(text: string): string {
-  return isStorable(text) ? text : text.toWellFormed().replaceAll('\0', '\uFFFD');
-}
-
-function isStorable(text: string): boolean {
-  return !text.includes('\0') && text.isWellFormed();
 }
 
 /** Behavior ids are short names (imp_travel, high_dlp); far past this, a record is not one. */

@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.ts';
 import { isUserEvent } from '../detect/events.ts';
 import type { Logger } from '../log.ts';
+import { storable } from '../model.ts';
 import { isRetryable, type RetryPolicy, retryDelay } from '../retry.ts';
 import type { Delivery, DeliveryOutcome, SettledDelivery, StateStore } from '../store/store.ts';
 import { cutsOf, type Sink } from './sink.ts';
@@ -300,7 +301,8 @@ export class DeliveryWorker {
   #failure(sink: Sink, delivery: Delivery, error: unknown): DeliveryOutcome {
     const { clock, log } = this.#options;
     const now = clock.now();
-    const message = error instanceof Error ? error.message : String(error);
+    // Stored as the delivery's last error: a receiver's raw reply (an SMTP greeting) may hold a NUL, which PostgreSQL refuses.
+    const message = storable(error instanceof Error ? error.message : String(error));
     const attempt = delivery.attempts + 1;
     const context = { sink: sink.name, delivery: delivery.id, account: delivery.accountId, ...about(delivery), attempt, err: message };
     if (!isRetryable(error)) {

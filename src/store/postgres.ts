@@ -479,13 +479,15 @@ export class PostgresStore implements StateStore {
 
   async claimDue(sink: string, now: number, limit: number): Promise<Delivery[]> {
     return this.#transaction('claim deliveries', async (client) => {
-      // Free: not leased, or leased by a replica whose heartbeat lapsed (it died mid-send).
+      // Free: not leased, or leased by another replica whose heartbeat lapsed (it died mid-send). Never
+      // this replica's own in-flight claim, even should its own heartbeat lapse: its lease decides.
       const rows = (
         await client.query<{ id: number; account_id: string; event_ids: string[]; attempts: number; created_at: number }>(
           `UPDATE deliveries SET leased_until = $3, leased_by = $4 WHERE id IN (
              SELECT d.id FROM deliveries d
              WHERE d.state = 'pending' AND d.sink = $1 AND d.next_attempt_at <= $2
-               AND (d.leased_until <= $2 OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp()))
+               AND (d.leased_until <= $2
+                    OR (d.leased_by IS DISTINCT FROM $4 AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp())))
                AND NOT ${HELD_BY_EARLIER}
              ORDER BY d.id LIMIT $5 FOR UPDATE SKIP LOCKED
            ) RETURNING id, account_id, event_ids, attempts, created_at`,

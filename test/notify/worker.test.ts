@@ -199,6 +199,14 @@ describe('the delivery worker: one retry policy around every sink', () => {
     expect(await store.nextDueAt('a')).toBeUndefined();
   });
 
+  it("keeps a receiver's raw reply storable: a NUL in it (PostgreSQL refuses one) is stored as U+FFFD", async () => {
+    const sink = new ScriptedSink('a', clock, () => new DeliveryError('sink a: Invalid greeting. response=220\0mail', { retryable: false }));
+    await commit(['a'], 1);
+    await worker([sink]).drainDue();
+    const [dead] = await store.listDeliveries({ state: 'dead' });
+    expect(dead!.lastError).toBe('sink a: Invalid greeting. response=220\uFFFDmail');
+  });
+
   it('logs a delivery at info, and a dead letter, naming the events and whom they are about', async () => {
     const logs = captureLogs('info');
     await commit(['ok', 'refused'], 1);

@@ -177,6 +177,8 @@ describe('one outbox for every replica', () => {
     expect(await alive.claimDue('hook', T0 + 1000, 16)).toEqual([]);
     // …and free as soon as its heartbeat lapses, with the same event (and so the same webhook-id).
     await (await admin(url)).query("UPDATE riskwatch.replicas SET expires_at = now() - interval '1 second' WHERE replica = $1", [dead.replica]);
+    // Never by the lapsed replica itself, whose send may still be in flight: its own lease decides for it.
+    expect(await dead.claimDue('hook', T0 + 1000, 16)).toEqual([]);
     const [again] = await alive.claimDue('hook', T0 + 1000, 16);
     expect(again?.id).toBe(claimed!.id);
     expect(again?.events.map((e) => e.id)).toEqual(['evt-1']);
