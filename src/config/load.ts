@@ -219,6 +219,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === 'invalid_type') return `${at}: must be ${article(issue.expected)}`;
   if (issue.code === 'too_small' && issue.origin === 'number') return `${at}: must be at least ${issue.minimum}`;
   if (issue.code === 'too_big' && issue.origin === 'number') return `${at}: must be at most ${issue.maximum}`;
+  // A mapping's key refused (a webhook header's name): what the key's own check said, not zod's "Invalid key in record".
+  if (issue.code === 'invalid_key' && issue.issues[0] !== undefined) return `${at}: ${issue.issues[0].message}`;
   return `${at}: ${issue.message}`;
 }
 

@@ -10,6 +10,9 @@ import { parseDuration } from './duration.ts';
 
 export const DEFAULT_API_BASE_URL = 'https://api.cloudflare.com/client/v4';
 
+/** Headers that frame an HTTP request or its connection: never a webhook's configured `headers`. */
+const FRAMING_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'host', 'upgrade', 'te', 'trailer', 'expect']);
+
 const nonEmpty = z.string().trim().min(1, { error: 'must not be empty' });
 
 const httpUrl = z.string().trim().refine(
@@ -143,7 +146,11 @@ const sink = z.discriminatedUnion(
       secret: webhookSecret.optional(),
       headers: z
         .record(
-          z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' }),
+          z
+            .string()
+            .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, { error: 'is not a valid header name' })
+            // Node sends these as given: a Content-Length that does not match the body would corrupt the next request on the connection.
+            .refine((name) => !FRAMING_HEADERS.has(name.toLowerCase()), { error: 'frames the request: riskwatch sets it, a config may not' }),
           // Trimmed, as a secret file's trailing newline would otherwise make every request invalid.
           // Then only what an HTTP header value may hold (and Node sends): tab, printable ASCII, U+0080 to U+00FF;
           // anything else would pass check-config and dead-letter every delivery. Never echoed: values are secrets.

@@ -5,7 +5,6 @@ import type { DeliveryWorker } from '../notify/worker.ts';
 import { LeadershipLostError, type StateStore } from '../store/store.ts';
 import type { AccountPoller, PollOutcome } from './poller.ts';
 
-/** One account this process leads, in /readyz: ready, or why not. */
 /** Delivered deliveries and their events are kept this long (for inspection), then pruned. */
 const RETENTION_MS = 7 * 86_400_000;
 
@@ -14,6 +13,7 @@ export function pruneHistory(store: StateStore, historyMs: number, now: number):
   return store.prune({ delivered: now - RETENTION_MS, history: now - historyMs });
 }
 
+/** One account this process leads, in /readyz: ready, or why not. */
 export type AccountReadiness = { readonly account: string; readonly ready: true; readonly last_success_s_ago: number } | { readonly account: string; readonly ready: false; readonly reason: string };
 
 /** /readyz's body: every account this process leads, ready or not, and the store's problem if it has one. */

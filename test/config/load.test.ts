@@ -748,6 +748,18 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
     );
   });
 
+  it('refuses a header that frames the request (Content-Length, Host, …) or is no header name, saying why', () => {
+    expect(problemAt('sinks[1].headers.X Team', () => load((doc) => (doc.sinks[1]!.headers = { 'X Team': 'a' })))).toContain('is not a valid header name');
+    for (const name of ['Content-Length', 'transfer-encoding', 'Host', 'Connection']) {
+      const problem = problemAt(`sinks[1].headers.${name}`, () =>
+        load((doc) => {
+          doc.sinks[1]!.headers = { [name]: '10' };
+        }),
+      );
+      expect(problem).toContain('frames the request');
+    }
+  });
+
   it('refuses a header value HTTP cannot carry (beyond Latin-1, or a control character), naming the key and not the value', () => {
     const config = load((doc) => {
       doc.sinks[1]!.headers = { 'X-Team': 'Sécurité\tÉquipe' };
