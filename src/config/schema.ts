@@ -3,6 +3,11 @@ import { isLoopbackHost } from '../http.ts';
 import { EVENT_TYPES, RISK_LEVELS, type RiskLevel } from '../model.ts';
 import { parseDuration } from './duration.ts';
 
+// zod compiles each object schema into a function at its first parse. riskwatch parses a config once per
+// process and a small envelope per Cloudflare page, so compiling costs more than it saves: about 5 ms of
+// every command's start (issue 17). Set here, where every process's first parse is defined.
+z.config({ jitless: true });
+
 /**
  * The shape of riskwatch.yaml (SPEC §4) and every default, in one place.
  * Objects are strict: an unknown key is almost always a typo.
