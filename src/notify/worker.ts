@@ -37,18 +37,18 @@ export interface DeliveryWorkerOptions {
   readonly onOutcome?: (sink: string, outcome: DeliveryOutcome['kind']) => void;
 }
 
+/** How long an outcome that could not be recorded is tried again before the worker gives up on it (its lease then lapses). */
+const RECORD_PATIENCE_MS = 60_000;
+
 /**
  * Drains the outbox: per sink, claims due deliveries oldest first, sends them
  * with bounded concurrency and records each outcome (delivered, retry at T,
  * dead-lettered), those that settle together in one transaction. The retry
- * policy is applied here, once, around every sink:
- * a sink in backoff holds its own queue, so deliveries reach a receiver that
- * was down in the order they were committed; one sink's failures never hold
- * up another's, nor polling.
+ * policy is applied here, once, around every sink: a sink in backoff holds
+ * its own queue, so deliveries reach a receiver that was down in the order
+ * they were committed; one sink's failures never hold up another's, nor
+ * polling.
  */
-/** How long an outcome that could not be recorded is tried again before the worker gives up on it (its lease then lapses). */
-const RECORD_PATIENCE_MS = 60_000;
-
 export class DeliveryWorker {
   readonly #options: DeliveryWorkerOptions;
   readonly #policy: DeliveryPolicy;
