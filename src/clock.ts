@@ -1,4 +1,4 @@
-import { setTimeout as delay } from 'node:timers/promises';
+const { setTimeout: delay } = process.getBuiltinModule('node:timers/promises');
 
 /**
  * Time, injected so that tests control it without sleeping.

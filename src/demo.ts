@@ -1,11 +1,12 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { parseConfig } from './config/load.ts';
 import { UserFacingError } from './errors.ts';
 import { Service } from './daemon/service.ts';
 import { createLogger } from './log.ts';
 import { SIMULATED_ACCOUNT, startSimulatedTenant } from './simulator/tenant.ts';
+
+const fs = process.getBuiltinModule('node:fs');
+const os = process.getBuiltinModule('node:os');
+const path = process.getBuiltinModule('node:path');
 
 /**
  * `demo`: no credentials, no network. A simulated risk-scoring API on

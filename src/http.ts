@@ -1,7 +1,6 @@
 /** HTTP and network facts shared by the config, the Cloudflare client and the sinks, and the one way they send a request. */
 
 import type { Agent, IncomingMessage } from 'node:http';
-import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 
 /** A response body: Node's stream of the answer (an IncomingMessage), read (or not) by whoever asked. */
@@ -76,6 +75,8 @@ export const sharedHttp: Http = new HttpPool();
 export function isLoopbackHost(hostname: string): boolean {
   const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  // node:net, loaded only here: a command whose config names no URL need not pay its 5 ms.
+  const { isIP } = process.getBuiltinModule('node:net');
   if (isIP(host) === 4) return host.startsWith('127.');
   if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./.test(host) || /^::ffff:7f[0-9a-f]{2}:/.test(host);
   return false;

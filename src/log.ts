@@ -1,6 +1,7 @@
-import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
 import type pretty from 'pino-pretty';
+
+const { createRequire } = process.getBuiltinModule('node:module');
 
 export type { Logger };
 

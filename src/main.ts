@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
 import type { Io } from './commands/command.ts';
 import { COMMANDS } from './commands/index.ts';
 import { ConfigErrors, UsageError, UserFacingError } from './errors.ts';
 import { VERSION } from './version.ts';
+
+const { parseArgs } = process.getBuiltinModule('node:util');
 
 const USAGE = `usage: riskwatch <command> [options] [--config FILE]
 

@@ -1,12 +1,12 @@
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, ConfigErrors } from '../errors.ts';
 import type { AccountConfig, Config, Credential, SinkConfig } from './config.ts';
 import { type ConfigFile, configFileSchema, SECRET_KEYS } from './schema.ts';
 import { Secret } from './secret.ts';
+
+const { readFileSync } = process.getBuiltinModule('node:fs');
+const path = process.getBuiltinModule('node:path');
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -332,18 +332,22 @@ function credentialFrom(fields: CredentialFields, at: string, problems: string[]
     problems.push(`${at}: give api_token or api_email + api_key, not both`);
     return undefined;
   }
-  if (token !== undefined) return { scheme: 'token', id: credentialId(token), token: new Secret(token) };
+  if (token !== undefined) return { scheme: 'token', get id() { return credentialId(token); }, token: new Secret(token) };
   if (email === undefined && key === undefined) return undefined;
   if (email === undefined || key === undefined) {
     problems.push(`${at}.${email === undefined ? 'api_email' : 'api_key'}: is required with ${email === undefined ? 'api_key' : 'api_email'}`);
     return undefined;
   }
-  return { scheme: 'key', id: credentialId(`${email}\n${key}`), email, key: new Secret(key) };
+  return { scheme: 'key', get id() { return credentialId(`${email}\n${key}`); }, email, key: new Secret(key) };
 }
 
-/** A short, stable name for a credential that reveals nothing of it. */
+/**
+ * A short, stable name for a credential that reveals nothing of it. Worked out
+ * when first asked for (the daemon and check-config do): node:crypto takes
+ * 10 ms to load, a tenth of a command's start.
+ */
 function credentialId(secret: string): string {
-  return `cred-${createHash('sha256').update(secret).digest('hex').slice(0, 8)}`;
+  return `cred-${process.getBuiltinModule('node:crypto').createHash('sha256').update(secret).digest('hex').slice(0, 8)}`;
 }
 
 /** Relative to the working directory when inside it, else absolute: what a user recognises. */
@@ -370,7 +374,8 @@ function deepFreeze<T>(value: T): T {
     if (value instanceof Set) {
       for (const item of value) deepFreeze(item);
     } else {
-      for (const child of Object.values(value)) deepFreeze(child);
+      // Descriptors, not values: a getter (a credential's id) is left to work itself out when asked.
+      for (const { value: child } of Object.values(Object.getOwnPropertyDescriptors(value))) deepFreeze(child);
     }
     Object.freeze(value);
   }

@@ -1,4 +1,4 @@
-import { inspect } from 'node:util';
+const { inspect } = process.getBuiltinModule('node:util');
 
 /**
  * A value that must never be logged or printed: API tokens and keys, webhook

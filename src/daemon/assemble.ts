@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { type Clock, systemClock } from '../clock.ts';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { CloudflareClient } from '../cloudflare/client.ts';
@@ -11,6 +10,8 @@ import type { StateStore } from '../store/store.ts';
 import { type AccountStatus, Daemon } from './daemon.ts';
 import type { Metrics } from './metrics.ts';
 import { AccountPoller } from './poller.ts';
+
+const { randomUUID } = process.getBuiltinModule('node:crypto');
 
 export interface AssembleDeps {
   readonly store: StateStore;

@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { LEVEL_RANK, type RiskLevel } from '../model.ts';
+
+const { createHash } = process.getBuiltinModule('node:crypto');
 
 /**
  * What an incident receiver (PagerDuty, Opsgenie) does with an event, decided

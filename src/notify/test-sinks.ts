@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.ts';
 import { type Config, isIncidentSink } from '../config/config.ts';
 import { UsageError } from '../errors.ts';
@@ -6,6 +5,8 @@ import { type RetryPolicy, withRetry } from '../retry.ts';
 import type { SinkDeps } from './sinks/create.ts';
 import { sampleEvents } from './sample.ts';
 import { createSink } from './sinks/create.ts';
+
+const { randomUUID } = process.getBuiltinModule('node:crypto');
 
 /** A few quick attempts: seconds, not the delivery policy's hours. */
 const TEST_RETRY: RetryPolicy = { attempts: 3, baseDelayMs: 1000, maxDelayMs: 4000, maxWaitMs: 5000 };

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Behavior, RiskEventDetail, RiskUser } from '../model.ts';
 
@@ -102,7 +102,7 @@ export class FakeRiskApi {
   /** Starts on 127.0.0.1 with an ephemeral port (or `port`). */
   static async start(options: FakeApiOptions = {}, port = 0): Promise<FakeRiskApi> {
     let api: FakeRiskApi | undefined;
-    const server = createServer((req, res) => void api!.#handle(req, res));
+    const server = process.getBuiltinModule('node:http').createServer((req, res) => void api!.#handle(req, res));
     api = new FakeRiskApi(server, options);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

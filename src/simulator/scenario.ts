@@ -1,6 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { type Behavior, LEVEL_RANK, RISK_LEVELS, type RiskLevel, type RiskUser } from '../model.ts';
 import type { FakeAccount } from './fake-api.ts';
+
+const { randomUUID } = process.getBuiltinModule('node:crypto');
 
 /**
  * A living tenant for the demo: about fifty people whose risk rises and falls

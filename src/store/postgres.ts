@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import pg from 'pg';
 import type { RiskEvent } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
@@ -35,6 +33,9 @@ import {
   StoreUnavailableError,
   tallyDeliveries,
 } from './store.ts';
+
+const { randomBytes } = process.getBuiltinModule('node:crypto');
+const { hostname } = process.getBuiltinModule('node:os');
 
 /** riskwatch keeps its tables in a schema of its own, so it can share a database with other programs. */
 const SCHEMA = 'riskwatch';

@@ -1,7 +1,4 @@
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { hostname } from 'node:os';
-import path from 'node:path';
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import type { RiskEvent } from '../detect/events.ts';
@@ -35,6 +32,11 @@ import {
   type StateStore,
   type StoredSnapshot,
 } from './store.ts';
+
+const { accessSync, constants, existsSync, statSync } = process.getBuiltinModule('node:fs');
+const { hostname } = process.getBuiltinModule('node:os');
+const path = process.getBuiltinModule('node:path');
+const sqlite = process.getBuiltinModule('node:sqlite');
 
 /** Each entry moves the schema one version up; `PRAGMA user_version` says how many have run. */
 const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
@@ -208,7 +210,7 @@ export class SqliteStore implements StateStore {
     const lock = options.shared ? undefined : acquireLock(file);
     let db: DatabaseSync | undefined;
     try {
-      db = new DatabaseSync(file, { timeout: 5000 });
+      db = new sqlite.DatabaseSync(file, { timeout: 5000 });
       // Refuse a file that is not ours before changing anything in it, even its journal mode.
       const version = checkSchema(db, file);
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
@@ -644,7 +646,7 @@ function acquireLock(file: string): DatabaseSync {
   const lockFile = `${file}.lock`;
   let lock: DatabaseSync | undefined;
   try {
-    lock = new DatabaseSync(lockFile, { timeout: 0 });
+    lock = new sqlite.DatabaseSync(lockFile, { timeout: 0 });
     // An exclusive transaction left open holds the lock without writing a byte,
     // so it works on a full disk too; closing the connection (or dying) ends it.
     lock.exec('BEGIN EXCLUSIVE');
@@ -660,7 +662,7 @@ function acquireLock(file: string): DatabaseSync {
 
 function describeHolder(file: string): string {
   try {
-    const db = new DatabaseSync(file, { readOnly: true, timeout: 1000 });
+    const db = new sqlite.DatabaseSync(file, { readOnly: true, timeout: 1000 });
     try {
       const row = db.prepare('SELECT pid, host, started_at FROM holder WHERE id = 1').get() as { pid: number; host: string; started_at: number } | undefined;
       if (row) return `riskwatch process ${row.pid} on ${row.host} (started ${new Date(row.started_at).toISOString()})`;

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { ENV } from '../support/config-files.ts';
@@ -51,13 +52,16 @@ function inChild(body: string): Loaded {
 }
 
 it.each([['status'], ['users', '--level', 'high'], ['events'], ['silence', 'list'], ['deliveries']])(
-  '%s loads neither the daemon, the sinks, TLS, pino nor the PostgreSQL driver',
+  '%s loads neither the daemon, the sinks, TLS, pino, the PostgreSQL driver nor Node\'s crypto, streams and net',
   (...argv) => {
     const { code, modules, builtins } = modulesLoaded([...argv, '--config', cli.config]);
     expect(code).toBe(0);
     expect(modules.some((m) => m.endsWith('/src/store/sqlite.ts'))).toBe(true);
     expect(modules.filter((m) => /\/node_modules\/(pino|pino-pretty|pg|postgres)\/|\/src\/(daemon|notify\/sinks|cloudflare)\/|\/src\/store\/postgres\.ts$/.test(m))).toEqual([]);
     expect(builtins.filter((m) => /^(https|tls|_http_client)$/.test(m))).toEqual([]);
+    // What an ES import of a built-in drags in (its facade reads every export: node:fs's streams, node:util's
+    // TextDecoder, which loads assert's diff and worker_threads) and what only the daemon needs: ~30 ms of a start.
+    expect(builtins.filter((m) => /^(crypto|net|stream|worker_threads|internal\/fs\/streams|internal\/util\/diff)$/.test(m))).toEqual([]);
   },
   30_000,
 );
@@ -73,3 +77,15 @@ it('a sink is built from its own module only: a webhook loads neither nodemailer
   expect(modules.some((m) => m.endsWith('/src/notify/sinks/webhook.ts'))).toBe(true);
   expect(modules.filter((m) => /\/node_modules\/(nodemailer|@slack)\/|\/src\/notify\/sinks\/(email|slack|teams|pagerduty|opsgenie)\.ts$/.test(m))).toEqual([]);
 }, 30_000);
+
+it('no source takes a Node built-in with an ES import (types aside): process.getBuiltinModule loads only what is used', () => {
+  // An ES import of a built-in evaluates every export into a facade, and some exports are getters that load
+  // more of Node (node:http's WebSocket loads its bundled fetch: 13 MB). Types come from `import type`.
+  const offenders: string[] = [];
+  for (const file of fs.readdirSync(path.join(REPO, 'src'), { recursive: true, encoding: 'utf8' })) {
+    if (!file.endsWith('.ts')) continue;
+    const text = fs.readFileSync(path.join(REPO, 'src', file), 'utf8');
+    for (const match of text.matchAll(/^import (?!type )[^;]*? from '(node:[^']+)';$/gms)) offenders.push(`src/${file}: ${match[1]}`);
+  }
+  expect(offenders).toEqual([]);
+});

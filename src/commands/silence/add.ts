@@ -1,8 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import os from 'node:os';
 import { UsageError } from '../../errors.ts';
 import { openOperatorStore } from '../../store/open.ts';
 import { accountFlag, type Args, type Command, durationFlag, type Io, readConfig, text, timeFlag } from '../command.ts';
+
+const { randomBytes } = process.getBuiltinModule('node:crypto');
+const os = process.getBuiltinModule('node:os');
 
 /** `silence add (--user U | --behavior ID) [--account A] (--for D | --until T) --reason TEXT [--by NAME]`: prints the silence's id. */
 export const add: Command = {

@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import { accountLabel, behaviorChange, behaviorName, levelChange, oneLine, shownEvent, summarize, userFacts, userName } from '../describe.ts';
 import { type Cuts, clip, fitCount, plural } from '../limits.ts';
 import type { Shortened } from '../sink.ts';
+
+const { createHash } = process.getBuiltinModule('node:crypto');
 
 /**
  * One email for one account's events of one poll (SPEC §5): a subject that

@@ -1,4 +1,3 @@
-import { createHmac } from 'node:crypto';
 import type { Clock } from '../../clock.ts';
 import type { WebhookSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
@@ -6,6 +5,8 @@ import type { Http } from '../../http.ts';
 import type { Sink } from '../sink.ts';
 import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
+
+const { createHmac } = process.getBuiltinModule('node:crypto');
 
 /** One Standard Webhooks message: its id and body are fixed; timestamp and signature are per attempt. */
 export interface WebhookMessage {
