@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { isLoopbackHost } from '../http.ts';
 import { EVENT_TYPES, RISK_LEVELS, type RiskLevel } from '../model.ts';
 import { parseDuration } from './duration.ts';

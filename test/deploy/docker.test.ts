@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,7 +52,7 @@ describe('the Dockerfile', () => {
     expect(dockerfile).toMatch(/^COPY bin \.\/bin$/m);
   });
 
-  it('ships the compiled JavaScript, not the sources', () => {
+  it('builds the bundle (npm run build) and ships it, not the sources', () => {
     expect(dockerfile).toMatch(/^RUN npm run build$/m);
     expect(dockerfile).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m);
     const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
@@ -60,13 +60,19 @@ describe('the Dockerfile', () => {
   });
 });
 
-describe('the compiled JavaScript the image ships (npm run build)', () => {
+describe('the bundle the image ships (npm run build)', () => {
   let tmp: TempDir;
+  let app: string;
+  /** What the build printed on stderr: esbuild's warnings, if any. */
+  let buildLog: string;
   beforeAll(() => {
-    // The image's /app: package.json, bin/, dist/ and the dependencies, and no src/.
+    // The image's /app: package.json, bin/, dist/ and the dependencies, and no src/. dist/ is built by the
+    // build script itself (esbuild takes the last --outdir given), so the test and the image cannot drift.
     tmp = makeTempDir();
-    const app = path.join(tmp.dir, 'app');
-    execFileSync(path.join(REPO, 'node_modules/.bin/tsc'), ['-p', path.join(REPO, 'tsconfig.build.json'), '--outDir', path.join(app, 'dist')], { cwd: REPO });
+    app = path.join(tmp.dir, 'app');
+    const built = spawnSync('npm', ['run', 'build', '--', `--outdir=${path.join(app, 'dist')}`], { cwd: REPO, encoding: 'utf8', timeout: 100_000 });
+    if (built.status !== 0) throw new Error(`npm run build exited ${built.status ?? built.signal}: ${built.error?.message ?? ''}${built.stderr}`);
+    buildLog = built.stderr;
     fs.cpSync(path.join(REPO, 'bin'), path.join(app, 'bin'), { recursive: true });
     fs.copyFileSync(path.join(REPO, 'package.json'), path.join(app, 'package.json'));
     fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(app, 'node_modules'));
@@ -74,9 +80,30 @@ describe('the compiled JavaScript the image ships (npm run build)', () => {
   afterAll(() => tmp.remove());
 
   const riskwatch = (args: readonly string[]) =>
-    spawnSync(path.join(tmp.dir, 'app', 'bin', 'riskwatch'), args, { env: { PATH: process.env.PATH ?? '', TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
+    spawnSync(path.join(app, 'bin', 'riskwatch'), args, { env: { PATH: process.env.PATH ?? '', TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
+  /** The one chunk of dist/ whose name starts with `name-` (esbuild adds a hash of its content). */
+  const chunk = (name: string) => {
+    const found = fs.readdirSync(path.join(app, 'dist')).filter((file) => new RegExp(`^${name}-[A-Z0-9]+\\.mjs$`).test(file));
+    expect(found, `dist/ should hold one ${name}-<hash>.mjs chunk`).toHaveLength(1);
+    return path.join(app, 'dist', found[0]!);
+  };
 
-  it('runs where no sources are shipped: bin/riskwatch finds dist/, which knows its version', () => {
+  it('is built without a warning: one entry, dist/main.mjs, and a chunk per lazily loaded module, each of which loads', () => {
+    expect(buildLog).not.toMatch(/\[(WARNING|ERROR)\]/);
+    const files = fs.readdirSync(path.join(app, 'dist'));
+    expect(files).toContain('main.mjs');
+    expect(files.every((file) => file.endsWith('.mjs')), files.join(' ')).toBe(true);
+    // Every chunk evaluates in this Node (a bundled CommonJS dependency's require of a built-in goes through the banner's require).
+    const load = spawnSync(
+      path.join(REPO, 'node_modules/.bin/node'),
+      ['--input-type=module', '-e', `for (const file of ${JSON.stringify(files)}) await import(${JSON.stringify(`${path.join(app, 'dist')}/`)} + file);`],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(load.stderr).toBe('');
+    expect(load.status).toBe(0);
+  });
+
+  it('runs where no sources are shipped: bin/riskwatch finds dist/main.mjs, which knows its version', () => {
     const result = riskwatch(['--version']);
     expect(result.stderr).toBe('');
     expect(result.stdout).toMatch(new RegExp(`^riskwatch ${VERSION.replaceAll('.', '\\.')} `));
@@ -85,8 +112,7 @@ describe('the compiled JavaScript the image ships (npm run build)', () => {
   it('a reload whose sink module cannot be loaded (an upgrade in place) keeps the previous config running', { timeout: 60_000 }, async () => {
     const api = await FakeRiskApi.start({ auth: { token: 'cf-reload-token' } });
     const receiver = await Receiver.start();
-    const app = path.join(tmp.dir, 'app');
-    const teams = path.join(app, 'dist/src/notify/sinks/teams.js');
+    const teams = chunk('teams');
     const file = path.join(tmp.dir, 'reload.yaml');
     const write = (sinks: string) => writeDaemonConfig(file, { apiBaseUrl: api.baseUrl, sinks, state: path.join(tmp.dir, 'reload.db') });
     const hook = webhookSinkYaml('hook', receiver.url('/hook'));
@@ -100,7 +126,7 @@ describe('the compiled JavaScript the image ships (npm run build)', () => {
       fs.renameSync(teams, moved);
       write(`${hook}  - name: chat\n    type: teams\n    url: ${receiver.url('/teams')}\n`);
       running.child.kill('SIGHUP');
-      await running.waitForLine(/reload failed, still running on the previous config: .*teams\.js/);
+      await running.waitForLine(/reload failed, still running on the previous config: .*teams-[A-Z0-9]+\.mjs/);
       // Still polling and delivering on the previous config.
       api.account(ACCOUNT).users.set(user(7).user_id, { ...user(7), max_risk_level: 'high' });
       for (let i = 0; i < 100 && !receiver.accepted.some((r) => r.body.includes(user(7).email)); i++) await new Promise((r) => setTimeout(r, 100));
@@ -112,11 +138,63 @@ describe('the compiled JavaScript the image ships (npm run build)', () => {
     }
   });
 
-  it('reads a config, loading each module from dist/ (a relative import left as .ts would fail here)', () => {
+  it('reads a config from dist/ alone (no src/ beside it)', () => {
     const config = tmp.write('riskwatch.yaml', configYaml());
     const result = riskwatch(['check-config', '--config', config]);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
-    expect(fs.existsSync(path.join(tmp.dir, 'app', 'src'))).toBe(false);
+    expect(fs.existsSync(path.join(app, 'src'))).toBe(false);
+  });
+
+  it('takes a config naming every sink type, and once --dry-run builds each sink from its chunk and sends nothing', { timeout: 60_000 }, async () => {
+    const api = await FakeRiskApi.start({ auth: { token: 'cf-sinks-token' } });
+    const receiver = await Receiver.start();
+    const env = { CF_TOKEN: 'cf-sinks-token', PD_ROUTING_KEY: 'R0UT1NGKEYbundlepagerduty0000042', GENIE_KEY: 'genie-bundle-key-8e1f', TMPDIR: tmp.dir };
+    const file = writeDaemonConfig(path.join(tmp.dir, 'sinks.yaml'), {
+      apiBaseUrl: api.baseUrl,
+      state: path.join(tmp.dir, 'sinks.db'),
+      firstRun: 'notify',
+      logLevel: 'warn',
+      sinks: `${webhookSinkYaml('hook', receiver.url('/hook'))}  - name: chat
+    type: slack
+    url: ${receiver.url('/slack')}
+  - name: oncall
+    type: pagerduty
+    routing_key: \${PD_ROUTING_KEY}
+    url: ${receiver.url('')}
+  - name: genie
+    type: opsgenie
+    api_key: \${GENIE_KEY}
+    url: ${receiver.url('')}
+  - name: channel
+    type: teams
+    url: ${receiver.url('/teams')}
+  - name: mail
+    type: email
+    smtp: smtp://127.0.0.1:9
+    from: riskwatch@example.com
+    to: secops@example.com
+  - name: screen
+    type: console
+`,
+    });
+    api.account(ACCOUNT).users.set(user(3).user_id, user(3, 'high'));
+    const sinks = ['hook', 'chat', 'oncall', 'genie', 'channel', 'mail', 'screen'];
+    try {
+      const check = spawnRiskwatch(['check-config', '--config', file], env, [], [path.join(app, 'bin', 'riskwatch')]);
+      expect(await check.exited, check.stderr.join('\n')).toBe(0);
+      for (const sink of sinks) expect(check.stdout.join('\n')).toContain(sink);
+      // check-config only validates; a sink's module is loaded when the sink is built, as once --dry-run does.
+      const dry = spawnRiskwatch(['once', '--dry-run', '--config', file], env, [], [path.join(app, 'bin', 'riskwatch')]);
+      expect(await dry.exited, [...dry.stdout, ...dry.stderr].join('\n')).toBe(0);
+      expect(dry.stderr).toEqual([]);
+      expect(dry.stdout.filter((line) => !line.startsWith('{'))).toEqual([
+        expect.stringMatching(new RegExp(`\\[production\\] user\\.risk_level_raised .*<${user(3).email}> .* -> to ${sinks.join(', ')}$`)),
+        'dry run: 1 event in 1 account polled; nothing committed, nothing sent',
+      ]);
+      expect(receiver.requests).toEqual([]);
+    } finally {
+      await Promise.all([api.close(), receiver.close()]);
+    }
   });
 });
