@@ -5,26 +5,17 @@
 # --- build: the sources bundled by esbuild (npm run build) -------------------
 # Node can run the TypeScript sources, but strips their types at every start
 # and loads ~190 module files for a command. The image ships the bundle,
-# dist/main.mjs and its chunks (one per command, sink or store, loaded only
-# when used): a faster start and less memory. tsconfig.json stays out: esbuild
-# makes the same bundle without it.
+# dist/main.mjs and its chunks (one per command, sink, store or log format,
+# loaded only when used): a faster start and less memory. It holds every
+# dependency, so the image needs no node_modules at all (26 MB less). The
+# build stage installs the dev dependencies too (esbuild); none reaches the
+# runtime. tsconfig.json stays out: esbuild makes the same bundle without it.
 FROM node:24-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY src ./src
 RUN npm run build
-
-# --- deps: production dependencies only, from the lockfile ---------------------
-# The bundle holds every dependency but one: pino-pretty, which src/log.ts
-# loads at run time (a require, left as it is) only for `log.format: pretty`,
-# from node_modules.
-FROM node:24-slim AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-# The image already is Node 24, so the `node` devDependency (the pinned runtime
-# for machines with an older Node) is not needed: --omit=dev leaves it out.
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # --- runtime ----------------------------------------------------------------
 FROM node:24-slim
@@ -37,10 +28,9 @@ RUN apt-get update \
  && mkdir -p /etc/riskwatch /var/lib/riskwatch \
  && chown node:node /var/lib/riskwatch
 WORKDIR /app
-COPY --from=deps /app/node_modules ./node_modules
-COPY package.json ./
 COPY bin ./bin
-# bin/riskwatch runs dist/main.mjs where there is no src/ (the version is built into the bundle).
+# bin/riskwatch runs dist/main.mjs where there is no src/, on the image's Node
+# (24; no node_modules, so not the pinned one). The version is built in.
 COPY --from=build /app/dist ./dist
 USER node
 VOLUME ["/var/lib/riskwatch"]

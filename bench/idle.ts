@@ -5,7 +5,9 @@
  * and a few polls and scrapes have gone by, its resident memory is read from
  * /proc a few times and the median kept, with the part that is the Node
  * binary's own pages (RssFile) apart from what the process allocated
- * (RssAnon).
+ * (RssAnon). Measured from a clone (the sources, with bin/riskwatch's compile
+ * cache) and as shipped (the bundle in the image's layout, started as in a
+ * fresh container: no compile cache).
  *
  *   node bench/idle.ts        # prints one JSON line
  *   RISKWATCH_BIN=/app/bin/riskwatch node bench/idle.ts    # another install of it
@@ -20,15 +22,21 @@ import { FakeRiskApi } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { benchUser } from './history.ts';
 import { BENCH_ACCOUNT } from './floor.ts';
+import { shippedApp } from './startup.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const USERS = 1000;
 
-export interface IdleResult {
-  readonly users: number;
+interface Rss {
   readonly rssMb: number;
   readonly anonMb: number;
   readonly fileMb: number;
+}
+
+export interface IdleResult extends Rss {
+  readonly users: number;
+  /** As shipped: the bundle (the Docker image's layout), started as in a fresh container, with no compile cache. */
+  readonly shipped: Rss;
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -74,7 +82,9 @@ http:
     // The first start fills bin/riskwatch's compile cache for the daemon's modules (the commands measured
     // before load fewer), as any start after an upgrade does; the second is what a restart holds.
     await idleRss(config, 0);
-    return { users: USERS, ...(await idleRss(config, 5)) };
+    const fromClone = await idleRss(config, 5);
+    const shipped = await idleRss(config, 5, shippedApp(dir), { NODE_DISABLE_COMPILE_CACHE: '1' });
+    return { users: USERS, ...fromClone, shipped };
   } finally {
     await api.close();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -82,8 +92,8 @@ http:
 }
 
 /** Starts run on `config`, waits until it is ready, and reads its memory `samples` times between polls and scrapes. */
-async function idleRss(config: string, samples: number): Promise<Omit<IdleResult, 'users'>> {
-  const proc = spawn(process.env.RISKWATCH_BIN ?? path.join(REPO, 'bin', 'riskwatch'), ['run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function idleRss(config: string, samples: number, bin = process.env.RISKWATCH_BIN ?? path.join(REPO, 'bin', 'riskwatch'), env: NodeJS.ProcessEnv = {}): Promise<Rss> {
+  const proc = spawn(bin, ['run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   try {
     const address = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('run did not start within 2 minutes')), 120_000);

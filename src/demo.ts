@@ -1,7 +1,7 @@
 import { parseConfig } from './config/load.ts';
 import { UserFacingError } from './errors.ts';
 import { Service } from './daemon/service.ts';
-import { createLogger } from './log.ts';
+import { configuredLogger } from './log.ts';
 import { SIMULATED_ACCOUNT, startSimulatedTenant } from './simulator/tenant.ts';
 
 const fs = process.getBuiltinModule('node:fs');
@@ -48,7 +48,7 @@ log:
     path.join(dir, 'demo.yaml'),
     {},
   );
-  const log = createLogger(config.log.level, { pretty: true });
+  const log = await configuredLogger({ ...config.log, format: 'pretty' });
   const service = await Service.start(config, { log, writeLine: out }).catch(async (error: unknown) => {
     await tenant.close();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -1,7 +1,5 @@
 import pino, { type Logger } from 'pino';
-import type pretty from 'pino-pretty';
-
-const { createRequire } = process.getBuiltinModule('node:module');
+import type { Config } from './config/config.ts';
 
 export type { Logger };
 
@@ -22,22 +20,24 @@ const REDACT = [
 ];
 
 export interface LoggerOptions {
-  /** Human-readable lines instead of JSON (log.format: pretty). */
-  readonly pretty?: boolean;
-  /** Where lines go; stdout when left out (tests pass a stream). */
+  /** Where lines go; stdout when left out (tests pass a stream, log.format: pretty pino-pretty's). */
   readonly destination?: pino.DestinationStream;
 }
 
-/** JSON lines on stdout (SPEC §7), pretty only when asked. */
+/** JSON lines on stdout (SPEC §7), or wherever `destination` says. */
 export function createLogger(level: string, options: LoggerOptions = {}): Logger {
-  const destination = options.destination ?? (options.pretty ? prettyStream() : pino.destination(1));
-  return pino({ level, base: { app: 'riskwatch' }, redact: { paths: REDACT, censor: '****' } }, destination);
+  return pino({ level, base: { app: 'riskwatch' }, redact: { paths: REDACT, censor: '****' } }, options.destination ?? pino.destination(1));
 }
 
-/** pino-pretty, loaded only for log.format: pretty (JSON lines are the default, and a daemon's usual). */
-function prettyStream(): pino.DestinationStream {
-  const load = createRequire(import.meta.url)('pino-pretty') as typeof pretty;
-  return load({ colorize: process.stdout.isTTY === true, destination: 1 });
+/**
+ * The logger a config's `log:` asks for. pino-pretty is imported only for
+ * log.format: pretty (JSON lines are the default, and a daemon's usual), and
+ * by an import the bundle can follow, so the image needs no node_modules.
+ */
+export async function configuredLogger(log: Config['log']): Promise<Logger> {
+  if (log.format !== 'pretty') return createLogger(log.level);
+  const { default: pretty } = await import('pino-pretty');
+  return createLogger(log.level, { destination: pretty({ colorize: process.stdout.isTTY === true, destination: 1 }) });
 }
 
 /** A logger that drops everything, for tests and commands that print their own output. */

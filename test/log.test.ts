@@ -7,8 +7,8 @@ import { REPO } from './support/process.ts';
 function logOnce(options: string): { stdout: string; prettyLoaded: boolean } {
   const script = `
     import { createRequire } from 'node:module';
-    const { createLogger } = await import(${JSON.stringify(path.join(REPO, 'src/log.ts'))});
-    const log = createLogger('info', ${options});
+    const { configuredLogger } = await import(${JSON.stringify(path.join(REPO, 'src/log.ts'))});
+    const log = await configuredLogger(${options});
     log.info({ account: 'production', token: 'cf-secret-token' }, 'hello');
     const loaded = Object.keys(createRequire(import.meta.url).cache).some((f) => f.includes('/node_modules/pino-pretty/'));
     setTimeout(() => process.stderr.write(String(loaded)), 100);
@@ -18,14 +18,14 @@ function logOnce(options: string): { stdout: string; prettyLoaded: boolean } {
 }
 
 it('JSON lines by default, without loading pino-pretty', () => {
-  const { stdout, prettyLoaded } = logOnce('{}');
+  const { stdout, prettyLoaded } = logOnce("{ level: 'info', format: 'json' }");
   const line = JSON.parse(stdout.trim()) as Record<string, unknown>;
   expect(line).toMatchObject({ level: 30, app: 'riskwatch', account: 'production', token: '****', msg: 'hello' });
   expect(prettyLoaded).toBe(false);
 });
 
 it('log.format: pretty prints human-readable lines, secrets still blanked', () => {
-  const { stdout, prettyLoaded } = logOnce('{ pretty: true }');
+  const { stdout, prettyLoaded } = logOnce("{ level: 'info', format: 'pretty' }");
   expect(stdout).toMatch(/INFO: hello/);
   expect(stdout).toContain('account: "production"');
   expect(stdout).not.toContain('cf-secret-token');

@@ -1,6 +1,6 @@
 import { assemble } from '../daemon/assemble.ts';
 import { pruneHistory } from '../daemon/daemon.ts';
-import { createLogger } from '../log.ts';
+import { configuredLogger, type Logger } from '../log.ts';
 import { formatEventLine } from '../notify/sinks/console.ts';
 import { openOperatorStore, openStore } from '../store/open.ts';
 import type { Config } from '../config/config.ts';
@@ -20,7 +20,7 @@ export const once: Command = {
     // A dry run opens the state as an operator command does: beside a running daemon, and no replica.
     // Before the first run there is no state file: it is made empty (as the first run's diff expects).
     const store = dryRun ? await openOperatorStore(config.state, { creates: true }) : await openStore(config, { passing: true });
-    const base = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+    const base = await configuredLogger(config.log);
     const log = store.replica === undefined ? base : base.child({ replica: store.replica });
     try {
       if (dryRun) return await dryRunOnce(config, store, log, io);
@@ -41,7 +41,7 @@ export const once: Command = {
  * deliveries routed for them (silences applied as the store would), printed
  * one line each. Nothing is sent: the outbox is not drained.
  */
-async function dryRunOnce(config: Config, store: StateStore, log: ReturnType<typeof createLogger>, io: Io): Promise<number> {
+async function dryRunOnce(config: Config, store: StateStore, log: Logger, io: Io): Promise<number> {
   const commits: PollCommit[] = [];
   const recording = new Proxy(store, {
     get(target, property) {

@@ -2,7 +2,7 @@ import type { Config } from '../config/config.ts';
 import { loadConfig } from '../config/load.ts';
 import { Service } from '../daemon/service.ts';
 import { ConfigErrors } from '../errors.ts';
-import { createLogger } from '../log.ts';
+import { configuredLogger } from '../log.ts';
 import { type Args, type Command, type Io, nextSignal, readConfig } from './command.ts';
 
 /** `run`: the daemon, until SIGTERM/SIGINT; SIGHUP reads the config again. */
@@ -10,7 +10,7 @@ export const run: Command = {
   options: {},
   async run(args: Args, io: Io) {
     const { file, config } = readConfig(args, io);
-    const log = createLogger(config.log.level, { pretty: config.log.format === 'pretty' });
+    const log = await configuredLogger(config.log);
     // Signals are heard from the start: one that arrives while starting stops right after.
     const stopSignal = nextSignal(['SIGTERM', 'SIGINT']);
     let service: Service | undefined;

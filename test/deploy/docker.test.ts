@@ -57,6 +57,8 @@ describe('the Dockerfile', () => {
     expect(dockerfile).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m);
     const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
     expect(runtime).not.toMatch(/^COPY src /m);
+    // The bundle holds every dependency: the image needs no node_modules.
+    expect(runtime.split('\n').filter((line) => !line.startsWith('#') && line.includes('node_modules'))).toEqual([]);
   });
 });
 
@@ -66,7 +68,7 @@ describe('the bundle the image ships (npm run build)', () => {
   /** What the build printed on stderr: esbuild's warnings, if any. */
   let buildLog: string;
   beforeAll(() => {
-    // The image's /app: package.json, bin/, dist/ and the dependencies, and no src/. dist/ is built by the
+    // The image's /app: bin/ and dist/, nothing else (no src/, no node_modules). dist/ is built by the
     // build script itself (esbuild takes the last --outdir given), so the test and the image cannot drift.
     tmp = makeTempDir();
     app = path.join(tmp.dir, 'app');
@@ -74,13 +76,13 @@ describe('the bundle the image ships (npm run build)', () => {
     if (built.status !== 0) throw new Error(`npm run build exited ${built.status ?? built.signal}: ${built.error?.message ?? ''}${built.stderr}`);
     buildLog = built.stderr;
     fs.cpSync(path.join(REPO, 'bin'), path.join(app, 'bin'), { recursive: true });
-    fs.copyFileSync(path.join(REPO, 'package.json'), path.join(app, 'package.json'));
-    fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(app, 'node_modules'));
   }, 120_000);
   afterAll(() => tmp.remove());
 
+  // With no node_modules beside it, bin/riskwatch runs the `node` on PATH, as in the image (whose Node is 24): here, the pinned one.
+  const PATH = `${path.join(REPO, 'node_modules', '.bin')}:${process.env.PATH ?? ''}`;
   const riskwatch = (args: readonly string[]) =>
-    spawnSync(path.join(app, 'bin', 'riskwatch'), args, { env: { PATH: process.env.PATH ?? '', TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
+    spawnSync(path.join(app, 'bin', 'riskwatch'), args, { env: { PATH, TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
   /** The one chunk of dist/ whose name starts with `name-` (esbuild adds a hash of its content). */
   const chunk = (name: string) => {
     const found = fs.readdirSync(path.join(app, 'dist')).filter((file) => new RegExp(`^${name}-[A-Z0-9]+\\.mjs$`).test(file));
@@ -118,7 +120,7 @@ describe('the bundle the image ships (npm run build)', () => {
     const hook = webhookSinkYaml('hook', receiver.url('/hook'));
     write(hook);
     api.account(ACCOUNT).users.set(user(1).user_id, user(1));
-    const running = spawnRiskwatch(['run', '--config', file], { CF_TOKEN: 'cf-reload-token', TMPDIR: tmp.dir }, [], [path.join(app, 'bin', 'riskwatch')]);
+    const running = spawnRiskwatch(['run', '--config', file], { CF_TOKEN: 'cf-reload-token', TMPDIR: tmp.dir, PATH }, [], [path.join(app, 'bin', 'riskwatch')]);
     const moved = `${teams}.away`;
     try {
       await running.waitForLine(/"msg":"riskwatch started"/);
@@ -138,18 +140,33 @@ describe('the bundle the image ships (npm run build)', () => {
     }
   });
 
+  it('logs pretty lines from the bundle alone (pino-pretty is a chunk of it, not a node_modules lookup)', { timeout: 60_000 }, async () => {
+    const api = await FakeRiskApi.start({ auth: { token: 'cf-pretty-token' } });
+    const file = writeDaemonConfig(path.join(tmp.dir, 'pretty.yaml'), { apiBaseUrl: api.baseUrl, sinks: '  - name: screen\n    type: console\n', state: path.join(tmp.dir, 'pretty.db') });
+    fs.appendFileSync(file, '  format: pretty\n');
+    api.account(ACCOUNT).users.set(user(1).user_id, user(1));
+    try {
+      const once = spawnRiskwatch(['once', '--config', file], { CF_TOKEN: 'cf-pretty-token', TMPDIR: tmp.dir, PATH }, [], [path.join(app, 'bin', 'riskwatch')]);
+      expect(await once.exited, [...once.stdout, ...once.stderr].join('\n')).toBe(0);
+      expect(once.stdout.some((line) => /INFO.*no state yet: this is the first poll of the account/.test(line)), once.stdout.join('\n')).toBe(true);
+      expect(once.stdout.filter((line) => line.startsWith('{'))).toEqual([]);
+    } finally {
+      await api.close();
+    }
+  });
+
   it('reads a config from dist/ alone (no src/ beside it)', () => {
     const config = tmp.write('riskwatch.yaml', configYaml());
     const result = riskwatch(['check-config', '--config', config]);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
-    expect(fs.existsSync(path.join(app, 'src'))).toBe(false);
+    expect(fs.readdirSync(app).sort()).toEqual(['bin', 'dist']);
   });
 
   it('takes a config naming every sink type, and once --dry-run builds each sink from its chunk and sends nothing', { timeout: 60_000 }, async () => {
     const api = await FakeRiskApi.start({ auth: { token: 'cf-sinks-token' } });
     const receiver = await Receiver.start();
-    const env = { CF_TOKEN: 'cf-sinks-token', PD_ROUTING_KEY: 'R0UT1NGKEYbundlepagerduty0000042', GENIE_KEY: 'genie-bundle-key-8e1f', TMPDIR: tmp.dir };
+    const env = { CF_TOKEN: 'cf-sinks-token', PD_ROUTING_KEY: 'R0UT1NGKEYbundlepagerduty0000042', GENIE_KEY: 'genie-bundle-key-8e1f', TMPDIR: tmp.dir, PATH };
     const file = writeDaemonConfig(path.join(tmp.dir, 'sinks.yaml'), {
       apiBaseUrl: api.baseUrl,
       state: path.join(tmp.dir, 'sinks.db'),
