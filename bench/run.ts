@@ -279,7 +279,7 @@ async function deliveryFloor(url: string, rounds: number): Promise<{ p50Ms: numb
         for (; sent < 100; sent++) {
           const headers = { 'content-type': 'application/json', 'webhook-id': `floor-${id++}` };
           const response = await http.request(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(30_000) });
-          for await (const _ of response.body ?? []) void _;
+          for await (const _ of response.body) void _;
           times.push(performance.now() - start);
         }
       };
