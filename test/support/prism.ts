@@ -201,10 +201,6 @@ export class RecordingProxy {
     return `http://127.0.0.1:${this.#port}`;
   }
 
-  clear(): void {
-    this.exchanges.length = 0;
-  }
-
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeAllConnections();
