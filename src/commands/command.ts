@@ -1,7 +1,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from '../config/load.ts';
 import type { Config } from '../config/config.ts';
-import { parseDuration } from '../config/duration.ts';
+import { parseDuration, parseTime } from '../config/duration.ts';
 import { UsageError } from '../errors.ts';
 
 /** Where a command writes, and the environment it reads (`${VAR}` in the config). */
@@ -50,8 +50,8 @@ export function durationFlag(args: Args, flag: string): number | undefined {
 export function timeFlag(args: Args, flag: string): number | undefined {
   const value = text(args, flag);
   if (value === undefined) return undefined;
-  const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(value) ? Date.parse(value) : NaN;
-  if (Number.isNaN(ms)) throw new UsageError(`--${flag} ${value}: not an RFC 3339 time (2026-12-01T18:00:00Z)`);
+  const ms = parseTime(value);
+  if (ms === undefined) throw new UsageError(`--${flag} ${value}: not an RFC 3339 time on the calendar (2026-12-01T18:00:00Z)`);
   return ms;
 }
 

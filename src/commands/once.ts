@@ -19,8 +19,9 @@ export const once: Command = {
     const dryRun = args.values['dry-run'] === true;
     // A dry run opens the state as an operator command does: beside a running daemon, and no replica.
     // Before the first run there is no state file: it is made empty (as the first run's diff expects).
-    const store = dryRun ? await openOperatorStore(config.state, { creates: true }) : await openStore(config, { passing: true });
     const base = await configuredLogger(config.log);
+    const warn = (message: string) => base.warn(message);
+    const store = dryRun ? await openOperatorStore(config.state, { creates: true, warn }) : await openStore(config, { passing: true, warn });
     const log = store.replica === undefined ? base : base.child({ replica: store.replica });
     try {
       if (dryRun) return await dryRunOnce(config, store, log, io);

@@ -27,3 +27,23 @@ export function formatDuration(ms: number): string {
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
 }
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|([+-])(\d{2}):(\d{2}))$/i;
+
+/**
+ * Parses an RFC 3339 time (`2026-12-01T18:00:00Z`, seconds optional) into
+ * epoch ms. A date that is not on the calendar (February 30th, hour 24) is
+ * refused rather than rolled over into the next month or day.
+ */
+export function parseTime(text: string): number | undefined {
+  const m = RFC3339.exec(text.trim());
+  if (!m) return undefined;
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((part) => Number(part ?? 0)) as [number, number, number, number, number, number];
+  const offsetMinutes = m[9] === undefined ? 0 : (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11]));
+  if (hour > 23 || minute > 59 || second > 59 || Number(m[10] ?? 0) > 23 || Number(m[11] ?? 0) > 59) return undefined;
+  const wall = Date.UTC(year, month - 1, day, hour, minute, second);
+  // Date.UTC rolls over (February 30th becomes March 2nd): a calendar date reads back the same.
+  const date = new Date(wall);
+  if (date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) return undefined;
+  return wall + Math.round(Number(m[7] ?? 0) * 1000) - offsetMinutes * 60_000;
+}

@@ -215,7 +215,7 @@ function stateKey(state: StateConfig): string {
 async function openWithRetry(config: Config, log: Logger, clock: Clock, signal?: AbortSignal): Promise<StateStore> {
   for (let waitMs = 1000; ; waitMs = Math.min(MAX_OPEN_RETRY_MS, waitMs * 2)) {
     try {
-      return await openStore(config);
+      return await openStore(config, { warn: (message) => log.warn(message) });
     } catch (error) {
       if (!(error instanceof StoreUnavailableError) || signal?.aborted) throw error;
       log.warn({ err: error.message, retryInMs: waitMs }, 'the state store cannot be reached yet; trying again');

@@ -11,11 +11,15 @@ const MAX_LEADERSHIP_MS = 30_000;
  * a dead replica's accounts are polled again within two intervals. A process
  * `passing` through (`once`) polls only accounts no replica leads, and takes none from them.
  */
-export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>, options: { readonly passing?: boolean } = {}): Promise<StateStore> {
+export async function openStore(
+  config: Pick<Config, 'state' | 'pollIntervalMs'>,
+  options: { readonly passing?: boolean; readonly warn: (message: string) => void },
+): Promise<StateStore> {
   const { state } = config;
+  const { warn } = options;
   return state.kind === 'sqlite'
-    ? SqliteStore.open(state.file)
-    : (await postgres()).open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS), passing: options.passing ?? false });
+    ? SqliteStore.open(state.file, { warn })
+    : (await postgres()).open(state.url.reveal(), { leadershipMs: Math.min(config.pollIntervalMs, MAX_LEADERSHIP_MS), passing: options.passing ?? false, warn });
 }
 
 /**
@@ -26,8 +30,10 @@ export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>
  * `once --dry-run` polls through it too (and commits nothing): it is a whole
  * store, only opened the operator's way.
  */
-export async function openOperatorStore(state: StateConfig, options: { readonly creates?: boolean } = {}): Promise<StateStore> {
-  return state.kind === 'sqlite' ? SqliteStore.open(state.file, { shared: options.creates ? 'write' : 'read' }) : (await postgres()).openOperator(state.url.reveal());
+export async function openOperatorStore(state: StateConfig, options: { readonly creates?: boolean; readonly warn?: (message: string) => void } = {}): Promise<StateStore> {
+  return state.kind === 'sqlite'
+    ? SqliteStore.open(state.file, { shared: options.creates ? 'write' : 'read', ...(options.warn ? { warn: options.warn } : {}) })
+    : (await postgres()).openOperator(state.url.reveal(), options.warn);
 }
 
 /**

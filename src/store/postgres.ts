@@ -13,6 +13,9 @@ import {
   eventFilters,
   eventUserColumns,
   type Silence,
+  SilenceReader,
+  type StoredSilence,
+  UNREADABLE_SILENCE_SQL,
   statusFrom,
   type StoreStatus,
   type UserRow,
@@ -201,6 +204,8 @@ export interface PostgresStoreOptions {
    * leads, and is not counted among the replicas the accounts are shared by.
    */
   readonly passing?: boolean;
+  /** Told what the store skipped rather than failed on (a silence whose times are not times). */
+  readonly warn?: (message: string) => void;
 }
 
 /** Rows per statement when a commit writes many (a first poll of a big account). */
@@ -233,6 +238,7 @@ export class PostgresStore implements StateStore {
   /** The renewal in flight, if any: never two at once, and close() waits for it. */
   #renewing: Promise<void> | undefined;
   #closed = false;
+  readonly #silences: SilenceReader;
 
   private constructor(pool: pg.Pool, where: string, options: Required<PostgresStoreOptions>) {
     this.#pool = pool;
@@ -242,6 +248,7 @@ export class PostgresStore implements StateStore {
     this.#leadershipMs = options.leadershipMs;
     this.leadershipCheckMs = Math.max(100, Math.floor(options.leadershipMs / 3));
     this.#passing = options.passing;
+    this.#silences = new SilenceReader(options.warn);
   }
 
   /**
@@ -257,6 +264,7 @@ export class PostgresStore implements StateStore {
       leadershipMs: options.leadershipMs ?? 30_000,
       replica: options.replica ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`,
       passing: options.passing ?? false,
+      warn: options.warn ?? (() => {}),
     };
     const pool = createPool(url, full.leadershipMs);
     const store = new PostgresStore(pool, where, full);
@@ -280,10 +288,10 @@ export class PostgresStore implements StateStore {
    * For an operator command (SPEC §3): connects and migrates like open(), but joins no replicas,
    * takes no lease and keeps nothing alive: it reads and makes small writes beside them.
    */
-  static async openOperator(url: string): Promise<PostgresStore> {
+  static async openOperator(url: string, warn: (message: string) => void = () => {}): Promise<PostgresStore> {
     const where = `state database ${maskSecret(url)}`;
     const pool = createPool(url, 30_000);
-    const store = new PostgresStore(pool, where, { leaseMs: 5 * 60_000, leadershipMs: 30_000, replica: `operator-${hostname()}-${process.pid}`, passing: true });
+    const store = new PostgresStore(pool, where, { leaseMs: 5 * 60_000, leadershipMs: 30_000, replica: `operator-${hostname()}-${process.pid}`, passing: true, warn });
     try {
       await store.#transaction('migrate the schema', async (client) => {
         await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
@@ -427,7 +435,7 @@ export class PostgresStore implements StateStore {
       }
 
       // Silences are decided here, in the commit's own transaction (SPEC §8).
-      const active = commit.events.length > 0 ? (await client.query<SilenceRow>(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1`, [polledAt])).rows.map(silenceFrom) : [];
+      const active = commit.events.length > 0 ? this.#silences.read((await client.query<StoredSilence>(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1`, [polledAt])).rows) : [];
       const { silencedBy, deliveries: planned } = applySilences(commit.events, commit.deliveries, active);
       for (const events of chunks(commit.events)) {
         const columns = events.map(eventUserColumns);
@@ -607,13 +615,13 @@ export class PostgresStore implements StateStore {
 
   async listSilences(options: { all: boolean; now: number }): Promise<Silence[]> {
     const rows = options.all
-      ? await this.#query<SilenceRow>('read silences', `SELECT ${SILENCE_COLUMNS} FROM silences ORDER BY starts_at DESC, id`)
-      : await this.#query<SilenceRow>('read silences', `SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1 ORDER BY starts_at DESC, id`, [options.now]);
-    return rows.map(silenceFrom);
+      ? await this.#query<StoredSilence>('read silences', `SELECT ${SILENCE_COLUMNS} FROM silences ORDER BY starts_at DESC, id`)
+      : await this.#query<StoredSilence>('read silences', `SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1 ORDER BY starts_at DESC, id`, [options.now]);
+    return this.#silences.read(rows);
   }
 
   async expireSilence(id: string, now: number): Promise<boolean> {
-    const rows = await this.#query('end a silence', 'UPDATE silences SET ends_at = $2 WHERE id = $1 AND ends_at > $2 AND starts_at <= $2 RETURNING id', [id, now]);
+    const rows = await this.#query('end a silence', `UPDATE silences SET ends_at = $2 WHERE id = $1 AND (ends_at > $2 AND starts_at <= $2 OR ${UNREADABLE_SILENCE_SQL}) RETURNING id`, [id, now]);
     return rows.length > 0;
   }
 
@@ -913,21 +921,8 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
   await client.query(`UPDATE ${SCHEMA}.schema_version SET version = $1`, [PG_SCHEMA_VERSION]);
 }
 
-const SILENCE_COLUMNS = 'id, user_ref, behavior, account_id, starts_at, ends_at, reason, created_by';
-interface SilenceRow {
-  id: string;
-  user_ref: string | null;
-  behavior: string | null;
-  account_id: string | null;
-  starts_at: number;
-  ends_at: number;
-  reason: string;
-  created_by: string;
-}
-
-function silenceFrom(row: SilenceRow): Silence {
-  return { id: row.id, user: row.user_ref, behavior: row.behavior, accountId: row.account_id, startsAt: row.starts_at, endsAt: row.ends_at, reason: row.reason, by: row.created_by };
-}
+/** A silences row as a StoredSilence. */
+const SILENCE_COLUMNS = 'id, user_ref AS "user", behavior, account_id AS "accountId", starts_at AS "startsAt", ends_at AS "endsAt", reason, created_by AS "by"';
 
 /** Rows of delivery_subjects: (delivery id, sink, subject). */
 async function insertSubjects(client: pg.PoolClient, subjects: readonly (readonly [number, string, string])[]): Promise<void> {

@@ -15,6 +15,9 @@ import {
   eventFilters,
   eventUserColumns,
   type Silence,
+  SilenceReader,
+  type StoredSilence,
+  UNREADABLE_SILENCE_SQL,
   type StatusRows,
   statusFrom,
   type StoreStatus,
@@ -177,6 +180,8 @@ export interface SqliteStoreOptions {
    * it (a silence set before the daemon first starts).
    */
   readonly shared?: 'read' | 'write';
+  /** Told what the store skipped rather than failed on (a silence whose times are not times). */
+  readonly warn?: (message: string) => void;
 }
 
 /**
@@ -192,12 +197,14 @@ export class SqliteStore implements StateStore {
   readonly #lock: DatabaseSync | undefined;
   readonly #leaseMs: number;
   readonly #statements = new Map<string, StatementSync>();
+  readonly #silences: SilenceReader;
 
-  private constructor(file: string, db: DatabaseSync, lock: DatabaseSync | undefined, leaseMs: number) {
+  private constructor(file: string, db: DatabaseSync, lock: DatabaseSync | undefined, options: SqliteStoreOptions) {
     this.file = file;
     this.#db = db;
     this.#lock = lock;
-    this.#leaseMs = leaseMs;
+    this.#leaseMs = options.leaseMs ?? 5 * 60_000;
+    this.#silences = new SilenceReader(options.warn);
   }
 
   /** Opens (creating or migrating) the state file; throws StateError with a clear line when it cannot. */
@@ -225,7 +232,7 @@ export class SqliteStore implements StateStore {
       lock?.close();
       throw asStateError(error, file, 'open');
     }
-    return new SqliteStore(file, db, lock, options.leaseMs ?? 5 * 60_000);
+    return new SqliteStore(file, db, lock, options);
   }
 
   async loadSnapshot(accountId: string): Promise<StoredSnapshot> {
@@ -459,21 +466,29 @@ export class SqliteStore implements StateStore {
 
   async listSilences(options: { all: boolean; now: number }): Promise<Silence[]> {
     return this.#read('read silences', () =>
-      (options.all
-        ? this.#stmt(`SELECT ${SILENCE_COLUMNS} FROM silences ORDER BY starts_at DESC, id`).all()
-        : this.#stmt(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > ? AND starts_at <= ? ORDER BY starts_at DESC, id`).all(options.now, options.now)
-      ).map((row) => silenceFrom(row as unknown as SilenceRow)),
+      options.all
+        ? this.#readSilences(`SELECT ${SILENCE_COLUMNS} FROM silences ORDER BY starts_at DESC, id`)
+        : this.#readSilences(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > ? AND starts_at <= ? ORDER BY starts_at DESC, id`, options.now, options.now),
     );
   }
 
   #activeSilences(now: number): Silence[] {
-    return this.#stmt(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > ? AND starts_at <= ?`)
-      .all(now, now)
-      .map((row) => silenceFrom(row as unknown as SilenceRow));
+    return this.#readSilences(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > ? AND starts_at <= ?`, now, now);
+  }
+
+  /** Times read as bigints: one written past a double's range must be skipped (SilenceReader), not throw and stop the poll. */
+  #readSilences(sql: string, ...params: number[]): Silence[] {
+    const statement = this.#stmt(sql);
+    statement.setReadBigInts(true);
+    return this.#silences.read(statement.all(...params) as unknown as StoredSilence[]);
   }
 
   async expireSilence(id: string, now: number): Promise<boolean> {
-    return this.#transaction('end a silence', {}, () => this.#stmt('UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ? AND starts_at <= ?').run(now, id, now, now).changes > 0);
+    return this.#transaction(
+      'end a silence',
+      {},
+      () => this.#stmt(`UPDATE silences SET ends_at = ? WHERE id = ? AND (ends_at > ? AND starts_at <= ? OR ${UNREADABLE_SILENCE_SQL})`).run(now, id, now, now).changes > 0,
+    );
   }
 
   async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
@@ -608,21 +623,8 @@ export class SqliteStore implements StateStore {
   }
 }
 
-const SILENCE_COLUMNS = 'id, user, behavior, account_id, starts_at, ends_at, reason, created_by';
-interface SilenceRow {
-  id: string;
-  user: string | null;
-  behavior: string | null;
-  account_id: string | null;
-  starts_at: number;
-  ends_at: number;
-  reason: string;
-  created_by: string;
-}
-
-function silenceFrom(row: SilenceRow): Silence {
-  return { id: row.id, user: row.user, behavior: row.behavior, accountId: row.account_id, startsAt: row.starts_at, endsAt: row.ends_at, reason: row.reason, by: row.created_by };
-}
+/** A silences row as a StoredSilence. */
+const SILENCE_COLUMNS = 'id, user, behavior, account_id AS accountId, starts_at AS startsAt, ends_at AS endsAt, reason, created_by AS "by"';
 
 function checkDirectory(file: string): void {
   const dir = path.dirname(file);

@@ -193,6 +193,71 @@ export function statusFrom(rows: StatusRows): StoreStatus {
   return { accounts: [...accounts.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)), sinks, silences: Number(rows.silences) };
 }
 
+/** The longest a silence may last (SPEC §8: a silence always ends): ten years. */
+export const MAX_SILENCE_MS = 3650 * 86_400_000;
+
+/**
+ * How a user is written where riskwatch matches on them (a silence, `events --user`):
+ * lower-case, as the client stores ids and as emails are compared.
+ */
+export const userKey = (user: string): string => user.trim().toLowerCase();
+
+/** The latest time a Date can hold (ECMAScript's range: ±100,000,000 days from the epoch). */
+const MAX_DATE_MS = 8.64e15;
+
+/** The silences rows SilenceReader skips (both stores' columns are integers): they can still be ended. */
+export const UNREADABLE_SILENCE_SQL = `starts_at NOT BETWEEN -${MAX_DATE_MS} AND ${MAX_DATE_MS} OR ends_at NOT BETWEEN -${MAX_DATE_MS} AND ${MAX_DATE_MS}`;
+
+/** A stored epoch-ms time, or undefined when it is not one a Date can hold (a corrupt row, or one written by hand). */
+export function storedTime(value: unknown): number | undefined {
+  const ms = typeof value === 'bigint' ? (value >= -MAX_DATE_MS && value <= MAX_DATE_MS ? Number(value) : Number.NaN) : value;
+  return typeof ms === 'number' && Number.isSafeInteger(ms) && Math.abs(ms) <= MAX_DATE_MS ? ms : undefined;
+}
+
+/** A silences row as both stores select it; times as the driver read them (an integer, a bigint, or whatever a corrupt row holds). */
+export interface StoredSilence {
+  readonly id: string;
+  readonly user: string | null;
+  readonly behavior: string | null;
+  readonly accountId: string | null;
+  readonly startsAt: unknown;
+  readonly endsAt: unknown;
+  readonly reason: string;
+  readonly by: string;
+}
+
+/**
+ * Stored silences as silences. A row whose times are not times is left out
+ * with a warning (once per store and silence), never thrown: one bad row must
+ * not stop every poll, nor `silence list`.
+ */
+export class SilenceReader {
+  readonly #warned = new Set<string>();
+  readonly #warn: (message: string) => void;
+
+  constructor(warn: (message: string) => void = () => {}) {
+    this.#warn = warn;
+  }
+
+  read(rows: readonly StoredSilence[]): Silence[] {
+    const silences: Silence[] = [];
+    for (const row of rows) {
+      const startsAt = storedTime(row.startsAt);
+      const endsAt = storedTime(row.endsAt);
+      if (startsAt === undefined || endsAt === undefined) {
+        if (!this.#warned.has(row.id)) {
+          this.#warned.add(row.id);
+          const [field, value] = startsAt === undefined ? ['starts_at', row.startsAt] : ['ends_at', row.endsAt];
+          this.#warn(`silence ${row.id}: its stored ${field} (${String(value).slice(0, 40)}) is not a time, so it mutes nothing; end it with riskwatch silence expire ${row.id}`);
+        }
+        continue;
+      }
+      silences.push({ ...row, user: row.user === null ? null : userKey(row.user), startsAt, endsAt });
+    }
+    return silences;
+  }
+}
+
 /** The silence that mutes `event` among `active` ones, if any: the same rule on every store. */
 export function silenceOf(event: RiskEvent, active: readonly Silence[]): Silence | undefined {
   const account = event.data.account.id;
@@ -288,7 +353,7 @@ export function eventFilters(query: EventQuery): { where: string; params: (strin
     params.push(...values);
   };
   if (query.accountId !== undefined) filter('account_id = ?', query.accountId);
-  if (query.user !== undefined) filter('(user_id = ? OR email = ?)', query.user, query.user.toLowerCase());
+  if (query.user !== undefined) filter('(user_id = ? OR email = ?)', userKey(query.user), userKey(query.user));
   if (query.type !== undefined) filter('type = ?', query.type);
   return { where: clauses.join(' AND '), params };
 }

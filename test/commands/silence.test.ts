@@ -1,3 +1,4 @@
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ACCOUNT_ID, type Cli, columns, iso, makeCli } from './cli.ts';
 
@@ -50,9 +51,28 @@ describe('silence add and list', () => {
     ]);
   });
 
-  it('a user id keeps its case', async () => {
-    await add(['--user', 'A1B2-c3', '--for', '1h', '--reason', 'x']);
-    expect(((await cli.json(['silence', 'list'])) as Listed[])[0]!.user).toBe('A1B2-c3');
+  it('a user id is stored lower-case, as the client stores ids (an upper-case one would never match)', async () => {
+    await add(['--user', '182BD5E5-6E1A-4FE4-A799-AA6D9A6AB26E', '--for', '1h', '--reason', 'x']);
+    expect(((await cli.json(['silence', 'list'])) as Listed[])[0]!.user).toBe('182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e');
+  });
+
+  it('lasts up to ten years', async () => {
+    await add(['--user', 'a@b.c', '--for', '3650d', '--reason', 'x']);
+    await add(['--user', 'a@b.c', '--until', iso(Date.now() + 3649 * 86_400_000), '--reason', 'x']);
+    expect(await cli.json(['silence', 'list'])).toHaveLength(2);
+  });
+
+  it('a stored silence whose times are not times: list warns in one line and goes on, expire ends it', async () => {
+    const id = await add(['--user', 'a@b.c', '--for', '1h', '--reason', 'x']);
+    const db = new DatabaseSync(cli.stateFile);
+    db.prepare('UPDATE silences SET ends_at = ? WHERE id = ?').run(86_400_000_000_000_000n, id);
+    const other = await add(['--user', 'b@b.c', '--for', '1h', '--reason', 'y']);
+    const listed = await cli.run(['silence', 'list', '--all']);
+    expect(listed.code).toBe(0);
+    expect(listed.err).toEqual([`riskwatch: silence ${id}: its stored ends_at (86400000000000000) is not a time, so it mutes nothing; end it with riskwatch silence expire ${id}`]);
+    expect(columns(listed.out).map((row) => row.ID)).toEqual([other]);
+    expect((await cli.run(['silence', 'expire', id])).code).toBe(0);
+    db.close();
   });
 
   it('as a table: id, what it matches, where, until when, by whom, why', async () => {
@@ -106,6 +126,12 @@ describe('silence usage errors: exit 2 naming the flag, nothing stored', () => {
     [['add', '--user', 'a@b.c', '--until', '2020-01-01T00:00:00Z', '--reason', 'x'], '--until 2020-01-01T00:00:00Z'],
     [['add', '--user', 'a@b.c', '--until', 'tomorrow', '--reason', 'x'], '--until tomorrow'],
     [['add', '--user', 'a@b.c', '--for', 'forever', '--reason', 'x'], '--for forever'],
+    [['add', '--user', 'a@b.c', '--for', '999999999d', '--reason', 'x'], '--for 999999999d: a silence lasts at most 3650d (ten years)'],
+    [['add', '--user', 'a@b.c', '--for', '3651d', '--reason', 'x'], '--for 3651d: a silence lasts at most 3650d'],
+    [['add', '--user', 'a@b.c', '--until', '9999-12-31T23:59:59Z', '--reason', 'x'], '--until 9999-12-31T23:59:59Z: a silence lasts at most 3650d'],
+    [['add', '--user', 'a@b.c', '--until', '2030-02-30T10:00:00Z', '--reason', 'x'], '--until 2030-02-30T10:00:00Z: not an RFC 3339 time on the calendar'],
+    [['add', '--user', 'a@b.c', '--until', '2031-04-31T10:00:00Z', '--reason', 'x'], '--until 2031-04-31T10:00:00Z'],
+    [['add', '--user', 'a@b.c', '--until', '2030-01-01T24:00:00Z', '--reason', 'x'], '--until 2030-01-01T24:00:00Z'],
     [['add', '--user', 'a@b.c', '--for', '1h'], '--reason'],
     [['add', '--user', 'a@b.c', '--for', '1h', '--reason', '  '], '--reason'],
     [['add', '--user', '', '--for', '1h', '--reason', 'x'], '--user'],

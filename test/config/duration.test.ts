@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDuration, parseDuration } from '../../src/config/duration.ts';
+import { formatDuration, parseDuration, parseTime } from '../../src/config/duration.ts';
 
 describe('parseDuration reads a number with a unit into milliseconds', () => {
   it.each([
@@ -53,4 +53,24 @@ describe('formatDuration prints the shortest whole unit', () => {
   it.each([250, 1000, 1500, 30_000, 90_000, 5_400_000, 86_400_000])('round-trips %d through parseDuration', (ms) => {
     expect(parseDuration(formatDuration(ms))).toBe(ms);
   });
+});
+
+describe('parseTime reads an RFC 3339 time on the calendar into epoch ms', () => {
+  it.each([
+    ['2026-12-01T18:00:00Z', Date.UTC(2026, 11, 1, 18)],
+    ['2026-12-01T18:00Z', Date.UTC(2026, 11, 1, 18)],
+    ['2026-12-01t18:00:00.250z', Date.UTC(2026, 11, 1, 18, 0, 0, 250)],
+    ['2026-12-01T19:30:00+01:30', Date.UTC(2026, 11, 1, 18)],
+    ['2026-12-01T16:00:00-02:00', Date.UTC(2026, 11, 1, 18)],
+    ['2028-02-29T00:00:00Z', Date.UTC(2028, 1, 29)],
+  ])('%j → %d', (text, ms) => {
+    expect(parseTime(text)).toBe(ms);
+  });
+
+  it.each(['2030-02-30T10:00:00Z', '2027-02-29T00:00:00Z', '2031-04-31T10:00:00Z', '2030-13-01T00:00:00Z', '2030-00-10T00:00:00Z', '2030-01-00T00:00:00Z', '2030-01-01T24:00:00Z', '2030-01-01T10:60:00Z', '2030-01-01T10:00:60Z', '2030-01-01T10:00:00+24:00', '2030-01-01T10:00:00', '2030-01-01 10:00:00Z', 'tomorrow', ''])(
+    '%j is refused, not rolled over',
+    (text) => {
+      expect(parseTime(text)).toBeUndefined();
+    },
+  );
 });

@@ -24,6 +24,7 @@ export interface StoreOptions {
   /** How long a claimed delivery stays invisible to other claims; the store's default when absent. */
   readonly leaseMs?: number;
   readonly now?: () => number;
+  readonly warn?: (message: string) => void;
 }
 
 /** What the contract needs of one implementation: fresh stores, restarts, and a way to count what a commit wrote. */
@@ -848,6 +849,32 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(await store.expireSilence('sil_nope', T0 + 2)).toBe(false);
         expect(await store.listSilences({ all: false, now: T0 + 2 })).toEqual([]);
         expect((await store.status(T0 + 2)).silences).toBe(0);
+      });
+
+      it('a user id is matched in any case: the silence and the events filter are normalised as the client stores ids', async () => {
+        const store = await open();
+        const user = riskUser(5, 'high', { user_id: '182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e' });
+        await store.addSilence(silence({ user: '182BD5E5-6E1A-4FE4-A799-AA6D9A6AB26E' }));
+        const event = rise('evt-up', user);
+        await store.commitPoll(pollCommit({ events: [event], deliveries: [planned('secops', [event])] }));
+        expect(await store.deliveryCounts()).toEqual(new Map());
+        expect((await store.listEvents({ since: 0, limit: 10, user: '182BD5E5-6E1A-4FE4-A799-AA6D9A6AB26E' })).map((r) => [r.event.id, r.silenced])).toEqual([['evt-up', 'sil_0001']]);
+      });
+
+      it('a silence whose stored end is past what a Date holds mutes nothing, is skipped with one warning, never stops a poll, and can still be ended', async () => {
+        const warnings: string[] = [];
+        const store = await open({ warn: (message) => warnings.push(message) });
+        // What `silence add --for 999999999d` stored before it was bounded: 8.64e16 ms, past a double's safe integers.
+        await store.addSilence(silence({ id: 'sil_huge', endsAt: 86_400_000_000_000_000 }));
+        await store.addSilence(silence({ id: 'sil_ok', user: null, behavior: 'imp_travel' }));
+        const [up, disabled] = [rise('evt-a'), behaviorEvent('evt-b', behavior('imp_travel', { enabled: false }), 'behavior.disabled', { enabled: true, risk_level: 'medium' })];
+        await store.commitPoll(pollCommit({ events: [up, disabled], deliveries: [planned('secops', [up, disabled])] }));
+        expect(eventIds(await store.claimDue('secops', T0, 10))).toEqual([['evt-a']]);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 1, events: [rise('evt-c', alice, T0 + 1)] }));
+        expect((await store.listSilences({ all: true, now: T0 })).map((s) => s.id)).toEqual(['sil_ok']);
+        expect(warnings).toEqual([expect.stringMatching(/^silence sil_huge: its stored ends_at \(86400000000000000\) is not a time, so it mutes nothing; end it with riskwatch silence expire sil_huge$/)]);
+        expect(await store.expireSilence('sil_huge', T0 + 2)).toBe(true);
+        expect((await store.listSilences({ all: true, now: T0 + 2 })).map((s) => s.id)).toEqual(['sil_huge', 'sil_ok']);
       });
     });
 

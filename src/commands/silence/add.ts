@@ -1,5 +1,6 @@
 import { UsageError } from '../../errors.ts';
 import { openOperatorStore } from '../../store/open.ts';
+import { MAX_SILENCE_MS, userKey } from '../../store/store.ts';
 import { accountFlag, type Args, type Command, durationFlag, type Io, readConfig, text, timeFlag } from '../command.ts';
 
 const { randomBytes } = process.getBuiltinModule('node:crypto');
@@ -19,6 +20,8 @@ export const add: Command = {
     if ((forMs === undefined) === (until === undefined)) throw new UsageError('silence add: give --for D or --until T (one of them): a silence always ends');
     const endsAt = until ?? now + forMs!;
     if (endsAt <= now) throw new UsageError(`--until ${text(args, 'until')}: is not in the future`);
+    const flag = until === undefined ? `--for ${text(args, 'for')}` : `--until ${text(args, 'until')}`;
+    if (endsAt - now > MAX_SILENCE_MS) throw new UsageError(`${flag}: a silence lasts at most ${MAX_SILENCE_MS / 86_400_000}d (ten years)`);
     const reason = text(args, 'reason')?.trim();
     if (!reason) throw new UsageError('--reason: required (why is this muted?)');
     const { config } = readConfig(args, io);
@@ -28,7 +31,7 @@ export const add: Command = {
     try {
       await store.addSilence({
         id,
-        user: user === undefined ? null : user.includes('@') ? user.toLowerCase() : user,
+        user: user === undefined ? null : userKey(user),
         behavior: behavior ?? null,
         accountId,
         startsAt: now,

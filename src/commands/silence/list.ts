@@ -8,7 +8,7 @@ export const list: Command = {
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
     const now = Date.now();
-    const store = await openOperatorStore(config.state);
+    const store = await openOperatorStore(config.state, { warn: (message) => io.err(`riskwatch: ${message}`) });
     let silences;
     try {
       silences = await store.listSilences({ all: args.values.all === true, now });
