@@ -85,6 +85,19 @@ describe('bin/riskwatch', () => {
   });
 });
 
+describe('a closed stdout (`riskwatch events | head -1`)', () => {
+  it('ends a command quietly with 0: no EPIPE stack trace', async () => {
+    const { file } = config('epipe');
+    for (const argv of [['--help'], ['check-config', '--config', file]]) {
+      const proc = spawnRiskwatch(argv, env, [], [BIN]);
+      // The reader is gone before riskwatch writes its first line.
+      proc.child.stdout!.destroy();
+      expect(await proc.exited, argv.join(' ')).toBe(0);
+      expect(proc.stderr, argv.join(' ')).toEqual([]);
+    }
+  });
+});
+
 describe("bin/riskwatch turns on Node's compile cache", () => {
   it('in a directory of its own per user (mode 700), filled by the first command', () => {
     const tmp = fs.mkdtempSync(path.join(dir, 'tmp-'));
