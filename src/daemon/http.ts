@@ -5,13 +5,31 @@ import type { Readiness } from './daemon.ts';
 import type { Metrics } from './metrics.ts';
 
 /**
+ * What one client may hold of the listener. Probes and scrapes are a few
+ * connections; past the cap a new one is closed at once rather than taking a
+ * file descriptor the daemon needs, and a request whose headers or body are
+ * sent too slowly is cut, so that clients which never finish a request (20,000
+ * half-sent ones once used every descriptor) cannot keep /healthz from answering.
+ */
+export const HTTP_LIMITS = {
+  maxConnections: 128,
+  /** Until a request's headers are in. */
+  headersTimeoutMs: 5_000,
+  /** Until the whole request is in. */
+  requestTimeoutMs: 10_000,
+  /** How often those two are checked (Node's default is 30 s). */
+  checkIntervalMs: 1_000,
+};
+
+/**
  * /healthz (the process runs), /readyz (every account polled successfully
  * lately, else 503; each account listed, with why when it is not) and /metrics.
  */
-export async function startHttp(listen: { host: string; port: number }, readiness: () => Readiness, metrics: Metrics): Promise<Server> {
+export async function startHttp(listen: { host: string; port: number }, readiness: () => Readiness, metrics: Metrics, limits = HTTP_LIMITS): Promise<Server> {
   // Not `import { createServer } from 'node:http'`: an ES import of node:http loads Node's bundled fetch
   // (undici, for http.WebSocket), 13 MB that nothing here uses.
-  const server = process.getBuiltinModule('node:http').createServer(async (req, res) => {
+  const options = { headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: limits.checkIntervalMs };
+  const server = process.getBuiltinModule('node:http').createServer(options, async (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -31,6 +49,7 @@ export async function startHttp(listen: { host: string; port: number }, readines
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`);
     }
   });
+  server.maxConnections = limits.maxConnections;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
       const why = error.code === 'EADDRINUSE' ? 'the address is already in use' : error.code === 'EACCES' ? 'permission denied' : error.message;
