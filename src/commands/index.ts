@@ -50,8 +50,8 @@ export const COMMANDS: Readonly<Record<string, Entry>> = {
     load: async () => (await import('./deliveries/list.ts')).list,
   },
   'deliveries retry': {
-    usage: 'deliveries retry (--sink S | --id N...)',
-    summary: 'make dead-lettered deliveries pending again, under their old ids',
+    usage: 'deliveries retry (--sink S [--to NEW] | --id N...)',
+    summary: 'make dead-lettered deliveries pending again, under their old ids; --to moves a renamed or removed sink\'s to NEW',
     load: async () => (await import('./deliveries/retry.ts')).retry,
   },
 };

@@ -28,8 +28,13 @@ export const status: Command = {
     });
     const sinks = config.sinks.map((sink) => {
       const known = stored.sinks.find((s) => s.name === sink.name);
-      return { name: sink.name, type: sink.type, pending: known?.pending ?? 0, dead: known?.dead ?? 0, held_until: iso(known?.heldUntil) };
+      return { name: sink.name, type: sink.type as string | null, configured: true, pending: known?.pending ?? 0, dead: known?.dead ?? 0, held_until: iso(known?.heldUntil) };
     });
+    // A sink renamed or removed whose deliveries are still stored: nobody sends them (deliveries retry --to moves them).
+    for (const known of stored.sinks) {
+      if (known.pending + known.dead === 0 || config.sinks.some((s) => s.name === known.name)) continue;
+      sinks.push({ name: known.name, type: null, configured: false, pending: known.pending, dead: known.dead, held_until: iso(known.heldUntil) });
+    }
     if (args.values.json) {
       printJson(io, { accounts, sinks, silences: stored.silences });
       return 0;
@@ -41,7 +46,7 @@ export const status: Command = {
       'no accounts configured',
     );
     io.out('');
-    printTable(io, ['SINK', 'TYPE', 'PENDING', 'DEAD', 'HELD UNTIL'], sinks.map((s) => [s.name, s.type, s.pending, s.dead, s.held_until]), 'no sinks configured');
+    printTable(io, ['SINK', 'TYPE', 'PENDING', 'DEAD', 'HELD UNTIL'], sinks.map((s) => [s.name, s.type ?? 'not configured', s.pending, s.dead, s.held_until]), 'no sinks configured');
     io.out('');
     io.out(`active silences: ${stored.silences}`);
     return 0;

@@ -195,7 +195,7 @@ export class Service {
       if (!configured.has(sink) && counts.pending > 0) {
         this.#deps.log.warn(
           { sink, pending: counts.pending },
-          `${counts.pending} pending deliveries are for sink "${sink}", which is not configured; they are kept and go out if the sink comes back`,
+          `${counts.pending} pending deliveries are for sink "${sink}", which is not configured; they are kept and go out if the sink comes back, or move them with riskwatch deliveries retry --sink ${sink} --to NEW`,
         );
       }
     }

@@ -667,17 +667,18 @@ export class PostgresStore implements StateStore {
         'sink' in which
           ? await client.query<{ id: number }>(`${revive} AND sink = $1 RETURNING id`, [which.sink, now])
           : await client.query<{ id: number }>(`${revive} AND id = ANY($1::bigint[]) RETURNING id`, [[...which.ids], now]);
-      const ids = revived.rows.map((r) => r.id);
-      if (ids.length > 0) {
-        // Their subjects again, so that each keeps its place among the sink's deliveries of the same user or behavior.
-        const bodies = await client.query<{ id: number; sink: string; body: string }>(
-          `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
-           JOIN events e ON e.id = j.event_id WHERE d.id = ANY($1::bigint[])`,
-          [ids],
-        );
-        await insertSubjects(client, pendingSubjects(bodies.rows));
-      }
-      return ids.length;
+      return resubject(client, revived.rows.map((r) => r.id));
+    });
+  }
+
+  async moveDeliveries(from: string, to: string, now: number): Promise<number> {
+    return this.#transaction('move deliveries', async (client) => {
+      const moved = await client.query<{ id: number }>(
+        `UPDATE deliveries SET sink = $2, state = 'pending', attempts = 0, next_attempt_at = $3, leased_until = 0, finished_at = NULL
+         WHERE state IN ('pending', 'dead') AND sink = $1 RETURNING id`,
+        [from, to, now],
+      );
+      return resubject(client, moved.rows.map((r) => r.id));
     });
   }
 
@@ -923,6 +924,23 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
 
 /** A silences row as a StoredSilence. */
 const SILENCE_COLUMNS = 'id, user_ref AS "user", behavior, account_id AS "accountId", starts_at AS "startsAt", ends_at AS "endsAt", reason, created_by AS "by"';
+
+
+/**
+ * The subjects of deliveries made pending again (or moved to another sink), so that each keeps
+ * its place among its sink's deliveries of the same user or behavior. Returns how many there were.
+ */
+async function resubject(client: pg.PoolClient, ids: readonly number[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  await client.query('DELETE FROM delivery_subjects WHERE delivery_id = ANY($1::bigint[])', [ids]);
+  const bodies = await client.query<{ id: number; sink: string; body: string }>(
+    `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
+     JOIN events e ON e.id = j.event_id WHERE d.id = ANY($1::bigint[])`,
+    [ids],
+  );
+  await insertSubjects(client, pendingSubjects(bodies.rows));
+  return ids.length;
+}
 
 /** Rows of delivery_subjects: (delivery id, sink, subject). */
 async function insertSubjects(client: pg.PoolClient, subjects: readonly (readonly [number, string, string])[]): Promise<void> {

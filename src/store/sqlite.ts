@@ -535,15 +535,31 @@ export class SqliteStore implements StateStore {
       const revive = this.#stmt(
         "UPDATE deliveries SET state = 'pending', attempts = 0, created_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?",
       );
-      const bodies = this.#stmt("SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.id = ?");
-      const insertSubject = this.#stmt('INSERT OR IGNORE INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
-      for (const id of ids) {
-        revive.run(now, now, id);
-        // Its subjects again, so that it keeps its place among the sink's deliveries of the same user or behavior.
-        for (const [delivery, sink, subject] of pendingSubjects(bodies.all(id) as unknown as { id: number; sink: string; body: string }[])) insertSubject.run(delivery, sink, subject);
-      }
+      for (const id of ids) revive.run(now, now, id);
+      this.#resubject(ids);
       return ids.length;
     });
+  }
+
+  async moveDeliveries(from: string, to: string, now: number): Promise<number> {
+    return this.#transaction('move deliveries', {}, () => {
+      const ids = (this.#stmt("SELECT id FROM deliveries WHERE state IN ('pending', 'dead') AND sink = ? ORDER BY id").all(from) as { id: number }[]).map((r) => r.id);
+      const move = this.#stmt("UPDATE deliveries SET sink = ?, state = 'pending', attempts = 0, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?");
+      for (const id of ids) move.run(to, now, id);
+      this.#resubject(ids);
+      return ids.length;
+    });
+  }
+
+  /** The subjects of deliveries made pending again (or moved), so that each keeps its place among its sink's deliveries of the same user or behavior. */
+  #resubject(ids: readonly number[]): void {
+    const forget = this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?');
+    const bodies = this.#stmt('SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.id = ?');
+    const insertSubject = this.#stmt('INSERT OR IGNORE INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
+    for (const id of ids) {
+      forget.run(id);
+      for (const [delivery, sink, subject] of pendingSubjects(bodies.all(id) as unknown as { id: number; sink: string; body: string }[])) insertSubject.run(delivery, sink, subject);
+    }
   }
 
   async status(now: number): Promise<StoreStatus> {

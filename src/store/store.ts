@@ -89,6 +89,12 @@ export interface OperatorStore {
   listDeliveries(query: { readonly sink?: string; readonly state?: 'pending' | 'dead' }): Promise<DeliveryRow[]>;
   /** Makes dead-lettered deliveries pending again, due at `now`, under their old ids; returns how many. */
   retryDeliveries(which: { readonly sink: string } | { readonly ids: readonly number[] }, now: number): Promise<number>;
+  /**
+   * Hands every pending and dead-lettered delivery of sink `from` (renamed or removed
+   * from the config, so drained by no one) to sink `to`: pending, due at `now`, under
+   * their old ids and in their order. Returns how many.
+   */
+  moveDeliveries(from: string, to: string, now: number): Promise<number>;
   /** Per account and per sink, what `status` shows; `now` decides which silences are active and which holds still last. */
   status(now: number): Promise<StoreStatus>;
   close(): Promise<void>;

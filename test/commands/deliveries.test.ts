@@ -109,6 +109,31 @@ describe('deliveries retry', () => {
   });
 });
 
+describe('deliveries retry --sink OLD --to NEW: a renamed sink\'s deliveries', () => {
+  it('moves every pending and dead one, under its id and in its order, pending and due now; the old name then has none', async () => {
+    cli.tmp.remove();
+    cli = makeCli((doc) => {
+      for (const sink of doc.sinks) if (sink.name === 'incidents') sink.name = 'hooks';
+    });
+    await seed(cli.stateFile, AT);
+    const before = await listed(['--sink', 'incidents']);
+    expect(before.map((d) => d.state)).toEqual(['dead', 'dead', 'pending']);
+    const refused = await cli.run(['deliveries', 'retry', '--sink', 'incidents']);
+    expect(refused.code).toBe(2);
+    expect(refused.err[0]).toBe('riskwatch: --sink incidents: not a configured sink, so nothing would send its deliveries; move them with --to NEW (secops, hooks)');
+    const moved = await cli.run(['deliveries', 'retry', '--sink', 'incidents', '--to', 'hooks']);
+    expect(moved.err).toEqual([]);
+    expect(moved.out).toEqual(['3 deliveries of incidents moved to hooks, due now']);
+    expect(await listed(['--sink', 'incidents'])).toEqual([]);
+    const after = await listed(['--sink', 'hooks']);
+    expect(after.map((d) => [d.id, d.event_ids, d.state, d.attempts, d.created_at])).toEqual(before.map((d) => [d.id, d.event_ids, 'pending', 0, d.created_at]));
+    for (const d of after) expect(Date.parse(d.next_attempt_at)).toBeLessThanOrEqual(Date.now());
+    const again = await cli.run(['deliveries', 'retry', '--sink', 'incidents', '--to', 'hooks']);
+    expect(again.code).toBe(1);
+    expect(again.err).toEqual(['riskwatch: no pending or dead-lettered delivery is for sink incidents']);
+  });
+});
+
 describe('deliveries usage errors: exit 2 naming the flag', () => {
   const cases: [string[], string][] = [
     [['--state', 'delivered'], '--state delivered'],
@@ -120,6 +145,9 @@ describe('deliveries usage errors: exit 2 naming the flag', () => {
     [['retry', '--state', 'dead'], "'--state'"],
     [['retry', '--id'], "'--id"],
     [['retry', '--sink', 'incidents', 'now'], '"now"'],
+    [['retry', '--id', '1', '--to', 'secops'], '--to: moves a whole sink'],
+    [['retry', '--sink', 'incidents', '--to', 'nowhere'], '--to nowhere: not a configured sink (secops, incidents)'],
+    [['retry', '--sink', 'incidents', '--to', 'incidents'], '--to incidents: is the sink they are already for'],
   ];
   for (const [argv, named] of cases) {
     it(`deliveries ${argv.join(' ')}`, async () => {

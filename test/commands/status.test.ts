@@ -18,8 +18,8 @@ describe('status', () => {
         { id: OTHER_ACCOUNT_ID, name: 'staging', last_success_at: null, last_error: null, last_error_at: null, users: { low: 0, medium: 0, high: 0 }, leader: null },
       ],
       sinks: [
-        { name: 'secops', type: 'slack', pending: 0, dead: 0, held_until: null },
-        { name: 'incidents', type: 'webhook', pending: 0, dead: 0, held_until: null },
+        { name: 'secops', type: 'slack', configured: true, pending: 0, dead: 0, held_until: null },
+        { name: 'incidents', type: 'webhook', configured: true, pending: 0, dead: 0, held_until: null },
       ],
       silences: 0,
     });
@@ -60,8 +60,8 @@ describe('status', () => {
         },
       ],
       sinks: [
-        { name: 'secops', type: 'slack', pending: 1, dead: 0, held_until: null },
-        { name: 'incidents', type: 'webhook', pending: 1, dead: 2, held_until: null },
+        { name: 'secops', type: 'slack', configured: true, pending: 1, dead: 0, held_until: null },
+        { name: 'incidents', type: 'webhook', configured: true, pending: 1, dead: 2, held_until: null },
       ],
       silences: 1,
     });
@@ -85,6 +85,24 @@ describe('status', () => {
       { SINK: 'incidents', TYPE: 'webhook', PENDING: '1', DEAD: '2', 'HELD UNTIL': '-' },
     ]);
     expect(out.at(-1)).toBe('active silences: 0');
+  });
+
+  it('a sink renamed or removed from the config whose deliveries are still stored: listed as not configured', async () => {
+    cli.tmp.remove();
+    cli = makeCli((doc) => {
+      doc.sinks = doc.sinks.filter((sink) => sink.name !== 'incidents');
+    });
+    await seed(cli.stateFile, AT);
+    expect(((await cli.json(['status'])) as { sinks: unknown[] }).sinks).toEqual([
+      { name: 'secops', type: 'slack', configured: true, pending: 1, dead: 0, held_until: null },
+      { name: 'incidents', type: null, configured: false, pending: 1, dead: 2, held_until: null },
+    ]);
+    const { out } = await cli.run(['status']);
+    const blank = out.indexOf('');
+    expect(columns(out.slice(blank + 1, out.indexOf('', blank + 1)))).toEqual([
+      { SINK: 'secops', TYPE: 'slack', PENDING: '1', DEAD: '0', 'HELD UNTIL': '-' },
+      { SINK: 'incidents', TYPE: 'not configured', PENDING: '1', DEAD: '2', 'HELD UNTIL': '-' },
+    ]);
   });
 
   it('an account never polled shows as never', async () => {

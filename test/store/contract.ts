@@ -958,6 +958,32 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(await store.retryDeliveries({ sink: 'hook' }, T0 + 2)).toBe(1);
         expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.sink)).toEqual(['slack']);
       });
+
+      it('move hands a sink\'s pending and dead deliveries to another, pending and due, under their ids, each behind its subject\'s earlier ones', async () => {
+        const store = await open({ leaseMs: 1000 });
+        await store.commitPoll(pollCommit({ events: [e1, e2], deliveries: [planned('old', [e1]), planned('old', [e2]), planned('slack', [e1])] }));
+        const [d1] = await store.claimDue('old', T0, 1);
+        await store.recordOutcomes([{ deliveryId: d1!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 400' } }]);
+        // The new sink already has a later delivery of the same user: it waits behind the moved ones.
+        const e3 = userEvent('evt-3', riskUser(1, 'high'), 'low', 'high', T0 + 2);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 2, events: [e3], deliveries: [planned('new', [e3])] }));
+        expect(await store.moveDeliveries('old', 'new', T0 + 3)).toBe(2);
+        expect(await store.moveDeliveries('old', 'new', T0 + 3)).toBe(0);
+        expect(await store.listDeliveries({ sink: 'old' })).toEqual([]);
+        expect((await store.listDeliveries({ sink: 'new' })).map(({ state, eventIds: ids, attempts, createdAt }) => ({ state, ids, attempts, createdAt }))).toEqual([
+          { state: 'pending', ids: ['evt-1'], attempts: 0, createdAt: T0 },
+          { state: 'pending', ids: ['evt-2'], attempts: 0, createdAt: T0 },
+          { state: 'pending', ids: ['evt-3'], attempts: 0, createdAt: T0 + 2 },
+        ]);
+        const order: string[][] = [];
+        for (let round = 0; round < 3; round++) {
+          const claimed = await store.claimDue('new', T0 + 3, 10);
+          order.push(...eventIds(claimed));
+          await store.recordOutcomes(claimed.map((d) => ({ deliveryId: d.id, outcome: { kind: 'delivered', at: T0 + 4 } })));
+        }
+        expect(order).toEqual([['evt-1'], ['evt-2'], ['evt-3']]);
+        expect(eventIds(await store.claimDue('slack', T0 + 3, 10))).toEqual([['evt-1']]);
+      });
     });
 
     describe('status: what each account and sink is at, from the store alone', () => {
