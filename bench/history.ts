@@ -94,7 +94,7 @@ export async function measureHistory(): Promise<HistoryResult> {
       const changed: RiskUser[] = [];
       const events: RiskEvent[] = [];
       for (let i = 0; i < EVENTS_PER_DAY; i++) {
-        const n = i === 0 ? 7 : ((day * EVENTS_PER_DAY + i) * 7919) % HISTORY_USERS + 1;
+        const n = i === 0 ? 7 : (((day * EVENTS_PER_DAY + i) * 7919) % HISTORY_USERS) + 1;
         const before = levels.get(n)!;
         const after = RISK_LEVELS[(RISK_LEVELS.indexOf(before) + 1) % 3]!;
         levels.set(n, after);
@@ -102,13 +102,20 @@ export async function measureHistory(): Promise<HistoryResult> {
         changed.push(u);
         events.push(event(`evt-${++id}`, u, before, at));
       }
-      await store.commitPoll({ accountId: ACCOUNT, expectedVersion: version++, polledAt: at, delta: { upsertUsers: changed, removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] }, events, deliveries: [] });
+      await store.commitPoll({
+        accountId: ACCOUNT,
+        expectedVersion: version++,
+        polledAt: at,
+        delta: { upsertUsers: changed, removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+        events,
+        deliveries: [],
+      });
     }
     const buildSeconds = (performance.now() - started) / 1000;
     await store.close();
 
     // The commands open the file as an operator does, beside a daemon.
-    const operator = SqliteStore.open(file, { shared: "read" });
+    const operator = SqliteStore.open(file, { shared: 'read' });
     const queries: Record<string, { ms: number; rows: number }> = {};
     const measure = async (name: string, run: () => Promise<readonly unknown[] | { accounts: readonly unknown[] }>) => {
       const result = await run();

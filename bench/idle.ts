@@ -115,9 +115,7 @@ async function idleRss(config: string, samples: number, bin = process.env.RISKWA
       await sleep(1500);
       if (i >= 3) read.push(memory(proc.pid!));
     }
-    return samples === 0
-      ? { rssMb: NaN, anonMb: NaN, fileMb: NaN }
-      : { rssMb: median(read.map((s) => s.rss)), anonMb: median(read.map((s) => s.anon)), fileMb: median(read.map((s) => s.file)) };
+    return samples === 0 ? { rssMb: NaN, anonMb: NaN, fileMb: NaN } : { rssMb: median(read.map((s) => s.rss)), anonMb: median(read.map((s) => s.anon)), fileMb: median(read.map((s) => s.file)) };
   } finally {
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGTERM');

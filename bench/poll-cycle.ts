@@ -51,7 +51,12 @@ async function cycle(baseUrl: string, stateDir: string): Promise<{ first: Sample
     log: silentLogger,
     diff: { firstRun: 'baseline' },
     route: { lowered: false },
-    sinks: [{ config: { type: 'webhook', name: 'hook', minLevel: 'low', events: undefined, accounts: undefined, url: new Secret('http://127.0.0.1:9/'), secret: undefined, headers: {} }, sink: { grouping: 'event' } }],
+    sinks: [
+      {
+        config: { type: 'webhook', name: 'hook', minLevel: 'low', events: undefined, accounts: undefined, url: new Secret('http://127.0.0.1:9/'), secret: undefined, headers: {} },
+        sink: { grouping: 'event' },
+      },
+    ],
     newId: () => crypto.randomUUID(),
     enrich: false,
   });

@@ -188,7 +188,10 @@ async function measureOnce(dir: string, apiBaseUrl: string, pages: number): Prom
   // Its own log says how long reading the stored levels took: the part of once that the floor has no share of.
   const once = async (bin: string) => {
     const { ms, lines } = await processMs(bin, ['once', '--config', config], env);
-    const read = lines.filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as { msg?: string; ms?: number }).find((line) => line.msg?.startsWith('the last committed poll of the account was read'));
+    const read = lines
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { msg?: string; ms?: number })
+      .find((line) => line.msg?.startsWith('the last committed poll of the account was read'));
     return { ms, stateMs: read?.ms ?? NaN };
   };
   const floor = async () => (await processMs(process.execPath, [...NODE_FLAGS, 'bench/floor.ts', apiBaseUrl, String(pages)], env)).ms;
@@ -402,8 +405,16 @@ targets.push({
 });
 
 // The operator commands answer at once on a busy account's year of history (issue 16).
-targets.push({ what: 'events --user ≤ 20 ms (a year of history)', value: `${fmt(history.queries['events --user (a year, 100 newest)']!.ms, 1)} ms`, ok: history.queries['events --user (a year, 100 newest)']!.ms <= 20 });
-targets.push({ what: 'users --level high ≤ 1 s (100,000 users)', value: `${fmt(history.queries['users --level high (with since)']!.ms)} ms`, ok: history.queries['users --level high (with since)']!.ms <= 1000 });
+targets.push({
+  what: 'events --user ≤ 20 ms (a year of history)',
+  value: `${fmt(history.queries['events --user (a year, 100 newest)']!.ms, 1)} ms`,
+  ok: history.queries['events --user (a year, 100 newest)']!.ms <= 20,
+});
+targets.push({
+  what: 'users --level high ≤ 1 s (100,000 users)',
+  value: `${fmt(history.queries['users --level high (with since)']!.ms)} ms`,
+  ok: history.queries['users --level high (with since)']!.ms <= 1000,
+});
 // A CLI command costs little more than starting Node (issue 17): median of runs alternating with `node -e 0`,
 // from a clone (the sources) and as the Docker image ships it (the bundle).
 for (const [way, measured] of [
@@ -418,20 +429,33 @@ targets.push({ what: 'status ≤ 100 ms', value: `${fmt(history.queries.status!.
 
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i]!)).join('  ');
-console.log(`\nriskwatch benchmark — ${os.cpus().length} cores, Node ${process.version} ${NODE_FLAGS.join(' ')}, page size ${PAGE_SIZE}, ${PAGE_CONCURRENCY} pages in flight, ${CHURN * 100}% of users changing per poll, median of ${POLLS} polls, cycle and floor polls alternating`);
+console.log(
+  `\nriskwatch benchmark — ${os.cpus().length} cores, Node ${process.version} ${NODE_FLAGS.join(' ')}, page size ${PAGE_SIZE}, ${PAGE_CONCURRENCY} pages in flight, ${CHURN * 100}% of users changing per poll, median of ${POLLS} polls, cycle and floor polls alternating`,
+);
 console.log('cycle: a daemon started on stored state, steady polls; floor: the same pages only downloaded and parsed; first poll: the baseline that stores every user, in a process of its own\n');
 console.log(line(rows[0]!));
 for (const r of rows.slice(1)) console.log(line(r));
 console.log(
   `\ndelivery: ${fmt(delivery.events)} events at ${fmt(delivery.eventsPerSecond)} events/s; steady flow of ${fmt(delivery.latency.events)} events: p50 ${fmt(delivery.latency.p50Ms)} ms, p99 ${fmt(delivery.latency.p99Ms)} ms; its floor (a bare client's rounds of 100 sends, 16 at a time, to the same receiver): p50 ${fmt(delivery.floor.p50Ms)} ms, p99 ${fmt(delivery.floor.p99Ms)} ms\n`,
 );
-console.log(
-  `history: ${fmt(history.users)} users, ${fmt(history.events)} events over ${HISTORY_DAYS} days (${fmt(EVENTS_PER_DAY)} a day), a ${fmt(history.fileMb)} MB state file; median of 7:`,
-);
+console.log(`history: ${fmt(history.users)} users, ${fmt(history.events)} events over ${HISTORY_DAYS} days (${fmt(EVENTS_PER_DAY)} a day), a ${fmt(history.fileMb)} MB state file; median of 7:`);
 for (const [query, { ms, rows: n }] of Object.entries(history.queries)) console.log(`  ${query.padEnd(40)} ${fmt(ms, 1).padStart(8)} ms  (${fmt(n)} rows)`);
 console.log('');
 for (const t of targets) console.log(`${mark(t.ok).padEnd(6)}  ${t.what}: ${t.value}`);
 
-const results = { date: new Date().toISOString(), machine: { cores: os.cpus().length, node: process.version }, pageSize: PAGE_SIZE, pageConcurrency: PAGE_CONCURRENCY, churn: CHURN, polls: POLLS, sizes, delivery, history, startup, idle, targets };
+const results = {
+  date: new Date().toISOString(),
+  machine: { cores: os.cpus().length, node: process.version },
+  pageSize: PAGE_SIZE,
+  pageConcurrency: PAGE_CONCURRENCY,
+  churn: CHURN,
+  polls: POLLS,
+  sizes,
+  delivery,
+  history,
+  startup,
+  idle,
+  targets,
+};
 fs.writeFileSync(path.join(REPO, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
 console.log('\nwritten to bench/results.json');

@@ -62,10 +62,7 @@ export async function measureStartup(): Promise<StartupResult> {
   try {
     const shipped = shippedApp(dir);
     const config = path.join(dir, 'riskwatch.yaml');
-    fs.writeFileSync(
-      config,
-      `cloudflare:\n  api_token: bench\naccounts:\n  - id: ${'b'.repeat(32)}\n    name: bench\nstate:\n  sqlite: ./state.db\nsinks:\n  - name: console\n    type: console\n`,
-    );
+    fs.writeFileSync(config, `cloudflare:\n  api_token: bench\naccounts:\n  - id: ${'b'.repeat(32)}\n    name: bench\nstate:\n  sqlite: ./state.db\nsinks:\n  - name: console\n    type: console\n`);
     execFileSync(BIN, ['silence', 'add', '--user', 'bench@example.com', '--for', '1h', '--reason', 'bench', '--config', config]);
     const node = path.join(REPO, 'node_modules', 'node', 'bin', 'node');
     const bare = fs.existsSync(node) ? node : process.execPath;

@@ -22,7 +22,10 @@ export async function runDemo(out: (line: string) => void, stopped: Promise<unkn
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riskwatch-demo-'));
   } catch (error) {
     await tenant.close();
-    throw new UserFacingError(`demo: cannot create its state directory in ${os.tmpdir()} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); set TMPDIR to a writable directory`, 2);
+    throw new UserFacingError(
+      `demo: cannot create its state directory in ${os.tmpdir()} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); set TMPDIR to a writable directory`,
+      2,
+    );
   }
   const config = parseConfig(
     `cloudflare:

@@ -4,20 +4,7 @@ import type { Config } from './config/config.ts';
 export type { Logger };
 
 /** Paths pino blanks in every line, as a second guard behind the Secret type. */
-const REDACT = [
-  'token',
-  'api_token',
-  'api_key',
-  'secret',
-  'url',
-  'headers.authorization',
-  'headers["x-auth-key"]',
-  '*.token',
-  '*.api_token',
-  '*.api_key',
-  '*.secret',
-  '*.url',
-];
+const REDACT = ['token', 'api_token', 'api_key', 'secret', 'url', 'headers.authorization', 'headers["x-auth-key"]', '*.token', '*.api_token', '*.api_key', '*.secret', '*.url'];
 
 export interface LoggerOptions {
   /** Where lines go; stdout when left out (tests pass a stream, log.format: pretty pino-pretty's). */

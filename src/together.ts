@@ -4,10 +4,7 @@
  * request outlives it (a task still running could otherwise write into state
  * its caller has moved on from, and spend its request budget).
  */
-export async function together<T extends readonly unknown[]>(
-  signal: AbortSignal | undefined,
-  tasks: { readonly [K in keyof T]: (signal: AbortSignal) => Promise<T[K]> },
-): Promise<T> {
+export async function together<T extends readonly unknown[]>(signal: AbortSignal | undefined, tasks: { readonly [K in keyof T]: (signal: AbortSignal) => Promise<T[K]> }): Promise<T> {
   const stop = new AbortController();
   const shared = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
   let failure: { error: unknown } | undefined;

@@ -18,7 +18,16 @@ describe('withRetry: one policy for every caller', () => {
   it('retries retryable errors with exponential backoff and jitter, up to the attempts', async () => {
     const clock = new FakeClock();
     let calls = 0;
-    await expect(withRetry(async () => { calls++; throw new Failure(true); }, policy, { clock, random: () => 1 })).rejects.toThrow('transient');
+    await expect(
+      withRetry(
+        async () => {
+          calls++;
+          throw new Failure(true);
+        },
+        policy,
+        { clock, random: () => 1 },
+      ),
+    ).rejects.toThrow('transient');
     expect(calls).toBe(5);
     expect(clock.sleeps).toEqual([100, 200, 400, 800]);
   });
@@ -26,7 +35,16 @@ describe('withRetry: one policy for every caller', () => {
   it('does not retry a permanent error', async () => {
     const clock = new FakeClock();
     let calls = 0;
-    await expect(withRetry(async () => { calls++; throw new Failure(false); }, policy, { clock })).rejects.toThrow('permanent');
+    await expect(
+      withRetry(
+        async () => {
+          calls++;
+          throw new Failure(false);
+        },
+        policy,
+        { clock },
+      ),
+    ).rejects.toThrow('permanent');
     expect(calls).toBe(1);
     expect(clock.sleeps).toEqual([]);
   });
@@ -34,21 +52,45 @@ describe('withRetry: one policy for every caller', () => {
   it('waits at least as long as Retry-After asks', async () => {
     const clock = new FakeClock();
     let calls = 0;
-    const result = await withRetry(async () => { if (calls++ === 0) throw new Failure(true, 5000); return 'ok'; }, policy, { clock, random: () => 0 });
+    const result = await withRetry(
+      async () => {
+        if (calls++ === 0) throw new Failure(true, 5000);
+        return 'ok';
+      },
+      policy,
+      { clock, random: () => 0 },
+    );
     expect(result).toBe('ok');
     expect(clock.sleeps).toEqual([5000]);
   });
 
   it('surfaces the error instead of waiting past maxWaitMs', async () => {
     const clock = new FakeClock();
-    await expect(withRetry(async () => { throw new Failure(true, 60_000); }, policy, { clock })).rejects.toThrow('transient');
+    await expect(
+      withRetry(
+        async () => {
+          throw new Failure(true, 60_000);
+        },
+        policy,
+        { clock },
+      ),
+    ).rejects.toThrow('transient');
     expect(clock.sleeps).toEqual([]);
   });
 
   it('does not retry a plain programming error', async () => {
     const clock = new FakeClock();
     let calls = 0;
-    await expect(withRetry(async () => { calls++; throw new TypeError('x is not a function'); }, policy, { clock })).rejects.toThrow(TypeError);
+    await expect(
+      withRetry(
+        async () => {
+          calls++;
+          throw new TypeError('x is not a function');
+        },
+        policy,
+        { clock },
+      ),
+    ).rejects.toThrow(TypeError);
     expect(calls).toBe(1);
   });
 });

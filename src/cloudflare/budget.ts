@@ -56,8 +56,7 @@ export class RequestBudget {
   /** Cloudflare's `x-ratelimit-remaining`: below a tenth of the limit, requests are spaced out. */
   observeRemaining(remaining: number, limit = this.limit): void {
     const lowWater = Math.max(1, Math.floor(limit / 10));
-    this.#paceMs =
-      remaining >= lowWater ? 0 : Math.min(30_000, (RATE_WINDOW_MS / limit) * (lowWater / Math.max(remaining, 1)));
+    this.#paceMs = remaining >= lowWater ? 0 : Math.min(30_000, (RATE_WINDOW_MS / limit) * (lowWater / Math.max(remaining, 1)));
   }
 
   /** After a 429: no request on this credential before `until` (epoch ms, as now() reads it at this moment). */

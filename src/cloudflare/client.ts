@@ -76,8 +76,7 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 1000, maxD
 export type SkippedKind = 'malformed_user' | 'ambiguous_user' | 'malformed_behavior' | 'malformed_risk_event';
 
 /** The fix for a server that answers every page with the first: riskwatch can only say it. */
-const IGNORES_PAGING =
-  'the API ignores paging, so the summary cannot be read page by page; if it answers with the whole summary at once, set cloudflare.summary_paging: off';
+const IGNORES_PAGING = 'the API ignores paging, so the summary cannot be read page by page; if it answers with the whole summary at once, set cloudflare.summary_paging: off';
 
 const HAS_CAPITALS = /[A-F]/;
 
@@ -140,9 +139,7 @@ export class CloudflareClient {
     this.#headers = {
       accept: 'application/json',
       'user-agent': USER_AGENT,
-      ...(credential.scheme === 'token'
-        ? { authorization: `Bearer ${credential.token.reveal()}` }
-        : { 'x-auth-email': credential.email, 'x-auth-key': credential.key.reveal() }),
+      ...(credential.scheme === 'token' ? { authorization: `Bearer ${credential.token.reveal()}` } : { 'x-auth-email': credential.email, 'x-auth-key': credential.key.reveal() }),
     };
   }
 
@@ -230,12 +227,7 @@ export class CloudflareClient {
     const pages = await this.#readPages(accountId, reader, signal);
     const summary = reader.finish();
     this.#warnSkipped(accountId, 'malformed_user', reader.reasons, 'skipped {n} malformed user record(s); their previous state is kept');
-    this.#warnSkipped(
-      accountId,
-      'ambiguous_user',
-      reader.ambiguityReasons,
-      '{n} user(s) listed at two levels in one read; their previous state is kept until a read agrees with itself',
-    );
+    this.#warnSkipped(accountId, 'ambiguous_user', reader.ambiguityReasons, '{n} user(s) listed at two levels in one read; their previous state is kept until a read agrees with itself');
     return { ...summary, pages };
   }
 
@@ -309,7 +301,11 @@ export class CloudflareClient {
         await fetch(page, pageSignal);
       }
     };
-    if (first <= last) await together(signal, Array.from({ length: Math.min(concurrency, last - first + 1) }, () => worker));
+    if (first <= last)
+      await together(
+        signal,
+        Array.from({ length: Math.min(concurrency, last - first + 1) }, () => worker),
+      );
     return next - 1;
   }
 

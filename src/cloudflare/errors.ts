@@ -18,10 +18,7 @@ export class CloudflareError extends Error implements RetryableError {
   /** The envelope's `errors`, when there was one. */
   readonly errors: readonly ApiMessage[];
 
-  constructor(
-    message: string,
-    details: { retryable: boolean; status?: number; retryAfterMs?: number; errors?: readonly ApiMessage[]; cause?: unknown },
-  ) {
+  constructor(message: string, details: { retryable: boolean; status?: number; retryAfterMs?: number; errors?: readonly ApiMessage[]; cause?: unknown }) {
     super(message, { cause: details.cause });
     this.name = 'CloudflareError';
     this.retryable = details.retryable;

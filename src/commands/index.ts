@@ -13,7 +13,11 @@ export interface Entry {
 
 export const COMMANDS: Readonly<Record<string, Entry>> = {
   run: { usage: 'run', summary: 'poll every account every poll_interval and deliver alerts (the daemon)', load: async () => (await import('./run.ts')).run },
-  once: { usage: 'once [--dry-run]', summary: 'poll every account once, deliver what is pending, exit 0 (or 1 on a failure); --dry-run: print what would be announced, commit and send nothing', load: async () => (await import('./once.ts')).once },
+  once: {
+    usage: 'once [--dry-run]',
+    summary: 'poll every account once, deliver what is pending, exit 0 (or 1 on a failure); --dry-run: print what would be announced, commit and send nothing',
+    load: async () => (await import('./once.ts')).once,
+  },
   'check-config': {
     usage: 'check-config [--online]',
     summary: 'validate the config and print a summary with secrets masked; --online: ask Cloudflare whether each account can be read',
@@ -51,7 +55,7 @@ export const COMMANDS: Readonly<Record<string, Entry>> = {
   },
   'deliveries retry': {
     usage: 'deliveries retry (--sink S [--to NEW] | --id N...)',
-    summary: 'make dead-lettered deliveries pending again, under their old ids; --to moves a renamed or removed sink\'s to NEW',
+    summary: "make dead-lettered deliveries pending again, under their old ids; --to moves a renamed or removed sink's to NEW",
     load: async () => (await import('./deliveries/retry.ts')).retry,
   },
 };

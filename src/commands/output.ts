@@ -18,7 +18,13 @@ export function printTable(io: Io, header: readonly string[], rows: readonly (re
   }
   const cells = [header, ...rows.map((row) => row.map(cell))];
   const widths = header.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  for (const row of cells) io.out(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
+  for (const row of cells)
+    io.out(
+      row
+        .map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    );
 }
 
 const MAX_CELL = 80;

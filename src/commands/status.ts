@@ -46,7 +46,12 @@ export const status: Command = {
       'no accounts configured',
     );
     io.out('');
-    printTable(io, ['SINK', 'TYPE', 'PENDING', 'DEAD', 'HELD UNTIL'], sinks.map((s) => [s.name, s.type ?? 'not configured', s.pending, s.dead, s.held_until]), 'no sinks configured');
+    printTable(
+      io,
+      ['SINK', 'TYPE', 'PENDING', 'DEAD', 'HELD UNTIL'],
+      sinks.map((s) => [s.name, s.type ?? 'not configured', s.pending, s.dead, s.held_until]),
+      'no sinks configured',
+    );
     io.out('');
     io.out(`active silences: ${stored.silences}`);
     return 0;

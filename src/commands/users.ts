@@ -28,7 +28,13 @@ export const users: Command = {
       since: iso(u.since),
     }));
     if (args.values.json) printJson(io, listed);
-    else printTable(io, ['ACCOUNT', 'EMAIL', 'NAME', 'LEVEL', 'SINCE'], listed.map((u) => [u.account.name ?? u.account.id, u.email, u.name, u.level, u.since]), 'no users');
+    else
+      printTable(
+        io,
+        ['ACCOUNT', 'EMAIL', 'NAME', 'LEVEL', 'SINCE'],
+        listed.map((u) => [u.account.name ?? u.account.id, u.email, u.name, u.level, u.since]),
+        'no users',
+      );
     return 0;
   },
 };

@@ -37,9 +37,7 @@ export type StateConfig = ({ readonly kind: 'sqlite'; readonly file: string } | 
 };
 
 /** How riskwatch authenticates to Cloudflare; `id` names it in logs without revealing it. */
-export type Credential =
-  | { readonly scheme: 'token'; readonly id: string; readonly token: Secret }
-  | { readonly scheme: 'key'; readonly id: string; readonly email: string; readonly key: Secret };
+export type Credential = { readonly scheme: 'token'; readonly id: string; readonly token: Secret } | { readonly scheme: 'key'; readonly id: string; readonly email: string; readonly key: Secret };
 
 export interface AccountConfig {
   readonly id: string;
@@ -116,14 +114,7 @@ export interface OpsgenieSinkConfig extends SinkRouting {
   readonly tags: readonly string[];
 }
 
-export type SinkConfig =
-  | ConsoleSinkConfig
-  | SlackSinkConfig
-  | WebhookSinkConfig
-  | TeamsSinkConfig
-  | EmailSinkConfig
-  | PagerDutySinkConfig
-  | OpsgenieSinkConfig;
+export type SinkConfig = ConsoleSinkConfig | SlackSinkConfig | WebhookSinkConfig | TeamsSinkConfig | EmailSinkConfig | PagerDutySinkConfig | OpsgenieSinkConfig;
 
 /** Incident sinks open an incident on a rise and resolve it on the drop, so they get every drop (SPEC §2). */
 export function isIncidentSink(config: SinkConfig): config is PagerDutySinkConfig | OpsgenieSinkConfig {

@@ -179,7 +179,11 @@ function describeIssues(issues: readonly z.core.$ZodIssue[], input: unknown, emp
     if (explained.has(issue)) return [];
     const variable = empty.get(formatKeyPath(issue.path));
     if (variable !== undefined) return [`${formatKeyPath(issue.path)}: environment variable ${variable} is set but empty`];
-    if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => formatKeyPath([...issue.path, key])).filter((at) => !typos.has(at)).map((at) => `${at}: unknown key`);
+    if (issue.code === 'unrecognized_keys')
+      return issue.keys
+        .map((key) => formatKeyPath([...issue.path, key]))
+        .filter((at) => !typos.has(at))
+        .map((at) => `${at}: unknown key`);
     if (missing.includes(issue)) return [`${formatKeyPath(issue.path)}: is required${REQUIRED_HINT[formatKeyPath(issue.path)] ?? ''}`];
     // `id: 0123…` or `on: yes` is read by YAML as a number or a boolean, not as the text written.
     const value = valueAt(input, issue.path);
@@ -240,9 +244,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
   file.accounts.forEach((account, i) => {
     const credential = credentialFrom(account, `accounts[${i}]`, problems) ?? global;
     if (!credential && problems.length === 0) {
-      problems.push(
-        `accounts[${i}]: no Cloudflare credential: set cloudflare.api_token (or cloudflare.api_email + cloudflare.api_key), or api_token on the account`,
-      );
+      problems.push(`accounts[${i}]: no Cloudflare credential: set cloudflare.api_token (or cloudflare.api_email + cloudflare.api_key), or api_token on the account`);
     }
     for (const [key, value] of [['id', account.id] as const, ['name', account.name] as const]) {
       if (value === undefined) continue;
@@ -332,13 +334,27 @@ function credentialFrom(fields: CredentialFields, at: string, problems: string[]
     problems.push(`${at}: give api_token or api_email + api_key, not both`);
     return undefined;
   }
-  if (token !== undefined) return { scheme: 'token', get id() { return credentialId(token); }, token: new Secret(token) };
+  if (token !== undefined)
+    return {
+      scheme: 'token',
+      get id() {
+        return credentialId(token);
+      },
+      token: new Secret(token),
+    };
   if (email === undefined && key === undefined) return undefined;
   if (email === undefined || key === undefined) {
     problems.push(`${at}.${email === undefined ? 'api_email' : 'api_key'}: is required with ${email === undefined ? 'api_key' : 'api_email'}`);
     return undefined;
   }
-  return { scheme: 'key', get id() { return credentialId(`${email}\n${key}`); }, email, key: new Secret(key) };
+  return {
+    scheme: 'key',
+    get id() {
+      return credentialId(`${email}\n${key}`);
+    },
+    email,
+    key: new Secret(key),
+  };
 }
 
 /**

@@ -20,18 +20,21 @@ const FRAMING_HEADERS = new Set(['content-length', 'transfer-encoding', 'connect
 
 const nonEmpty = z.string().trim().min(1, { error: 'must not be empty' });
 
-const httpUrl = z.string().trim().refine(
-  (value) => {
-    try {
-      const url = new URL(value);
-      return url.protocol === 'https:' || url.protocol === 'http:';
-    } catch {
-      return false;
-    }
-  },
-  // The value is never echoed: webhook URLs are secrets.
-  { error: 'must be an http(s) URL' },
-);
+const httpUrl = z
+  .string()
+  .trim()
+  .refine(
+    (value) => {
+      try {
+        const url = new URL(value);
+        return url.protocol === 'https:' || url.protocol === 'http:';
+      } catch {
+        return false;
+      }
+    },
+    // The value is never echoed: webhook URLs are secrets.
+    { error: 'must be an http(s) URL' },
+  );
 
 /**
  * A URL that is a credential (Slack, Teams) or is sent one (PagerDuty,
@@ -110,17 +113,20 @@ function definedOnly<T extends object>(map: T): Partial<T> {
 }
 
 /** An SMTP server: smtps:// is TLS from the start, smtp:// upgrades with STARTTLS (SPEC §5). Never echoed: it may carry a password. */
-const smtpUrl = z.string().trim().refine(
-  (value) => {
-    try {
-      const url = new URL(value);
-      return (url.protocol === 'smtp:' || url.protocol === 'smtps:') && url.hostname !== '';
-    } catch {
-      return false;
-    }
-  },
-  { error: 'must be an smtp:// or smtps:// URL (smtps://user:password@mail.example.com:465)' },
-);
+const smtpUrl = z
+  .string()
+  .trim()
+  .refine(
+    (value) => {
+      try {
+        const url = new URL(value);
+        return (url.protocol === 'smtp:' || url.protocol === 'smtps:') && url.hostname !== '';
+      } catch {
+        return false;
+      }
+    },
+    { error: 'must be an smtp:// or smtps:// URL (smtps://user:password@mail.example.com:465)' },
+  );
 
 /** One mail address, as `a@example.com` or `Security <a@example.com>`; no line breaks, which would forge headers. */
 const mailbox = z
@@ -181,14 +187,22 @@ const sink = z.discriminatedUnion(
       to: z.union([mailbox.transform((one) => [one]), z.array(mailbox, { error: 'must be an address or a list of addresses' }).min(1, { error: 'must list at least one address' })], {
         error: 'must be an address or a list of addresses',
       }),
-      subject_prefix: z.string().trim().max(100, { error: 'must be at most 100 characters' }).regex(/^[^\r\n]*$/, { error: 'must not contain line breaks' }).default('[riskwatch]'),
+      subject_prefix: z
+        .string()
+        .trim()
+        .max(100, { error: 'must be at most 100 characters' })
+        .regex(/^[^\r\n]*$/, { error: 'must not contain line breaks' })
+        .default('[riskwatch]'),
     }),
     z.strictObject({
       type: z.literal('pagerduty'),
       ...routing,
       min_level: level.default('high'),
       // Never echoed: the routing key is a secret.
-      routing_key: z.string().trim().regex(/^[A-Za-z0-9]{32}$/, { error: 'must be the 32-character integration key of a PagerDuty Events API v2 integration' }),
+      routing_key: z
+        .string()
+        .trim()
+        .regex(/^[A-Za-z0-9]{32}$/, { error: 'must be the 32-character integration key of a PagerDuty Events API v2 integration' }),
       url: apiBaseUrl('https://events.pagerduty.com', 'https://events.eu.pagerduty.com'),
       severity: z
         .strictObject(Object.fromEntries(RISK_LEVELS.map((l) => [l, pagerDutySeverity.optional()])) as Record<RiskLevel, z.ZodOptional<typeof pagerDutySeverity>>)

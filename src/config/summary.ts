@@ -19,9 +19,7 @@ export function summarizeConfig(config: Config): string {
 }
 
 function describeCredential(credential: Credential): string {
-  return credential.scheme === 'token'
-    ? `api token ${credential.token.masked} (${credential.id})`
-    : `global key ${credential.key.masked} for ${credential.email} (${credential.id})`;
+  return credential.scheme === 'token' ? `api token ${credential.token.masked} (${credential.id})` : `global key ${credential.key.masked} for ${credential.email} (${credential.id})`;
 }
 
 function describeSink(sink: SinkConfig, config: Config): string {

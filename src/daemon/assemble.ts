@@ -105,8 +105,7 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
     ...(deps.status ? { status: deps.status } : {}),
     ...(metrics
       ? {
-          onPoll: (account, ms, result) =>
-            result instanceof Error ? metrics.pollFailed(account.label, ms / 1000) : metrics.pollSucceeded(account.label, ms / 1000, result),
+          onPoll: (account, ms, result) => (result instanceof Error ? metrics.pollFailed(account.label, ms / 1000) : metrics.pollSucceeded(account.label, ms / 1000, result)),
         }
       : {}),
   });

@@ -72,7 +72,11 @@ export class Metrics {
       labelNames: ['account'],
       registers,
     });
-    this.#reloadOk = new Gauge({ name: 'riskwatch_config_last_reload_successful', help: '1 when the last read of the config (start or SIGHUP) succeeded; 0 while a broken one was refused and the previous runs on.', registers });
+    this.#reloadOk = new Gauge({
+      name: 'riskwatch_config_last_reload_successful',
+      help: '1 when the last read of the config (start or SIGHUP) succeeded; 0 while a broken one was refused and the previous runs on.',
+      registers,
+    });
     this.#reloadAt = new Gauge({ name: 'riskwatch_config_last_reload_success_timestamp_seconds', help: 'When the config was last read successfully (start or SIGHUP).', registers });
     this.#events = new Counter({ name: 'riskwatch_events_total', help: 'Events committed, by type.', labelNames: ['account', 'type'], registers });
     this.#deliveries = new Counter({
@@ -113,7 +117,10 @@ export class Metrics {
     // One store read per scrape serves both gauges.
     const read = () =>
       (counts ??= (store()?.deliveryCounts() ?? Promise.resolve(new Map()))
-        .then((read) => (last = read), () => last)
+        .then(
+          (read) => (last = read),
+          () => last,
+        )
         .finally(() => setImmediate(() => (counts = undefined))));
     new Gauge({
       name: 'riskwatch_deliveries_pending',
@@ -133,7 +140,11 @@ export class Metrics {
       registers,
       async collect() {
         const source = store();
-        if (source) lastSilences = await source.listSilences({ all: false, now: Date.now() }).then((active) => active.length, () => lastSilences);
+        if (source)
+          lastSilences = await source.listSilences({ all: false, now: Date.now() }).then(
+            (active) => active.length,
+            () => lastSilences,
+          );
         this.set(lastSilences);
       },
     });

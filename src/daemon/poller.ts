@@ -1,15 +1,7 @@
 import type { Clock } from '../clock.ts';
 import type { CloudflareClient } from '../cloudflare/client.ts';
 import type { AccountConfig, SinkConfig } from '../config/config.ts';
-import {
-  type CurrentSnapshot,
-  type DiffOptions,
-  diff,
-  type PreviousSnapshot,
-  type SnapshotDelta,
-  type Transition,
-  type UserTransition,
-} from '../detect/diff.ts';
+import { type CurrentSnapshot, type DiffOptions, diff, type PreviousSnapshot, type SnapshotDelta, type Transition, type UserTransition } from '../detect/diff.ts';
 import { buildEvents } from '../detect/events.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import type { Logger } from '../log.ts';
@@ -169,8 +161,7 @@ export class AccountPoller {
     this.#missing = stored.missing;
     // The reads mark users in the stored levels: they must be in that compact form (a store may give a plain map).
     const levels = stored.snapshot?.userLevels;
-    const state =
-      stored.snapshot && !(levels instanceof StoredLevels) ? { ...stored, snapshot: { ...stored.snapshot, userLevels: new StoredLevels(levels!) } } : stored;
+    const state = stored.snapshot && !(levels instanceof StoredLevels) ? { ...stored, snapshot: { ...stored.snapshot, userLevels: new StoredLevels(levels!) } } : stored;
     log.info(
       { account: account.label, users: state.snapshot?.userLevels.size ?? 0, ms: clock.monotonic() - started },
       state.snapshot ? 'the last committed poll of the account was read: changes are announced against it' : 'no state yet: this is the first poll of the account',

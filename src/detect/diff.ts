@@ -167,12 +167,7 @@ const rank = (level: RiskLevel | null) => LEVEL_RANK[level ?? 'none'];
 
 /** Highest level first (the level after the change, then before it), then by email, then id. */
 function compareUserTransitions(a: UserTransition, b: UserTransition): number {
-  return (
-    rank(b.currentLevel) - rank(a.currentLevel) ||
-    rank(b.previousLevel) - rank(a.previousLevel) ||
-    compareText(a.user?.email ?? '', b.user?.email ?? '') ||
-    compareText(a.userId, b.userId)
-  );
+  return rank(b.currentLevel) - rank(a.currentLevel) || rank(b.previousLevel) - rank(a.previousLevel) || compareText(a.user?.email ?? '', b.user?.email ?? '') || compareText(a.userId, b.userId);
 }
 
 function compareText(a: string, b: string): number {

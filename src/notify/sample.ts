@@ -36,7 +36,13 @@ export function sampleEvents(account: Pick<AccountConfig, 'id' | 'label'>, now: 
     timestamp,
     data: {
       account: ref,
-      behavior: { id: 'sample_imp_travel', name: `Impossible travel (${SAMPLE_MARK})`, description: 'A user logged in from two places too far apart for the time between them.', enabled: false, risk_level: 'high' },
+      behavior: {
+        id: 'sample_imp_travel',
+        name: `Impossible travel (${SAMPLE_MARK})`,
+        description: 'A user logged in from two places too far apart for the time between them.',
+        enabled: false,
+        risk_level: 'high',
+      },
       previous: { enabled: true, risk_level: 'high' },
     },
   };

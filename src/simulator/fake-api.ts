@@ -57,11 +57,7 @@ export interface ApiRequest {
 }
 
 /** What a fault hook may answer instead of the normal response. */
-export type Fault =
-  | { readonly status: number; readonly body?: unknown; readonly headers?: Record<string, string> }
-  | { readonly reset: true }
-  | { readonly hang: true }
-  | { readonly delayMs: number };
+export type Fault = { readonly status: number; readonly body?: unknown; readonly headers?: Record<string, string> } | { readonly reset: true } | { readonly hang: true } | { readonly delayMs: number };
 
 export interface FakeApiOptions {
   /** Largest per_page honoured, as a real API caps it. Default 1000. */

@@ -10,7 +10,33 @@ const { randomUUID } = process.getBuiltinModule('node:crypto');
  * fake API serves whatever the account holds.
  */
 
-const FIRST = ['Ada', 'Bruno', 'Chen', 'Dana', 'Elif', 'Farid', 'Grace', 'Hiro', 'Ines', 'Jonas', 'Kofi', 'Lena', 'Mateo', 'Nadia', 'Omar', 'Priya', 'Quinn', 'Rosa', 'Sven', 'Tala', 'Uma', 'Viktor', 'Wen', 'Yusuf', 'Zoe'];
+const FIRST = [
+  'Ada',
+  'Bruno',
+  'Chen',
+  'Dana',
+  'Elif',
+  'Farid',
+  'Grace',
+  'Hiro',
+  'Ines',
+  'Jonas',
+  'Kofi',
+  'Lena',
+  'Mateo',
+  'Nadia',
+  'Omar',
+  'Priya',
+  'Quinn',
+  'Rosa',
+  'Sven',
+  'Tala',
+  'Uma',
+  'Viktor',
+  'Wen',
+  'Yusuf',
+  'Zoe',
+];
 const LAST = ['Okafor', 'Lindqvist', 'Moreau', 'Tanaka', 'Silva', 'Kowalski', 'Haddad', 'Novak', 'Reyes', 'Fischer', 'Nguyen', 'Costa', 'Ibrahim', 'Larsen', 'Patel'];
 
 /** Behaviors in the style of Cloudflare's predefined ones (ids are open strings; more are added over time). */
@@ -18,7 +44,13 @@ export const DEMO_BEHAVIORS: readonly Behavior[] = [
   { id: 'imp_travel', name: 'Impossible travel', description: 'A user logged in from two places too far apart for the time between them.', enabled: true, risk_level: 'high' },
   { id: 'high_dlp', name: 'High number of DLP policies triggered', description: 'A user triggered many data loss prevention policies in a short time.', enabled: true, risk_level: 'medium' },
   { id: 'sentinel_one', name: 'SentinelOne threat detected on device', description: "SentinelOne reported an active threat on one of the user's devices.", enabled: true, risk_level: 'high' },
-  { id: 'crowdstrike_low_score', name: 'CrowdStrike device posture score low', description: "A device's CrowdStrike Zero Trust Assessment score dropped below the threshold.", enabled: false, risk_level: 'medium' },
+  {
+    id: 'crowdstrike_low_score',
+    name: 'CrowdStrike device posture score low',
+    description: "A device's CrowdStrike Zero Trust Assessment score dropped below the threshold.",
+    enabled: false,
+    risk_level: 'medium',
+  },
   { id: 'new_country_login', name: 'Login from a new country', description: 'A user authenticated from a country not seen for them before.', enabled: true, risk_level: 'low' },
   { id: 'failed_logins', name: 'Repeated failed logins', description: 'Many failed authentications for one user within minutes.', enabled: true, risk_level: 'low' },
 ];

@@ -11,10 +11,7 @@ const MAX_LEADERSHIP_MS = 30_000;
  * a dead replica's accounts are polled again within two intervals. A process
  * `passing` through (`once`) polls only accounts no replica leads, and takes none from them.
  */
-export async function openStore(
-  config: Pick<Config, 'state' | 'pollIntervalMs'>,
-  options: { readonly passing?: boolean; readonly warn: (message: string) => void },
-): Promise<StateStore> {
+export async function openStore(config: Pick<Config, 'state' | 'pollIntervalMs'>, options: { readonly passing?: boolean; readonly warn: (message: string) => void }): Promise<StateStore> {
   const { state } = config;
   const { warn } = options;
   return state.kind === 'sqlite'

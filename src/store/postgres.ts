@@ -332,9 +332,7 @@ export class PostgresStore implements StateStore {
       async (client) => {
         const row = (await client.query<{ version: number }>('SELECT version FROM accounts WHERE account_id = $1', [accountId])).rows[0];
         if (!row) return { version: 0, snapshot: undefined, missing: new Set<string>() };
-        const missing = new Set(
-          (await client.query<{ user_id: string }>('SELECT user_id FROM users WHERE account_id = $1 AND missing', [accountId])).rows.map((r) => r.user_id),
-        );
+        const missing = new Set((await client.query<{ user_id: string }>('SELECT user_id FROM users WHERE account_id = $1 AND missing', [accountId])).rows.map((r) => r.user_id));
         const userLevels = new StoredLevels();
         let after = '';
         for (;;) {
@@ -366,10 +364,7 @@ export class PostgresStore implements StateStore {
       [accountId, userIds],
     );
     return new Map(
-      rows.map((row) => [
-        row.user_id,
-        { user_id: row.user_id, email: row.email, name: row.name, event_count: row.event_count, last_event: row.last_event, max_risk_level: levelOfRank(row.level) },
-      ]),
+      rows.map((row) => [row.user_id, { user_id: row.user_id, email: row.email, name: row.name, event_count: row.event_count, last_event: row.last_event, max_risk_level: levelOfRank(row.level) }]),
     );
   }
 
@@ -378,10 +373,11 @@ export class PostgresStore implements StateStore {
     return this.#transaction('commit the poll', async (client) => {
       // Fencing: the lease must be this replica's and unexpired; the update renews it and keeps its row
       // locked until the commit, so no replica can take the account over in between.
-      const lease = await client.query(
-        "UPDATE leases SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' WHERE account_id = $1 AND holder = $2 AND expires_at > clock_timestamp()",
-        [accountId, this.replica, this.#leadershipMs],
-      );
+      const lease = await client.query("UPDATE leases SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' WHERE account_id = $1 AND holder = $2 AND expires_at > clock_timestamp()", [
+        accountId,
+        this.replica,
+        this.#leadershipMs,
+      ]);
       if (lease.rowCount !== 1) throw new LeadershipLostError(accountId, this.replica);
       const current = (await client.query<{ version: number }>('SELECT version FROM accounts WHERE account_id = $1 FOR UPDATE', [accountId])).rows[0]?.version ?? 0;
       if (current !== commit.expectedVersion) throw new StaleSnapshotError(accountId, commit.expectedVersion, current);
@@ -435,7 +431,8 @@ export class PostgresStore implements StateStore {
       }
 
       // Silences are decided here, in the commit's own transaction (SPEC §8).
-      const active = commit.events.length > 0 ? this.#silences.read((await client.query<StoredSilence>(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1`, [polledAt])).rows) : [];
+      const active =
+        commit.events.length > 0 ? this.#silences.read((await client.query<StoredSilence>(`SELECT ${SILENCE_COLUMNS} FROM silences WHERE ends_at > $1 AND starts_at <= $1`, [polledAt])).rows) : [];
       const { silencedBy, deliveries: planned } = applySilences(commit.events, commit.deliveries, active);
       for (const events of chunks(commit.events)) {
         const columns = events.map(eventUserColumns);
@@ -469,9 +466,7 @@ export class PostgresStore implements StateStore {
       // the account's row lock orders this commit after the account's last. A sink held back
       // (holdSink) holds new deliveries too.
       for (const deliveries of chunks(planned)) {
-        const ids = (
-          await client.query<{ id: number }>(`SELECT nextval(pg_get_serial_sequence('${SCHEMA}.deliveries', 'id')) AS id FROM generate_series(1, $1)`, [deliveries.length])
-        ).rows
+        const ids = (await client.query<{ id: number }>(`SELECT nextval(pg_get_serial_sequence('${SCHEMA}.deliveries', 'id')) AS id FROM generate_series(1, $1)`, [deliveries.length])).rows
           .map((r) => r.id)
           .sort((a, b) => a - b);
         await client.query(
@@ -480,7 +475,10 @@ export class PostgresStore implements StateStore {
            FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS d(id, sink, account_id, event_ids)`,
           [polledAt, ids, deliveries.map((d) => d.sink), deliveries.map((d) => d.accountId), deliveries.map((d) => JSON.stringify(d.eventIds))],
         );
-        await insertSubjects(client, deliveries.flatMap((d, i) => d.subjects.map((subject) => [ids[i]!, d.sink, subject] as const)));
+        await insertSubjects(
+          client,
+          deliveries.flatMap((d, i) => d.subjects.map((subject) => [ids[i]!, d.sink, subject] as const)),
+        );
       }
       return version;
     });
@@ -505,9 +503,7 @@ export class PostgresStore implements StateStore {
       ).rows.sort((a, b) => a.id - b.id);
       if (rows.length === 0) return [];
       const bodies = new Map(
-        (await client.query<{ id: string; body: string }>('SELECT id, body FROM events WHERE id = ANY($1::text[])', [[...new Set(rows.flatMap((r) => r.event_ids))]])).rows.map(
-          (r) => [r.id, r.body],
-        ),
+        (await client.query<{ id: string; body: string }>('SELECT id, body FROM events WHERE id = ANY($1::text[])', [[...new Set(rows.flatMap((r) => r.event_ids))]])).rows.map((r) => [r.id, r.body]),
       );
       return rows.map((row) => claimedDelivery(this.where, sink, row, row.event_ids, (id) => bodies.get(id)));
     });
@@ -568,11 +564,7 @@ export class PostgresStore implements StateStore {
           [sink, until],
         )
       ).rows[0]!.until;
-      await client.query("UPDATE deliveries SET next_attempt_at = $2 WHERE state = 'pending' AND sink = $1 AND next_attempt_at < $2 AND leased_until <= $3", [
-        sink,
-        held,
-        now,
-      ]);
+      await client.query("UPDATE deliveries SET next_attempt_at = $2 WHERE state = 'pending' AND sink = $1 AND next_attempt_at < $2 AND leased_until <= $3", [sink, held, now]);
       return held;
     });
   }
@@ -592,8 +584,7 @@ export class PostgresStore implements StateStore {
       // Dead letters are kept until retried or the history lapses (SPEC §8).
       const dead = (await client.query("DELETE FROM deliveries WHERE state = 'dead' AND created_at < $1", [before.history])).rowCount ?? 0;
       await client.query('DELETE FROM silences WHERE ends_at < $1', [before.history]);
-      const events = (await client.query('DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id)', [before.history]))
-        .rowCount;
+      const events = (await client.query('DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id)', [before.history])).rowCount;
       return { deliveries: delivered + dead, events: events ?? 0 };
     });
   }
@@ -667,7 +658,10 @@ export class PostgresStore implements StateStore {
         'sink' in which
           ? await client.query<{ id: number }>(`${revive} AND sink = $1 RETURNING id`, [which.sink, now])
           : await client.query<{ id: number }>(`${revive} AND id = ANY($1::bigint[]) RETURNING id`, [[...which.ids], now]);
-      return resubject(client, revived.rows.map((r) => r.id));
+      return resubject(
+        client,
+        revived.rows.map((r) => r.id),
+      );
     });
   }
 
@@ -678,7 +672,10 @@ export class PostgresStore implements StateStore {
          WHERE state IN ('pending', 'dead') AND sink = $1 RETURNING id`,
         [from, to, now],
       );
-      return resubject(client, moved.rows.map((r) => r.id));
+      return resubject(
+        client,
+        moved.rows.map((r) => r.id),
+      );
     });
   }
 
@@ -717,9 +714,7 @@ export class PostgresStore implements StateStore {
       return await this.#session('take the lead', async (client) => {
         await this.#heartbeat(client);
         await client.query('INSERT INTO leases (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [wanted]);
-        const mine = (await client.query<{ account_id: string }>('SELECT account_id FROM leases WHERE holder = $1 AND expires_at > clock_timestamp() ORDER BY account_id', [
-            this.replica,
-          ])).rows
+        const mine = (await client.query<{ account_id: string }>('SELECT account_id FROM leases WHERE holder = $1 AND expires_at > clock_timestamp() ORDER BY account_id', [this.replica])).rows
           .map((r) => r.account_id)
           .filter((id) => wantedSet.has(id));
         const live = (await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM replicas WHERE expires_at > clock_timestamp() AND NOT passing')).rows[0]!.n;
@@ -880,9 +875,7 @@ function createPool(url: string, leadershipMs: number): pg.Pool {
     // set (here, not in the URL's options, which a user may also set).
     onConnect: async (client) => {
       client.on('error', () => {});
-      await client.query(
-        `SET search_path TO ${SCHEMA}; SET statement_timeout = 60000; SET idle_in_transaction_session_timeout = ${Math.max(1000, Math.round(leadershipMs))}`,
-      );
+      await client.query(`SET search_path TO ${SCHEMA}; SET statement_timeout = 60000; SET idle_in_transaction_session_timeout = ${Math.max(1000, Math.round(leadershipMs))}`);
     },
     // Epoch milliseconds and counts are bigint: as numbers, not strings (safe far beyond any of ours).
     types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 ? Number : pg.types.getTypeParser(oid, format as 'text'))) as pg.CustomTypesConfig['getTypeParser'] },
@@ -909,7 +902,7 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
     // operator may have made the schema for a user who lacks it.
     const exists = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [SCHEMA]);
     if (exists.rowCount === 0) await client.query(`CREATE SCHEMA ${SCHEMA}`);
-    const tables = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = $1", [SCHEMA]);
+    const tables = await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = $1', [SCHEMA]);
     if (tables.rows[0]!.n > 0) throw new StateError(`${where}: schema "${SCHEMA}" holds tables that are not riskwatch's; give riskwatch a database of its own`);
     await client.query(`CREATE TABLE ${SCHEMA}.schema_version (version integer NOT NULL)`);
     await client.query(`INSERT INTO ${SCHEMA}.schema_version VALUES (0)`);
@@ -924,7 +917,6 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
 
 /** A silences row as a StoredSilence. */
 const SILENCE_COLUMNS = 'id, user_ref AS "user", behavior, account_id AS "accountId", starts_at AS "startsAt", ends_at AS "endsAt", reason, created_by AS "by"';
-
 
 /**
  * The subjects of deliveries made pending again (or moved to another sink), so that each keeps
@@ -977,8 +969,7 @@ function asStateError(error: unknown, where: string, doing: string): Error {
   const code = (error as { code?: string }).code;
   const message = (error as Error).message ?? String(error);
   const why = (code && WHY[code]) ?? message;
-  const unreachable =
-    (code !== undefined && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) || /Connection terminated|timeout|connection.*(closed|ended)|not queryable/i.test(message);
+  const unreachable = (code !== undefined && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) || /Connection terminated|timeout|connection.*(closed|ended)|not queryable/i.test(message);
   const line = `${where}: cannot ${doing}: ${why}`;
   return unreachable ? new StoreUnavailableError(line, { cause: error }) : new StateError(line, { cause: error });
 }

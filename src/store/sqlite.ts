@@ -118,9 +118,11 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
        PRIMARY KEY (delivery_id, subject)
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX delivery_subjects_order ON delivery_subjects (sink, subject, delivery_id);`);
-    const rows = db
-      .prepare("SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.state = 'pending'")
-      .all() as unknown as { id: number; sink: string; body: string }[];
+    const rows = db.prepare("SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.state = 'pending'").all() as unknown as {
+      id: number;
+      sink: string;
+      body: string;
+    }[];
     const insert = db.prepare('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
     for (const [id, sink, subject] of pendingSubjects(rows)) insert.run(id, sink, subject);
   },
@@ -271,9 +273,7 @@ export class SqliteStore implements StateStore {
     const users = new Map<string, RiskUser>();
     const select = this.#stmt('SELECT user_id, level, email, name, event_count, last_event FROM users WHERE account_id = ? AND user_id = ?');
     for (const userId of userIds) {
-      const row = select.get(accountId, userId) as
-        | { user_id: string; level: number; email: string; name: string; event_count: number; last_event: string | null }
-        | undefined;
+      const row = select.get(accountId, userId) as { user_id: string; level: number; email: string; name: string; event_count: number; last_event: string | null } | undefined;
       if (row) {
         users.set(userId, {
           user_id: row.user_id,
@@ -294,9 +294,11 @@ export class SqliteStore implements StateStore {
       const current = (this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined)?.version ?? 0;
       if (current !== commit.expectedVersion) throw new StaleSnapshotError(accountId, commit.expectedVersion, current);
       const version = current + 1;
-      this.#stmt(
-        'INSERT INTO accounts (account_id, version, polled_at) VALUES (?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, polled_at = excluded.polled_at',
-      ).run(accountId, version, commit.polledAt);
+      this.#stmt('INSERT INTO accounts (account_id, version, polled_at) VALUES (?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, polled_at = excluded.polled_at').run(
+        accountId,
+        version,
+        commit.polledAt,
+      );
 
       const upsertUser = this.#stmt(
         `INSERT INTO users (account_id, user_id, level, email, name, event_count, last_event) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -371,7 +373,9 @@ export class SqliteStore implements StateStore {
   }
 
   async nextDueAt(sink: string): Promise<number | undefined> {
-    const row = this.#read('read the outbox', () => this.#stmt(`SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries d WHERE state = 'pending' AND sink = ? AND NOT ${HELD_BY_EARLIER}`).get(sink)) as {
+    const row = this.#read('read the outbox', () =>
+      this.#stmt(`SELECT MIN(MAX(next_attempt_at, leased_until)) AS due FROM deliveries d WHERE state = 'pending' AND sink = ? AND NOT ${HELD_BY_EARLIER}`).get(sink),
+    ) as {
       due: number | null;
     };
     return row.due ?? undefined;
@@ -389,24 +393,13 @@ export class SqliteStore implements StateStore {
     if (outcome.kind !== 'retry') this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?').run(deliveryId);
     switch (outcome.kind) {
       case 'delivered':
-        this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(
-          outcome.at,
-          deliveryId,
-        );
+        this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(outcome.at, deliveryId);
         return;
       case 'retry':
-        this.#stmt('UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? WHERE id = ?').run(
-          outcome.nextAttemptAt,
-          outcome.error,
-          deliveryId,
-        );
+        this.#stmt('UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? WHERE id = ?').run(outcome.nextAttemptAt, outcome.error, deliveryId);
         return;
       case 'dead':
-        this.#stmt("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? WHERE id = ?").run(
-          outcome.at,
-          outcome.error,
-          deliveryId,
-        );
+        this.#stmt("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? WHERE id = ?").run(outcome.at, outcome.error, deliveryId);
     }
   }
 
@@ -435,9 +428,7 @@ export class SqliteStore implements StateStore {
       const dead = this.#stmt("DELETE FROM deliveries WHERE state = 'dead' AND created_at < ?").run(before.history).changes;
       this.#stmt('DELETE FROM silences WHERE ends_at < ?').run(before.history);
       // Events past the history that no remaining delivery refers to; the subquery is evaluated once, not per event.
-      const events = this.#stmt(
-        `DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT j.value FROM deliveries d, json_each(d.event_ids) j)`,
-      ).run(before.history).changes;
+      const events = this.#stmt(`DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT j.value FROM deliveries d, json_each(d.event_ids) j)`).run(before.history).changes;
       return { deliveries: Number(delivered) + Number(dead), events: Number(events) };
     });
   }
@@ -445,7 +436,6 @@ export class SqliteStore implements StateStore {
   async deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>> {
     return tallyDeliveries(this.#read('read the outbox', () => this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]));
   }
-
 
   // The operator commands (SPEC §3, §8): short reads and writes, beside a running daemon.
 
@@ -532,9 +522,7 @@ export class SqliteStore implements StateStore {
         'sink' in which
           ? (this.#stmt("SELECT id FROM deliveries WHERE state = 'dead' AND sink = ? ORDER BY id").all(which.sink) as { id: number }[]).map((r) => r.id)
           : which.ids.filter((id) => this.#stmt("SELECT 1 FROM deliveries WHERE state = 'dead' AND id = ?").get(id) !== undefined);
-      const revive = this.#stmt(
-        "UPDATE deliveries SET state = 'pending', attempts = 0, created_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?",
-      );
+      const revive = this.#stmt("UPDATE deliveries SET state = 'pending', attempts = 0, created_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?");
       for (const id of ids) revive.run(now, now, id);
       this.#resubject(ids);
       return ids.length;
@@ -697,9 +685,7 @@ function describeHolder(file: string): string {
 function checkSchema(db: DatabaseSync, file: string): number {
   const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
   if (version > SCHEMA_VERSION) {
-    throw new StateError(
-      `state file ${file} was written by a newer riskwatch (schema ${version}; this one knows up to ${SCHEMA_VERSION}); upgrade riskwatch or restore a backup`,
-    );
+    throw new StateError(`state file ${file} was written by a newer riskwatch (schema ${version}; this one knows up to ${SCHEMA_VERSION}); upgrade riskwatch or restore a backup`);
   }
   if (version === 0) {
     const tables = (db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'").get() as { n: number }).n;

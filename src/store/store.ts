@@ -342,7 +342,7 @@ export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
     accountId: row.account_id,
     state: row.state,
     eventIds: JSON.parse(row.event_ids) as string[],
-    types: (typeof row.types === 'string' ? (JSON.parse(row.types) as (EventType | null)[]) : (row.types as (EventType | null)[])),
+    types: typeof row.types === 'string' ? (JSON.parse(row.types) as (EventType | null)[]) : (row.types as (EventType | null)[]),
     attempts: row.attempts,
     lastError: row.last_error,
     nextAttemptAt: Number(row.next_attempt_at),

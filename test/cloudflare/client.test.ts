@@ -161,11 +161,7 @@ describe('users the caller already has at their level are only marked, not kept'
     const { client } = clientFor(api, { pageConcurrency: 1 });
     const summary = await client.fetchSummary(ACCOUNT, undefined, { known });
     // User 2 twice at the same level is one user, at that level.
-    expect([...summary.users.values()].map((u) => `${u.email} ${u.max_risk_level}`).sort()).toEqual([
-      `${user(2).email} high`,
-      `${user(3).email} medium`,
-      `${user(4).email} low`,
-    ]);
+    expect([...summary.users.values()].map((u) => `${u.email} ${u.max_risk_level}`).sort()).toEqual([`${user(2).email} high`, `${user(3).email} medium`, `${user(4).email} low`]);
     expect(summary.unchanged?.count).toBe(1);
     expect(summary.unchanged?.has(user(1).user_id)).toBe(true);
     expect(summary.unchanged?.has(user(2).user_id)).toBe(false);
@@ -213,7 +209,7 @@ describe('a user listed twice in one read with two levels keeps their previous s
     expect(String(warning?.examples)).toContain(`${user(1).user_id} listed at low and at high`);
   });
 
-  it('without stored levels too (on an account\'s first read)', async () => {
+  it("without stored levels too (on an account's first read)", async () => {
     serve([[at(1, 'low'), at(1, 'high')]], 1);
     const { client } = clientFor(api);
     const summary = await client.fetchSummary(ACCOUNT);
@@ -230,7 +226,13 @@ describe('a user listed twice in one read with two levels keeps their previous s
   });
 
   it('counts the ambiguous user once against total_count', async () => {
-    serve([[at(1, 'low'), at(2, 'low')], [at(2, 'high'), at(3, 'low')]], 3);
+    serve(
+      [
+        [at(1, 'low'), at(2, 'low')],
+        [at(2, 'high'), at(3, 'low')],
+      ],
+      3,
+    );
     const { client } = clientFor(api, { pageConcurrency: 1 });
     const summary = await client.fetchSummary(ACCOUNT);
     expect([...summary.users.keys()].sort()).toEqual([user(1).user_id, user(3).user_id].sort());
@@ -242,9 +244,7 @@ describe('summary_paging (SPEC §1)', () => {
   /** The answer of Prism serving Cloudflare's schema: its example claims 100 pages of 20, lists one user, and answers every page with page 1. */
   const prismExample = () => {
     api.fault = (r) =>
-      r.call === 'summary'
-        ? { status: 200, body: { ...success({ users: [user(1)] }), result_info: { count: 1, page: 1, per_page: 20, total_count: 2000, total_pages: 100 } } }
-        : undefined;
+      r.call === 'summary' ? { status: 200, body: { ...success({ users: [user(1)] }), result_info: { count: 1, page: 1, per_page: 20, total_count: 2000, total_pages: 100 } } } : undefined;
   };
 
   it('auto: a read holding total_count users ends at the first page that adds nobody, whatever total_pages says', async () => {
@@ -495,10 +495,12 @@ describe('malformed records are skipped, the rest is used', () => {
   it('reads a user detail with its risk events', async () => {
     const u = user(7, 'high');
     api.account(ACCOUNT).users.set(u.user_id, u);
-    api.account(ACCOUNT).events.set(u.user_id, [
-      { id: 'e1', name: 'Impossible travel', risk_level: 'high', timestamp: '2026-11-22T17:58:00Z' },
-      { id: 'e2', name: 'broken', risk_level: 'severe', timestamp: '2026-11-22T17:58:00Z' } as never,
-    ]);
+    api
+      .account(ACCOUNT)
+      .events.set(u.user_id, [
+        { id: 'e1', name: 'Impossible travel', risk_level: 'high', timestamp: '2026-11-22T17:58:00Z' },
+        { id: 'e2', name: 'broken', risk_level: 'severe', timestamp: '2026-11-22T17:58:00Z' } as never,
+      ]);
     const { client } = clientFor(api);
     const detail = await client.fetchUserDetail(ACCOUNT, u.user_id);
     expect(detail.email).toBe(u.email);
@@ -520,9 +522,7 @@ describe('the v4 envelope and HTTP errors', () => {
     api.fault = () => ({ status: 200, body: failure(1001, 'Risk scoring is not enabled') });
     const { client } = clientFor(api);
     const error = (await client.fetchBehaviors(ACCOUNT).catch((e: unknown) => e)) as CloudflareError;
-    expect(error.message).toBe(
-      `GET /accounts/${ACCOUNT}/zt_risk_scoring/behaviors: HTTP 200 with success: false: Risk scoring is not enabled (code 1001)`,
-    );
+    expect(error.message).toBe(`GET /accounts/${ACCOUNT}/zt_risk_scoring/behaviors: HTTP 200 with success: false: Risk scoring is not enabled (code 1001)`);
     expect(error.errors).toEqual([{ code: 1001, message: 'Risk scoring is not enabled' }]);
     expect(api.requests).toHaveLength(1);
   });
@@ -541,9 +541,7 @@ describe('the v4 envelope and HTTP errors', () => {
   it('does not retry a 403, and names the permission the token needs', async () => {
     api.fault = () => ({ status: 403, body: failure(10000, 'Authentication error') });
     const { client } = clientFor(api);
-    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(
-      /HTTP 403: Authentication error \(code 10000\); the credential needs the "Zero Trust: PII Read" permission/,
-    );
+    await expect(client.fetchSummary(ACCOUNT)).rejects.toThrow(/HTTP 403: Authentication error \(code 10000\); the credential needs the "Zero Trust: PII Read" permission/);
     await expect(client.fetchBehaviors(ACCOUNT)).rejects.toThrow(/"Zero Trust Read" permission/);
     expect(api.requests).toHaveLength(2);
   });

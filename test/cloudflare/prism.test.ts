@@ -74,8 +74,7 @@ interface ConfigOptions {
 
 /** A config polling the one account through `apiBaseUrl` into a state file of the temp dir, events on the console. */
 function writeConfig(options: ConfigOptions): string {
-  const credential =
-    options.credential === 'legacy' ? { api_email: EMAIL, api_key: '${CF_API_KEY}' } : { api_token: '${CF_TOKEN}' };
+  const credential = options.credential === 'legacy' ? { api_email: EMAIL, api_key: '${CF_API_KEY}' } : { api_token: '${CF_TOKEN}' };
   const doc = {
     cloudflare: {
       api_base_url: options.apiBaseUrl,
@@ -107,8 +106,7 @@ async function once(file: string): Promise<OnceResult> {
 type LogLine = Record<string, unknown> & { level: number; msg: string };
 
 /** The pino JSON lines of stdout. */
-const logLines = (lines: readonly string[]): LogLine[] =>
-  lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+const logLines = (lines: readonly string[]): LogLine[] => lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
 
 /** The console sink's lines: `<time> [production] <event type> …`. */
 const eventLines = (lines: readonly string[]) => lines.filter((l) => /^\d{4}-\d\d-\d\dT\S+ \[production\] (user|behavior)\.\S+ /.test(l));
@@ -118,9 +116,7 @@ const describeRun = (result: OnceResult) => `exit ${result.code}\nstdout:\n${res
 /** Prism's validator accepted every request riskwatch sent, and answered each with a success. */
 function expectValidRequests(exchanges: readonly Exchange[]): void {
   expect(exchanges.length).toBeGreaterThan(0);
-  const refused = exchanges
-    .filter((e) => e.violations !== undefined || e.status === undefined || e.status >= 400)
-    .map((e) => `${e.method} ${e.url} -> ${e.status ?? e.error} ${e.violations ?? ''}`);
+  const refused = exchanges.filter((e) => e.violations !== undefined || e.status === undefined || e.status >= 400).map((e) => `${e.method} ${e.url} -> ${e.status ?? e.error} ${e.violations ?? ''}`);
   expect(refused).toEqual([]);
 }
 
@@ -207,7 +203,10 @@ describe('against the static examples', () => {
     expect(summaries.map((e) => e.url)).toEqual([`${API}/summary`]);
     // ... and what result_info claimed (2000 users, 100 pages) said once.
     const logs = logLines(result.stdout);
-    expect(logs.filter((l) => /result_info/.test(l.msg) && /2000/.test(l.msg)), describeRun(result)).toHaveLength(1);
+    expect(
+      logs.filter((l) => /result_info/.test(l.msg) && /2000/.test(l.msg)),
+      describeRun(result),
+    ).toHaveLength(1);
     expect(logs.filter((l) => l.level >= 50 || /malformed|could not enrich/.test(l.msg))).toEqual([]);
 
     expectValidRequests(staticProxy.exchanges);
@@ -246,11 +245,17 @@ describe('against random schema-following answers (prism -d)', () => {
       const logs = logLines(result.stdout);
       // The one warning expected: with paging off, a result_info that claims more than the answer lists (random numbers).
       const unexpected = logs.filter((l) => l.level >= 40 && !/^cloudflare\.summary_paging is off: /.test(l.msg));
-      expect(unexpected.map((l) => JSON.stringify(l)), context).toEqual([]);
+      expect(
+        unexpected.map((l) => JSON.stringify(l)),
+        context,
+      ).toEqual([]);
 
       // One summary request, without paging parameters; every request valid.
       const summaries = exchanges.filter(isSummary);
-      expect(summaries.map((e) => e.url), context).toEqual([`${API}/summary`]);
+      expect(
+        summaries.map((e) => e.url),
+        context,
+      ).toEqual([`${API}/summary`]);
       expect(exchanges.filter(isBehaviors), context).toHaveLength(1);
       expectValidRequests(exchanges);
       expectBearer(exchanges);
@@ -259,11 +264,17 @@ describe('against random schema-following answers (prism -d)', () => {
       const users = (JSON.parse(summaries[0]!.body) as { result: { users: { user_id: string }[] } }).result.users;
       const distinct = new Set(users.map((u) => u.user_id.toLowerCase()));
       const events = eventLines(result.stdout);
-      expect(events.filter((l) => / user\.risk_level_raised .* none -> (low|medium|high)\b/.test(l)), context).toHaveLength(distinct.size);
+      expect(
+        events.filter((l) => / user\.risk_level_raised .* none -> (low|medium|high)\b/.test(l)),
+        context,
+      ).toHaveLength(distinct.size);
       // ... and on the first poll every behavior is added.
       if (poll === 1) {
         const behaviors = (JSON.parse(exchanges.find(isBehaviors)!.body) as { result: { behaviors: Record<string, unknown> } }).result.behaviors;
-        expect(events.filter((l) => / behavior\.added /.test(l)), context).toHaveLength(Object.keys(behaviors).length);
+        expect(
+          events.filter((l) => / behavior\.added /.test(l)),
+          context,
+        ).toHaveLength(Object.keys(behaviors).length);
       }
       // Raised users are enriched: their risk events asked for, each answer used (no "could not enrich" above).
       const enriched = exchanges.map(userDetailId).filter((id): id is string => id !== undefined);

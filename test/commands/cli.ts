@@ -81,7 +81,8 @@ export async function seed(file: string, at: number) {
     await store.recordPollFailure(OTHER_ACCOUNT.id, 'HTTP 403: the token lacks Zero Trust Read', at + 60_000);
     const claimed = await store.claimDue('incidents', at + 1, 10);
     for (const d of claimed.filter((d) => d.events[0]!.id !== 'evt-2')) await store.recordOutcomes([{ deliveryId: d.id, outcome: { kind: 'dead', at: at + 2, error: LONG_ERROR } }]);
-    for (const d of claimed.filter((d) => d.events[0]!.id === 'evt-2')) await store.recordOutcomes([{ deliveryId: d.id, outcome: { kind: 'retry', at: at + 2, nextAttemptAt: at + 600_000, error: 'HTTP 503' } }]);
+    for (const d of claimed.filter((d) => d.events[0]!.id === 'evt-2'))
+      await store.recordOutcomes([{ deliveryId: d.id, outcome: { kind: 'retry', at: at + 2, nextAttemptAt: at + 600_000, error: 'HTTP 503' } }]);
     return { users: { u1, u2, u3, u4 }, events: { e1, e2, e3, e4 } };
   } finally {
     await store.close();

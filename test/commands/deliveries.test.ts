@@ -109,7 +109,7 @@ describe('deliveries retry', () => {
   });
 });
 
-describe('deliveries retry --sink OLD --to NEW: a renamed sink\'s deliveries', () => {
+describe("deliveries retry --sink OLD --to NEW: a renamed sink's deliveries", () => {
   it('moves every pending and dead one, under its id and in its order, pending and due now; the old name then has none', async () => {
     cli.tmp.remove();
     cli = makeCli((doc) => {

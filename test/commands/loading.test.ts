@@ -52,7 +52,7 @@ function inChild(body: string): Loaded {
 }
 
 it.each([['status'], ['users', '--level', 'high'], ['events'], ['silence', 'list'], ['deliveries']])(
-  '%s loads neither the daemon, the sinks, TLS, pino, the PostgreSQL driver nor Node\'s crypto, streams and net',
+  "%s loads neither the daemon, the sinks, TLS, pino, the PostgreSQL driver nor Node's crypto, streams and net",
   (...argv) => {
     const { code, modules, builtins } = modulesLoaded([...argv, '--config', cli.config]);
     expect(code).toBe(0);

@@ -104,7 +104,14 @@ describe('events', () => {
     const { e4 } = seeded.events;
     const user5 = { ...e4.data.user, user_id: 'u5', email: 'User5@example.com' };
     try {
-      await store.commitPoll({ accountId: OTHER_ACCOUNT.id, expectedVersion: 1, polledAt: Date.now(), delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] }, events: [{ ...e4, id: 'evt-5', data: { ...e4.data, user: user5 } }], deliveries: [] });
+      await store.commitPoll({
+        accountId: OTHER_ACCOUNT.id,
+        expectedVersion: 1,
+        polledAt: Date.now(),
+        delta: { upsertUsers: [], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
+        events: [{ ...e4, id: 'evt-5', data: { ...e4.data, user: user5 } }],
+        deliveries: [],
+      });
     } finally {
       await store.close();
     }

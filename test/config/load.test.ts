@@ -4,16 +4,7 @@ import { DEFAULT_API_BASE_URL } from '../../src/config/schema.ts';
 import { loadConfig, parseConfig } from '../../src/config/load.ts';
 import type { Config, SinkConfig } from '../../src/config/config.ts';
 import { ConfigError, ConfigErrors } from '../../src/errors.ts';
-import {
-  ACCOUNT_ID,
-  type ConfigDoc,
-  configYaml,
-  ENV,
-  makeTempDir,
-  OTHER_ACCOUNT_ID,
-  SECRETS,
-  type TempDir,
-} from '../support/config-files.ts';
+import { ACCOUNT_ID, type ConfigDoc, configYaml, ENV, makeTempDir, OTHER_ACCOUNT_ID, SECRETS, type TempDir } from '../support/config-files.ts';
 
 let tmp: TempDir;
 beforeEach(() => {
@@ -134,7 +125,10 @@ describe('a valid config parses into the typed config', () => {
 
 describe('state.sqlite is relative to the config file, not the working directory', () => {
   it('resolves a relative path against the config directory', () => {
-    const file = tmp.write('etc/riskwatch/riskwatch.yaml', configYaml((doc) => (doc.state = { sqlite: 'state/rw.db' })));
+    const file = tmp.write(
+      'etc/riskwatch/riskwatch.yaml',
+      configYaml((doc) => (doc.state = { sqlite: 'state/rw.db' })),
+    );
     expect(loadConfig(file, ENV).state).toEqual({ kind: 'sqlite', file: path.join(tmp.dir, 'etc', 'riskwatch', 'state', 'rw.db'), historyMs: 30 * 86_400_000 });
     expect(process.cwd()).not.toBe(path.join(tmp.dir, 'etc', 'riskwatch'));
   });
@@ -148,7 +142,19 @@ describe('state.sqlite is relative to the config file, not the working directory
 describe('the config object is frozen', () => {
   it('refuses changes at every level', () => {
     const config = load();
-    for (const part of [config, config.cloudflare, config.accounts, config.accounts[0], config.accounts[0]!.credential, config.notify, config.state, config.sinks, config.sinks[0], config.http, config.log]) {
+    for (const part of [
+      config,
+      config.cloudflare,
+      config.accounts,
+      config.accounts[0],
+      config.accounts[0]!.credential,
+      config.notify,
+      config.state,
+      config.sinks,
+      config.sinks[0],
+      config.http,
+      config.log,
+    ]) {
       expect(Object.isFrozen(part)).toBe(true);
     }
     const incidents = sink(config, 'incidents');
@@ -458,9 +464,7 @@ describe('Cloudflare credentials', () => {
   });
 
   it('refuses both schemes on one account', () => {
-    const problem = problemAt('accounts[0]', () =>
-      load((doc) => Object.assign(doc.accounts[0]!, { api_token: 'acct-token', api_email: 'ops@example.com', api_key: 'k' })),
-    );
+    const problem = problemAt('accounts[0]', () => load((doc) => Object.assign(doc.accounts[0]!, { api_token: 'acct-token', api_email: 'ops@example.com', api_key: 'k' })));
     expect(problem).toMatch(/not both/);
   });
 
@@ -642,7 +646,7 @@ describe('incident and chat receivers (SPEC §5)', () => {
     expect(teams.minLevel).toBe('low');
   });
 
-  it('a vendor receiver\'s URL is a credential or carries one: https, or http only on a loopback host, never echoed', () => {
+  it("a vendor receiver's URL is a credential or carries one: https, or http only on a loopback host, never echoed", () => {
     const cases = [
       { type: 'slack', url: 'http://hooks.slack.com/services/T0/B0/s3cretpath' },
       { type: 'teams', url: 'http://prod-01.westeurope.logic.azure.com/workflows/abc?sig=s3cretsig' },
@@ -661,7 +665,7 @@ describe('incident and chat receivers (SPEC §5)', () => {
     expect(() => load(withSink({ type: 'webhook', url: 'http://soar.internal:8080/hook' }))).not.toThrow();
   });
 
-  it('pagerduty and opsgenie: a URL copied with the endpoint\'s path is refused (riskwatch adds /v2/… itself)', () => {
+  it("pagerduty and opsgenie: a URL copied with the endpoint's path is refused (riskwatch adds /v2/… itself)", () => {
     expect(problemAt('sinks[0].url', () => load(withSink({ type: 'pagerduty', routing_key: ROUTING_KEY, url: 'https://events.pagerduty.com/v2/enqueue' })))).toMatch(
       /base URL, without \/v2\/… \(https:\/\/events\.pagerduty\.com, or https:\/\/events\.eu\.pagerduty\.com in the EU\)/,
     );
@@ -681,7 +685,9 @@ describe('incident and chat receivers (SPEC §5)', () => {
   });
 
   it('email: an address with a line break (a forged header) is refused', () => {
-    expect(problemAt('sinks[0].to[1]', () => load(withSink({ type: 'email', smtp: 'smtp://127.0.0.1', from: 'rw@example.com', to: ['a@example.com', 'b@example.com\nBcc: x@evil.example'] })))).toMatch(/mail address/);
+    expect(problemAt('sinks[0].to[1]', () => load(withSink({ type: 'email', smtp: 'smtp://127.0.0.1', from: 'rw@example.com', to: ['a@example.com', 'b@example.com\nBcc: x@evil.example'] })))).toMatch(
+      /mail address/,
+    );
     expect(problemAt('sinks[0].from', () => load(withSink({ type: 'email', smtp: 'smtp://127.0.0.1', from: 'nobody', to: 'a@example.com' })))).toMatch(/mail address/);
   });
 });

@@ -174,16 +174,17 @@ describe('kill -9 at random moments loses nothing and announces nothing twice un
       const firstResolve = actions.indexOf('resolve');
       if (departed.has(n)) {
         expect(firstResolve, `seed ${seed}: user ${n} left but was never resolved`).toBeGreaterThan(0);
-        expect(actions.slice(firstResolve).every((a) => a === 'resolve'), `seed ${seed}: user ${n}: ${actions.join(', ')}`).toBe(true);
+        expect(
+          actions.slice(firstResolve).every((a) => a === 'resolve'),
+          `seed ${seed}: user ${n}: ${actions.join(', ')}`,
+        ).toBe(true);
         resolved++;
       } else {
         expect(firstResolve, `seed ${seed}: user ${n} is still high but was resolved`).toBe(-1);
       }
     }
     expect(pagerduty.events.every((e) => e.routingKey === ROUTING_KEY)).toBe(true);
-    console.info(
-      `crash test (seed ${seed}): PagerDuty ${everHigh().length} incidents opened, ${resolved} resolved on the drop, in order;`,
-    );
+    console.info(`crash test (seed ${seed}): PagerDuty ${everHigh().length} incidents opened, ${resolved} resolved on the drop, in order;`);
     console.info(
       `crash test (seed ${seed}): ${rounds} kill -9 rounds, ${levels.size} users, ${onConsole.transitions} transitions checked on the console and ${onWebhook.transitions} on a flapping webhook; 0 lost, 0 under two ids; re-sent under the same id: ${onConsole.duplicates} console, ${onWebhook.duplicates} webhook`,
     );

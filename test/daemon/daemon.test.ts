@@ -56,12 +56,14 @@ class ManualClock implements Clock {
 
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-const ACCOUNTS = ['a', 'b', 'c'].map((name, i): AccountConfig => ({
-  id: String(i).repeat(32),
-  name,
-  label: name,
-  credential: tokenCredential(),
-}));
+const ACCOUNTS = ['a', 'b', 'c'].map(
+  (name, i): AccountConfig => ({
+    id: String(i).repeat(32),
+    name,
+    label: name,
+    credential: tokenCredential(),
+  }),
+);
 
 /** A poller that records its polls and can be held mid-poll. */
 function fakePoller(account: AccountConfig, polls: string[], forgotten: string[]): AccountPoller {
@@ -115,7 +117,10 @@ describe('a replica polls only the accounts the store says it leads', () => {
   it('starts polling an account when it is led, stops when another replica leads it, and reads it afresh when led again', async () => {
     const clock = new ManualClock();
     let led = ids('a', 'b');
-    const { daemon, polls, forgotten } = start(leadershipStore(() => led), clock);
+    const { daemon, polls, forgotten } = start(
+      leadershipStore(() => led),
+      clock,
+    );
     await clock.advance(30_000);
     expect(new Set(polls)).toEqual(new Set(['a', 'b']));
     expect(polls.filter((p) => p === 'a').length).toBe(4); // at start, then every 10 s
@@ -135,7 +140,10 @@ describe('a replica polls only the accounts the store says it leads', () => {
 
   it('counts only the accounts it leads for readiness', async () => {
     const clock = new ManualClock();
-    const { daemon } = start(leadershipStore(() => ids('a')), clock);
+    const { daemon } = start(
+      leadershipStore(() => ids('a')),
+      clock,
+    );
     await clock.advance(5000);
     expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [{ account: 'a', ready: true, last_success_s_ago: expect.any(Number) }] });
   });
@@ -182,7 +190,13 @@ describe('while the store cannot be reached, nothing is polled, and polling resu
 /** Whether the daemon is ready, and the accounts /readyz lists as ready. */
 function readyAccounts(daemon: { readiness(withinMs: number): Readiness }) {
   const state = daemon.readiness(30_000);
-  return { ready: state.ready, accounts: state.accounts.filter((a) => a.ready).map((a) => a.account).sort() };
+  return {
+    ready: state.ready,
+    accounts: state.accounts
+      .filter((a) => a.ready)
+      .map((a) => a.account)
+      .sort(),
+  };
 }
 
 describe('polling follows the monotonic clock, not the wall clock', () => {

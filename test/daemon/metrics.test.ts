@@ -29,9 +29,7 @@ describe('Metrics.keepAccounts: a reload drops the series of accounts no longer 
     // A kept account's series go on counting from where they were.
     metrics.pollFailed('production', 1);
     expect(lines.find((line) => line.startsWith('riskwatch_poll_errors_total{account="production"}'))).toBe('riskwatch_poll_errors_total{account="production"} 1');
-    expect((await accountLines(metrics)).find((line) => line.startsWith('riskwatch_poll_errors_total{account="production"}'))).toBe(
-      'riskwatch_poll_errors_total{account="production"} 2',
-    );
+    expect((await accountLines(metrics)).find((line) => line.startsWith('riskwatch_poll_errors_total{account="production"}'))).toBe('riskwatch_poll_errors_total{account="production"} 2');
   });
 });
 
@@ -89,7 +87,12 @@ describe('series an alert can read from the start', () => {
     const store = { deliveryCounts: async () => new Map([['pager', { pending: 2, dead: 1 }]]), listSilences: async () => [] } as unknown as StateStore;
     metrics.watchStore(store);
     const text = await metrics.registry.metrics();
-    for (const line of ['riskwatch_deliveries_pending{sink="secops"} 0', 'riskwatch_deliveries_pending{sink="pager"} 2', 'riskwatch_deliveries_dead_lettered{sink="secops"} 0', 'riskwatch_deliveries_dead_lettered{sink="pager"} 1']) {
+    for (const line of [
+      'riskwatch_deliveries_pending{sink="secops"} 0',
+      'riskwatch_deliveries_pending{sink="pager"} 2',
+      'riskwatch_deliveries_dead_lettered{sink="secops"} 0',
+      'riskwatch_deliveries_dead_lettered{sink="pager"} 1',
+    ]) {
       expect(text.split('\n')).toContain(line);
     }
   });

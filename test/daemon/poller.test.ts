@@ -64,9 +64,7 @@ function setUser(n: number, level: RiskLevel) {
   api.account(ACCOUNT).users.set(u.user_id, u);
 }
 
-function poller(
-  options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean; enrich?: boolean; client?: Partial<CloudflareClientOptions> } = {},
-) {
+function poller(options: { store?: StateStore; firstRun?: 'baseline' | 'notify'; lowered?: boolean; enrich?: boolean; client?: Partial<CloudflareClientOptions> } = {}) {
   const { client } = clientFor(api, { clock, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 10, maxWaitMs: 100 }, ...options.client });
   return new AccountPoller({
     account,

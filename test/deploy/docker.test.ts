@@ -81,8 +81,7 @@ describe('the bundle the image ships (npm run build)', () => {
 
   // With no node_modules beside it, bin/riskwatch runs the `node` on PATH, as in the image (whose Node is 24): here, the pinned one.
   const PATH = `${path.join(REPO, 'node_modules', '.bin')}:${process.env.PATH ?? ''}`;
-  const riskwatch = (args: readonly string[]) =>
-    spawnSync(path.join(app, 'bin', 'riskwatch'), args, { env: { PATH, TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
+  const riskwatch = (args: readonly string[]) => spawnSync(path.join(app, 'bin', 'riskwatch'), args, { env: { PATH, TMPDIR: tmp.dir, ...ENV }, encoding: 'utf8', timeout: 30_000 });
   /** The one chunk of dist/ whose name starts with `name-` (esbuild adds a hash of its content). */
   const chunk = (name: string) => {
     const found = fs.readdirSync(path.join(app, 'dist')).filter((file) => new RegExp(`^${name}-[A-Z0-9]+\\.mjs$`).test(file));
@@ -94,7 +93,10 @@ describe('the bundle the image ships (npm run build)', () => {
     expect(buildLog).not.toMatch(/\[(WARNING|ERROR)\]/);
     const files = fs.readdirSync(path.join(app, 'dist'));
     expect(files).toContain('main.mjs');
-    expect(files.every((file) => file.endsWith('.mjs')), files.join(' ')).toBe(true);
+    expect(
+      files.every((file) => file.endsWith('.mjs')),
+      files.join(' '),
+    ).toBe(true);
     // Every chunk evaluates in this Node (a bundled CommonJS dependency's require of a built-in goes through the banner's require).
     const load = spawnSync(
       path.join(REPO, 'node_modules/.bin/node'),
@@ -132,7 +134,10 @@ describe('the bundle the image ships (npm run build)', () => {
       // Still polling and delivering on the previous config.
       api.account(ACCOUNT).users.set(user(7).user_id, { ...user(7), max_risk_level: 'high' });
       for (let i = 0; i < 100 && !receiver.accepted.some((r) => r.body.includes(user(7).email)); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(receiver.accepted.some((r) => r.body.includes(user(7).email)), running.stdout.slice(-8).join('\n')).toBe(true);
+      expect(
+        receiver.accepted.some((r) => r.body.includes(user(7).email)),
+        running.stdout.slice(-8).join('\n'),
+      ).toBe(true);
     } finally {
       if (fs.existsSync(moved)) fs.renameSync(moved, teams);
       await killIfRunning(running);
@@ -148,7 +153,10 @@ describe('the bundle the image ships (npm run build)', () => {
     try {
       const once = spawnRiskwatch(['once', '--config', file], { CF_TOKEN: 'cf-pretty-token', TMPDIR: tmp.dir, PATH }, [], [path.join(app, 'bin', 'riskwatch')]);
       expect(await once.exited, [...once.stdout, ...once.stderr].join('\n')).toBe(0);
-      expect(once.stdout.some((line) => /INFO.*no state yet: this is the first poll of the account/.test(line)), once.stdout.join('\n')).toBe(true);
+      expect(
+        once.stdout.some((line) => /INFO.*no state yet: this is the first poll of the account/.test(line)),
+        once.stdout.join('\n'),
+      ).toBe(true);
       expect(once.stdout.filter((line) => line.startsWith('{'))).toEqual([]);
     } finally {
       await api.close();

@@ -31,7 +31,10 @@ function readManifest(file: string): Resource[] {
   const text = fs.readFileSync(path.join(DIR, file), 'utf8');
   const parse = (version: '1.1' | '1.2') =>
     parseAllDocuments(text, { version, uniqueKeys: true }).flatMap((doc) => {
-      expect(doc.errors.map((e) => e.message), `${file}: YAML ${version}`).toEqual([]);
+      expect(
+        doc.errors.map((e) => e.message),
+        `${file}: YAML ${version}`,
+      ).toEqual([]);
       const value = doc.toJS() as unknown;
       return value === null ? [] : [value as Resource];
     });
@@ -179,7 +182,10 @@ type Service = Resource & { spec: { clusterIP?: string; selector: Record<string,
 
 function only<T extends Resource>(resources: Resource[], kind: string): T {
   const found = resources.filter((r) => r.kind === kind);
-  expect(found.map((r) => r.metadata.name), `one ${kind}`).toHaveLength(1);
+  expect(
+    found.map((r) => r.metadata.name),
+    `one ${kind}`,
+  ).toHaveLength(1);
   return found[0] as T;
 }
 

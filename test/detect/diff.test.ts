@@ -1,11 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  type CurrentSnapshot,
-  diff,
-  type DiffOptions,
-  type PreviousSnapshot,
-  type SnapshotDelta,
-} from '../../src/detect/diff.ts';
+import { type CurrentSnapshot, diff, type DiffOptions, type PreviousSnapshot, type SnapshotDelta } from '../../src/detect/diff.ts';
 import { type Behavior, LEVEL_RANK, RISK_LEVELS, type RiskLevel, type RiskUser } from '../../src/model.ts';
 import { behavior, committed, currentSnapshot, previousSnapshot, riskUser } from '../support/snapshots.ts';
 import { mulberry32 } from '../support/random.ts';
@@ -27,9 +21,7 @@ describe('user.risk_level_raised: the level is higher than before', () => {
   it('announces low → high with both levels, and writes the user', () => {
     const now = riskUser('u1', 'high');
     const result = diff(previousSnapshot({ users: { u1: 'low' } }), currentSnapshot({ users: [now] }), QUIET);
-    expect(result.transitions).toEqual([
-      { kind: 'user', type: 'user.risk_level_raised', userId: 'u1', user: now, previousLevel: 'low', currentLevel: 'high' },
-    ]);
+    expect(result.transitions).toEqual([{ kind: 'user', type: 'user.risk_level_raised', userId: 'u1', user: now, previousLevel: 'low', currentLevel: 'high' }]);
     expect(result.delta).toEqual(delta({ upsertUsers: [now] }));
   });
 
@@ -41,29 +33,22 @@ describe('user.risk_level_raised: the level is higher than before', () => {
   it.each(RISK_LEVELS)('a user new to the summary at %s is raised from none (previous_level null)', (level) => {
     const now = riskUser('new', level);
     const result = diff(previousSnapshot({ users: { old: 'low' } }), currentSnapshot({ users: [riskUser('old', 'low'), now] }), QUIET);
-    expect(result.transitions).toEqual([
-      { kind: 'user', type: 'user.risk_level_raised', userId: 'new', user: now, previousLevel: null, currentLevel: level },
-    ]);
+    expect(result.transitions).toEqual([{ kind: 'user', type: 'user.risk_level_raised', userId: 'new', user: now, previousLevel: null, currentLevel: level }]);
     expect(result.delta).toEqual(delta({ upsertUsers: [now] }));
   });
-
 });
 
 describe('user.risk_level_lowered: lower than before, always recorded (routing decides who is told)', () => {
   it.each(DROPS)('announces %s → %s', (from, to) => {
     const now = riskUser('u1', to);
     const result = diff(previousSnapshot({ users: { u1: from } }), currentSnapshot({ users: [now] }), QUIET);
-    expect(result.transitions).toEqual([
-      { kind: 'user', type: 'user.risk_level_lowered', userId: 'u1', user: now, previousLevel: from, currentLevel: to },
-    ]);
+    expect(result.transitions).toEqual([{ kind: 'user', type: 'user.risk_level_lowered', userId: 'u1', user: now, previousLevel: from, currentLevel: to }]);
     expect(result.delta).toEqual(delta({ upsertUsers: [now] }));
   });
 
   it('announces a user who left the summary as lowered to none (currentLevel null, no current user)', () => {
     const result = diff(previousSnapshot({ users: { u1: 'high', u2: 'low' } }), currentSnapshot({ users: [riskUser('u2', 'low')] }), QUIET);
-    expect(result.transitions).toEqual([
-      { kind: 'user', type: 'user.risk_level_lowered', userId: 'u1', user: undefined, previousLevel: 'high', currentLevel: null },
-    ]);
+    expect(result.transitions).toEqual([{ kind: 'user', type: 'user.risk_level_lowered', userId: 'u1', user: undefined, previousLevel: 'high', currentLevel: null }]);
     expect(result.delta).toEqual(delta({ removeUserIds: ['u1'] }));
   });
 });
@@ -84,27 +69,15 @@ describe('an unchanged level is neither announced nor written (a steady poll wri
 describe('behavior.enabled / behavior.disabled: enabled flipped', () => {
   it('announces a behavior switched on, with its previous state', () => {
     const now = behavior('imp_travel', { enabled: true, risk_level: 'high' });
-    const result = diff(
-      previousSnapshot({ behaviors: [behavior('imp_travel', { enabled: false, risk_level: 'high' })] }),
-      currentSnapshot({ behaviors: [now] }),
-      QUIET,
-    );
-    expect(result.transitions).toEqual([
-      { kind: 'behavior', type: 'behavior.enabled', behavior: now, previous: { enabled: false, risk_level: 'high' } },
-    ]);
+    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel', { enabled: false, risk_level: 'high' })] }), currentSnapshot({ behaviors: [now] }), QUIET);
+    expect(result.transitions).toEqual([{ kind: 'behavior', type: 'behavior.enabled', behavior: now, previous: { enabled: false, risk_level: 'high' } }]);
     expect(result.delta).toEqual(delta({ upsertBehaviors: [now] }));
   });
 
   it('announces a behavior switched off, with its previous state', () => {
     const now = behavior('high_dlp', { enabled: false, risk_level: 'low' });
-    const result = diff(
-      previousSnapshot({ behaviors: [behavior('high_dlp', { enabled: true, risk_level: 'low' })] }),
-      currentSnapshot({ behaviors: [now] }),
-      QUIET,
-    );
-    expect(result.transitions).toEqual([
-      { kind: 'behavior', type: 'behavior.disabled', behavior: now, previous: { enabled: true, risk_level: 'low' } },
-    ]);
+    const result = diff(previousSnapshot({ behaviors: [behavior('high_dlp', { enabled: true, risk_level: 'low' })] }), currentSnapshot({ behaviors: [now] }), QUIET);
+    expect(result.transitions).toEqual([{ kind: 'behavior', type: 'behavior.disabled', behavior: now, previous: { enabled: true, risk_level: 'low' } }]);
     expect(result.delta).toEqual(delta({ upsertBehaviors: [now] }));
   });
 });
@@ -113,19 +86,13 @@ describe('behavior.risk_level_changed: risk_level changed', () => {
   it('announces the new level with the old one', () => {
     const now = behavior('sentinel_one', { risk_level: 'high' });
     const result = diff(previousSnapshot({ behaviors: [behavior('sentinel_one', { risk_level: 'low' })] }), currentSnapshot({ behaviors: [now] }), QUIET);
-    expect(result.transitions).toEqual([
-      { kind: 'behavior', type: 'behavior.risk_level_changed', behavior: now, previous: { enabled: true, risk_level: 'low' } },
-    ]);
+    expect(result.transitions).toEqual([{ kind: 'behavior', type: 'behavior.risk_level_changed', behavior: now, previous: { enabled: true, risk_level: 'low' } }]);
     expect(result.delta).toEqual(delta({ upsertBehaviors: [now] }));
   });
 
   it('a behavior disabled and re-levelled in one poll gives two transitions, written once', () => {
     const now = behavior('imp_travel', { enabled: false, risk_level: 'high' });
-    const result = diff(
-      previousSnapshot({ behaviors: [behavior('imp_travel', { enabled: true, risk_level: 'medium' })] }),
-      currentSnapshot({ behaviors: [now] }),
-      QUIET,
-    );
+    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel', { enabled: true, risk_level: 'medium' })] }), currentSnapshot({ behaviors: [now] }), QUIET);
     const previous = { enabled: true, risk_level: 'medium' };
     expect(result.transitions).toEqual([
       { kind: 'behavior', type: 'behavior.disabled', behavior: now, previous },
@@ -138,11 +105,7 @@ describe('behavior.risk_level_changed: risk_level changed', () => {
 describe('behavior.added / behavior.removed: a behavior id appeared or vanished', () => {
   it('announces a new behavior id as added, with previous null', () => {
     const now = behavior('new_detection');
-    const result = diff(
-      previousSnapshot({ behaviors: [behavior('imp_travel')] }),
-      currentSnapshot({ behaviors: [behavior('imp_travel'), now] }),
-      QUIET,
-    );
+    const result = diff(previousSnapshot({ behaviors: [behavior('imp_travel')] }), currentSnapshot({ behaviors: [behavior('imp_travel'), now] }), QUIET);
     expect(result.transitions).toEqual([{ kind: 'behavior', type: 'behavior.added', behavior: now, previous: null }]);
     expect(result.delta).toEqual(delta({ upsertBehaviors: [now] }));
   });
@@ -150,9 +113,7 @@ describe('behavior.added / behavior.removed: a behavior id appeared or vanished'
   it('announces a vanished behavior as removed, carrying the last one seen', () => {
     const last = behavior('high_dlp', { enabled: false, risk_level: 'high', name: 'High DLP' });
     const result = diff(previousSnapshot({ behaviors: [last, behavior('imp_travel')] }), currentSnapshot({ behaviors: [behavior('imp_travel')] }), QUIET);
-    expect(result.transitions).toEqual([
-      { kind: 'behavior', type: 'behavior.removed', behavior: last, previous: { enabled: false, risk_level: 'high' } },
-    ]);
+    expect(result.transitions).toEqual([{ kind: 'behavior', type: 'behavior.removed', behavior: last, previous: { enabled: false, risk_level: 'high' } }]);
     expect(result.delta).toEqual(delta({ removeBehaviorIds: ['high_dlp'] }));
   });
 });
@@ -209,21 +170,13 @@ describe('first run of an account (no stored snapshot)', () => {
 
 describe('a malformed user record keeps that user’s previous state', () => {
   it('a skipped user is neither announced nor removed', () => {
-    const result = diff(
-      previousSnapshot({ users: { skipped: 'high', steady: 'low' } }),
-      currentSnapshot({ users: [riskUser('steady', 'low')], skippedUserIds: ['skipped'] }),
-      QUIET,
-    );
+    const result = diff(previousSnapshot({ users: { skipped: 'high', steady: 'low' } }), currentSnapshot({ users: [riskUser('steady', 'low')], skippedUserIds: ['skipped'] }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('others in the same poll are still detected, including one who really left', () => {
     const raised = riskUser('riser', 'high');
-    const result = diff(
-      previousSnapshot({ users: { skipped: 'high', riser: 'low', gone: 'medium' } }),
-      currentSnapshot({ users: [raised], skippedUserIds: ['skipped'] }),
-      QUIET,
-    );
+    const result = diff(previousSnapshot({ users: { skipped: 'high', riser: 'low', gone: 'medium' } }), currentSnapshot({ users: [raised], skippedUserIds: ['skipped'] }), QUIET);
     expect(result.transitions).toEqual([
       { kind: 'user', type: 'user.risk_level_raised', userId: 'riser', user: raised, previousLevel: 'low', currentLevel: 'high' },
       { kind: 'user', type: 'user.risk_level_lowered', userId: 'gone', user: undefined, previousLevel: 'medium', currentLevel: null },
@@ -239,33 +192,19 @@ describe('a malformed user record keeps that user’s previous state', () => {
 
 describe('a malformed record without a usable id: nobody is taken as gone this poll', () => {
   it('missing users are neither announced nor removed while unidentifiedSkips > 0', () => {
-    const result = diff(
-      previousSnapshot({ users: { a: 'high', b: 'low' } }),
-      currentSnapshot({ users: [riskUser('a', 'high')], unidentifiedSkips: 1 }),
-      QUIET,
-    );
+    const result = diff(previousSnapshot({ users: { a: 'high', b: 'low' } }), currentSnapshot({ users: [riskUser('a', 'high')], unidentifiedSkips: 1 }), QUIET);
     expect(result).toEqual({ transitions: [], delta: NO_DELTA, missing: new Set() });
   });
 
   it('users who are present are still compared', () => {
     const now = riskUser('a', 'high');
-    const result = diff(
-      previousSnapshot({ users: { a: 'low', b: 'low' } }),
-      currentSnapshot({ users: [now], unidentifiedSkips: 2 }),
-      QUIET,
-    );
-    expect(result.transitions).toEqual([
-      { kind: 'user', type: 'user.risk_level_raised', userId: 'a', user: now, previousLevel: 'low', currentLevel: 'high' },
-    ]);
+    const result = diff(previousSnapshot({ users: { a: 'low', b: 'low' } }), currentSnapshot({ users: [now], unidentifiedSkips: 2 }), QUIET);
+    expect(result.transitions).toEqual([{ kind: 'user', type: 'user.risk_level_raised', userId: 'a', user: now, previousLevel: 'low', currentLevel: 'high' }]);
     expect(result.delta).toEqual(delta({ upsertUsers: [now] }));
   });
 
   it('behaviors are not held back by a malformed user record', () => {
-    const result = diff(
-      previousSnapshot({ users: { a: 'low' }, behaviors: [behavior('gone')] }),
-      currentSnapshot({ unidentifiedSkips: 1 }),
-      QUIET,
-    );
+    const result = diff(previousSnapshot({ users: { a: 'low' }, behaviors: [behavior('gone')] }), currentSnapshot({ unidentifiedSkips: 1 }), QUIET);
     expect(result.transitions).toMatchObject([{ type: 'behavior.removed', behavior: { id: 'gone' } }]);
     expect(result.delta).toEqual(delta({ removeBehaviorIds: ['gone'] }));
   });
@@ -342,8 +281,7 @@ describe('announcement order is deterministic', () => {
     'behavior.risk_level_changed m_changed',
     'behavior.removed z_removed',
   ];
-  const describeTransitions = (result: ReturnType<typeof diff>) =>
-    result.transitions.map((t) => `${t.type} ${t.kind === 'user' ? t.userId : t.behavior.id}`);
+  const describeTransitions = (result: ReturnType<typeof diff>) => result.transitions.map((t) => `${t.type} ${t.kind === 'user' ? t.userId : t.behavior.id}`);
 
   it('users by current level, then previous level, then email, then id; behaviors after them by id', () => {
     expect(describeTransitions(diff(previous, currentSnapshot({ users, behaviors }), QUIET))).toEqual(expectedOrder);
@@ -361,7 +299,6 @@ describe('announcement order is deterministic', () => {
 
 // ---------------------------------------------------------------------------
 // Properties over random snapshot pairs.
-
 
 interface RandomPair {
   readonly seed: number;

@@ -15,7 +15,12 @@ describe('StoredLevels: the stored levels, read as a map, marking read by read w
   it('reads as the map of stored levels', () => {
     const t = tracker();
     t.see(riskUser('a', 'low'));
-    expect(new Map(t)).toEqual(new Map([['a', 'low'], ['b', 'high']]));
+    expect(new Map(t)).toEqual(
+      new Map([
+        ['a', 'low'],
+        ['b', 'high'],
+      ]),
+    );
     expect([t.get('a'), t.get('c'), t.has('b'), t.size]).toEqual(['low', undefined, true, 2]);
     expect([...t.keys()]).toEqual(['a', 'b']);
     expect([...t.values()]).toEqual(['low', 'high']);

@@ -7,7 +7,16 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
   it('keeps UUIDs and other ids, gives them back exactly, and forgets deleted ones', () => {
     const map = new UserIdMap();
     const uuid = '7f3e9a2c-41b0-4d8e-9c1a-0b2c3d4e5f60';
-    const ids = [uuid, 'user-42', '7F3E9A2C-41B0-4D8E-9C1A-0B2C3D4E5F60', '7f3e9a2c41b04d8e9c1a0b2c3d4e5f60', '00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '7f3e9a2c-41b0-4d8e-9c1a-0b2c3d4e5f6g', ''];
+    const ids = [
+      uuid,
+      'user-42',
+      '7F3E9A2C-41B0-4D8E-9C1A-0B2C3D4E5F60',
+      '7f3e9a2c41b04d8e9c1a0b2c3d4e5f60',
+      '00000000-0000-0000-0000-000000000000',
+      'ffffffff-ffff-ffff-ffff-ffffffffffff',
+      '7f3e9a2c-41b0-4d8e-9c1a-0b2c3d4e5f6g',
+      '',
+    ];
     ids.forEach((id, i) => map.set(id, i));
     expect(map.size).toBe(ids.length);
     expect(ids.map((id) => map.get(id))).toEqual(ids.map((_, i) => i));
@@ -21,9 +30,7 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
     const random = mulberry32(20261123);
     const map = new UserIdMap();
     const reference = new Map<string, number>();
-    const pool = Array.from({ length: 5000 }, (_, i) =>
-      i % 10 === 0 ? `other-${i}` : i % 7 === 0 ? `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` : randomUUID(),
-    );
+    const pool = Array.from({ length: 5000 }, (_, i) => (i % 10 === 0 ? `other-${i}` : i % 7 === 0 ? `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` : randomUUID()));
     for (let step = 0; step < 200_000; step++) {
       const id = pool[Math.floor(random() * pool.length)]!;
       const roll = random();

@@ -35,7 +35,12 @@ describe('check-config --online', () => {
     const before = api.requests.length;
     const result = await checkOnline(TOKEN);
     expect({ code: result.code, said: result.stdout.slice(-2) }).toEqual({ code: 0, said: ['online: production: the summary and the behaviors can be read', 'Cloudflare answers every account'] });
-    expect(api.requests.slice(before).map((r) => r.call).sort()).toEqual(['behaviors', 'summary']);
+    expect(
+      api.requests
+        .slice(before)
+        .map((r) => r.call)
+        .sort(),
+    ).toEqual(['behaviors', 'summary']);
     expect(fs.existsSync(path.join(dir, 'state.db'))).toBe(false);
   });
 

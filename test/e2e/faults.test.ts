@@ -56,7 +56,10 @@ async function once(file: string) {
 
 /** Log lines of a given level (pino: 40 warn, 50 error) as objects. */
 const logs = (lines: readonly string[], level: number) =>
-  lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === level);
+  lines
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.level === level);
 
 function seed(count: number, level: 'low' | 'medium' | 'high' = 'low') {
   for (let n = 1; n <= count; n++) api.account(ACCOUNT).users.set(user(n).user_id, { ...user(n), max_risk_level: level });

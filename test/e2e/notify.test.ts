@@ -66,7 +66,10 @@ describe('a rise, a new user and a disabled behavior reach a signed webhook and 
     const failed = await riskwatch('once');
     expect(failed.code).toBe(1);
     // Says when the next retry falls due, so that a cron entry can be set to run by then.
-    const pendingLine = failed.stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; nextDueAt?: string }).find((l) => l.msg.includes('still pending'));
+    const pendingLine = failed.stdout
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg: string; nextDueAt?: string })
+      .find((l) => l.msg.includes('still pending'));
     expect(pendingLine?.msg).toMatch(/^3 deliveries are still pending; they go out on a later run \(the next falls due at \d{4}-\d\d-\d\dT[\d:.]+Z\)$/);
     expect(Date.parse(pendingLine!.nextDueAt!)).toBeGreaterThan(Date.now() - 60_000);
     const firstIds = hook.requests.map((r) => r.headers['webhook-id']);
@@ -193,6 +196,11 @@ describe('once --dry-run', () => {
 
     // The real run announces what the dry run printed.
     expect((await run('once')).code).toBe(0);
-    expect(hook.requests.slice(before.hook).map((r) => r.body).filter((b) => b.includes(rising.email))).toHaveLength(1);
+    expect(
+      hook.requests
+        .slice(before.hook)
+        .map((r) => r.body)
+        .filter((b) => b.includes(rising.email)),
+    ).toHaveLength(1);
   });
 });

@@ -110,9 +110,12 @@ describe('a storm of 300 rises, then their drops, through the four receivers', (
     expect(await baseline.exited).toBe(0);
     const proc = spawnRiskwatch(['run', '--config', configFile], env(), secrets());
     try {
-
       // PagerDuty rate-limits the first 40 events; everything else is open.
-      pagerduty.failNext(40, { status: 429, headers: { 'retry-after': '1', 'content-type': 'application/json' }, body: '{"status":"throttle event","message":"Requests for this service are arriving too quickly."}' });
+      pagerduty.failNext(40, {
+        status: 429,
+        headers: { 'retry-after': '1', 'content-type': 'application/json' },
+        body: '{"status":"throttle event","message":"Requests for this service are arriving too quickly."}',
+      });
       for (let n = 1; n <= STORM; n++) account.users.set(user(n).user_id, { ...user(n), max_risk_level: 'high' });
 
       await until('300 incidents in PagerDuty and Opsgenie', () => pagerduty.openIncidents().length === STORM && opsgenie.openAlerts().length === STORM);

@@ -49,8 +49,7 @@ interface Account {
   readonly label: string;
 }
 
-const accountsOf = (n: number): Account[] =>
-  Array.from({ length: n }, (_, i) => ({ id: `a11ce5${(i + 1).toString(16).padStart(26, '0')}`, label: `acct-${String(i + 1).padStart(2, '0')}` }));
+const accountsOf = (n: number): Account[] => Array.from({ length: n }, (_, i) => ({ id: `a11ce5${(i + 1).toString(16).padStart(26, '0')}`, label: `acct-${String(i + 1).padStart(2, '0')}` }));
 
 interface Readyz {
   ready: boolean;
@@ -249,11 +248,7 @@ async function settled(c: Cluster, replicas: readonly Replica[], timeoutMs = 30_
       seen = JSON.stringify(states.map((s) => ({ status: s.status, leads: s.body.leads, store: s.body.store, accounts: s.body.accounts })));
       const leads = states.map((s) => s.body.leads ?? []);
       const all = leads.flat();
-      const ok =
-        states.every((s) => s.status === 200) &&
-        new Set(all).size === all.length &&
-        all.length === c.accounts.length &&
-        leads.every((l) => l.length === share || l.length === share - 1);
+      const ok = states.every((s) => s.status === 200) && new Set(all).size === all.length && all.length === c.accounts.length && leads.every((l) => l.length === share || l.length === share - 1);
       return ok ? leads : undefined;
     },
     timeoutMs,
@@ -307,7 +302,9 @@ const seedOf = () => Number(process.env.RISKWATCH_REPLICAS_SEED ?? Date.now() % 
 // ---------------------------------------------------------------------------
 
 describe('3 replicas and 20 accounts: every account is polled by exactly one replica', () => {
-  it('spreads the accounts 7/7/6 over replicas started one by one, with disjoint leads, polls each account about once per interval from one replica, and logs no lost lease or stale snapshot', { timeout: 60_000 }, async () => {
+  it('spreads the accounts 7/7/6 over replicas started one by one, with disjoint leads, polls each account about once per interval from one replica, and logs no lost lease or stale snapshot', {
+    timeout: 60_000,
+  }, async () => {
     const seed = seedOf();
     const c = await cluster(20, await freshDatabase());
     const population = new Population(c.api, mulberry32(seed));
@@ -351,12 +348,18 @@ describe('3 replicas and 20 accounts: every account is polled by exactly one rep
     const leaderGauges = await Promise.all(replicas.map((r) => r.metrics()));
     for (const account of c.accounts) {
       const values = leaderGauges.map((text) => new RegExp(`^riskwatch_account_leader\\{account="${account.label}"\\} (\\d)$`, 'm').exec(text)?.[1]);
-      expect(values.filter((v) => v === '1'), `${account.label}: riskwatch_account_leader per replica ${values.join('/')}`).toHaveLength(1);
+      expect(
+        values.filter((v) => v === '1'),
+        `${account.label}: riskwatch_account_leader per replica ${values.join('/')}`,
+      ).toHaveLength(1);
     }
     for (const [i, replica] of replicas.entries()) {
       expect(troubles(replica, marks[i]), `replica ${replica.name} in the steady window`).toEqual([]);
       // Two replicas committing over each other is never right, settling or not.
-      expect(replica.logs().filter((l) => STALE_SNAPSHOT.test(l.msg)), `replica ${replica.name}`).toEqual([]);
+      expect(
+        replica.logs().filter((l) => STALE_SNAPSHOT.test(l.msg)),
+        `replica ${replica.name}`,
+      ).toEqual([]);
       expectQuietStderr(replica);
     }
     console.info(
@@ -427,7 +430,10 @@ describe('kill -9 of a leader while users rise', () => {
     const takeover = await until(
       () => {
         const polled = new Set(c.api.requests.filter((r) => r.call === 'summary' && r.receivedAt >= killedAt && !victim.ownsRequest(r)).map((r) => r.accountId));
-        return `survivors to poll the victim's accounts; not yet: ${victimLeads.filter((id) => !polled.has(id)).map((id) => c.label(id)).join(', ')}`;
+        return `survivors to poll the victim's accounts; not yet: ${victimLeads
+          .filter((id) => !polled.has(id))
+          .map((id) => c.label(id))
+          .join(', ')}`;
       },
       () => {
         const after = pollsByAccount(c.api.requests.filter((r) => r.receivedAt >= killedAt && !victim.ownsRequest(r)));
@@ -452,13 +458,22 @@ describe('kill -9 of a leader while users rise', () => {
     checkAnnouncements('webhook', fromWebhook(c.receiver.accepted), population.levels, seed);
     checkAnnouncements('webhook (all attempts)', fromWebhook(c.receiver.requests), population.levels, seed);
     const accepted = new Set(c.receiver.accepted.map((r) => r.headers['webhook-id']));
-    expect(inFlight.flatMap((row) => row.event_ids).filter((id) => !accepted.has(id)), 'alerts in flight at the kill, not delivered since').toEqual([]);
+    expect(
+      inFlight.flatMap((row) => row.event_ids).filter((id) => !accepted.has(id)),
+      'alerts in flight at the kill, not delivered since',
+    ).toEqual([]);
     const settledRows = await query<{ state: string; leased_by: string }>(c.databaseUrl, 'SELECT state, leased_by FROM riskwatch.deliveries WHERE id = ANY($1::bigint[])', [
       inFlight.map((row) => row.id),
     ]);
-    expect(settledRows.filter((row) => row.state !== 'delivered' || row.leased_by === victimName), 'deliveries in flight at the kill, as stored now').toEqual([]);
+    expect(
+      settledRows.filter((row) => row.state !== 'delivered' || row.leased_by === victimName),
+      'deliveries in flight at the kill, as stored now',
+    ).toEqual([]);
     for (const replica of survivors) {
-      expect(replica.logs().filter((l) => STALE_SNAPSHOT.test(l.msg)), `replica ${replica.name}`).toEqual([]);
+      expect(
+        replica.logs().filter((l) => STALE_SNAPSHOT.test(l.msg)),
+        `replica ${replica.name}`,
+      ).toEqual([]);
       expectQuietStderr(replica);
     }
   });
@@ -522,13 +537,15 @@ describe('a replica paused (SIGSTOP) past its lease, then resumed', () => {
     population.set(u, 'high');
     await until('B to announce u medium -> high', () => announced('high'), 15_000);
     expect(Date.now() - pausedAt, 'A stayed paused past its lease').toBeGreaterThan(LEASE_MS);
-    expect(c.api.requests.filter((r) => r.call === 'summary' && a.ownsRequest(r) && r.receivedAt > pausedAt), 'A sent nothing while stopped').toEqual([]);
+    expect(
+      c.api.requests.filter((r) => r.call === 'summary' && a.ownsRequest(r) && r.receivedAt > pausedAt),
+      'A sent nothing while stopped',
+    ).toEqual([]);
 
     // A resumes with the stale answer (u at medium, over its stored low) and must not commit it.
     const resumedAt = Date.now();
     process.kill(a.pid, 'SIGCONT');
-    const pollEnded = (l: LogLine) =>
-      l.account === label && (LEASE_LOST.test(l.msg) || STALE_SNAPSHOT.test(l.msg) || COMMITTED.test(l.msg) || l.msg.startsWith('poll failed'));
+    const pollEnded = (l: LogLine) => l.account === label && (LEASE_LOST.test(l.msg) || STALE_SNAPSHOT.test(l.msg) || COMMITTED.test(l.msg) || l.msg.startsWith('poll failed'));
     await until(`A's poll of ${label} to end`, () => a.logs(aMark).some(pollEnded), 10_000).catch(() => {}); // what it said is checked below
     await heartbeatLock.query('ROLLBACK');
     await until(`A to see it leads ${label} no more`, () => a.logs(aMark).some((l) => l.msg === 'no longer leads this account' && l.account === label), 10_000);
@@ -549,14 +566,15 @@ describe('a replica paused (SIGSTOP) past its lease, then resumed', () => {
     checkAnnouncements('webhook (all attempts)', fromWebhook(c.receiver.requests), population.levels, seed);
     // And A says why: its commit found the lease gone.
     const aboutX = a.logs(aMark).filter((l) => l.account === label);
-    expect(aboutX.filter((l) => COMMITTED.test(l.msg) || STALE_SNAPSHOT.test(l.msg)), 'A committed, or tried against a stale snapshot, after resuming').toEqual([]);
+    expect(
+      aboutX.filter((l) => COMMITTED.test(l.msg) || STALE_SNAPSHOT.test(l.msg)),
+      'A committed, or tried against a stale snapshot, after resuming',
+    ).toEqual([]);
     const lost = aboutX.find((l) => LEASE_LOST.test(l.msg));
     expect(lost, `A's log about ${label} after resuming: ${JSON.stringify(aboutX)}`).toMatchObject({ level: 40, account: label });
     expect(a.running && b.running, 'both replicas still run').toBe(true);
     for (const replica of [a, b]) expectQuietStderr(replica);
-    console.info(
-      `replicas: A paused ${resumedAt - pausedAt} ms (lease ${LEASE_MS} ms) with a poll in flight and ${openTransactions} transaction(s) open; on resuming it logged: ${lost!.msg}`,
-    );
+    console.info(`replicas: A paused ${resumedAt - pausedAt} ms (lease ${LEASE_MS} ms) with a poll in flight and ${openTransactions} transaction(s) open; on resuming it logged: ${lost!.msg}`);
   });
 });
 
@@ -574,7 +592,11 @@ describe('the database restarted mid-run', () => {
     const replicas = await Promise.all(['a', 'b'].map((name) => c.start(name)));
     await settled(c, replicas);
     await allDelivered(c, population, seed);
-    const alive = () => expect(replicas.filter((r) => !r.running).map((r) => `${r.name}: ${r.proc.child.exitCode ?? r.proc.child.signalCode}`), 'replicas that exited').toEqual([]);
+    const alive = () =>
+      expect(
+        replicas.filter((r) => !r.running).map((r) => `${r.name}: ${r.proc.child.exitCode ?? r.proc.child.signalCode}`),
+        'replicas that exited',
+      ).toEqual([]);
 
     // Down: rises just before and during the outage.
     population.rise(ids);
@@ -611,7 +633,10 @@ describe('the database restarted mid-run', () => {
     }
     population.rise(ids);
     alive();
-    expect((await Promise.all(replicas.map((r) => r.readyz()))).map((s) => s.status), 'still 503 at the end of the outage').toEqual([503, 503]);
+    expect(
+      (await Promise.all(replicas.map((r) => r.readyz()))).map((s) => s.status),
+      'still 503 at the end of the outage',
+    ).toEqual([503, 503]);
 
     // Back: polling resumes by itself, and everything from around the outage comes out.
     await server.resume();
@@ -636,7 +661,10 @@ describe('the database restarted mid-run', () => {
     checkAnnouncements('webhook', fromWebhook(c.receiver.accepted), population.levels, seed);
     checkAnnouncements('webhook (all attempts)', fromWebhook(c.receiver.requests), population.levels, seed);
     for (const replica of replicas) {
-      expect(replica.logs().filter((l) => STALE_SNAPSHOT.test(l.msg)), `replica ${replica.name}`).toEqual([]);
+      expect(
+        replica.logs().filter((l) => STALE_SNAPSHOT.test(l.msg)),
+        `replica ${replica.name}`,
+      ).toEqual([]);
       // Nothing escaped the logger: no unhandled rejection, no stack trace.
       expectQuietStderr(replica);
     }

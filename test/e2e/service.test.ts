@@ -135,9 +135,7 @@ describe('SIGHUP reloads the config', () => {
     const rise = async (n: number, receiver: Receiver) => {
       const before = receiver.requests.length;
       target.users.set(user(n).user_id, { ...user(n), max_risk_level: 'high' });
-      await until(`user ${n} at ${receiver.url()}`, async () =>
-        receiver.requests.slice(before).some((r) => r.body.includes(user(n).email)) ? true : undefined,
-      );
+      await until(`user ${n} at ${receiver.url()}`, async () => (receiver.requests.slice(before).some((r) => r.body.includes(user(n).email)) ? true : undefined));
     };
     await rise(4, receiverA);
 

@@ -196,8 +196,7 @@ const failed = (code: number, message: string) => JSON.stringify({ success: fals
 /** The answer to one request of `poll`: the truth, with the plan's faults. */
 export function reply(s: Scenario, poll: Poll, request: { call: Call; page: number; perPage: number; userId: string }, attempt: number): Reply {
   const bad = poll.answers.faults.find(
-    (f): f is Extract<Fault, { kind: 'answer' }> =>
-      f.kind === 'answer' && f.call === request.call && (request.call !== 'summary' || f.page === request.page) && (f.every || attempt === 0),
+    (f): f is Extract<Fault, { kind: 'answer' }> => f.kind === 'answer' && f.call === request.call && (request.call !== 'summary' || f.page === request.page) && (f.every || attempt === 0),
   );
   const real: Reply =
     request.call === 'summary'
@@ -234,9 +233,7 @@ function breakRecord(base: Record<string, unknown>, broken: Broken): unknown {
 function extraRecord(s: Scenario, poll: Poll, f: Fault): unknown {
   if (f.kind === 'malformed user') {
     const of = f.of === null ? undefined : s.users[f.of % s.users.length];
-    const base = of
-      ? userRecord(of, f.level)
-      : { user_id: f.id, email: 'ghost@example.com', name: 'Ghost', event_count: 1, last_event: '2026-11-22T17:59:00Z', max_risk_level: f.level };
+    const base = of ? userRecord(of, f.level) : { user_id: f.id, email: 'ghost@example.com', name: 'Ghost', event_count: 1, last_event: '2026-11-22T17:59:00Z', max_risk_level: f.level };
     return breakRecord(base, f.broken);
   }
   if ((f.kind === 'duplicate' || f.kind === 'id case') && s.users.length > 0) {
@@ -275,7 +272,8 @@ function paged(s: Scenario, poll: Poll, perPage: number, duplicates: boolean) {
   const rows = [...listed.slice(turn), ...listed.slice(0, turn)];
   for (const f of poll.answers.faults) {
     const extra = extraRecord(s, poll, f);
-    if (extra !== undefined && (f.kind === 'malformed user' || (f.kind === 'duplicate' && duplicates) || f.kind === 'id case')) rows.splice(Math.min(rows.length, (f.page - 1) * perPage + f.at), 0, extra);
+    if (extra !== undefined && (f.kind === 'malformed user' || (f.kind === 'duplicate' && duplicates) || f.kind === 'id case'))
+      rows.splice(Math.min(rows.length, (f.page - 1) * perPage + f.at), 0, extra);
   }
   const pages = Array.from({ length: Math.max(1, Math.ceil(rows.length / perPage)) }, (_, i) => rows.slice(i * perPage, (i + 1) * perPage));
   return {

@@ -41,10 +41,7 @@ export interface Truth {
 }
 
 /** An answer that replaces the real one: an HTTP status and body, the real body cut short, or a connection reset. */
-export type BadAnswer =
-  | { readonly status: number; readonly body: string; readonly headers?: Readonly<Record<string, string>> }
-  | { readonly truncate: number }
-  | { readonly reset: true };
+export type BadAnswer = { readonly status: number; readonly body: string; readonly headers?: Readonly<Record<string, string>> } | { readonly truncate: number } | { readonly reset: true };
 
 /** A record that breaks the published schema; `set` and `drop` apply to an otherwise valid record, `value` replaces it. */
 export type Broken = { readonly set: Readonly<Record<string, unknown>>; readonly drop?: string } | { readonly value: unknown };
@@ -120,7 +117,10 @@ const MAX_BEHAVIORS = 4;
 const level = fc.constantFrom(...RISK_LEVELS);
 const hex = (length: number) => fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: length, maxLength: length });
 /** 8-4-4-4-12 hex: RFC 4122 ones, and ones whose version and variant bits are anything. */
-const uuid = fc.oneof(fc.uuid(), fc.tuple(hex(8), hex(4), hex(4), hex(4), hex(12)).map((parts) => parts.join('-')));
+const uuid = fc.oneof(
+  fc.uuid(),
+  fc.tuple(hex(8), hex(4), hex(4), hex(4), hex(12)).map((parts) => parts.join('-')),
+);
 /** UUIDs are case-insensitive on input (RFC 4122): some come upper-case. */
 const userId = fc.oneof({ weight: 3, arbitrary: uuid }, { weight: 1, arbitrary: uuid.map((id) => id.toUpperCase()) });
 
@@ -162,9 +162,7 @@ const userSpec = fromSchema('dlp_UserRiskInfo', leaves).map(({ max_risk_level: _
 /** Behavior ids are open strings; some are the names of Object.prototype's members. */
 const behaviorId = fc.constantFrom('imp_travel', 'high_dlp', 'sentinel_one', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'prototype');
 /** dlp_Behavior but its state, which each poll's truth gives. */
-const behaviorSpec = fc
-  .tuple(behaviorId, fromSchema('dlp_Behavior', leaves))
-  .map(([id, { name, description }]): BehaviorSpec => ({ id, name: name as Text, description: description as Text }));
+const behaviorSpec = fc.tuple(behaviorId, fromSchema('dlp_Behavior', leaves)).map(([id, { name, description }]): BehaviorSpec => ({ id, name: name as Text, description: description as Text }));
 const behaviorState: fc.Arbitrary<BehaviorState> = fc.record({ enabled: fc.boolean(), risk_level: level });
 
 /** A risk event of the per-user endpoint (dlp_RiskEvent), or a broken one. */
@@ -189,14 +187,28 @@ const brokenLevel = fc.oneof(
   fc.constantFrom('critical', 'HIGH', 'High', 'none', '', null, 3, ['high']).map((v): Broken => ({ set: { max_risk_level: v } })),
   fc.constant<Broken>({ set: {}, drop: 'max_risk_level' }),
 );
-const brokenEmail = fc.oneof(fc.constantFrom(5, null, {}, true).map((v): Broken => ({ set: { email: v } })), fc.constant<Broken>({ set: {}, drop: 'email' }));
+const brokenEmail = fc.oneof(
+  fc.constantFrom(5, null, {}, true).map((v): Broken => ({ set: { email: v } })),
+  fc.constant<Broken>({ set: {}, drop: 'email' }),
+);
 const brokenCount = fc.constantFrom(-1, -2_147_483_649, 1.5, '3', true, {}, []).map((v): Broken => ({ set: { event_count: v } }));
 /** Ids that are not UUIDs: wrong types, empty, paths, near misses. */
 const brokenId = fc.oneof(
   fc.constantFrom(42, null, {}, [], true, '', ' ', 'not-a-uuid', '../../etc/passwd', 'null', "' OR 1=1 --").map((v): Broken => ({ set: { user_id: v } })),
   fc.constant<Broken>({ set: {}, drop: 'user_id' }),
   fc
-    .tuple(fc.uuid(), fc.constantFrom<(id: string) => string>((id) => id.replaceAll('-', ''), (id) => `{${id}}`, (id) => `urn:uuid:${id}`, (id) => `${id}\u0000`, (id) => ` ${id}`, (id) => `${id}0`, (id) => id.slice(1) + 'g'))
+    .tuple(
+      fc.uuid(),
+      fc.constantFrom<(id: string) => string>(
+        (id) => id.replaceAll('-', ''),
+        (id) => `{${id}}`,
+        (id) => `urn:uuid:${id}`,
+        (id) => `${id}\u0000`,
+        (id) => ` ${id}`,
+        (id) => `${id}0`,
+        (id) => id.slice(1) + 'g',
+      ),
+    )
     .map(([id, mangle]): Broken => ({ set: { user_id: mangle(id) } })),
 );
 
@@ -256,7 +268,15 @@ const fault: fc.Arbitrary<Fault> = fc.oneof(
     arbitrary: fc.oneof(
       // With a model user's id and another valid level: a client that took the record would announce a level the truth never had.
       fc.record({ kind: fc.constant('malformed user' as const), page, at, of: fc.nat(MAX_USERS - 1), id: fc.uuid(), level, broken: fc.oneof(brokenEmail, brokenCount, brokenLevel, notAnObject) }),
-      fc.record({ kind: fc.constant('malformed user' as const), page, at, of: fc.constant(null), id: fc.uuid(), level, broken: fc.oneof(brokenId, brokenEmail, brokenCount, brokenLevel, notAnObject) }),
+      fc.record({
+        kind: fc.constant('malformed user' as const),
+        page,
+        at,
+        of: fc.constant(null),
+        id: fc.uuid(),
+        level,
+        broken: fc.oneof(brokenId, brokenEmail, brokenCount, brokenLevel, notAnObject),
+      }),
     ),
   },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('duplicate' as const), user: fc.nat(MAX_USERS - 1), level, page, at }) },
@@ -352,10 +372,10 @@ export function scenarios(without: ReadonlySet<string> = new Set()): fc.Arbitrar
       summaryPaging: fc.constantFrom('auto' as const, 'auto' as const, 'auto' as const, 'off' as const),
       enrich: fc.boolean(),
       riskEvents: fc.array(riskEvent, { maxLength: 3 }),
-      early: fc.array(
-        fc.oneof({ weight: 4, arbitrary: fc.tuple(fc.record({ truth, answers: answers(hostile), restart })) }, { weight: without.has('shift') ? 0 : 1, arbitrary: shifted }),
-        { minLength: 1, maxLength: 4 },
-      ),
+      early: fc.array(fc.oneof({ weight: 4, arbitrary: fc.tuple(fc.record({ truth, answers: answers(hostile), restart })) }, { weight: without.has('shift') ? 0 : 1, arbitrary: shifted }), {
+        minLength: 1,
+        maxLength: 4,
+      }),
       settled: truth,
       tail: fc.array(fc.record({ answers: answers(), restart }), { minLength: CLEAN_TAIL, maxLength: CLEAN_TAIL }),
     })
@@ -365,4 +385,3 @@ export function scenarios(without: ReadonlySet<string> = new Set()): fc.Arbitrar
       return { ...base, polls: polls.map((poll) => ({ ...poll, truth: cut(poll.truth) })) };
     });
 }
-

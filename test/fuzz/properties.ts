@@ -92,7 +92,13 @@ export function checkAnnouncements(s: Scenario, polls: readonly PollRecord[]): {
         ...(from && to && from.enabled !== to.enabled ? [to.enabled ? 'behavior.enabled' : 'behavior.disabled'] : []),
         ...(from && to && from.risk_level !== to.risk_level ? ['behavior.risk_level_changed'] : []),
       ];
-      if (expected.sort().join() !== events.map((e) => e.type).sort().join()) {
+      if (
+        expected.sort().join() !==
+        events
+          .map((e) => e.type)
+          .sort()
+          .join()
+      ) {
         findings.push(`${what}: ${stateName(from)} -> ${stateName(to)} calls for ${expected.join(' + ') || 'nothing'}`);
       }
       announced.behaviors.set(b, to);
@@ -118,9 +124,17 @@ export function checkConvergence(s: Scenario, announced: Announced, stored: Prev
 
   const storedUsers = new Map([...(stored?.userLevels ?? [])].map(([id, level]) => [id.toLowerCase(), level]));
   const wantUsers = new Map(s.users.flatMap((u, i) => (truth.users[i] ? [[u.user_id.toLowerCase(), truth.users[i]] as const] : [])));
-  const userRows = (m: ReadonlyMap<string, RiskLevel>) => [...m].map(([id, level]) => `${id}=${level}`).sort().join(', ');
+  const userRows = (m: ReadonlyMap<string, RiskLevel>) =>
+    [...m]
+      .map(([id, level]) => `${id}=${level}`)
+      .sort()
+      .join(', ');
   if (userRows(storedUsers) !== userRows(wantUsers)) findings.push(`after the clean polls: the store holds users {${userRows(storedUsers)}}, the model {${userRows(wantUsers)}}`);
-  const behaviorRows = (entries: [string, BehaviorState][]) => entries.map(([id, state]) => `${JSON.stringify(id)}=${stateName(state)}`).sort().join(', ');
+  const behaviorRows = (entries: [string, BehaviorState][]) =>
+    entries
+      .map(([id, state]) => `${JSON.stringify(id)}=${stateName(state)}`)
+      .sort()
+      .join(', ');
   const storedBehaviors = behaviorRows([...(stored?.behaviors ?? [])].map(([id, b]) => [id, asState(b)]));
   const wantBehaviors = behaviorRows(s.behaviors.flatMap((b, i) => (truth.behaviors[i] ? [[b.id, truth.behaviors[i]] as [string, BehaviorState]] : [])));
   if (storedBehaviors !== wantBehaviors) findings.push(`after the clean polls: the store holds behaviors {${storedBehaviors}}, the model {${wantBehaviors}}`);

@@ -104,10 +104,7 @@ const SINKS: [string, SinkFactory][] = [
   [
     'slack',
     (url, http) =>
-      new SlackSink(
-        { type: 'slack', name: 'secops-slack', url: new Secret(url), mention: undefined, minLevel: 'low', events: undefined, accounts: undefined },
-        { clock: systemClock, http },
-      ),
+      new SlackSink({ type: 'slack', name: 'secops-slack', url: new Secret(url), mention: undefined, minLevel: 'low', events: undefined, accounts: undefined }, { clock: systemClock, http }),
   ],
 ];
 

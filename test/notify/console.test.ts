@@ -40,9 +40,7 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 describe('formatEventLine: one readable line per event', () => {
   it('a raised user: time, account, type, who, levels, event id', () => {
-    expect(formatEventLine(userEvent())).toBe(
-      '2026-11-22T18:00:05.123Z [production] user.risk_level_raised Alice <a@example.com> low -> high (event evt-1)',
-    );
+    expect(formatEventLine(userEvent())).toBe('2026-11-22T18:00:05.123Z [production] user.risk_level_raised Alice <a@example.com> low -> high (event evt-1)');
   });
 
   it('a user new to the summary shows none as the previous level', () => {
@@ -51,9 +49,7 @@ describe('formatEventLine: one readable line per event', () => {
 
   it('a user who left the summary shows none as the current level', () => {
     const event: UserEvent = { ...userEvent({}, { previous_level: 'high', current_level: null }), type: 'user.risk_level_lowered' };
-    expect(formatEventLine(event)).toBe(
-      '2026-11-22T18:00:05.123Z [production] user.risk_level_lowered Alice <a@example.com> high -> none (event evt-1)',
-    );
+    expect(formatEventLine(event)).toBe('2026-11-22T18:00:05.123Z [production] user.risk_level_lowered Alice <a@example.com> high -> none (event evt-1)');
   });
 
   it('a user without a name shows the email alone', () => {

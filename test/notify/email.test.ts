@@ -64,7 +64,7 @@ describe('transport options: TLS from the URL', () => {
     expect(smtpTransportOptions(url)).toMatchObject({ secure: false, requireTLS: false });
   });
 
-  it('on loopback, a certificate is not verified: no network is crossed, and a local relay\'s is commonly self-signed', () => {
+  it("on loopback, a certificate is not verified: no network is crossed, and a local relay's is commonly self-signed", () => {
     expect(smtpTransportOptions('smtp://localhost:25').tls).toEqual({ rejectUnauthorized: false });
     expect(smtpTransportOptions('smtps://127.0.0.1').tls).toEqual({ rejectUnauthorized: false });
   });

@@ -151,7 +151,11 @@ describe('smtpFailure: 4xx replies and connection failures retried, 5xx replies 
   });
 
   it('a STARTTLS the server refuses (required for a non-loopback smtp://) is permanent with its reply', () => {
-    const error = smtpFailure('mail', smtpError('Error upgrading connection with STARTTLS', { code: 'ETLS', responseCode: 502, response: '502 5.5.2 Command not recognized', command: 'STARTTLS' }), live());
+    const error = smtpFailure(
+      'mail',
+      smtpError('Error upgrading connection with STARTTLS', { code: 'ETLS', responseCode: 502, response: '502 5.5.2 Command not recognized', command: 'STARTTLS' }),
+      live(),
+    );
     expect(error.retryable).toBe(false);
     expect(error.message).toBe('sink mail: SMTP 502 (permanent) in reply to STARTTLS: "502 5.5.2 Command not recognized"');
   });

@@ -156,7 +156,11 @@ describe('behaviors: a disable creates a P3 alert, an enable closes it', () => {
 describe('closes', () => {
   it('only what closes an alert (no silence holds those back)', () => {
     const events = [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)];
-    expect(events.filter(([, event]) => sinkFor().closes(event)).map(([name]) => name)).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'behavior.enabled']);
+    expect(events.filter(([, event]) => sinkFor().closes(event)).map(([name]) => name)).toEqual([
+      'high → low, below min_level (closes)',
+      'medium → none, left the summary (closes)',
+      'behavior.enabled',
+    ]);
   });
 });
 

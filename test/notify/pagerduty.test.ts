@@ -161,7 +161,8 @@ describe('behaviors: change events, incidents, or nothing', () => {
   });
 
   it('closes: only what resolves an incident (no silence holds those back), never a change event', () => {
-    const closing = (sink: PagerDutySink) => [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)].filter(([, event]) => sink.closes(event)).map(([name]) => name);
+    const closing = (sink: PagerDutySink) =>
+      [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)].filter(([, event]) => sink.closes(event)).map(([name]) => name);
     expect(closing(sinkFor())).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)']);
     expect(closing(sinkFor({ behaviors: 'alert' }))).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'behavior.enabled']);
   });
@@ -195,7 +196,7 @@ describe('storm: 500 users at once are 500 deliveries, each under its own key', 
   });
 });
 
-describe("limits: what PagerDuty would refuse is cut, and the cut is written down", () => {
+describe('limits: what PagerDuty would refuse is cut, and the cut is written down', () => {
   it('a 10,000-character name: the summary is cut to 1024 characters, the details keep it whole', async () => {
     const sink = sinkFor();
     const event = longNameEvent();

@@ -214,7 +214,11 @@ describe('notify.lowered: drops always recorded; told to chat, webhook and email
   });
 
   it('on: every sink gets the drops', () => {
-    expect(routed(events, [sink('slack', { minLevel: 'high' })])).toEqual([['slack', 'rise'], ['slack', 'drop'], ['slack', 'gone']]);
+    expect(routed(events, [sink('slack', { minLevel: 'high' })])).toEqual([
+      ['slack', 'rise'],
+      ['slack', 'drop'],
+      ['slack', 'gone'],
+    ]);
   });
 });
 

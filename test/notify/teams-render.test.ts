@@ -193,7 +193,10 @@ describe('API text cannot become a link, a mention or formatting', () => {
     expectWithinLimits(message);
     const texts = runs(message).map((r) => r.text);
     for (const hostile of HOSTILE) {
-      expect(texts.some((t) => t.includes(hostile)), hostile).toBe(true);
+      expect(
+        texts.some((t) => t.includes(hostile)),
+        hostile,
+      ).toBe(true);
       for (const text of parsed(message)) expect(text, `${hostile} in a parsed text`).not.toContain(hostile);
     }
     // The TextBlocks hold riskwatch's words only: counts, levels, times.

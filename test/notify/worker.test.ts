@@ -252,7 +252,7 @@ describe('the delivery worker: one retry policy around every sink', () => {
     expect(await store.deliveryCounts()).toEqual(new Map([['a', { pending: 0, dead: 1 }]]));
   });
 
-  it('holds a struggling sink\'s queue, so a receiver that was down gets everything in commit order', async () => {
+  it("holds a struggling sink's queue, so a receiver that was down gets everything in commit order", async () => {
     let recoverAt = Infinity;
     const sink = new ScriptedSink('a', clock, () => (clock.now() < recoverAt ? transient() : undefined));
     const delivered = sink.delivered;
@@ -287,9 +287,7 @@ describe('the delivery worker: one retry policy around every sink', () => {
   });
 
   it('lets a payload the receiver keeps failing with a plain 500 wait alone, without stalling the sink', async () => {
-    const sink = new ScriptedSink('a', clock, (_attempt, events) =>
-      events[0]!.id === 'event-0' ? new DeliveryError('HTTP 500', { retryable: true, status: 500 }) : undefined,
-    );
+    const sink = new ScriptedSink('a', clock, (_attempt, events) => (events[0]!.id === 'event-0' ? new DeliveryError('HTTP 500', { retryable: true, status: 500 }) : undefined));
     const delivered = sink.delivered;
     await commit(['a'], 6);
     const w = worker([sink]);
@@ -354,7 +352,10 @@ describe('one subject at a time, against a real receiver: a user’s later event
     // What the receiver had answered (accepted) when each request arrived.
     const answeredBefore = new Map<string, string[]>();
     receiver.answer = (request) => {
-      answeredBefore.set(String(request.headers['webhook-id']), receiver.accepted.map((r) => String(r.headers['webhook-id'])));
+      answeredBefore.set(
+        String(request.headers['webhook-id']),
+        receiver.accepted.map((r) => String(r.headers['webhook-id'])),
+      );
       return { status: 200, delayMs: 500 };
     };
     await bothPending();
@@ -496,7 +497,10 @@ describe('outcomes that settle together are recorded together', () => {
       render: (e) => e,
       renderTest: () => [],
       send: async (sent) => {
-        pendingAtSend.set(sent[0]!.id, (await store.listDeliveries({ sink: 'a', state: 'pending' })).flatMap((row) => row.eventIds));
+        pendingAtSend.set(
+          sent[0]!.id,
+          (await store.listDeliveries({ sink: 'a', state: 'pending' })).flatMap((row) => row.eventIds),
+        );
       },
     };
     const w = new DeliveryWorker({ store, sinks: [sink], clock, log: silentLogger, policy: { ...DEFAULT_DELIVERY_POLICY, concurrency: 3 } });

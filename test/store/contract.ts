@@ -1,18 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RiskEvent } from '../../src/detect/events.ts';
 import { type EventQuery, type Silence, StaleSnapshotError, StateError, type StateStore } from '../../src/store/store.ts';
-import {
-  ACCOUNT,
-  behavior,
-  behaviorEvent,
-  delta,
-  OTHER_ACCOUNT,
-  planned,
-  pollCommit,
-  riskUser,
-  T0,
-  userEvent,
-} from '../support/store-fixtures.ts';
+import { ACCOUNT, behavior, behaviorEvent, delta, OTHER_ACCOUNT, planned, pollCommit, riskUser, T0, userEvent } from '../support/store-fixtures.ts';
 
 /**
  * The StateStore contract: what every implementation (SQLite, PostgreSQL) does, tested through
@@ -244,7 +233,12 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         asStateError(store, error);
         expect(writes).toBe(0);
         expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
-        expect(await store.loadUsers(ACCOUNT.id, users3.map((u) => u.user_id))).toEqual(new Map());
+        expect(
+          await store.loadUsers(
+            ACCOUNT.id,
+            users3.map((u) => u.user_id),
+          ),
+        ).toEqual(new Map());
         expect(await store.deliveryCounts()).toEqual(new Map());
         expect(await store.nextDueAt('secops')).toBeUndefined();
       });
@@ -259,9 +253,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const e2 = userEvent('evt-2', riskUser(2, 'high'), 'low', 'high', T0 + 60_000);
         const reused = userEvent('evt-1', riskUser(4, 'high'), null, 'high', T0 + 60_000);
         const { error, writes } = await refusal(store, () =>
-          store.commitPoll(
-            pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: change, events: [e2, reused], deliveries: [planned('secops', [e2, reused])] }),
-          ),
+          store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: change, events: [e2, reused], deliveries: [planned('secops', [e2, reused])] })),
         );
         asStateError(store, error);
         expect(writes).toBe(0);
@@ -270,9 +262,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
 
         // The failed commit left no transaction open: the redone poll, with fresh ids, goes through.
         const e4 = userEvent('evt-4', riskUser(4, 'high'), null, 'high', T0 + 60_000);
-        expect(
-          await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: change, events: [e2, e4], deliveries: [planned('secops', [e2, e4])] })),
-        ).toBe(2);
+        expect(await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: change, events: [e2, e4], deliveries: [planned('secops', [e2, e4])] }))).toBe(2);
         const { snapshot } = await store.loadSnapshot(ACCOUNT.id);
         expect(new Map(snapshot?.userLevels)).toEqual(
           new Map([
@@ -289,9 +279,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open();
         const e1 = userEvent('evt-1', riskUser(1, 'high'), null, 'high');
         const unstorable = { sink: null, accountId: ACCOUNT.id, eventIds: [e1.id] } as unknown as ReturnType<typeof planned>;
-        const { error, writes } = await refusal(store, () =>
-          store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [e1], deliveries: [planned('secops', [e1]), unstorable] })),
-        );
+        const { error, writes } = await refusal(store, () => store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [e1], deliveries: [planned('secops', [e1]), unstorable] })));
         asStateError(store, error);
         expect(writes).toBe(0);
         expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
@@ -370,7 +358,12 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }));
         const changed = riskUser(1, 'medium', { email: 'renamed@example.com', name: 'Renamed', event_count: 42, last_event: '2026-11-22T18:00:30Z' });
         await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 60_000, delta: delta({ upsertUsers: [changed], removeUserIds: [riskUser(2).user_id] }) }));
-        expect(await store.loadUsers(ACCOUNT.id, users3.map((u) => u.user_id))).toEqual(
+        expect(
+          await store.loadUsers(
+            ACCOUNT.id,
+            users3.map((u) => u.user_id),
+          ),
+        ).toEqual(
           new Map([
             [changed.user_id, changed],
             [users3[2]!.user_id, users3[2]!],
@@ -605,9 +598,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
 
       /** secops: one delivery per event; incidents: one for both. */
       async function onePoll(store: StateStore): Promise<void> {
-        await store.commitPoll(
-          pollCommit({ events: [e1, e2], deliveries: [planned('secops', [e1]), planned('secops', [e2]), planned('incidents', [e1, e2])] }),
-        );
+        await store.commitPoll(pollCommit({ events: [e1, e2], deliveries: [planned('secops', [e1]), planned('secops', [e2]), planned('incidents', [e1, e2])] }));
       }
 
       it('moves what waits to the end of the hold, in its order, returns that end, and leaves other sinks alone', async () => {
@@ -872,7 +863,9 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(eventIds(await store.claimDue('secops', T0, 10))).toEqual([['evt-a']]);
         await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 1, events: [rise('evt-c', alice, T0 + 1)] }));
         expect((await store.listSilences({ all: true, now: T0 })).map((s) => s.id)).toEqual(['sil_ok']);
-        expect(warnings).toEqual([expect.stringMatching(/^silence sil_huge: its stored ends_at \(86400000000000000\) is not a time, so it mutes nothing; end it with riskwatch silence expire sil_huge$/)]);
+        expect(warnings).toEqual([
+          expect.stringMatching(/^silence sil_huge: its stored ends_at \(86400000000000000\) is not a time, so it mutes nothing; end it with riskwatch silence expire sil_huge$/),
+        ]);
         expect(await store.expireSilence('sil_huge', T0 + 2)).toBe(true);
         expect((await store.listSilences({ all: true, now: T0 + 2 })).map((s) => s.id)).toEqual(['sil_huge', 'sil_ok']);
       });
@@ -959,7 +952,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.sink)).toEqual(['slack']);
       });
 
-      it('move hands a sink\'s pending and dead deliveries to another, pending and due, under their ids, each behind its subject\'s earlier ones', async () => {
+      it("move hands a sink's pending and dead deliveries to another, pending and due, under their ids, each behind its subject's earlier ones", async () => {
         const store = await open({ leaseMs: 1000 });
         await store.commitPoll(pollCommit({ events: [e1, e2], deliveries: [planned('old', [e1]), planned('old', [e2]), planned('slack', [e1])] }));
         const [d1] = await store.claimDue('old', T0, 1);
@@ -1005,7 +998,11 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
           users: { low: 1, medium: 1, high: 1 },
           leader: expect.toSatisfy((leader: unknown) => leader === null || typeof leader === 'string'),
         });
-        expect(status.accounts.find((a) => a.id === OTHER_ACCOUNT.id)).toMatchObject({ lastSuccessAt: null, lastError: 'HTTP 403: missing permission Zero Trust: PII Read', users: { low: 0, medium: 0, high: 0 } });
+        expect(status.accounts.find((a) => a.id === OTHER_ACCOUNT.id)).toMatchObject({
+          lastSuccessAt: null,
+          lastError: 'HTTP 403: missing permission Zero Trust: PII Read',
+          users: { low: 0, medium: 0, high: 0 },
+        });
         expect(status.sinks).toEqual([
           { name: 'hook', pending: 1, dead: 0, heldUntil: T0 + 600_000 },
           { name: 'slack', pending: 0, dead: 1, heldUntil: null },

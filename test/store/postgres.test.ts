@@ -154,7 +154,9 @@ describe('fencing: a replica commits only while it holds the account’s lease',
 
     const user = riskUser(1, 'high');
     const event = userEvent('evt-stale', user, 'low', 'high');
-    const error = await stale.commitPoll(pollCommit({ delta: { upsertUsers: [user], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] }, events: [event], deliveries: [planned('hook', [event])] })).catch((e: unknown) => e);
+    const error = await stale
+      .commitPoll(pollCommit({ delta: { upsertUsers: [user], removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] }, events: [event], deliveries: [planned('hook', [event])] }))
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LeadershipLostError);
     expect((error as Error).message).toBe(`account ${ACCOUNT.id}: replica ${stale.replica} does not hold its lease (it lapsed, or another replica took the account over); nothing was committed`);
     expect((await next.loadSnapshot(ACCOUNT.id)).version).toBe(0);

@@ -9,20 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION, SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite.ts';
 import { StateError } from '../../src/store/store.ts';
 import { REPO } from '../support/process.ts';
-import {
-  ACCOUNT,
-  behavior,
-  behaviorEvent,
-  delta,
-  makeStateDir,
-  planned,
-  pollCommit,
-  riskUser,
-  sqliteWrites,
-  type StateDir,
-  T0,
-  userEvent,
-} from '../support/store-fixtures.ts';
+import { ACCOUNT, behavior, behaviorEvent, delta, makeStateDir, planned, pollCommit, riskUser, sqliteWrites, type StateDir, T0, userEvent } from '../support/store-fixtures.ts';
 
 let tmp: StateDir;
 let file: string;
@@ -231,7 +218,7 @@ describe('a state file that cannot be used is refused with a one-line StateError
   });
 
   it('an SQLite file of another program (tables, but no riskwatch schema version)', async () => {
-    sqliteFile("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);");
+    sqliteFile('CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);');
     const error = await stateErrorOf(() => open());
     expect(error.message).toContain(file);
     expect(error.message).toMatch(/not a riskwatch state file/);
@@ -412,12 +399,10 @@ describe('operator commands share the file with a running riskwatch (SPEC §3)',
 
   it('a store shared for reading never creates the file: a wrong path is said, not shown as an empty state', async () => {
     const wrong = path.join(path.dirname(file), 'typo.db');
-    expect((await stateErrorOf(() => SqliteStore.open(wrong, { shared: 'read' }))).message).toBe(
-      `state file ${wrong} does not exist: riskwatch run creates it (is this the daemon's config?)`,
-    );
+    expect((await stateErrorOf(() => SqliteStore.open(wrong, { shared: 'read' }))).message).toBe(`state file ${wrong} does not exist: riskwatch run creates it (is this the daemon's config?)`);
     expect(fs.existsSync(wrong)).toBe(false);
     // A silence may be set before the daemon first starts.
-    (await SqliteStore.open(wrong, { shared: 'write' }).close());
+    await SqliteStore.open(wrong, { shared: 'write' }).close();
     expect(fs.existsSync(wrong)).toBe(true);
   });
 });

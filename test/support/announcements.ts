@@ -28,7 +28,10 @@ export function checkAnnouncements(sink: string, announcements: readonly Announc
     const key = `${a.email} ${a.from}->${a.to}`;
     idsByTransition.set(key, (idsByTransition.get(key) ?? new Set()).add(a.id));
   }
-  expect([...idsByTransition].filter(([, ids]) => ids.size > 1), `${sink}, seed ${seed}`).toEqual([]);
+  expect(
+    [...idsByTransition].filter(([, ids]) => ids.size > 1),
+    `${sink}, seed ${seed}`,
+  ).toEqual([]);
   for (const [email, level] of levels) {
     const steps = [...idsByTransition.keys()]
       .filter((key) => key.startsWith(`${email} `))

@@ -7,10 +7,7 @@ import { ACCOUNT } from './cloudflare.ts';
  * `production`, the API token from ${CF_TOKEN}, HTTP on an ephemeral loopback
  * port. `sinks` is the YAML of the sinks list.
  */
-export function writeDaemonConfig(
-  file: string,
-  options: { apiBaseUrl: string; sinks: string; state?: string; pollInterval?: string; firstRun?: string; logLevel?: string },
-): string {
+export function writeDaemonConfig(file: string, options: { apiBaseUrl: string; sinks: string; state?: string; pollInterval?: string; firstRun?: string; logLevel?: string }): string {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(
     file,
@@ -36,5 +33,4 @@ log:
 }
 
 /** A webhook sink's YAML, for `sinks`. */
-export const webhookSinkYaml = (name: string, url: string, secret?: string) =>
-  `  - name: ${name}\n    type: webhook\n    url: ${url}\n${secret ? `    secret: ${secret}\n` : ''}`;
+export const webhookSinkYaml = (name: string, url: string, secret?: string) => `  - name: ${name}\n    type: webhook\n    url: ${url}\n${secret ? `    secret: ${secret}\n` : ''}`;

@@ -123,10 +123,7 @@ export function findPostgresBin(): string | undefined {
 function requirePostgresBin(): string {
   const bin = findPostgresBin();
   if (bin === undefined) {
-    throw new Error(
-      'PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH or in /usr/lib/postgresql/*/bin; ' +
-        'install them, e.g. `apt-get install postgresql`',
-    );
+    throw new Error('PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH or in /usr/lib/postgresql/*/bin; ' + 'install them, e.g. `apt-get install postgresql`');
   }
   return bin;
 }
@@ -143,10 +140,7 @@ function systemUserIds(): { uid: number; gid: number } {
       const id = (flag: string) => Number(execFileSync('id', [flag, SYSTEM_USER], { encoding: 'utf8' }).trim());
       systemIds = { uid: id('-u'), gid: id('-g') };
     } catch {
-      throw new Error(
-        `running as root, but there is no "${SYSTEM_USER}" system user to run PostgreSQL as (initdb refuses root); ` +
-          'the Debian postgresql package creates it',
-      );
+      throw new Error(`running as root, but there is no "${SYSTEM_USER}" system user to run PostgreSQL as (initdb refuses root); ` + 'the Debian postgresql package creates it');
     }
   }
   return systemIds;
@@ -157,10 +151,7 @@ let switchUser: string[] | undefined;
 function asSystemUser(): string[] {
   if (switchUser === undefined) {
     systemUserIds();
-    const onPath = (tool: string) =>
-      [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin']
-        .map((dir) => path.join(dir, tool))
-        .find(isExecutableFile);
+    const onPath = (tool: string) => [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin'].map((dir) => path.join(dir, tool)).find(isExecutableFile);
     const runuser = onPath('runuser');
     const setpriv = onPath('setpriv');
     if (runuser !== undefined) switchUser = [runuser, '-u', SYSTEM_USER, '--'];
@@ -300,15 +291,9 @@ function own(dataDir: string, bin: string): void {
 
 function pgCtlStartArgs(dataDir: string, logFile: string, port: number): string[] {
   const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`; // pg_ctl hands -o to /bin/sh
-  const serverOptions = [
-    '-c listen_addresses=127.0.0.1',
-    `-p ${port}`,
-    `-k ${quote(dataDir)}`,
-    '-c fsync=off',
-    '-c synchronous_commit=off',
-    '-c full_page_writes=off',
-    '-c max_connections=200',
-  ].join(' ');
+  const serverOptions = ['-c listen_addresses=127.0.0.1', `-p ${port}`, `-k ${quote(dataDir)}`, '-c fsync=off', '-c synchronous_commit=off', '-c full_page_writes=off', '-c max_connections=200'].join(
+    ' ',
+  );
   // -l: the server's output goes to the log, so pg_ctl returns and the server outlives us.
   return ['-D', dataDir, '-l', logFile, '-w', '-t', String(PG_CTL_WAIT_S), '-o', serverOptions];
 }
@@ -445,8 +430,7 @@ export function testServerUrl(): string {
   if (url !== undefined && url !== '') return url;
   if (process.env.CI) {
     throw new Error(
-      `PostgreSQL is required in CI: ${TEST_DATABASE_URL_ENV} is not set. ` +
-        '.ci/run starts a server with `npx node test/support/postgres.ts start`; tests that need one fail rather than skip.',
+      `PostgreSQL is required in CI: ${TEST_DATABASE_URL_ENV} is not set. ` + '.ci/run starts a server with `npx node test/support/postgres.ts start`; tests that need one fail rather than skip.',
     );
   }
   const setupError = process.env[TEST_DATABASE_ERROR_ENV];

@@ -41,7 +41,12 @@ export function spawnRiskwatch(args: readonly string[], env: Record<string, stri
     for (const check of waiters) check();
   });
   createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
-  const watched = [...Object.entries(env).filter(([name]) => SECRET_NAME.test(name)).map(([, value]) => value), ...secrets].filter((v) => v.length >= 6);
+  const watched = [
+    ...Object.entries(env)
+      .filter(([name]) => SECRET_NAME.test(name))
+      .map(([, value]) => value),
+    ...secrets,
+  ].filter((v) => v.length >= 6);
   const exited = new Promise<number | string>((resolve, reject) =>
     child.once('close', (code, signal) => {
       const output = [...stdout, ...stderr].join('\n');

@@ -8,10 +8,7 @@ export interface ReceivedRequest {
   readonly body: string;
 }
 
-export type Answer =
-  | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string; readonly delayMs?: number }
-  | { readonly hang: true }
-  | { readonly reset: true };
+export type Answer = { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string; readonly delayMs?: number } | { readonly hang: true } | { readonly reset: true };
 
 /** A loopback HTTP receiver (a webhook endpoint, a Slack stand-in) whose answers the test scripts. */
 export class Receiver {

@@ -86,7 +86,7 @@ export const HOSTILE = [
   '<at>Boss</at>',
   'https://evil.example',
   '<script>alert("x")</script>',
-  "Tom & Jerry's \"quote\"",
+  'Tom & Jerry\'s "quote"',
   '<!channel>',
   '_under_ `code` # head',
 ] as const;

@@ -33,13 +33,7 @@ export function previousSnapshot(parts: { users?: Record<string, RiskLevel>; beh
 
 /** What this poll saw; skips default to none. */
 export function currentSnapshot(
-  parts: {
-    users?: readonly RiskUser[];
-    behaviors?: readonly Behavior[];
-    skippedUserIds?: readonly string[];
-    unidentifiedSkips?: number;
-    skippedBehaviorIds?: readonly string[];
-  } = {},
+  parts: { users?: readonly RiskUser[]; behaviors?: readonly Behavior[]; skippedUserIds?: readonly string[]; unidentifiedSkips?: number; skippedBehaviorIds?: readonly string[] } = {},
 ): CurrentSnapshot {
   return {
     users: new Map((parts.users ?? []).map((u) => [u.user_id, u])),

@@ -14,7 +14,7 @@ export const retry: Command = {
     const to = text(args, 'to');
     const ids = (args.values.id as string[] | undefined) ?? [];
     if ((sink === undefined) === (ids.length === 0)) throw new UsageError('deliveries retry: give --sink S or --id N (repeatable), one of them');
-    if (to !== undefined && sink === undefined) throw new UsageError('--to: moves a whole sink\'s deliveries; give it with --sink S');
+    if (to !== undefined && sink === undefined) throw new UsageError("--to: moves a whole sink's deliveries; give it with --sink S");
     const bad = ids.find((id) => !/^\d+$/.test(id));
     if (bad !== undefined) throw new UsageError(`--id ${bad}: must be a delivery id (a whole number; deliveries --state dead shows them)`);
     const { config } = readConfig(args, io);

@@ -8,7 +8,15 @@ const os = process.getBuiltinModule('node:os');
 
 /** `silence add (--user U | --behavior ID) [--account A] (--for D | --until T) --reason TEXT [--by NAME]`: prints the silence's id. */
 export const add: Command = {
-  options: { user: { type: 'string' }, behavior: { type: 'string' }, account: { type: 'string' }, for: { type: 'string' }, until: { type: 'string' }, reason: { type: 'string' }, by: { type: 'string' } },
+  options: {
+    user: { type: 'string' },
+    behavior: { type: 'string' },
+    account: { type: 'string' },
+    for: { type: 'string' },
+    until: { type: 'string' },
+    reason: { type: 'string' },
+    by: { type: 'string' },
+  },
   async run(args: Args, io: Io) {
     const user = text(args, 'user')?.trim();
     const behavior = text(args, 'behavior')?.trim();

@@ -31,7 +31,14 @@ export const list: Command = {
       printTable(
         io,
         ['ID', 'MATCHES', 'ACCOUNT', 'ENDS', 'BY', 'REASON'],
-        listed.map((s) => [s.id, s.user ? `user ${s.user}` : `behavior ${s.behavior}`, config.accounts.find((a) => a.id === s.account)?.label ?? s.account ?? 'all', `${s.ends_at}${s.active ? '' : ' (ended)'}`, s.by, s.reason]),
+        listed.map((s) => [
+          s.id,
+          s.user ? `user ${s.user}` : `behavior ${s.behavior}`,
+          config.accounts.find((a) => a.id === s.account)?.label ?? s.account ?? 'all',
+          `${s.ends_at}${s.active ? '' : ' (ended)'}`,
+          s.by,
+          s.reason,
+        ]),
         args.values.all ? 'no silences' : 'no active silences',
       );
     return 0;

@@ -22,10 +22,7 @@ export interface SlackMessage {
  * parses some mentions. Only the configured mention goes without it.
  */
 type Mrkdwn = { type: 'mrkdwn'; text: string; verbatim?: true };
-type Block =
-  | { type: 'header'; text: { type: 'plain_text'; text: string; emoji: true } }
-  | { type: 'section'; text: Mrkdwn }
-  | { type: 'context'; elements: Mrkdwn[] };
+type Block = { type: 'header'; text: { type: 'plain_text'; text: string; emoji: true } } | { type: 'section'; text: Mrkdwn } | { type: 'context'; elements: Mrkdwn[] };
 
 export const SLACK_LIMITS = { blocks: 50, sectionText: 3000, headerText: 150 } as const;
 /** Item sections per message: the rest of the 50 blocks is header, mention and "and N more". */

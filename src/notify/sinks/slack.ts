@@ -70,9 +70,10 @@ export class SlackSink implements Sink<SlackMessage> {
 
   async #send(message: SlackMessage, signal: AbortSignal): Promise<void> {
     const wait = this.#nextSendAt - this.#clock.monotonic();
-    if (wait > 0) await this.#clock.sleep(wait, signal).catch((error: unknown) => {
-      throw transportFailure(this.name, error, signal);
-    });
+    if (wait > 0)
+      await this.#clock.sleep(wait, signal).catch((error: unknown) => {
+        throw transportFailure(this.name, error, signal);
+      });
     this.#current = signal;
     this.#retryAfter = undefined;
     try {

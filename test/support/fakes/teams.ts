@@ -63,7 +63,10 @@ export class FakeTeams extends VendorFake {
         error: {
           code: 'BadRequest',
           message: 'InvalidParameter',
-          innerError: { code: '1', message: `MessageSizeExceeded-Message properties size exceeded. Actual message properties size: ${bytes} bytes, whereas max allowed size is ${TEAMS_MAX_MESSAGE_BYTES} bytes` },
+          innerError: {
+            code: '1',
+            message: `MessageSizeExceeded-Message properties size exceeded. Actual message properties size: ${bytes} bytes, whereas max allowed size is ${TEAMS_MAX_MESSAGE_BYTES} bytes`,
+          },
         },
       });
     }
