@@ -23,6 +23,7 @@ export interface Sample {
   readonly events?: number;
 }
 
+// biome-ignore lint/suspicious/noConfusingVoidType: a run may return its counts, or nothing
 export async function measure(run: () => Promise<{ rowsWritten?: number; events?: number } | void>): Promise<Sample> {
   const cpu = cpuUsage();
   const start = performance.now();

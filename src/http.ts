@@ -45,7 +45,10 @@ export class HttpPool implements Http {
       const target = new URL(url);
       const client = process.getBuiltinModule(target.protocol === 'https:' ? 'node:https' : 'node:http');
       let agent = this.#agents.get(target.protocol);
-      if (!agent) this.#agents.set(target.protocol, (agent = new client.Agent({ keepAlive: true, maxSockets: 16, timeout: 30_000 })));
+      if (!agent) {
+        agent = new client.Agent({ keepAlive: true, maxSockets: 16, timeout: 30_000 });
+        this.#agents.set(target.protocol, agent);
+      }
       // Node reports an abort only once the request has a connection: one queued behind the pool's
       // 16 would wait for a free one. The caller's deadline is now.
       const aborted = () => reject(init.signal.reason);

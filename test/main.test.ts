@@ -102,7 +102,16 @@ describe('check-config on a bad config exits 2 with one line per problem', () =>
     ['an unknown sink account', () => writeConfig((doc) => (doc.sinks[0]!.accounts = ['prod'])), ENV, /: sinks\[0\]\.accounts\[0\]: "prod" is not/],
     ['an unknown sink type', () => writeConfig((doc) => (doc.sinks[0]!.type = 'msteams')), ENV, /: sinks\[0\]\.type: must be one of/],
     ['a bad webhook secret', () => writeConfig(), { ...ENV, WEBHOOK_SECRET: 'hunter2' }, /: sinks\[1\]\.secret: must be a Standard Webhooks secret/],
-    ['a missing secret file', () => writeConfig((doc) => ((doc.sinks[1]!.secret_file = 'nope'), delete doc.sinks[1]!.secret)), ENV, /: sinks\[1\]\.secret_file: cannot read /],
+    [
+      'a missing secret file',
+      () =>
+        writeConfig((doc) => {
+          doc.sinks[1]!.secret_file = 'nope';
+          delete doc.sinks[1]!.secret;
+        }),
+      ENV,
+      /: sinks\[1\]\.secret_file: cannot read /,
+    ],
   ])('%s', async (_label, file, env, expected) => {
     const result = await cli(['check-config', '--config', file()], env);
     expect(result.code).toBe(2);
@@ -165,7 +174,7 @@ describe('usage errors exit 2 in one line naming what is wrong, and a pointer to
       expect(result.code).toBe(0);
       expect(result.err).toEqual([]);
       expect(result.out[0]).toBe('usage: riskwatch <command> [options] [--config FILE]');
-      for (const command of ['check-config', 'status [--json]', 'silence expire ID', 'deliveries retry (--sink S | --id N...)']) expect(result.out.join('\n')).toContain(command);
+      for (const command of ['check-config', 'status [--json]', 'silence expire ID', 'deliveries retry (--sink S [--to NEW] | --id N...)']) expect(result.out.join('\n')).toContain(command);
     }
   });
 

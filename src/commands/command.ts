@@ -74,7 +74,7 @@ export function nextSignal(names: readonly NodeJS.Signals[]): Promise<NodeJS.Sig
   return new Promise((resolve) => {
     const handlers = names.map((name) => {
       const handler = () => {
-        names.forEach((n, i) => process.off(n, handlers[i]!));
+        for (const [i, n] of names.entries()) process.off(n, handlers[i]!);
         resolve(name);
       };
       process.on(name, handler);

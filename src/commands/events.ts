@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.ts';
 import { EVENT_TYPES, type EventType } from '../model.ts';
 import { headline } from '../notify/describe.ts';
-import { openOperatorStore } from '../store/open.ts';
+import { withOperatorStore } from '../store/open.ts';
 import { accountFlag, type Args, type Command, durationFlag, type Io, readConfig, text } from './command.ts';
 import { printJson, printTable } from './output.ts';
 
@@ -20,13 +20,9 @@ export const events: Command = {
     if (!/^\d+$/.test(limitText) || limit < 1 || limit > 100_000) throw new UsageError(`--limit ${limitText}: must be a whole number from 1 to 100000`);
     const since = Date.now() - (durationFlag(args, 'since') ?? DAY);
     const user = text(args, 'user');
-    const store = await openOperatorStore(config.state);
-    let rows;
-    try {
-      rows = await store.listEvents({ since, limit, ...(accountId ? { accountId } : {}), ...(user ? { user } : {}), ...(type ? { type: type as EventType } : {}) });
-    } finally {
-      await store.close();
-    }
+    const rows = await withOperatorStore(config.state, (store) =>
+      store.listEvents({ since, limit, ...(accountId ? { accountId } : {}), ...(user ? { user } : {}), ...(type ? { type: type as EventType } : {}) }),
+    );
     if (args.values.json) {
       printJson(
         io,

@@ -1,4 +1,4 @@
-import { openOperatorStore } from '../store/open.ts';
+import { withOperatorStore } from '../store/open.ts';
 import { type Args, type Command, type Io, readConfig } from './command.ts';
 import { iso, printJson, printTable } from './output.ts';
 
@@ -7,13 +7,7 @@ export const status: Command = {
   options: { json: { type: 'boolean' } },
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
-    const store = await openOperatorStore(config.state);
-    let stored;
-    try {
-      stored = await store.status(Date.now());
-    } finally {
-      await store.close();
-    }
+    const stored = await withOperatorStore(config.state, (store) => store.status(Date.now()));
     const accounts = config.accounts.map((account) => {
       const known = stored.accounts.find((a) => a.id === account.id);
       return {

@@ -1,6 +1,6 @@
 import { RISK_LEVELS, type RiskLevel } from '../model.ts';
 import { UsageError } from '../errors.ts';
-import { openOperatorStore } from '../store/open.ts';
+import { withOperatorStore } from '../store/open.ts';
 import { accountFlag, accountName, type Args, type Command, type Io, readConfig, text } from './command.ts';
 import { iso, printJson, printTable } from './output.ts';
 
@@ -12,13 +12,7 @@ export const users: Command = {
     const accountId = accountFlag(args, config);
     const level = text(args, 'level');
     if (level !== undefined && !RISK_LEVELS.includes(level as RiskLevel)) throw new UsageError(`--level ${level}: must be one of ${RISK_LEVELS.join(', ')}`);
-    const store = await openOperatorStore(config.state);
-    let rows;
-    try {
-      rows = await store.listUsers({ ...(accountId ? { accountId } : {}), ...(level ? { level: level as RiskLevel } : {}) });
-    } finally {
-      await store.close();
-    }
+    const rows = await withOperatorStore(config.state, (store) => store.listUsers({ ...(accountId ? { accountId } : {}), ...(level ? { level: level as RiskLevel } : {}) }));
     const listed = rows.map((u) => ({
       account: { id: u.accountId, name: accountName(config, u.accountId) },
       user_id: u.userId,

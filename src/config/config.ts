@@ -47,7 +47,7 @@ export interface AccountConfig {
   readonly credential: Credential;
 }
 
-interface SinkRouting {
+export interface SinkRouting {
   readonly name: string;
   /** User events below this level (after the change) skip the sink. */
   readonly minLevel: RiskLevel;

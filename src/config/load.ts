@@ -1,7 +1,7 @@
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, ConfigErrors } from '../errors.ts';
-import type { AccountConfig, Config, Credential, SinkConfig } from './config.ts';
+import type { AccountConfig, Config, Credential, SinkConfig, SinkRouting } from './config.ts';
 import { type ConfigFile, configFileSchema, SECRET_KEYS } from './schema.ts';
 import { Secret } from './secret.ts';
 
@@ -276,35 +276,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
       events: sink.events && readonlySet(sink.events),
       accounts: accountIds && readonlySet(accountIds),
     };
-    switch (sink.type) {
-      case 'console':
-        return { type: 'console', ...routing };
-      case 'slack':
-        return { type: 'slack', ...routing, url: new Secret(sink.url), mention: sink.mention };
-      case 'webhook':
-        return {
-          type: 'webhook',
-          ...routing,
-          url: new Secret(sink.url),
-          secret: sink.secret === undefined ? undefined : new Secret(sink.secret),
-          headers: Object.fromEntries(Object.entries(sink.headers).map(([name, value]) => [name, new Secret(value)])),
-        };
-      case 'teams':
-        return { type: 'teams', ...routing, url: new Secret(sink.url) };
-      case 'email':
-        return { type: 'email', ...routing, smtp: new Secret(sink.smtp), from: sink.from, to: sink.to, subjectPrefix: sink.subject_prefix };
-      case 'pagerduty':
-        return {
-          type: 'pagerduty',
-          ...routing,
-          routingKey: new Secret(sink.routing_key),
-          url: sink.url.replace(/\/+$/, ''),
-          severity: sink.severity,
-          behaviors: sink.behaviors,
-        };
-      case 'opsgenie':
-        return { type: 'opsgenie', ...routing, apiKey: new Secret(sink.api_key), url: sink.url.replace(/\/+$/, ''), priority: sink.priority, tags: sink.tags };
-    }
+    return sinkConfig(sink, routing);
   });
 
   return {
@@ -326,6 +298,39 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     http: { listen: file.http.listen },
     log: { level: file.log.level, format: file.log.format },
   };
+}
+
+/** One sink of the file as the config riskwatch runs with, its routing already read. */
+function sinkConfig(sink: ConfigFile['sinks'][number], routing: SinkRouting): SinkConfig {
+  switch (sink.type) {
+    case 'console':
+      return { type: 'console', ...routing };
+    case 'slack':
+      return { type: 'slack', ...routing, url: new Secret(sink.url), mention: sink.mention };
+    case 'webhook':
+      return {
+        type: 'webhook',
+        ...routing,
+        url: new Secret(sink.url),
+        secret: sink.secret === undefined ? undefined : new Secret(sink.secret),
+        headers: Object.fromEntries(Object.entries(sink.headers).map(([name, value]) => [name, new Secret(value)])),
+      };
+    case 'teams':
+      return { type: 'teams', ...routing, url: new Secret(sink.url) };
+    case 'email':
+      return { type: 'email', ...routing, smtp: new Secret(sink.smtp), from: sink.from, to: sink.to, subjectPrefix: sink.subject_prefix };
+    case 'pagerduty':
+      return {
+        type: 'pagerduty',
+        ...routing,
+        routingKey: new Secret(sink.routing_key),
+        url: sink.url.replace(/\/+$/, ''),
+        severity: sink.severity,
+        behaviors: sink.behaviors,
+      };
+    case 'opsgenie':
+      return { type: 'opsgenie', ...routing, apiKey: new Secret(sink.api_key), url: sink.url.replace(/\/+$/, ''), priority: sink.priority, tags: sink.tags };
+  }
 }
 
 function credentialFrom(fields: CredentialFields, at: string, problems: string[]): Credential | undefined {

@@ -39,6 +39,8 @@ function describeSink(sink: SinkConfig, config: Config): string {
     case 'opsgenie':
       parts.push(`${sink.url}, api_key ${sink.apiKey.masked}`);
       break;
+    case 'console':
+      break;
   }
   if (sink.type === 'slack' && sink.mention) parts.push(`mention ${sink.mention}`);
   if (sink.type === 'webhook') {

@@ -33,6 +33,16 @@ export async function openOperatorStore(state: StateConfig, options: { readonly 
     : (await postgres()).openOperator(state.url.reveal(), options.warn);
 }
 
+/** An operator command's use of the store: opened as openOperatorStore does, `body`, then closed whatever happened. */
+export async function withOperatorStore<T>(state: StateConfig, body: (store: StateStore) => Promise<T>, options: Parameters<typeof openOperatorStore>[1] = {}): Promise<T> {
+  const store = await openOperatorStore(state, options);
+  try {
+    return await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
 /**
  * For check-config: what can be known of the store without changing it, or
  * undefined when there is nothing to ask (a file is checked as it is opened).

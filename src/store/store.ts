@@ -182,7 +182,10 @@ export function statusFrom(rows: StatusRows): StoreStatus {
   const accounts = new Map<string, Account>();
   const account = (id: string): Account => {
     let entry = accounts.get(id);
-    if (!entry) accounts.set(id, (entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null }));
+    if (!entry) {
+      entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null };
+      accounts.set(id, entry);
+    }
     return entry;
   };
   for (const id of rows.accountIds) account(id);

@@ -353,6 +353,7 @@ describe('unknown keys are errors', () => {
   });
 
   it('a value YAML reads as a number or a boolean where text belongs: put it in quotes', () => {
+    // biome-ignore lint/correctness/noPrecisionLoss: an id YAML reads as a number, precision lost, is the case tested
     expect(problemAt('accounts[0].id', () => load((doc) => ((doc.accounts[0] as unknown as { id: number }).id = 12345678901234567890123456789012)))).toMatch(
       /: accounts\[0\]\.id: must be text, and YAML read a number there: put the value in quotes$/,
     );
@@ -373,14 +374,14 @@ describe('the file itself', () => {
   it('reports a YAML syntax error with file:line:col', () => {
     const file = tmp.write('riskwatch.yaml', 'cloudflare:\n  api_token: x\naccounts:\n\t- id: 023e105f4ecef8ad9ca31a8372d0c353\n');
     const [problem] = problemsOf(() => loadConfig(file, ENV));
-    expect(problem).toMatch(new RegExp(`^${escape(file)}:4:1: YAML syntax error: \\S`));
+    expect(problem).toMatch(new RegExp(`^${escapeRegExp(file)}:4:1: YAML syntax error: \\S`));
   });
 
   it('reports a key given twice as a YAML error at its second line', () => {
     const file = tmp.write('riskwatch.yaml', `${configYaml()}poll_interval: 30s\npoll_interval: 40s\n`);
     const lines = configYaml().split('\n').length - 1;
     const [problem] = problemsOf(() => loadConfig(file, ENV));
-    expect(problem).toMatch(new RegExp(`^${escape(file)}:${lines + 2}:1: YAML syntax error: .*unique`));
+    expect(problem).toMatch(new RegExp(`^${escapeRegExp(file)}:${lines + 2}:1: YAML syntax error: .*unique`));
   });
 
   it('reports a missing file by path', () => {
@@ -410,7 +411,7 @@ describe('the file itself', () => {
   ])('reports %s as not a mapping', (_label, text) => {
     const file = tmp.write('riskwatch.yaml', text);
     const [problem] = problemsOf(() => loadConfig(file, ENV));
-    expect(problem).toMatch(new RegExp(`^${escape(file)}: .*must be a YAML mapping`));
+    expect(problem).toMatch(new RegExp(`^${escapeRegExp(file)}: .*must be a YAML mapping`));
   });
 
   it('reports a YAML alias bomb as one line instead of expanding it', () => {
@@ -692,7 +693,7 @@ describe('incident and chat receivers (SPEC §5)', () => {
   });
 });
 
-function escape(text: string): string {
+function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 

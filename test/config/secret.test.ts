@@ -16,7 +16,7 @@ describe('a Secret never reveals its value when printed', () => {
   it.each(secrets)('through String() and template literals (%#)', (secret) => {
     hidden(String(secret));
     hidden(`${secret}`);
-    hidden('' + secret);
+    hidden(`${secret}`);
   });
 
   it.each(secrets)('through JSON.stringify, alone and nested (%#)', (secret) => {

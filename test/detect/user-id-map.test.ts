@@ -17,7 +17,7 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
       '7f3e9a2c-41b0-4d8e-9c1a-0b2c3d4e5f6g',
       '',
     ];
-    ids.forEach((id, i) => map.set(id, i));
+    for (const [i, id] of ids.entries()) map.set(id, i);
     expect(map.size).toBe(ids.length);
     expect(ids.map((id) => map.get(id))).toEqual(ids.map((_, i) => i));
     expect(new Set(map.keys())).toEqual(new Set(ids));
@@ -63,7 +63,7 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
   it('after a read that found entries out of order, lays them out in the order that read found them', () => {
     const map = new UserIdMap();
     const ids = Array.from({ length: 1000 }, () => randomUUID());
-    ids.forEach((id, i) => map.set(id, i));
+    for (const [i, id] of ids.entries()) map.set(id, i);
     const random = mulberry32(7);
     const readOrder = [...ids].sort(() => random() - 0.5);
     map.settle(); // between reads, as StoredLevels.beginRead() does

@@ -30,7 +30,7 @@ beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-e2e-'));
   configFile = writeDaemonConfig(path.join(dir, 'riskwatch.yaml'), {
     apiBaseUrl: api.baseUrl,
-    sinks: `${webhookSinkYaml('incidents', hook.url('/riskwatch'), '\${HOOK_SECRET}')}  - name: secops
+    sinks: `${webhookSinkYaml('incidents', hook.url('/riskwatch'), '${HOOK_SECRET}')}  - name: secops
     type: slack
     url: ${slack.url('/services/T000/B000/slacksecretpath')}`,
     logLevel: 'warn',
@@ -157,7 +157,7 @@ describe('once --dry-run', () => {
   it('prints what would be announced and to which sinks (a silence said), and commits and sends nothing', { timeout: 60_000 }, async () => {
     const file = writeDaemonConfig(path.join(dir, 'dry.yaml'), {
       apiBaseUrl: api.baseUrl,
-      sinks: `${webhookSinkYaml('incidents', hook.url('/riskwatch'), '\${HOOK_SECRET}')}  - name: secops
+      sinks: `${webhookSinkYaml('incidents', hook.url('/riskwatch'), '${HOOK_SECRET}')}  - name: secops
     type: slack
     min_level: high
     url: ${slack.url('/services/T000/B000/slacksecretpath')}`,

@@ -26,10 +26,10 @@ async function riskwatch(...args: string[]) {
 describe('simulate', () => {
   it('prints a config snippet that once (and once --dry-run) can poll, enrichment included; exits 0 on SIGINT', { timeout: 60_000 }, async () => {
     simulator = spawnRiskwatch(['simulate', '--port', '0']);
-    await simulator.waitForLine(/^    name: simulated$/);
-    const start = simulator.stdout.findIndex((line) => line === 'cloudflare:');
+    await simulator.waitForLine(/^ {4}name: simulated$/);
+    const start = simulator.stdout.indexOf('cloudflare:');
     const snippet = simulator.stdout.slice(start).join('\n');
-    expect(snippet).toMatch(/^cloudflare:\n  api_base_url: http:\/\/127\.0\.0\.1:\d+\/client\/v4\n  api_token: simulated\naccounts:\n  - id: [0-9a-f]{32}\n    name: simulated$/);
+    expect(snippet).toMatch(/^cloudflare:\n {2}api_base_url: http:\/\/127\.0\.0\.1:\d+\/client\/v4\n {2}api_token: simulated\naccounts:\n {2}- id: [0-9a-f]{32}\n {4}name: simulated$/);
     const file = path.join(dir, 'riskwatch.yaml');
     fs.writeFileSync(file, `${snippet}\nfirst_run: notify\nstate:\n  sqlite: ${path.join(dir, 'state.db')}\nsinks:\n  - name: console\n    type: console\nlog:\n  level: warn\n`);
 

@@ -149,7 +149,10 @@ export class FuzzApi {
     const [run, index] = tag.split('/').map(Number);
     const poll = run === this.#run ? this.#scenario?.polls[index!] : undefined;
     const match = /^\/client\/v4\/accounts\/[^/]+\/zt_risk_scoring\/([^/]+)$/.exec(url.pathname);
-    if (!state || !poll || !match) return send(req, res, { status: 410, body: failed(0, `no poll ${tag} in this run`) });
+    if (!state || !poll || !match) {
+      send(req, res, { status: 410, body: failed(0, `no poll ${tag} in this run`) });
+      return;
+    }
     const call: Call = match[1] === 'summary' ? 'summary' : match[1] === 'behaviors' ? 'behaviors' : 'user';
     // Without paging parameters (summary_paging: off) the summary comes whole, as page 1.
     const paged = url.searchParams.has('page');

@@ -206,7 +206,7 @@ const brokenId = fc.oneof(
         (id) => `${id}\u0000`,
         (id) => ` ${id}`,
         (id) => `${id}0`,
-        (id) => id.slice(1) + 'g',
+        (id) => `${id.slice(1)}g`,
       ),
     )
     .map(([id, mangle]): Broken => ({ set: { user_id: mangle(id) } })),

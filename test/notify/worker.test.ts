@@ -327,7 +327,9 @@ describe('the delivery worker: one retry policy around every sink', () => {
 
 describe('one subject at a time, against a real receiver: a user’s later event waits for their earlier one', () => {
   let receiver: Receiver;
+  const arrivals: string[] = [];
   beforeEach(async () => {
+    arrivals.length = 0;
     receiver = await Receiver.start();
   });
   afterEach(async () => {
@@ -343,11 +345,6 @@ describe('one subject at a time, against a real receiver: a user’s later event
   async function bothPending(): Promise<void> {
     await commitEvents('hook', [raise, unrelated, reset]);
   }
-  const arrivals: string[] = [];
-  beforeEach(() => {
-    arrivals.length = 0;
-  });
-
   it('on a slow receiver, the reset is sent only after the raise was answered; the unrelated rise goes alongside', async () => {
     // What the receiver had answered (accepted) when each request arrived.
     const answeredBefore = new Map<string, string[]>();

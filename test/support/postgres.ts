@@ -140,7 +140,7 @@ function systemUserIds(): { uid: number; gid: number } {
       const id = (flag: string) => Number(execFileSync('id', [flag, SYSTEM_USER], { encoding: 'utf8' }).trim());
       systemIds = { uid: id('-u'), gid: id('-g') };
     } catch {
-      throw new Error(`running as root, but there is no "${SYSTEM_USER}" system user to run PostgreSQL as (initdb refuses root); ` + 'the Debian postgresql package creates it');
+      throw new Error(`running as root, but there is no "${SYSTEM_USER}" system user to run PostgreSQL as (initdb refuses root); the Debian postgresql package creates it`);
     }
   }
   return systemIds;
@@ -430,7 +430,7 @@ export function testServerUrl(): string {
   if (url !== undefined && url !== '') return url;
   if (process.env.CI) {
     throw new Error(
-      `PostgreSQL is required in CI: ${TEST_DATABASE_URL_ENV} is not set. ` + '.ci/run starts a server with `npx node test/support/postgres.ts start`; tests that need one fail rather than skip.',
+      `PostgreSQL is required in CI: ${TEST_DATABASE_URL_ENV} is not set. .ci/run starts a server with \`npx node test/support/postgres.ts start\`; tests that need one fail rather than skip.`,
     );
   }
   const setupError = process.env[TEST_DATABASE_ERROR_ENV];

@@ -1,5 +1,5 @@
 import { UsageError } from '../../errors.ts';
-import { openOperatorStore } from '../../store/open.ts';
+import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig, text } from '../command.ts';
 import { iso, printJson, printTable } from '../output.ts';
 
@@ -11,13 +11,7 @@ export const list: Command = {
     if (state !== undefined && state !== 'pending' && state !== 'dead') throw new UsageError(`--state ${state}: must be pending or dead`);
     const { config } = readConfig(args, io);
     const sink = text(args, 'sink');
-    const store = await openOperatorStore(config.state);
-    let rows;
-    try {
-      rows = await store.listDeliveries({ ...(sink ? { sink } : {}), ...(state ? { state } : {}) });
-    } finally {
-      await store.close();
-    }
+    const rows = await withOperatorStore(config.state, (store) => store.listDeliveries({ ...(sink ? { sink } : {}), ...(state ? { state } : {}) }));
     const listed = rows.map((d) => ({
       id: d.id,
       sink: d.sink,

@@ -1,5 +1,5 @@
 import { UsageError, UserFacingError } from '../../errors.ts';
-import { openOperatorStore } from '../../store/open.ts';
+import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig, text } from '../command.ts';
 
 /**
@@ -24,14 +24,9 @@ export const retry: Command = {
     if (to === undefined && sink !== undefined && !configured.includes(sink)) {
       throw new UsageError(`--sink ${sink}: not a configured sink, so nothing would send its deliveries; move them with --to NEW (${configured.join(', ')})`);
     }
-    const store = await openOperatorStore(config.state);
-    let count: number;
-    try {
-      if (to !== undefined) count = await store.moveDeliveries(sink!, to, Date.now());
-      else count = await store.retryDeliveries(sink !== undefined ? { sink } : { ids: ids.map(Number) }, Date.now());
-    } finally {
-      await store.close();
-    }
+    const count = await withOperatorStore(config.state, (store) =>
+      to !== undefined ? store.moveDeliveries(sink!, to, Date.now()) : store.retryDeliveries(sink !== undefined ? { sink } : { ids: ids.map(Number) }, Date.now()),
+    );
     if (count === 0) throw new UserFacingError(to === undefined ? 'no dead-lettered delivery matched' : `no pending or dead-lettered delivery is for sink ${sink}`, 1);
     const deliveries = `${count} ${count === 1 ? 'delivery' : 'deliveries'}`;
     io.out(to === undefined ? `${deliveries} made pending again` : `${deliveries} of ${sink} moved to ${to}, due now`);

@@ -1,5 +1,5 @@
 import { UsageError } from '../../errors.ts';
-import { openOperatorStore } from '../../store/open.ts';
+import { withOperatorStore } from '../../store/open.ts';
 import { MAX_SILENCE_MS, userKey } from '../../store/store.ts';
 import { accountFlag, type Args, type Command, durationFlag, type Io, readConfig, text, timeFlag } from '../command.ts';
 
@@ -35,21 +35,8 @@ export const add: Command = {
     const { config } = readConfig(args, io);
     const accountId = accountFlag(args, config) ?? null;
     const id = `sil_${randomBytes(4).toString('hex')}`;
-    const store = await openOperatorStore(config.state, { creates: true });
-    try {
-      await store.addSilence({
-        id,
-        user: user === undefined ? null : userKey(user),
-        behavior: behavior ?? null,
-        accountId,
-        startsAt: now,
-        endsAt,
-        reason,
-        by: text(args, 'by')?.trim() || whoRuns(),
-      });
-    } finally {
-      await store.close();
-    }
+    const silence = { id, user: user === undefined ? null : userKey(user), behavior: behavior ?? null, accountId, startsAt: now, endsAt, reason, by: text(args, 'by')?.trim() || whoRuns() };
+    await withOperatorStore(config.state, (store) => store.addSilence(silence), { creates: true });
     io.out(id);
     return 0;
   },

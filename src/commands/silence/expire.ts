@@ -1,5 +1,5 @@
 import { UserFacingError } from '../../errors.ts';
-import { openOperatorStore } from '../../store/open.ts';
+import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig } from '../command.ts';
 
 /** `silence expire ID`: ends an active silence now; exit 1 when there is none of that id. */
@@ -10,12 +10,7 @@ export const expire: Command = {
     const id = args.positionals[0];
     if (id === undefined) throw new UserFacingError('silence expire: give the silence id (silence list shows them)', 2);
     const { config } = readConfig(args, io);
-    const store = await openOperatorStore(config.state);
-    try {
-      if (!(await store.expireSilence(id, Date.now()))) throw new UserFacingError(`no active silence ${id}`, 1);
-    } finally {
-      await store.close();
-    }
+    if (!(await withOperatorStore(config.state, (store) => store.expireSilence(id, Date.now())))) throw new UserFacingError(`no active silence ${id}`, 1);
     io.out(`silence ${id} ended`);
     return 0;
   },

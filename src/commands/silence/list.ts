@@ -1,4 +1,4 @@
-import { openOperatorStore } from '../../store/open.ts';
+import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig } from '../command.ts';
 import { iso, printJson, printTable } from '../output.ts';
 
@@ -8,13 +8,7 @@ export const list: Command = {
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
     const now = Date.now();
-    const store = await openOperatorStore(config.state, { warn: (message) => io.err(`riskwatch: ${message}`) });
-    let silences;
-    try {
-      silences = await store.listSilences({ all: args.values.all === true, now });
-    } finally {
-      await store.close();
-    }
+    const silences = await withOperatorStore(config.state, (store) => store.listSilences({ all: args.values.all === true, now }), { warn: (message) => io.err(`riskwatch: ${message}`) });
     const listed = silences.map((s) => ({
       id: s.id,
       user: s.user,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type Answer, type ReceivedRequest, Receiver } from '../receiver.ts';
+import type { Answer, ReceivedRequest, Receiver } from '../receiver.ts';
 
 /**
  * What the vendor fakes (pagerduty.ts, opsgenie.ts) share: a loopback
