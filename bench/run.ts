@@ -23,7 +23,7 @@ const REPO = path.resolve(import.meta.dirname, '..');
 const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').filter(Boolean).map(Number);
 /** Steady polls measured per size, alternating with as many floor polls. */
 const POLLS = 9;
-/** How `npm start` and the Docker image run Node (see README, Performance). */
+/** How `npm start` and the Docker image run Node (see docs/PERFORMANCE.md). */
 const NODE_FLAGS = ['--max-semi-space-size=4'];
 const CHURN = 0.001;
 
