@@ -53,8 +53,8 @@ describe('check-config on a valid config', () => {
     expect(text).toContain(ACCOUNT_ID);
     expect(text).toMatch(/secops \(slack\)/);
     expect(text).toMatch(/incidents \(webhook\)/);
-    expect(text).toMatch(/oncall \(pagerduty\), https:\/\/events\.pagerduty\.com, routing_key \*\*\*\*, behaviors change, min_level high/);
-    expect(text).toMatch(/genie \(opsgenie\), https:\/\/api\.eu\.opsgenie\.com, api_key \*\*\*\*, min_level high/);
+    expect(text).toMatch(/oncall \(pagerduty\), https:\/\/events\.pagerduty\.com, routing_key \*\*\*\* \(cred-[0-9a-f]{8}\), behaviors change, min_level high/);
+    expect(text).toMatch(/genie \(opsgenie\), https:\/\/api\.eu\.opsgenie\.com, api_key \*\*\*\* \(cred-[0-9a-f]{8}\), min_level high/);
     expect(text).toMatch(/mail \(email\), smtp smtp:\/\/mailer@mail\.example\.com:587, from riskwatch@example\.com, to secops@example\.com/);
     expect(text).toMatch(/poll_interval: 1m/);
     expect(text).toContain(path.join(tmp.dir, 'riskwatch.db'));

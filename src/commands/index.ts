@@ -48,6 +48,11 @@ export const COMMANDS: Readonly<Record<string, Entry>> = {
   },
   'silence list': { usage: 'silence list [--all] [--json]', summary: 'the active (or all) silences', load: async () => (await import('./silence/list.ts')).list },
   'silence expire': { usage: 'silence expire ID', summary: 'end a silence now', load: async () => (await import('./silence/expire.ts')).expire },
+  incidents: {
+    usage: 'incidents [--sink NAME] [--json]',
+    summary: 'the PagerDuty and Opsgenie incidents riskwatch opened and has not closed',
+    load: async () => (await import('./incidents.ts')).incidents,
+  },
   deliveries: {
     usage: 'deliveries [--sink S] [--state pending|dead] [--json]',
     summary: 'the pending and dead-lettered deliveries',

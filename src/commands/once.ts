@@ -1,5 +1,6 @@
 import { assemble } from '../daemon/assemble.ts';
 import { pruneHistory } from '../daemon/daemon.ts';
+import { applyIncidentPlan, planIncidentCloses } from '../daemon/incidents.ts';
 import { configuredLogger, type Logger } from '../log.ts';
 import { formatEventLine } from '../notify/sinks/console.ts';
 import { openOperatorStore, openStore } from '../store/open.ts';
@@ -25,6 +26,8 @@ export const once: Command = {
     const log = store.replica === undefined ? base : base.child({ replica: store.replica });
     try {
       if (dryRun) return await dryRunOnce(config, store, log, io);
+      // A config load: incidents it no longer covers are closed (with the keys it has), then sent with the rest.
+      await applyIncidentPlan(store, await planIncidentCloses(store, config), log, Date.now());
       const daemon = await assemble(config, { store, log });
       const ok = await daemon.runOnce();
       await daemon.stop();

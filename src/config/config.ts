@@ -101,6 +101,8 @@ export interface PagerDutySinkConfig extends SinkRouting {
   readonly severity: Readonly<Record<RiskLevel, PagerDutySeverity>>;
   /** Behavior events as Change Events (`change`), as incidents opened by a disable (`alert`), or not at all. */
   readonly behaviors: 'change' | 'alert' | 'off';
+  /** A fingerprint of the URL and routing key its incidents are opened with (never the key). */
+  readonly credentialId: string;
 }
 
 export type OpsgeniePriority = 'P1' | 'P2' | 'P3' | 'P4' | 'P5';
@@ -112,6 +114,8 @@ export interface OpsgenieSinkConfig extends SinkRouting {
   readonly url: string;
   readonly priority: Readonly<Record<RiskLevel, OpsgeniePriority>>;
   readonly tags: readonly string[];
+  /** A fingerprint of the URL and API key its alerts are opened with (never the key). */
+  readonly credentialId: string;
 }
 
 export type SinkConfig = ConsoleSinkConfig | SlackSinkConfig | WebhookSinkConfig | TeamsSinkConfig | EmailSinkConfig | PagerDutySinkConfig | OpsgenieSinkConfig;

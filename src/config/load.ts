@@ -319,17 +319,34 @@ function sinkConfig(sink: ConfigFile['sinks'][number], routing: SinkRouting): Si
       return { type: 'teams', ...routing, url: new Secret(sink.url) };
     case 'email':
       return { type: 'email', ...routing, smtp: new Secret(sink.smtp), from: sink.from, to: sink.to, subjectPrefix: sink.subject_prefix };
-    case 'pagerduty':
+    case 'pagerduty': {
+      const url = sink.url.replace(/\/+$/, '');
       return {
         type: 'pagerduty',
         ...routing,
         routingKey: new Secret(sink.routing_key),
-        url: sink.url.replace(/\/+$/, ''),
+        url,
         severity: sink.severity,
         behaviors: sink.behaviors,
+        get credentialId() {
+          return credentialId(`${url}\n${sink.routing_key}`);
+        },
       };
-    case 'opsgenie':
-      return { type: 'opsgenie', ...routing, apiKey: new Secret(sink.api_key), url: sink.url.replace(/\/+$/, ''), priority: sink.priority, tags: sink.tags };
+    }
+    case 'opsgenie': {
+      const url = sink.url.replace(/\/+$/, '');
+      return {
+        type: 'opsgenie',
+        ...routing,
+        apiKey: new Secret(sink.api_key),
+        url,
+        priority: sink.priority,
+        tags: sink.tags,
+        get credentialId() {
+          return credentialId(`${url}\n${sink.api_key}`);
+        },
+      };
+    }
   }
 }
 

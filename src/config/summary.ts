@@ -34,10 +34,10 @@ function describeSink(sink: SinkConfig, config: Config): string {
       parts.push(`smtp ${sink.smtp.masked}, from ${sink.from}, to ${sink.to.join(', ')}`);
       break;
     case 'pagerduty':
-      parts.push(`${sink.url}, routing_key ${sink.routingKey.masked}, behaviors ${sink.behaviors}`);
+      parts.push(`${sink.url}, routing_key ${sink.routingKey.masked} (${sink.credentialId}), behaviors ${sink.behaviors}`);
       break;
     case 'opsgenie':
-      parts.push(`${sink.url}, api_key ${sink.apiKey.masked}`);
+      parts.push(`${sink.url}, api_key ${sink.apiKey.masked} (${sink.credentialId})`);
       break;
     case 'console':
       break;

@@ -1,7 +1,7 @@
 import { type Clock, systemClock } from '../clock.ts';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
 import { CloudflareClient } from '../cloudflare/client.ts';
-import type { Config, Credential } from '../config/config.ts';
+import type { Config, Credential, SinkConfig } from '../config/config.ts';
 import { HttpPool } from '../http.ts';
 import type { Logger } from '../log.ts';
 import { createSink } from '../notify/sinks/create.ts';
@@ -26,6 +26,8 @@ export interface AssembleDeps {
   readonly newId?: () => string;
   /** Where console sinks write; stdout when left out. */
   readonly writeLine?: (line: string) => void;
+  /** Sinks of an old key that only close incidents (daemon/incidents.ts): drained, never routed to. */
+  readonly retired?: readonly SinkConfig[];
 }
 
 /**
@@ -38,12 +40,9 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
   const clock = deps.clock ?? systemClock;
   const ownHttp = deps.http ? undefined : new HttpPool();
   const http = deps.http ?? ownHttp!;
-  const sinks = await Promise.all(
-    config.sinks.map(async (sinkConfig) => ({
-      config: sinkConfig,
-      sink: await createSink(sinkConfig, { clock, http, ...(deps.writeLine ? { writeLine: deps.writeLine } : {}) }),
-    })),
-  );
+  const build = (sinkConfig: SinkConfig) => createSink(sinkConfig, { clock, http, ...(deps.writeLine ? { writeLine: deps.writeLine } : {}) });
+  const sinks = await Promise.all(config.sinks.map(async (sinkConfig) => ({ config: sinkConfig, sink: await build(sinkConfig) })));
+  const retired = await Promise.all((deps.retired ?? []).map(build));
 
   const budgets = deps.budgets ?? new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
   const clients = new Map<string, CloudflareClient>();
@@ -88,7 +87,7 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
   );
   const worker = new DeliveryWorker({
     store,
-    sinks: sinks.map((s) => s.sink),
+    sinks: [...sinks.map((s) => s.sink), ...retired],
     clock,
     log,
     policy: { ...DEFAULT_DELIVERY_POLICY, maxAgeMs: config.notify.maxAgeMs },

@@ -32,7 +32,7 @@ export interface AccountPollerOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly diff: DiffOptions;
-  readonly sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts' | 'closes'> }[];
+  readonly sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts' | 'incident'> }[];
   readonly route: RouteOptions;
   readonly newId: () => string;
   /** Add the raised users' recent risk events to their alerts (notify.enrich). */

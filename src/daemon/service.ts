@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import { type Clock, systemClock } from '../clock.ts';
 import { BudgetRegistry } from '../cloudflare/budget.ts';
-import type { Config, StateConfig } from '../config/config.ts';
+import type { Config, SinkConfig, StateConfig } from '../config/config.ts';
 import { HttpPool } from '../http.ts';
 import type { Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
@@ -10,6 +10,7 @@ import { VERSION } from '../version.ts';
 import { assemble } from './assemble.ts';
 import { type Daemon, pruneHistory, type Readiness } from './daemon.ts';
 import { boundAddress, startHttp } from './http.ts';
+import { applyIncidentPlan, type IncidentPlan, planIncidentCloses } from './incidents.ts';
 import { Metrics } from './metrics.ts';
 
 export interface ServiceDeps {
@@ -45,6 +46,8 @@ export class Service {
   #budgets: BudgetRegistry;
   readonly #pool = new HttpPool();
   #pruning: NodeJS.Timeout | undefined;
+  /** Sinks of an old key kept to close incidents with it (daemon/incidents.ts), while they have deliveries. */
+  #retired: readonly SinkConfig[] = [];
 
   private constructor(config: Config, store: StateStore, metrics: Metrics, deps: ServiceDeps) {
     this.#config = config;
@@ -58,15 +61,40 @@ export class Service {
     this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock);
   }
 
-  #assemble(config: Config, previous: Daemon | undefined): Promise<Daemon> {
+  #assemble(config: Config, previous: Daemon | undefined, retired: readonly SinkConfig[]): Promise<Daemon> {
     if (this.#budgets.limit !== config.cloudflare.requestsPer5Min) this.#budgets = this.#budgets.withLimit(config.cloudflare.requestsPer5Min);
     return assemble(config, {
       store: this.#store,
       metrics: this.#metrics,
       budgets: this.#budgets,
       http: this.#pool,
+      retired,
       ...(previous ? { status: previous.status } : {}),
       ...this.#deps,
+    });
+  }
+
+  /**
+   * What this config load does to open incidents it no longer covers (planIncidentCloses), with
+   * the sinks of old keys still needed: those the plan names, and those kept from earlier
+   * reloads that have deliveries left. A store that cannot say now leaves them to the next load.
+   */
+  async #planIncidents(config: Config, held: readonly SinkConfig[]): Promise<IncidentPlan> {
+    try {
+      const plan = await planIncidentCloses(this.#store, config, held);
+      const counts = await this.#store.deliveryCounts();
+      const kept = this.#retired.filter((s) => !plan.retired.some((r) => r.name === s.name) && (counts.get(s.name)?.pending ?? 0) + (counts.get(s.name)?.dead ?? 0) > 0);
+      return { ...plan, retired: [...plan.retired, ...kept] };
+    } catch (error) {
+      this.#deps.log.error({ err: (error as Error).message }, 'could not check the open incidents against the config; trying again at the next load');
+      return { changes: [], retired: this.#retired, stranded: [] };
+    }
+  }
+
+  async #applyIncidents(plan: IncidentPlan): Promise<void> {
+    this.#retired = plan.retired;
+    await applyIncidentPlan(this.#store, plan, this.#deps.log, this.#clock.now()).catch((error: unknown) => {
+      this.#deps.log.error({ err: (error as Error).message }, 'could not close the incidents the config no longer covers; trying again at the next load');
     });
   }
 
@@ -78,14 +106,17 @@ export class Service {
     metrics.watchStore(store);
     metrics.configLoaded(true, clock.now());
     const service = new Service(config, store, metrics, deps);
+    let incidents: IncidentPlan;
     try {
-      service.#daemon = await service.#assemble(config, undefined);
+      incidents = await service.#planIncidents(config, []);
+      service.#daemon = await service.#assemble(config, undefined, incidents.retired);
       service.#http = await startHttp(config.http.listen, () => service.readiness(), metrics);
     } catch (error) {
       await store.close();
       service.#pool.close();
       throw error;
     }
+    await service.#applyIncidents(incidents);
     metrics.watchLeadership(() => service.leadership());
     metrics.watchSinks(() => service.#config.sinks.map((sink) => sink.name));
     service.#daemon.start();
@@ -129,10 +160,13 @@ export class Service {
     if (next.log.format !== this.#logFormat) log.warn('log.format changed: it takes effect at the next restart');
     log.level = next.log.level;
     const previous = this.#daemon;
+    // The sinks the running config holds can still close what the new one no longer covers.
+    const incidents = await this.#planIncidents(next, [...this.#config.sinks, ...this.#retired]);
     // Built before the previous one stops: should building fail (a sink's module that cannot be
     // loaded), the previous daemon runs on, as a refused config leaves it.
-    const daemon = await this.#assemble(next, previous);
+    const daemon = await this.#assemble(next, previous, incidents.retired);
     await previous.stop();
+    await this.#applyIncidents(incidents);
     // The old daemon reports no more: an account removed or renamed leaves no series behind.
     await this.#metrics.keepAccounts(next.accounts.map((a) => a.label));
     this.#daemon = daemon;
@@ -183,7 +217,7 @@ export class Service {
 
   /** Deliveries for sinks no longer configured are kept, never dropped, and said out loud (when the store answers). */
   async #reportOrphans(): Promise<void> {
-    const configured = new Set(this.#config.sinks.map((s) => s.name));
+    const configured = new Set([...this.#config.sinks, ...this.#retired].map((s) => s.name));
     let bySink: Map<string, { pending: number; dead: number }>;
     try {
       bySink = await this.#store.deliveryCounts();

@@ -1,5 +1,7 @@
+import { type Config, isIncidentSink } from '../config/config.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { LEVEL_RANK, type RiskLevel } from '../model.ts';
+import { type OpenIncident, subjectParts } from '../store/store.ts';
 
 const { createHash } = process.getBuiltinModule('node:crypto');
 
@@ -54,4 +56,22 @@ export function incidentKey(event: RiskEvent): string {
   let head = key.slice(0, MAX_INCIDENT_KEY - hash.length - 1);
   if (/[\ud800-\udbff]$/.test(head)) head = head.slice(0, -1);
   return `${head}~${hash}`;
+}
+
+/**
+ * Why `config` no longer covers an incident its sink opened (a config load closes
+ * such incidents), or undefined while it does: the sink or the account is gone or
+ * no longer routed there, the user is below the sink's `min_level` now (or left the
+ * summary), or the sink opens no incidents for behaviors any more. The credential
+ * is not asked here: a new key moves an incident, it does not end it.
+ */
+export function uncoveredBecause(incident: Pick<OpenIncident, 'sink' | 'accountId' | 'subject'>, config: Pick<Config, 'accounts' | 'sinks'>, userLevel: RiskLevel | undefined): string | undefined {
+  const sink = config.sinks.find((s) => s.name === incident.sink);
+  if (!sink || !isIncidentSink(sink)) return `sink ${incident.sink} is no longer configured`;
+  const account = config.accounts.find((a) => a.id === incident.accountId);
+  if (!account) return `account ${incident.accountId} is no longer configured`;
+  if (sink.accounts && !sink.accounts.has(account.id)) return `sink ${sink.name} no longer takes account ${account.label}`;
+  if (subjectParts(incident.subject).kind === 'behavior') return sink.type === 'pagerduty' && sink.behaviors !== 'alert' ? `sink ${sink.name} no longer opens incidents for behaviors` : undefined;
+  if (userLevel === undefined) return 'the user is no longer listed';
+  return LEVEL_RANK[userLevel] < LEVEL_RANK[sink.minLevel] ? `the user is at ${userLevel} now, below sink ${sink.name}'s min_level ${sink.minLevel}` : undefined;
 }

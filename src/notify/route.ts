@@ -12,26 +12,30 @@ import type { Sink } from './sink.ts';
 export function routeEvents(
   accountId: string,
   events: readonly RiskEvent[],
-  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts' | 'closes'> }[],
+  sinks: readonly { readonly config: SinkConfig; readonly sink: Pick<Sink, 'grouping' | 'accepts' | 'incident'> }[],
   options: RouteOptions,
 ): PlannedDelivery[] {
   const planned: PlannedDelivery[] = [];
   for (const { config, sink } of sinks) {
     if (config.accounts && !config.accounts.has(accountId)) continue;
-    const wanted = events.filter((event) => wants(config, event, options) && (sink.accepts?.(event) ?? true));
+    // What closes an incident of the sink goes whatever its `events` say: nothing else would close it.
+    const wanted = events.filter((event) => (wants(config, event, options) || sink.incident?.(event)?.action === 'close') && (sink.accepts?.(event) ?? true));
     if (wanted.length === 0) continue;
     if (sink.grouping === 'poll') {
       planned.push(plannedDelivery(config.name, accountId, wanted));
     } else {
-      for (const event of wanted) planned.push(plannedDelivery(config.name, accountId, [event], sink.closes?.(event) ?? false));
+      for (const event of wanted) {
+        const step = sink.incident?.(event);
+        planned.push(plannedDelivery(config.name, accountId, [event], step && isIncidentSink(config) ? { ...step, credentialId: config.credentialId } : undefined));
+      }
     }
   }
   return planned;
 }
 
-/** A delivery of `events` to `sink`, with the subjects its order is kept by; `closes` an incident (no silence holds it back). */
-export function plannedDelivery(sink: string, accountId: string, events: readonly RiskEvent[], closes = false): PlannedDelivery {
-  return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))], ...(closes ? { closes } : {}) };
+/** A delivery of `events` to `sink`, with the subjects its order is kept by, and what it does to an incident of the sink. */
+export function plannedDelivery(sink: string, accountId: string, events: readonly RiskEvent[], incident?: PlannedDelivery['incident']): PlannedDelivery {
+  return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))], ...(incident ? { incident } : {}) };
 }
 
 export interface RouteOptions {

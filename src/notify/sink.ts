@@ -1,5 +1,6 @@
 import type { RiskEvent } from '../detect/events.ts';
 import type { RetryableError } from '../retry.ts';
+import type { IncidentStep } from './incident.ts';
 
 /**
  * A place alerts go, as two small steps: `render` turns events into the
@@ -17,12 +18,19 @@ export interface Sink<Message = unknown> {
    */
   accepts?(event: RiskEvent): boolean;
   /**
-   * Whether sending `event` here closes an incident this sink may have opened.
-   * No silence holds such a delivery back (a close pages nobody, and an
-   * incident opened before the silence would otherwise stay open for ever).
-   * Left out: never.
+   * Incident sinks (PagerDuty, Opsgenie): whether sending `event` here opens or
+   * closes an incident, and its key (incident.ts). A close is never held back by
+   * a silence (it pages nobody, and an incident opened before the silence would
+   * otherwise stay open for ever), and goes whatever the sink's `events` say.
+   * Left out: the sink opens nothing.
    */
-  closes?(event: RiskEvent): boolean;
+  incident?(event: RiskEvent): IncidentStep | undefined;
+  /**
+   * Incident sinks: the message that closes incident `key` when no event does
+   * (the config no longer covers it: a raised `min_level`, a new key, a sink or
+   * account removed); `note` says why, where the receiver keeps one.
+   */
+  renderClose?(key: string, note: string): Message;
   /** The message for one delivery's events (pure: no I/O). */
   render(events: readonly RiskEvent[]): Message;
   /** A clearly marked test message, for `test-sinks`. */

@@ -4,7 +4,7 @@ import type { Logger } from '../log.ts';
 import { storable } from '../model.ts';
 import { isRetryable, type RetryPolicy, retryDelay } from '../retry.ts';
 import type { Delivery, DeliveryOutcome, SettledDelivery, StateStore } from '../store/store.ts';
-import { cutsOf, type Sink } from './sink.ts';
+import { cutsOf, DeliveryError, type Sink } from './sink.ts';
 
 export interface DeliveryPolicy extends Omit<RetryPolicy, 'attempts' | 'maxWaitMs'> {
   /** A delivery still failing this long after its event was committed is dead-lettered. */
@@ -186,7 +186,7 @@ export class DeliveryWorker {
     let outcome: DeliveryOutcome;
     let error: unknown;
     try {
-      const message = sink.render(delivery.events);
+      const message = render(sink, delivery);
       const cuts = cutsOf(message);
       if (cuts.length > 0) log.info({ sink: sink.name, delivery: delivery.id, cuts }, "message shortened to fit the receiver's limits");
       await this.#send(sink, message);
@@ -310,13 +310,25 @@ export class DeliveryWorker {
       return { kind: 'dead', at: now, error: message };
     }
     const nextAttemptAt = now + retryDelay(error, attempt, { ...this.#policy, attempts: Infinity, maxWaitMs: Infinity }, this.#options.random ?? Math.random);
-    if (nextAttemptAt - delivery.createdAt > this.#policy.maxAgeMs) {
+    if (nextAttemptAt - delivery.since > this.#policy.maxAgeMs) {
       log.error(context, `delivery still failing after ${attempt} attempts; past its max age, dead-lettered`);
       return { kind: 'dead', at: now, error: `gave up after ${attempt} attempts: ${message}` };
     }
     log.warn({ ...context, retryAt: new Date(nextAttemptAt).toISOString() }, 'delivery failed; will retry');
     return { kind: 'retry', at: now, nextAttemptAt, error: message };
   }
+}
+
+/**
+ * The message of `delivery` for `sink`: its events', or, for a close the config asked for with
+ * no event of its own (`retire`), the sink's close of that incident. A sink that opens no
+ * incidents (a retire moved to it by an operator) cannot send one: permanent.
+ */
+function render(sink: Sink, delivery: Delivery): unknown {
+  const { incident } = delivery;
+  if (incident?.action !== 'retire') return sink.render(delivery.events);
+  if (!sink.renderClose) throw new DeliveryError(`sink ${sink.name} opens no incidents, so it cannot close incident ${incident.key}`, { retryable: false });
+  return sink.renderClose(incident.key, incident.note ?? 'the config no longer covers it');
 }
 
 /** What a delivery is about, for its log lines: its event types and ids, and the users (email) or behaviors (id) they concern, a few of each. */

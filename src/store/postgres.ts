@@ -12,6 +12,17 @@ import {
   type EventRow,
   eventFilters,
   eventUserColumns,
+  type ClaimedRow,
+  CLAIMED_COLUMNS,
+  type IncidentChange,
+  incidentChangeDeliveries,
+  incidentFrom,
+  incidentsSql,
+  type IncidentTableRow,
+  type OpenIncident,
+  type PlannedDelivery,
+  type Revived,
+  STALE_TRIGGER,
   type Silence,
   SilenceReader,
   type StoredSilence,
@@ -177,6 +188,25 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
      CREATE INDEX events_time ON events (created_at);
      CREATE INDEX users_level ON users (account_id, level, email);`);
   },
+  // 5: the incidents sinks opened and riskwatch has not closed, so that a config that no longer
+  // covers one (a raised min_level, a new routing key, a sink or account removed) closes it; what a
+  // delivery does to an incident; when an operator last retried a delivery (max_age counts from it,
+  // created_at stays). Users a multi-page read missed are found by an index, not a scan.
+  `CREATE TABLE incidents (
+     sink text NOT NULL,
+     incident_key text NOT NULL,
+     credential_id text NOT NULL,
+     account_id text NOT NULL,
+     subject text NOT NULL,
+     event_id text NOT NULL,
+     delivery_id bigint NOT NULL,
+     opened_at bigint NOT NULL,
+     PRIMARY KEY (sink, incident_key)
+   );
+   CREATE INDEX incidents_delivery ON incidents (delivery_id);
+   ALTER TABLE deliveries ADD COLUMN incident_action text CHECK (incident_action IN ('open', 'close', 'retire')),
+     ADD COLUMN incident_key text, ADD COLUMN incident_note text, ADD COLUMN retried_at bigint;
+   CREATE INDEX users_missing ON users (account_id, user_id) WHERE missing;`,
 ];
 
 /**
@@ -462,24 +492,9 @@ export class PostgresStore implements StateStore {
           throw new StateError(`${this.where}: a delivery to ${sink} names event ${missing}, which is not stored; nothing was committed`);
         }
       }
-      // Ids follow the order of the commit, taken first so that each delivery's subjects can name it;
-      // the account's row lock orders this commit after the account's last. A sink held back
-      // (holdSink) holds new deliveries too.
-      for (const deliveries of chunks(planned)) {
-        const ids = (await client.query<{ id: number }>(`SELECT nextval(pg_get_serial_sequence('${SCHEMA}.deliveries', 'id')) AS id FROM generate_series(1, $1)`, [deliveries.length])).rows
-          .map((r) => r.id)
-          .sort((a, b) => a - b);
-        await client.query(
-          `INSERT INTO deliveries (id, sink, account_id, event_ids, state, created_at, next_attempt_at)
-           SELECT d.id, d.sink, d.account_id, d.event_ids::jsonb, 'pending', $1, GREATEST($1, COALESCE((SELECT until FROM sink_holds h WHERE h.sink = d.sink), 0))
-           FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS d(id, sink, account_id, event_ids)`,
-          [polledAt, ids, deliveries.map((d) => d.sink), deliveries.map((d) => d.accountId), deliveries.map((d) => JSON.stringify(d.eventIds))],
-        );
-        await insertSubjects(
-          client,
-          deliveries.flatMap((d, i) => d.subjects.map((subject) => [ids[i]!, d.sink, subject] as const)),
-        );
-      }
+      // In the order of the commit: the account's row lock orders this commit after the account's last.
+      const ids = await insertDeliveries(client, planned, polledAt);
+      await recordIncidents(client, planned, ids, polledAt);
       return version;
     });
   }
@@ -489,7 +504,7 @@ export class PostgresStore implements StateStore {
       // Free: not leased, or leased by another replica whose heartbeat lapsed (it died mid-send). Never
       // this replica's own in-flight claim, even should its own heartbeat lapse: its lease decides.
       const rows = (
-        await client.query<{ id: number; account_id: string; event_ids: string[]; attempts: number; created_at: number }>(
+        await client.query<ClaimedRow & { event_ids: string[] }>(
           `UPDATE deliveries SET leased_until = $3, leased_by = $4 WHERE id IN (
              SELECT d.id FROM deliveries d
              WHERE d.state = 'pending' AND d.sink = $1 AND d.next_attempt_at <= $2
@@ -497,7 +512,7 @@ export class PostgresStore implements StateStore {
                     OR (d.leased_by IS DISTINCT FROM $4 AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica = d.leased_by AND r.expires_at > clock_timestamp())))
                AND NOT ${HELD_BY_EARLIER}
              ORDER BY d.id LIMIT $5 FOR UPDATE SKIP LOCKED
-           ) RETURNING id, account_id, event_ids, attempts, created_at`,
+           ) RETURNING ${CLAIMED_COLUMNS}`,
           [sink, now, now + this.#leaseMs, this.replica, limit],
         )
       ).rows.sort((a, b) => a.id - b.id);
@@ -582,9 +597,15 @@ export class PostgresStore implements StateStore {
     return this.#transaction('prune old deliveries', async (client) => {
       const delivered = (await client.query("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < $1", [before.delivered])).rowCount ?? 0;
       // Dead letters are kept until retried or the history lapses (SPEC §8).
-      const dead = (await client.query("DELETE FROM deliveries WHERE state = 'dead' AND created_at < $1", [before.history])).rowCount ?? 0;
+      const dead = (await client.query("DELETE FROM deliveries WHERE state = 'dead' AND COALESCE(finished_at, created_at) < $1", [before.history])).rowCount ?? 0;
       await client.query('DELETE FROM silences WHERE ends_at < $1', [before.history]);
-      const events = (await client.query('DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id)', [before.history])).rowCount;
+      // Not an event a delivery still names, nor one that opened an incident still open (its close is made from it).
+      const events = (
+        await client.query(
+          'DELETE FROM events e WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_ids ? e.id) AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = e.id)',
+          [before.history],
+        )
+      ).rowCount;
       return { deliveries: delivered + dead, events: events ?? 0 };
     });
   }
@@ -651,31 +672,47 @@ export class PostgresStore implements StateStore {
     return rows.map(deliveryRowFrom);
   }
 
-  async retryDeliveries(which: { sink: string } | { ids: readonly number[] }, now: number): Promise<number> {
+  async retryDeliveries(which: { sink: string } | { ids: readonly number[] }, now: number): Promise<Revived> {
     return this.#transaction('retry dead letters', async (client) => {
-      const revive = `UPDATE deliveries SET state = 'pending', attempts = 0, created_at = $2, next_attempt_at = $2, leased_until = 0, finished_at = NULL WHERE state = 'dead'`;
-      const revived =
+      const dead =
         'sink' in which
-          ? await client.query<{ id: number }>(`${revive} AND sink = $1 RETURNING id`, [which.sink, now])
-          : await client.query<{ id: number }>(`${revive} AND id = ANY($1::bigint[]) RETURNING id`, [[...which.ids], now]);
-      return resubject(
+          ? await client.query<{ id: number }>("SELECT id FROM deliveries WHERE state = 'dead' AND sink = $1 ORDER BY id FOR UPDATE", [which.sink])
+          : await client.query<{ id: number }>("SELECT id FROM deliveries WHERE state = 'dead' AND id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [[...which.ids]]);
+      return revive(
         client,
-        revived.rows.map((r) => r.id),
+        dead.rows.map((r) => r.id),
+        now,
       );
     });
   }
 
-  async moveDeliveries(from: string, to: string, now: number): Promise<number> {
+  async moveDeliveries(from: string, to: string, now: number): Promise<Revived> {
     return this.#transaction('move deliveries', async (client) => {
-      const moved = await client.query<{ id: number }>(
-        `UPDATE deliveries SET sink = $2, state = 'pending', attempts = 0, next_attempt_at = $3, leased_until = 0, finished_at = NULL
-         WHERE state IN ('pending', 'dead') AND sink = $1 RETURNING id`,
-        [from, to, now],
-      );
-      return resubject(
-        client,
-        moved.rows.map((r) => r.id),
-      );
+      const moved = await client.query<{ id: number }>("UPDATE deliveries SET sink = $2 WHERE state IN ('pending', 'dead') AND sink = $1 RETURNING id", [from, to]);
+      const ids = moved.rows.map((r) => r.id);
+      await client.query('UPDATE incidents SET sink = $2 WHERE sink = $1 AND delivery_id = ANY($3::bigint[])', [from, to, ids]);
+      return revive(client, ids, now);
+    });
+  }
+
+  async listIncidents(query: { sink?: string }): Promise<OpenIncident[]> {
+    return (await this.#query<IncidentTableRow>('read incidents', incidentsSql('$1::text'), [query.sink ?? null])).map(incidentFrom);
+  }
+
+  async retireIncidents(changes: readonly IncidentChange[], now: number): Promise<number> {
+    return this.#transaction('close incidents the config no longer covers', async (client) => {
+      let changed = 0;
+      for (const change of changes) {
+        const { sink, key, deliveryId } = change.incident;
+        // Another replica loading the same config did it first, or a poll moved it on.
+        const gone = await client.query('DELETE FROM incidents WHERE sink = $1 AND incident_key = $2 AND delivery_id = $3', [sink, key, deliveryId]);
+        if (gone.rowCount === 0) continue;
+        const { close, reopen } = incidentChangeDeliveries(change);
+        const planned = [close, reopen].filter((d) => d !== undefined);
+        await recordIncidents(client, planned, await insertDeliveries(client, planned, now), now);
+        changed++;
+      }
+      return changed;
     });
   }
 
@@ -919,19 +956,92 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
 const SILENCE_COLUMNS = 'id, user_ref AS "user", behavior, account_id AS "accountId", starts_at AS "startsAt", ends_at AS "endsAt", reason, created_by AS "by"';
 
 /**
- * The subjects of deliveries made pending again (or moved to another sink), so that each keeps
- * its place among its sink's deliveries of the same user or behavior. Returns how many there were.
+ * Makes deliveries pending again, due at `now`, under their ids, each behind its subject's earlier
+ * ones (their subjects again); a stale trigger (STALE_TRIGGER) is dropped instead.
  */
-async function resubject(client: pg.PoolClient, ids: readonly number[]): Promise<number> {
-  if (ids.length === 0) return 0;
+async function revive(client: pg.PoolClient, ids: readonly number[], now: number): Promise<Revived> {
+  if (ids.length === 0) return { revived: 0, dropped: 0 };
   await client.query('DELETE FROM delivery_subjects WHERE delivery_id = ANY($1::bigint[])', [ids]);
+  const dropped = (await client.query(`DELETE FROM deliveries d WHERE d.id = ANY($1::bigint[]) AND ${STALE_TRIGGER}`, [ids])).rowCount ?? 0;
+  const revived = await client.query<{ id: number }>(
+    "UPDATE deliveries SET state = 'pending', attempts = 0, retried_at = $2, next_attempt_at = $2, leased_until = 0, leased_by = NULL, finished_at = NULL WHERE id = ANY($1::bigint[]) RETURNING id",
+    [ids, now],
+  );
   const bodies = await client.query<{ id: number; sink: string; body: string }>(
     `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
      JOIN events e ON e.id = j.event_id WHERE d.id = ANY($1::bigint[])`,
-    [ids],
+    [revived.rows.map((r) => r.id)],
   );
   await insertSubjects(client, pendingSubjects(bodies.rows));
-  return ids.length;
+  return { revived: revived.rows.length, dropped };
+}
+
+/**
+ * Pending deliveries and their subjects; returns their ids, in order. Ids are taken first so that
+ * each delivery's subjects can name it. A sink held back (holdSink) holds new deliveries too.
+ */
+async function insertDeliveries(client: pg.PoolClient, planned: readonly PlannedDelivery[], now: number): Promise<number[]> {
+  const all: number[] = [];
+  for (const deliveries of chunks(planned)) {
+    const ids = (await client.query<{ id: number }>(`SELECT nextval(pg_get_serial_sequence('${SCHEMA}.deliveries', 'id')) AS id FROM generate_series(1, $1)`, [deliveries.length])).rows
+      .map((r) => Number(r.id))
+      .sort((a, b) => a - b);
+    await client.query(
+      `INSERT INTO deliveries (id, sink, account_id, event_ids, state, created_at, next_attempt_at, incident_action, incident_key, incident_note)
+       SELECT d.id, d.sink, d.account_id, d.event_ids::jsonb, 'pending', $1, GREATEST($1, COALESCE((SELECT until FROM sink_holds h WHERE h.sink = d.sink), 0)), d.action, d.key, d.note
+       FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS d(id, sink, account_id, event_ids, action, key, note)`,
+      [
+        now,
+        ids,
+        deliveries.map((d) => d.sink),
+        deliveries.map((d) => d.accountId),
+        deliveries.map((d) => JSON.stringify(d.eventIds)),
+        deliveries.map((d) => d.incident?.action ?? null),
+        deliveries.map((d) => d.incident?.key ?? null),
+        deliveries.map((d) => d.incident?.note ?? null),
+      ],
+    );
+    await insertSubjects(
+      client,
+      deliveries.flatMap((d, i) => d.subjects.map((subject) => [ids[i]!, d.sink, subject] as const)),
+    );
+    all.push(...ids);
+  }
+  return all;
+}
+
+/**
+ * A trigger makes its incident the sink's open one of that key; a close or retire forgets it.
+ * `ids`: the deliveries', in order. A commit holds one event per subject, so no key comes twice.
+ */
+async function recordIncidents(client: pg.PoolClient, planned: readonly PlannedDelivery[], ids: readonly number[], now: number): Promise<void> {
+  const opens = planned.flatMap((d, i) => (d.incident?.action === 'open' ? [{ d, id: ids[i]!, credentialId: d.incident.credentialId, key: d.incident.key }] : []));
+  const closes = planned.flatMap((d) => (d.incident && d.incident.action !== 'open' ? [{ sink: d.sink, key: d.incident.key }] : []));
+  for (const rows of chunks(closes)) {
+    await client.query('DELETE FROM incidents i USING unnest($1::text[], $2::text[]) AS c(sink, key) WHERE i.sink = c.sink AND i.incident_key = c.key', [
+      rows.map((r) => r.sink),
+      rows.map((r) => r.key),
+    ]);
+  }
+  for (const rows of chunks(opens)) {
+    await client.query(
+      `INSERT INTO incidents (sink, incident_key, credential_id, account_id, subject, event_id, delivery_id, opened_at)
+       SELECT o.sink, o.key, o.credential_id, o.account_id, o.subject, o.event_id, o.delivery_id, $1
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) AS o(sink, key, credential_id, account_id, subject, event_id, delivery_id)
+       ON CONFLICT (sink, incident_key) DO UPDATE SET credential_id = excluded.credential_id, account_id = excluded.account_id, subject = excluded.subject,
+         event_id = excluded.event_id, delivery_id = excluded.delivery_id, opened_at = excluded.opened_at`,
+      [
+        now,
+        rows.map((r) => r.d.sink),
+        rows.map((r) => r.key),
+        rows.map((r) => r.credentialId),
+        rows.map((r) => r.d.accountId),
+        rows.map((r) => r.d.subjects[0]!),
+        rows.map((r) => r.d.eventIds[0]!),
+        rows.map((r) => r.id),
+      ],
+    );
+  }
 }
 
 /** Rows of delivery_subjects: (delivery id, sink, subject). */

@@ -14,6 +14,17 @@ import {
   type EventRow,
   eventFilters,
   eventUserColumns,
+  type ClaimedRow,
+  CLAIMED_COLUMNS,
+  type IncidentChange,
+  incidentChangeDeliveries,
+  incidentFrom,
+  incidentsSql,
+  type IncidentTableRow,
+  type OpenIncident,
+  type PlannedDelivery,
+  type Revived,
+  STALE_TRIGGER,
   type Silence,
   SilenceReader,
   type StoredSilence,
@@ -155,6 +166,27 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
      last_error_at INTEGER
    ) STRICT;
    INSERT INTO account_status (account_id, last_success_at) SELECT account_id, polled_at FROM accounts;`,
+  // 6: the incidents sinks opened and riskwatch has not closed, so that a config that no longer
+  // covers one (a raised min_level, a new routing key, a sink or account removed) closes it; what a
+  // delivery does to an incident; when an operator last retried a delivery (max_age counts from it,
+  // created_at stays). Users a multi-page read missed are found by an index, not a scan.
+  `CREATE TABLE incidents (
+     sink TEXT NOT NULL,
+     incident_key TEXT NOT NULL,
+     credential_id TEXT NOT NULL,
+     account_id TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     event_id TEXT NOT NULL,
+     delivery_id INTEGER NOT NULL,
+     opened_at INTEGER NOT NULL,
+     PRIMARY KEY (sink, incident_key)
+   ) STRICT, WITHOUT ROWID;
+   CREATE INDEX incidents_delivery ON incidents (delivery_id);
+   ALTER TABLE deliveries ADD COLUMN incident_action TEXT CHECK (incident_action IN ('open', 'close', 'retire'));
+   ALTER TABLE deliveries ADD COLUMN incident_key TEXT;
+   ALTER TABLE deliveries ADD COLUMN incident_note TEXT;
+   ALTER TABLE deliveries ADD COLUMN retried_at INTEGER;
+   CREATE INDEX users_missing ON users (account_id, user_id) WHERE missing = 1;`,
 ];
 
 /**
@@ -344,17 +376,34 @@ export class SqliteStore implements StateStore {
         if (missing !== undefined) throw new StateError(`state file ${this.file}: a delivery to ${d.sink} names event ${missing}, which is not stored; nothing was committed`);
       }
       // A sink held back (holdSink) holds new deliveries too: they queue behind the held ones.
-      const insertDelivery = this.#stmt(
-        `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at)
-         VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT until FROM sink_holds WHERE sink = ?), 0)))`,
-      );
-      const insertSubject = this.#stmt('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
       for (const d of deliveries) {
-        const { lastInsertRowid: id } = insertDelivery.run(d.sink, d.accountId, JSON.stringify(d.eventIds), commit.polledAt, commit.polledAt, d.sink);
-        for (const subject of d.subjects) insertSubject.run(id, d.sink, subject);
+        const id = this.#insertDelivery(d, commit.polledAt);
+        if (d.incident?.action === 'open') this.#openIncident(d, id, commit.polledAt);
+        else if (d.incident) this.#stmt('DELETE FROM incidents WHERE sink = ? AND incident_key = ?').run(d.sink, d.incident.key);
       }
       return version;
     });
+  }
+
+  /** A pending delivery and its subjects; a sink held back (holdSink) holds it too: it queues behind the held ones. */
+  #insertDelivery(d: PlannedDelivery, now: number): number {
+    const { lastInsertRowid } = this.#stmt(
+      `INSERT INTO deliveries (sink, account_id, event_ids, state, created_at, next_attempt_at, incident_action, incident_key, incident_note)
+       VALUES (?, ?, ?, 'pending', ?, MAX(?, COALESCE((SELECT until FROM sink_holds WHERE sink = ?), 0)), ?, ?, ?)`,
+    ).run(d.sink, d.accountId, JSON.stringify(d.eventIds), now, now, d.sink, d.incident?.action ?? null, d.incident?.key ?? null, d.incident?.note ?? null);
+    const id = Number(lastInsertRowid);
+    const insertSubject = this.#stmt('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
+    for (const subject of d.subjects) insertSubject.run(id, d.sink, subject);
+    return id;
+  }
+
+  /** `d` (a trigger) opens its sink's incident: it is the sink's open incident of that key now. */
+  #openIncident(d: PlannedDelivery, deliveryId: number, now: number): void {
+    this.#stmt(
+      `INSERT INTO incidents (sink, incident_key, credential_id, account_id, subject, event_id, delivery_id, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (sink, incident_key) DO UPDATE SET credential_id = excluded.credential_id, account_id = excluded.account_id, subject = excluded.subject,
+         event_id = excluded.event_id, delivery_id = excluded.delivery_id, opened_at = excluded.opened_at`,
+    ).run(d.sink, d.incident!.key, d.incident!.credentialId, d.accountId, d.subjects[0]!, d.eventIds[0]!, deliveryId, now);
   }
 
   async claimDue(sink: string, now: number, limit: number): Promise<Delivery[]> {
@@ -363,8 +412,8 @@ export class SqliteStore implements StateStore {
         `UPDATE deliveries SET leased_until = ? WHERE id IN (
            SELECT id FROM deliveries d WHERE state = 'pending' AND sink = ? AND next_attempt_at <= ? AND leased_until <= ? AND NOT ${HELD_BY_EARLIER}
            ORDER BY id LIMIT ?
-         ) RETURNING id, account_id, event_ids, attempts, created_at`,
-      ).all(now + this.#leaseMs, sink, now, now, limit) as { id: number; account_id: string; event_ids: string; attempts: number; created_at: number }[];
+         ) RETURNING ${CLAIMED_COLUMNS}`,
+      ).all(now + this.#leaseMs, sink, now, now, limit) as unknown as (ClaimedRow & { event_ids: string })[];
       rows.sort((a, b) => a.id - b.id);
       const eventBody = this.#stmt('SELECT body FROM events WHERE id = ?');
       const bodyOf = (id: string) => (eventBody.get(id) as { body: string } | undefined)?.body;
@@ -388,19 +437,23 @@ export class SqliteStore implements StateStore {
     });
   }
 
+  /**
+   * Only a claimed delivery still pending is settled, as on PostgreSQL: one an operator moved or
+   * retried meanwhile (its lease cleared), or settled already, keeps what it has now.
+   */
   #recordOutcome(deliveryId: number, outcome: DeliveryOutcome): void {
+    const claimed = "WHERE id = ? AND state = 'pending' AND leased_until > 0";
+    const settled =
+      outcome.kind === 'retry'
+        ? this.#stmt(`UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? ${claimed}`).run(outcome.nextAttemptAt, outcome.error, deliveryId)
+        : this.#stmt(`UPDATE deliveries SET state = ?, attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? ${claimed}`).run(
+            outcome.kind,
+            outcome.at,
+            outcome.kind === 'dead' ? outcome.error : null,
+            deliveryId,
+          );
     // Settled for good: the next delivery of its subjects may go.
-    if (outcome.kind !== 'retry') this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?').run(deliveryId);
-    switch (outcome.kind) {
-      case 'delivered':
-        this.#stmt("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = NULL WHERE id = ?").run(outcome.at, deliveryId);
-        return;
-      case 'retry':
-        this.#stmt('UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, leased_until = 0, last_error = ? WHERE id = ?').run(outcome.nextAttemptAt, outcome.error, deliveryId);
-        return;
-      case 'dead':
-        this.#stmt("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, finished_at = ?, leased_until = 0, last_error = ? WHERE id = ?").run(outcome.at, outcome.error, deliveryId);
-    }
+    if (settled.changes > 0 && outcome.kind !== 'retry') this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?').run(deliveryId);
   }
 
   async holdSink(sink: string, until: number, now: number): Promise<number> {
@@ -425,10 +478,12 @@ export class SqliteStore implements StateStore {
     return this.#transaction('prune old deliveries', {}, () => {
       const delivered = this.#stmt("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?").run(before.delivered).changes;
       // Dead letters are kept until retried or the history lapses (SPEC §8).
-      const dead = this.#stmt("DELETE FROM deliveries WHERE state = 'dead' AND created_at < ?").run(before.history).changes;
+      const dead = this.#stmt("DELETE FROM deliveries WHERE state = 'dead' AND COALESCE(finished_at, created_at) < ?").run(before.history).changes;
       this.#stmt('DELETE FROM silences WHERE ends_at < ?').run(before.history);
-      // Events past the history that no remaining delivery refers to; the subquery is evaluated once, not per event.
-      const events = this.#stmt(`DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT j.value FROM deliveries d, json_each(d.event_ids) j)`).run(before.history).changes;
+      // Events past the history that no remaining delivery or open incident refers to; the subqueries are evaluated once, not per event.
+      const events = this.#stmt(
+        `DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT j.value FROM deliveries d, json_each(d.event_ids) j) AND id NOT IN (SELECT event_id FROM incidents)`,
+      ).run(before.history).changes;
       return { deliveries: Number(delivered) + Number(dead), events: Number(events) };
     });
   }
@@ -516,38 +571,70 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async retryDeliveries(which: { sink: string } | { ids: readonly number[] }, now: number): Promise<number> {
+  async retryDeliveries(which: { sink: string } | { ids: readonly number[] }, now: number): Promise<Revived> {
     return this.#transaction('retry dead letters', {}, () => {
       const ids =
         'sink' in which
           ? (this.#stmt("SELECT id FROM deliveries WHERE state = 'dead' AND sink = ? ORDER BY id").all(which.sink) as { id: number }[]).map((r) => r.id)
           : which.ids.filter((id) => this.#stmt("SELECT 1 FROM deliveries WHERE state = 'dead' AND id = ?").get(id) !== undefined);
-      const revive = this.#stmt("UPDATE deliveries SET state = 'pending', attempts = 0, created_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?");
-      for (const id of ids) revive.run(now, now, id);
-      this.#resubject(ids);
-      return ids.length;
+      return this.#revive(ids, now);
     });
   }
 
-  async moveDeliveries(from: string, to: string, now: number): Promise<number> {
+  async moveDeliveries(from: string, to: string, now: number): Promise<Revived> {
     return this.#transaction('move deliveries', {}, () => {
       const ids = (this.#stmt("SELECT id FROM deliveries WHERE state IN ('pending', 'dead') AND sink = ? ORDER BY id").all(from) as { id: number }[]).map((r) => r.id);
-      const move = this.#stmt("UPDATE deliveries SET sink = ?, state = 'pending', attempts = 0, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?");
-      for (const id of ids) move.run(to, now, id);
-      this.#resubject(ids);
-      return ids.length;
+      this.#stmt("UPDATE incidents SET sink = ? WHERE sink = ? AND delivery_id IN (SELECT id FROM deliveries WHERE sink = ? AND state IN ('pending', 'dead'))").run(to, from, from);
+      const move = this.#stmt('UPDATE deliveries SET sink = ? WHERE id = ?');
+      for (const id of ids) move.run(to, id);
+      return this.#revive(ids, now);
     });
   }
 
-  /** The subjects of deliveries made pending again (or moved), so that each keeps its place among its sink's deliveries of the same user or behavior. */
-  #resubject(ids: readonly number[]): void {
+  /**
+   * Makes deliveries pending again, due at `now`, under their ids, each behind its subject's
+   * earlier ones; a stale trigger (STALE_TRIGGER) is dropped instead.
+   */
+  #revive(ids: readonly number[], now: number): Revived {
+    const stale = this.#stmt(`SELECT 1 FROM deliveries d WHERE d.id = ? AND ${STALE_TRIGGER}`);
+    const drop = this.#stmt('DELETE FROM deliveries WHERE id = ?');
+    const revive = this.#stmt("UPDATE deliveries SET state = 'pending', attempts = 0, retried_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?");
     const forget = this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?');
     const bodies = this.#stmt('SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.id = ?');
     const insertSubject = this.#stmt('INSERT OR IGNORE INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
+    let dropped = 0;
     for (const id of ids) {
       forget.run(id);
+      if (stale.get(id) !== undefined) {
+        drop.run(id);
+        dropped++;
+        continue;
+      }
+      revive.run(now, now, id);
+      // Its subjects again, so that it keeps its place among its sink's deliveries of the same user or behavior.
       for (const [delivery, sink, subject] of pendingSubjects(bodies.all(id) as unknown as { id: number; sink: string; body: string }[])) insertSubject.run(delivery, sink, subject);
     }
+    return { revived: ids.length - dropped, dropped };
+  }
+
+  async listIncidents(query: { sink?: string }): Promise<OpenIncident[]> {
+    return this.#read('read incidents', () => (this.#stmt(incidentsSql('?1')).all(query.sink ?? null) as unknown as IncidentTableRow[]).map(incidentFrom));
+  }
+
+  async retireIncidents(changes: readonly IncidentChange[], now: number): Promise<number> {
+    return this.#transaction('close incidents the config no longer covers', {}, () => {
+      let changed = 0;
+      for (const change of changes) {
+        const { sink, key, deliveryId } = change.incident;
+        // Another process (a replica loading the same config) did it first, or a poll moved it on.
+        if (this.#stmt('DELETE FROM incidents WHERE sink = ? AND incident_key = ? AND delivery_id = ?').run(sink, key, deliveryId).changes === 0) continue;
+        const { close, reopen } = incidentChangeDeliveries(change);
+        if (close) this.#insertDelivery(close, now);
+        if (reopen) this.#openIncident(reopen, this.#insertDelivery(reopen, now), now);
+        changed++;
+      }
+      return changed;
+    });
   }
 
   async status(now: number): Promise<StoreStatus> {

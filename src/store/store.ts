@@ -50,9 +50,17 @@ export interface StateStore extends OperatorStore {
    * Forgets what is old, so that the store does not grow forever: deliveries
    * delivered before `delivered`; events recorded before `history` (epoch ms)
    * that no pending delivery needs, and dead-lettered deliveries from before
-   * `history` (SPEC §8: kept until retried or the history lapses).
+   * `history` (SPEC §8: kept until retried or the history lapses), counted from when they
+   * died. An event that opened an incident still open is kept: its close is made from it.
    */
   prune(before: { readonly delivered: number; readonly history: number }): Promise<{ readonly deliveries: number; readonly events: number }>;
+  /**
+   * Applies what a config load decided for incidents it no longer covers, in one transaction:
+   * each still open from the same trigger is forgot, its close queued (a `retire` delivery of
+   * its opening event) and, when asked, it is opened again under its sink's credential now.
+   * Replicas loading the same config at once close each incident once. Returns how many changed.
+   */
+  retireIncidents(changes: readonly IncidentChange[], now: number): Promise<number>;
   /** Pending and dead-lettered deliveries per sink (the whole outbox, whoever drains it), for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
   /**
@@ -88,16 +96,27 @@ export interface OperatorStore {
   /** Pending and dead-lettered deliveries, oldest first. */
   listDeliveries(query: { readonly sink?: string; readonly state?: 'pending' | 'dead' }): Promise<DeliveryRow[]>;
   /** Makes dead-lettered deliveries pending again, due at `now`, under their old ids; returns how many. */
-  retryDeliveries(which: { readonly sink: string } | { readonly ids: readonly number[] }, now: number): Promise<number>;
+  retryDeliveries(which: { readonly sink: string } | { readonly ids: readonly number[] }, now: number): Promise<Revived>;
   /**
    * Hands every pending and dead-lettered delivery of sink `from` (renamed or removed
    * from the config, so drained by no one) to sink `to`: pending, due at `now`, under
-   * their old ids and in their order. Returns how many.
+   * their old ids and in their order.
    */
-  moveDeliveries(from: string, to: string, now: number): Promise<number>;
+  moveDeliveries(from: string, to: string, now: number): Promise<Revived>;
+  /** The incidents sinks opened and riskwatch has not closed, oldest first. */
+  listIncidents(query: { readonly sink?: string }): Promise<OpenIncident[]>;
   /** Per account and per sink, what `status` shows; `now` decides which silences are active and which holds still last. */
   status(now: number): Promise<StoreStatus>;
   close(): Promise<void>;
+}
+
+/**
+ * What a retry or a move made pending again, and the stale triggers it dropped instead: a dead
+ * trigger whose incident was closed (or opened again by a later trigger) since must not re-open it.
+ */
+export interface Revived {
+  readonly revived: number;
+  readonly dropped: number;
 }
 
 /** A silence (SPEC §8): mutes the events of a user (email or id) or of a behavior, in one account or all, until it ends. */
@@ -298,7 +317,7 @@ export function applySilences(events: readonly RiskEvent[], deliveries: readonly
   if (silencedBy.size === 0) return { silencedBy, deliveries: [...deliveries] };
   const kept: PlannedDelivery[] = [];
   for (const d of deliveries) {
-    if (d.closes) {
+    if (d.incident?.action === 'close') {
       kept.push(d);
       continue;
     }
@@ -397,8 +416,61 @@ export interface PlannedDelivery {
   readonly eventIds: readonly string[];
   /** What its events are about (subjectOf), without repeats: a later delivery sharing one waits for this one. */
   readonly subjects: readonly string[];
-  /** It closes an incident its sink opened (Sink.closes): a silence mutes its event, not it. Only decided at commit, never stored. */
-  readonly closes?: boolean;
+  /**
+   * What it does to an incident of its sink (PagerDuty, Opsgenie; Sink.incident): a close is
+   * never held back by a silence (the incident may have been opened before it). An open is
+   * recorded as the sink's open incident, under the sink's credential; a close forgets it.
+   */
+  readonly incident?: DeliveryIncident & { readonly credentialId: string };
+}
+
+/** What a delivery does to an incident of its sink, kept with it. */
+export interface DeliveryIncident {
+  /**
+   * `open`: its event opens (triggers) the incident; `close`: its event closes it; `retire`:
+   * it closes the incident because the config no longer covers it (a raised `min_level`, a
+   * new routing key, a sink or account removed), with no event of its own: the sink renders
+   * a close of `key` (Sink.renderClose), saying `note`.
+   */
+  readonly action: 'open' | 'close' | 'retire';
+  /** PagerDuty's `dedup_key`, Opsgenie's `alias` (incidentKey). */
+  readonly key: string;
+  readonly note?: string;
+}
+
+/** An incident a sink opened and riskwatch has not closed (SPEC §5): `riskwatch incidents` lists them. */
+export interface OpenIncident {
+  readonly sink: string;
+  readonly key: string;
+  /** The credential it was opened with (a routing key's or API key's fingerprint, never the key). */
+  readonly credentialId: string;
+  readonly accountId: string;
+  /** What it is about (subjectOf): `<account>/user/<id>` or `<account>/behavior/<id>`. */
+  readonly subject: string;
+  /** The event that opened it, and the delivery of its trigger. */
+  readonly eventId: string;
+  readonly deliveryId: number;
+  readonly openedAt: number;
+  /** Where that trigger is: still pending, delivered (or pruned since), or dead-lettered. */
+  readonly trigger: 'pending' | 'delivered' | 'dead';
+}
+
+/** What a config load does to an open incident it no longer covers (retireIncidents). */
+export interface IncidentChange {
+  /** As listed: the change applies only while the incident is still open from the same trigger. */
+  readonly incident: OpenIncident;
+  /** Where its close goes (the sink, or one of the old credential's kept for it) and why; left out when nobody holds the credential to close it. */
+  readonly close?: { readonly sink: string; readonly note: string };
+  /** Opened again at its own sink, under that sink's credential now (its routing key changed). */
+  readonly reopen?: { readonly credentialId: string };
+}
+
+/** The subject of an incident as its parts. */
+export function subjectParts(subject: string): { accountId: string; kind: 'user' | 'behavior'; id: string } {
+  const slash = subject.indexOf('/');
+  const rest = subject.slice(slash + 1);
+  const kind = rest.startsWith('user/') ? 'user' : 'behavior';
+  return { accountId: subject.slice(0, slash), kind, id: rest.slice(kind.length + 1) };
 }
 
 export interface Delivery {
@@ -409,6 +481,9 @@ export interface Delivery {
   /** Attempts made before this one. */
   readonly attempts: number;
   readonly createdAt: number;
+  /** When its current run of attempts began (notify.max_age counts from it): made, or last retried or moved by an operator. */
+  readonly since: number;
+  readonly incident?: DeliveryIncident;
 }
 
 export type DeliveryOutcome =
@@ -466,13 +541,69 @@ export function tallyDeliveries(rows: readonly DeliveryCountRow[]): Map<string, 
   return counts;
 }
 
-/** A claimed delivery's row, as both stores read it. */
+/** A claimed delivery's row, as both stores read it (CLAIMED_COLUMNS). */
 export interface ClaimedRow {
   readonly id: number;
   readonly account_id: string;
   readonly attempts: number;
   readonly created_at: number;
+  readonly retried_at: number | null;
+  readonly incident_action: DeliveryIncident['action'] | null;
+  readonly incident_key: string | null;
+  readonly incident_note: string | null;
 }
+
+/**
+ * A dead trigger `d` is stale once its incident was closed (or opened again by a later
+ * trigger) since: retried or moved, it is dropped, lest it re-open what was closed.
+ */
+export const STALE_TRIGGER = "d.incident_action = 'open' AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.delivery_id = d.id)";
+
+/** An incidents row as both stores select it (INCIDENT_COLUMNS). */
+export interface IncidentTableRow {
+  readonly sink: string;
+  readonly incident_key: string;
+  readonly credential_id: string;
+  readonly account_id: string;
+  readonly subject: string;
+  readonly event_id: string;
+  readonly delivery_id: number | string;
+  readonly opened_at: number | string;
+  readonly trigger: string | null;
+}
+
+/** The open incidents, with where their trigger is, oldest first: `$sink` (null for all) as each store writes its parameter. */
+export const incidentsSql = (sinkParam: string) =>
+  `SELECT i.sink, i.incident_key, i.credential_id, i.account_id, i.subject, i.event_id, i.delivery_id, i.opened_at, d.state AS trigger
+   FROM incidents i LEFT JOIN deliveries d ON d.id = i.delivery_id
+   WHERE ${sinkParam} IS NULL OR i.sink = ${sinkParam} ORDER BY i.opened_at, i.sink, i.incident_key`;
+
+export function incidentFrom(row: IncidentTableRow): OpenIncident {
+  return {
+    sink: row.sink,
+    key: row.incident_key,
+    credentialId: row.credential_id,
+    accountId: row.account_id,
+    subject: row.subject,
+    eventId: row.event_id,
+    deliveryId: Number(row.delivery_id),
+    openedAt: Number(row.opened_at),
+    trigger: row.trigger === 'pending' || row.trigger === 'dead' ? row.trigger : 'delivered',
+  };
+}
+
+/** The deliveries an incident change makes: its close (a `retire` of its opening event) and its trigger again. */
+export function incidentChangeDeliveries(change: IncidentChange): { close?: PlannedDelivery; reopen?: PlannedDelivery } {
+  const { incident } = change;
+  const base = { accountId: incident.accountId, eventIds: [incident.eventId], subjects: [incident.subject] };
+  return {
+    ...(change.close ? { close: { ...base, sink: change.close.sink, incident: { action: 'retire', key: incident.key, note: change.close.note, credentialId: incident.credentialId } } } : {}),
+    ...(change.reopen ? { reopen: { ...base, sink: incident.sink, incident: { action: 'open', key: incident.key, credentialId: change.reopen.credentialId } } } : {}),
+  };
+}
+
+/** What a claim returns of each delivery's row, on every store. */
+export const CLAIMED_COLUMNS = 'id, account_id, event_ids, attempts, created_at, retried_at, incident_action, incident_key, incident_note';
 
 /**
  * A claimed row as a Delivery, with the events it names read through `bodyOf`. An event
@@ -484,7 +615,11 @@ export function claimedDelivery(where: string, sink: string, row: ClaimedRow, ev
     sink,
     accountId: row.account_id,
     attempts: row.attempts,
-    createdAt: row.created_at,
+    createdAt: Number(row.created_at),
+    since: Number(row.retried_at ?? row.created_at),
+    ...(row.incident_action && row.incident_key !== null
+      ? { incident: { action: row.incident_action, key: row.incident_key, ...(row.incident_note === null ? {} : { note: row.incident_note }) } }
+      : {}),
     events: eventIds.map((id) => {
       const body = bodyOf(id);
       if (body === undefined) throw new StateError(`${where}: delivery ${row.id} refers to event ${id}, which is missing`);

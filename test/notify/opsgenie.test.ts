@@ -38,6 +38,7 @@ function configFor(overrides: Partial<OpsgenieSinkConfig> = {}): OpsgenieSinkCon
     url: fake.url,
     priority: { high: 'P1', medium: 'P3', low: 'P5' },
     tags: TAGS,
+    credentialId: 'cred-genie',
     ...overrides,
   };
 }
@@ -156,7 +157,7 @@ describe('behaviors: a disable creates a P3 alert, an enable closes it', () => {
 describe('closes', () => {
   it('only what closes an alert (no silence holds those back)', () => {
     const events = [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)];
-    expect(events.filter(([, event]) => sinkFor().closes(event)).map(([name]) => name)).toEqual([
+    expect(events.filter(([, event]) => sinkFor().incident(event)?.action === 'close').map(([name]) => name)).toEqual([
       'high → low, below min_level (closes)',
       'medium → none, left the summary (closes)',
       'behavior.enabled',

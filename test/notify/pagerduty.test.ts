@@ -33,6 +33,7 @@ function configFor(overrides: Partial<PagerDutySinkConfig> = {}): PagerDutySinkC
     events: undefined,
     accounts: undefined,
     routingKey: new Secret(ROUTING_KEY),
+    credentialId: 'cred-oncall',
     url: fake.url,
     severity: { high: 'critical', medium: 'warning', low: 'info' },
     behaviors: 'change',
@@ -162,7 +163,9 @@ describe('behaviors: change events, incidents, or nothing', () => {
 
   it('closes: only what resolves an incident (no silence holds those back), never a change event', () => {
     const closing = (sink: PagerDutySink) =>
-      [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)].filter(([, event]) => sink.closes(event)).map(([name]) => name);
+      [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)]
+        .filter(([, event]) => sink.incident(event)?.action === 'close')
+        .map(([name]) => name);
     expect(closing(sinkFor())).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)']);
     expect(closing(sinkFor({ behaviors: 'alert' }))).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'behavior.enabled']);
   });

@@ -230,13 +230,24 @@ describe("a sink's own accepts() has the last word", () => {
     expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => d.eventIds[0])).toEqual(['rise', 'falls']);
   });
 
-  it("a delivery is marked as closing an incident when the sink's closes() says so (a silence then holds it back no more)", () => {
+  it("a delivery says what it does to an incident of the sink, as the sink's incident() says, with the sink's key (a silence then holds a close back no more)", () => {
     const events = [userEvent('rise', 'low', 'high'), userEvent('falls', 'high', 'low')];
     const { config } = sink('pd', { minLevel: 'high' });
-    const pd = { config: { ...config, type: 'pagerduty' } as unknown as SinkConfig, sink: { grouping: 'event' as const, closes: (e: RiskEvent) => incidentStep(e, 'high')?.action === 'close' } };
-    expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => [d.eventIds[0], d.closes])).toEqual([
-      ['rise', undefined],
-      ['falls', true],
+    const pd = {
+      config: { ...config, type: 'pagerduty', credentialId: 'cred-pd' } as unknown as SinkConfig,
+      sink: { grouping: 'event' as const, incident: (e: RiskEvent) => incidentStep(e, 'high') },
+    };
+    expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => [d.eventIds[0], d.incident?.action, d.incident?.credentialId])).toEqual([
+      ['rise', 'open', 'cred-pd'],
+      ['falls', 'close', 'cred-pd'],
     ]);
+  });
+
+  it('what closes an incident goes to the sink whatever its events say: nothing else would close it', () => {
+    const events = [userEvent('rise', 'low', 'high'), userEvent('falls', 'high', 'low')];
+    const { config } = sink('pd', { minLevel: 'high' });
+    const onlyRises = { ...config, type: 'pagerduty', credentialId: 'cred-pd', events: new Set(['user.risk_level_raised']) } as unknown as SinkConfig;
+    const pd = { config: onlyRises, sink: { grouping: 'event' as const, incident: (e: RiskEvent) => incidentStep(e, 'high') } };
+    expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => d.eventIds[0])).toEqual(['rise', 'falls']);
   });
 });

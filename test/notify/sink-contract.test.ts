@@ -67,7 +67,16 @@ const CONTRACTS: readonly Contract[] = [
     name: 'pagerduty',
     sink: () =>
       new PagerDutySink(
-        { type: 'pagerduty', name: 'pd', ...ROUTING, routingKey: new Secret(ROUTING_KEY), url: receiver.url(''), severity: { high: 'critical', medium: 'warning', low: 'info' }, behaviors: 'change' },
+        {
+          type: 'pagerduty',
+          name: 'pd',
+          ...ROUTING,
+          routingKey: new Secret(ROUTING_KEY),
+          url: receiver.url(''),
+          severity: { high: 'critical', medium: 'warning', low: 'info' },
+          behaviors: 'change',
+          credentialId: 'cred-pd',
+        },
         { clock: systemClock },
       ),
     secrets: [ROUTING_KEY],
@@ -76,7 +85,7 @@ const CONTRACTS: readonly Contract[] = [
     name: 'opsgenie',
     sink: () =>
       new OpsgenieSink(
-        { type: 'opsgenie', name: 'genie', ...ROUTING, apiKey: new Secret(GENIE_KEY), url: receiver.url(''), priority: { high: 'P1', medium: 'P3', low: 'P5' }, tags: [] },
+        { type: 'opsgenie', name: 'genie', ...ROUTING, apiKey: new Secret(GENIE_KEY), url: receiver.url(''), priority: { high: 'P1', medium: 'P3', low: 'P5' }, tags: [], credentialId: 'cred-genie' },
         { clock: systemClock },
       ),
     secrets: [GENIE_KEY],

@@ -558,8 +558,10 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect(await store.prune({ delivered: T0 + 120_000, history: T0 })).toEqual({ deliveries: 2, events: 0 });
         expect(await store.deliveryCounts()).toEqual(new Map([['incidents', { pending: 1, dead: 1 }]]));
         expect((await store.listEvents({ since: 0, limit: 10 })).map((r) => r.event.id).sort()).toEqual(['evt-1', 'evt-2', 'evt-3']);
-        // Past the history: the dead letter goes, and so do e1 and e2, which only it and delivered ones needed; e3 is pending.
-        expect(await store.prune({ delivered: T0 + 120_000, history: T0 + 1 })).toEqual({ deliveries: 1, events: 2 });
+        // Past the history: e1, which only delivered ones needed, goes; the dead letter is kept for the history from
+        // when it died (T0 + 1), and e2 with it; then they go too. e3 is pending.
+        expect(await store.prune({ delivered: T0 + 120_000, history: T0 + 1 })).toEqual({ deliveries: 0, events: 1 });
+        expect(await store.prune({ delivered: T0 + 120_000, history: T0 + 2 })).toEqual({ deliveries: 1, events: 1 });
         expect(await store.deliveryCounts()).toEqual(new Map([['incidents', { pending: 1, dead: 0 }]]));
         const [pending] = await store.claimDue('incidents', T0 + 120_000, 10);
         expect(eventIds([pending!])).toEqual([['evt-3']]);
@@ -701,8 +703,10 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         // All that is left is the rise's retry and the drop behind it: the drop is not counted as due.
         expect(await store.nextDueAt('incidents')).toBe(now + HOUR);
         expect(await store.claimDue('incidents', now + 6 * 60_000, 10)).toEqual([]);
-        await store.recordOutcomes([{ deliveryId: riseDelivery!.id, outcome: { kind: 'dead', at: now, error: 'HTTP 400' } }]);
-        expect(eventIds(await store.claimDue('incidents', now, 10))).toEqual([['evt-drop']]);
+        const [riseAgain] = await store.claimDue('incidents', now + HOUR, 1);
+        expect(riseAgain!.id).toBe(riseDelivery!.id);
+        await store.recordOutcomes([{ deliveryId: riseAgain!.id, outcome: { kind: 'dead', at: now + HOUR, error: 'HTTP 400' } }]);
+        expect(eventIds(await store.claimDue('incidents', now + HOUR, 10))).toEqual([['evt-drop']]);
       });
 
       it('keeps the order of a subject between sinks independent, and groups (one delivery, many subjects) by every subject they hold', async () => {
@@ -823,7 +827,9 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open();
         await store.addSilence(silence());
         const drop = userEvent('evt-drop', riskUser(1, 'low', { email: 'Alice@Example.com' }), 'high', 'low');
-        await store.commitPoll(pollCommit({ events: [drop], deliveries: [planned('secops', [drop]), { ...planned('incidents', [drop]), closes: true }] }));
+        await store.commitPoll(
+          pollCommit({ events: [drop], deliveries: [planned('secops', [drop]), { ...planned('incidents', [drop]), incident: { action: 'close', key: 'riskwatch/x', credentialId: 'cred-1' } }] }),
+        );
         expect(eventIds(await store.claimDue('secops', T0, 10))).toEqual([]);
         expect(eventIds(await store.claimDue('incidents', T0, 10))).toEqual([['evt-drop']]);
         expect((await store.listEvents({ since: 0, limit: 10 })).map((r) => r.silenced)).toEqual(['sil_0001']);
@@ -868,6 +874,106 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         ]);
         expect(await store.expireSilence('sil_huge', T0 + 2)).toBe(true);
         expect((await store.listSilences({ all: true, now: T0 + 2 })).map((s) => s.id)).toEqual(['sil_huge', 'sil_ok']);
+      });
+    });
+
+    describe('incidents: what sinks opened and riskwatch has not closed', () => {
+      const alice = riskUser(1, 'high');
+      const KEY = `riskwatch/${ACCOUNT.id}/user/${alice.user_id}`;
+      const SUBJECT = `${ACCOUNT.id}/user/${alice.user_id}`;
+      const trigger = (event: RiskEvent, credentialId = 'cred-1') => ({ ...planned('pd', [event]), incident: { action: 'open' as const, key: KEY, credentialId } });
+      const resolve = (event: RiskEvent) => ({ ...planned('pd', [event]), incident: { action: 'close' as const, key: KEY, credentialId: 'cred-1' } });
+      const rise = (id: string, at = T0) => userEvent(id, alice, 'low', 'high', at);
+      const drop = (id: string, at = T0) => userEvent(id, riskUser(1, 'low'), 'high', 'low', at);
+      const settle = async (store: StateStore, sink: string, kind: 'delivered' | 'dead', at: number) => {
+        const claimed = await store.claimDue(sink, at, 10);
+        await store.recordOutcomes(claimed.map((d) => ({ deliveryId: d.id, outcome: kind === 'dead' ? { kind, at, error: 'HTTP 400' } : { kind, at } })));
+        return claimed;
+      };
+
+      it('a trigger opens one (its key, credential, account, subject, event, delivery, when), its close forgets it, a silenced trigger opens nothing', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        await store.commitPoll(pollCommit({ events: [up], deliveries: [trigger(up)] }));
+        const [d] = await store.listDeliveries({ sink: 'pd' });
+        const opened = { sink: 'pd', key: KEY, credentialId: 'cred-1', accountId: ACCOUNT.id, subject: SUBJECT, eventId: 'evt-up', deliveryId: d!.id, openedAt: T0 };
+        expect(await store.listIncidents({})).toEqual([{ ...opened, trigger: 'pending' }]);
+        expect(await store.listIncidents({ sink: 'other' })).toEqual([]);
+        const [claimed] = await settle(store, 'pd', 'delivered', T0 + 1);
+        expect(claimed!.incident).toEqual({ action: 'open', key: KEY });
+        expect(await store.listIncidents({ sink: 'pd' })).toEqual([{ ...opened, trigger: 'delivered' }]);
+
+        const down = drop('evt-down', T0 + 2);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 2, events: [down], deliveries: [resolve(down)] }));
+        expect(await store.listIncidents({})).toEqual([]);
+
+        await store.addSilence({ id: 'sil_1', user: alice.email, behavior: null, accountId: null, startsAt: T0, endsAt: T0 + HOUR, reason: 'x', by: 'y' });
+        const again = rise('evt-again', T0 + 3);
+        await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 3, events: [again], deliveries: [trigger(again)] }));
+        expect(await store.listIncidents({})).toEqual([]);
+      });
+
+      it('retireIncidents queues its close (a retire of the opening event, to the sink named) and forgets it, once however often asked; reopen opens it again under the new key', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        await store.commitPoll(pollCommit({ events: [up], deliveries: [trigger(up)] }));
+        await settle(store, 'pd', 'delivered', T0 + 1);
+        const [incident] = await store.listIncidents({});
+        const change = { incident: incident!, close: { sink: 'pd@cred-1', note: "sink pd's routing key changed" }, reopen: { credentialId: 'cred-2' } };
+        expect(await store.retireIncidents([change], T0 + 5)).toBe(1);
+        expect(await store.retireIncidents([change], T0 + 6)).toBe(0);
+        const [close] = await store.claimDue('pd@cred-1', T0 + 5, 10);
+        expect(close).toMatchObject({ accountId: ACCOUNT.id, incident: { action: 'retire', key: KEY, note: "sink pd's routing key changed" } });
+        expect(close!.events.map((e) => e.id)).toEqual(['evt-up']);
+        const [reopened] = await store.claimDue('pd', T0 + 5, 10);
+        expect(reopened).toMatchObject({ incident: { action: 'open', key: KEY } });
+        expect(await store.listIncidents({})).toEqual([
+          { sink: 'pd', key: KEY, credentialId: 'cred-2', accountId: ACCOUNT.id, subject: SUBJECT, eventId: 'evt-up', deliveryId: reopened!.id, openedAt: T0 + 5, trigger: 'pending' },
+        ]);
+        // Closed for good (a raised min_level): no reopen, nothing left open.
+        const [moved] = await store.listIncidents({});
+        expect(await store.retireIncidents([{ incident: moved!, close: { sink: 'pd', note: 'below min_level' } }], T0 + 7)).toBe(1);
+        expect(await store.listIncidents({})).toEqual([]);
+      });
+
+      it('a dead trigger retried after its incident was closed is dropped, not sent; one whose incident is still open goes again', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        await store.commitPoll(pollCommit({ events: [up], deliveries: [trigger(up)] }));
+        await settle(store, 'pd', 'dead', T0 + 1);
+        const down = drop('evt-down', T0 + 2);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 2, events: [down], deliveries: [resolve(down)] }));
+        await settle(store, 'pd', 'delivered', T0 + 3);
+        expect(await store.retryDeliveries({ sink: 'pd' }, T0 + 4)).toEqual({ revived: 0, dropped: 1 });
+        expect(await store.listDeliveries({ sink: 'pd' })).toEqual([]);
+
+        const upAgain = rise('evt-up-again', T0 + 5);
+        await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 5, events: [upAgain], deliveries: [trigger(upAgain)] }));
+        const [dead] = await settle(store, 'pd', 'dead', T0 + 6);
+        expect(await store.retryDeliveries({ ids: [dead!.id] }, T0 + 7)).toEqual({ revived: 1, dropped: 0 });
+        expect(eventIds(await store.claimDue('pd', T0 + 7, 10))).toEqual([['evt-up-again']]);
+      });
+
+      it('the event that opened an incident still open outlives the history: its close is made from it', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        const other = userEvent('evt-other', riskUser(2, 'high'), null, 'high');
+        await store.commitPoll(pollCommit({ events: [up, other], deliveries: [trigger(up), planned('hook', [other])] }));
+        await settle(store, 'pd', 'delivered', T0 + 1);
+        await settle(store, 'hook', 'delivered', T0 + 1);
+        expect(await store.prune({ delivered: T0 + HOUR, history: T0 + HOUR })).toEqual({ deliveries: 2, events: 1 });
+        expect((await store.listEvents({ since: 0, limit: 10 })).map((r) => r.event.id)).toEqual(['evt-up']);
+      });
+
+      it('an outcome for a claim an operator moved since is not recorded: the delivery stays pending for its new sink', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        await store.commitPoll(pollCommit({ events: [up], deliveries: [planned('old', [up])] }));
+        const [claimed] = await store.claimDue('old', T0, 10);
+        expect(await store.moveDeliveries('old', 'new', T0 + 1)).toEqual({ revived: 1, dropped: 0 });
+        await store.recordOutcomes([{ deliveryId: claimed!.id, outcome: { kind: 'delivered', at: T0 + 2 } }]);
+        expect((await store.listDeliveries({})).map((d) => [d.sink, d.state])).toEqual([['new', 'pending']]);
+        expect(eventIds(await store.claimDue('new', T0 + 2, 10))).toEqual([['evt-up']]);
       });
     });
 
@@ -931,14 +1037,15 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.id)).toEqual([d1!.id]);
         expect(await store.listDeliveries({ sink: 'nowhere' })).toEqual([]);
 
-        expect(await store.retryDeliveries({ ids: [d1!.id, 999_999] }, T0 + HOUR)).toBe(1);
-        expect(await store.retryDeliveries({ sink: 'hook' }, T0 + HOUR)).toBe(0);
+        expect(await store.retryDeliveries({ ids: [d1!.id, 999_999] }, T0 + HOUR)).toEqual({ revived: 1, dropped: 0 });
+        expect(await store.retryDeliveries({ sink: 'hook' }, T0 + HOUR)).toEqual({ revived: 0, dropped: 0 });
         const [again] = await store.listDeliveries({ sink: 'hook' });
-        expect(again).toMatchObject({ id: d1!.id, state: 'pending', attempts: 0, nextAttemptAt: T0 + HOUR, createdAt: T0 + HOUR });
+        // It keeps when it was made; its max age counts from the retry.
+        expect(again).toMatchObject({ id: d1!.id, state: 'pending', attempts: 0, nextAttemptAt: T0 + HOUR, createdAt: T0 });
         // The drop (evt-2) was sent meanwhile? No: it waits behind the retried rise of the same user, which goes first.
         const claimed = await store.claimDue('hook', T0 + HOUR, 10);
         expect(eventIds(claimed)).toEqual([['evt-1']]);
-        expect(claimed[0]!.id).toBe(d1!.id);
+        expect(claimed[0]).toMatchObject({ id: d1!.id, createdAt: T0, since: T0 + HOUR });
       });
 
       it('retry by sink takes every dead letter of it, and none of another', async () => {
@@ -948,7 +1055,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
           const [d] = await store.claimDue(sink, T0, 1);
           await store.recordOutcomes([{ deliveryId: d!.id, outcome: { kind: 'dead', at: T0 + 1, error: 'HTTP 400' } }]);
         }
-        expect(await store.retryDeliveries({ sink: 'hook' }, T0 + 2)).toBe(1);
+        expect(await store.retryDeliveries({ sink: 'hook' }, T0 + 2)).toEqual({ revived: 1, dropped: 0 });
         expect((await store.listDeliveries({ state: 'dead' })).map((d) => d.sink)).toEqual(['slack']);
       });
 
@@ -960,8 +1067,8 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         // The new sink already has a later delivery of the same user: it waits behind the moved ones.
         const e3 = userEvent('evt-3', riskUser(1, 'high'), 'low', 'high', T0 + 2);
         await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 2, events: [e3], deliveries: [planned('new', [e3])] }));
-        expect(await store.moveDeliveries('old', 'new', T0 + 3)).toBe(2);
-        expect(await store.moveDeliveries('old', 'new', T0 + 3)).toBe(0);
+        expect(await store.moveDeliveries('old', 'new', T0 + 3)).toEqual({ revived: 2, dropped: 0 });
+        expect(await store.moveDeliveries('old', 'new', T0 + 3)).toEqual({ revived: 0, dropped: 0 });
         expect(await store.listDeliveries({ sink: 'old' })).toEqual([]);
         expect((await store.listDeliveries({ sink: 'new' })).map(({ state, eventIds: ids, attempts, createdAt }) => ({ state, ids, attempts, createdAt }))).toEqual([
           { state: 'pending', ids: ['evt-1'], attempts: 0, createdAt: T0 },

@@ -5,9 +5,13 @@ import { ACCOUNT } from './cloudflare.ts';
 /**
  * The config file of an end-to-end test: the fake API's account named
  * `production`, the API token from ${CF_TOKEN}, HTTP on an ephemeral loopback
- * port. `sinks` is the YAML of the sinks list.
+ * port. `sinks` is the YAML of the sinks list; the state in a SQLite file, or
+ * the PostgreSQL database at `postgres`.
  */
-export function writeDaemonConfig(file: string, options: { apiBaseUrl: string; sinks: string; state?: string; pollInterval?: string; firstRun?: string; logLevel?: string }): string {
+export function writeDaemonConfig(
+  file: string,
+  options: { apiBaseUrl: string; sinks: string; state?: string; postgres?: string; pollInterval?: string; firstRun?: string; logLevel?: string },
+): string {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(
     file,
@@ -20,7 +24,7 @@ accounts:
 poll_interval: ${options.pollInterval ?? '1s'}
 first_run: ${options.firstRun ?? 'baseline'}
 state:
-  sqlite: ${options.state ?? './state.db'}
+  ${options.postgres === undefined ? `sqlite: ${options.state ?? './state.db'}` : `postgres: ${options.postgres}`}
 sinks:
 ${options.sinks.trimEnd()}
 http:

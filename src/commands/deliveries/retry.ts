@@ -24,12 +24,14 @@ export const retry: Command = {
     if (to === undefined && sink !== undefined && !configured.includes(sink)) {
       throw new UsageError(`--sink ${sink}: not a configured sink, so nothing would send its deliveries; move them with --to NEW (${configured.join(', ')})`);
     }
-    const count = await withOperatorStore(config.state, (store) =>
+    const { revived, dropped } = await withOperatorStore(config.state, (store) =>
       to !== undefined ? store.moveDeliveries(sink!, to, Date.now()) : store.retryDeliveries(sink !== undefined ? { sink } : { ids: ids.map(Number) }, Date.now()),
     );
-    if (count === 0) throw new UserFacingError(to === undefined ? 'no dead-lettered delivery matched' : `no pending or dead-lettered delivery is for sink ${sink}`, 1);
-    const deliveries = `${count} ${count === 1 ? 'delivery' : 'deliveries'}`;
-    io.out(to === undefined ? `${deliveries} made pending again` : `${deliveries} of ${sink} moved to ${to}, due now`);
+    if (revived + dropped === 0) throw new UserFacingError(to === undefined ? 'no dead-lettered delivery matched' : `no pending or dead-lettered delivery is for sink ${sink}`, 1);
+    const deliveries = `${revived} ${revived === 1 ? 'delivery' : 'deliveries'}`;
+    const said = to === undefined ? `${deliveries} made pending again` : `${deliveries} of ${sink} moved to ${to}, due now`;
+    // A dead trigger whose incident was closed since would open it again: it is not sent.
+    io.out(dropped === 0 ? said : `${said}; ${dropped} stale ${dropped === 1 ? 'trigger' : 'triggers'} dropped (${dropped === 1 ? 'its incident was' : 'their incidents were'} closed since)`);
     return 0;
   },
 };

@@ -71,8 +71,13 @@ export class OpsgenieSink implements Sink<OpsgenieMessage> {
     return incidentStep(event, this.#config.minLevel) !== undefined;
   }
 
-  closes(event: RiskEvent): boolean {
-    return incidentStep(event, this.#config.minLevel)?.action === 'close';
+  incident(event: RiskEvent): IncidentStep | undefined {
+    return incidentStep(event, this.#config.minLevel);
+  }
+
+  renderClose(key: string, note: string): OpsgenieMessage {
+    const cuts: Cuts = [];
+    return { requests: [close(key, `Closed by riskwatch: ${oneLine(note)}`, cuts)], cuts };
   }
 
   /** Events this sink does not take (a reload may hand it some) are left out. */
@@ -123,7 +128,7 @@ export class OpsgenieSink implements Sink<OpsgenieMessage> {
       alias: step.key,
       description: clip(description(shownEvent(event, DESCRIBED_FIELD_MAX, cuts)), OPSGENIE_LIMITS.description, cuts, 'description'),
       details: fitDetails(user ? userDetails(event) : behaviorDetails(event), cuts),
-      entity: clip(user ? event.data.user.email : event.data.behavior.id, OPSGENIE_LIMITS.entity, cuts, 'entity'),
+      entity: clip(oneLine(user ? event.data.user.email : event.data.behavior.id), OPSGENIE_LIMITS.entity, cuts, 'entity'),
       source: SOURCE,
       priority: user ? this.#config.priority[event.data.current_level ?? 'high'] : BEHAVIOR_PRIORITY,
       tags: this.#config.tags,

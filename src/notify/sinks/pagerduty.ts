@@ -76,9 +76,14 @@ export class PagerDutySink implements Sink<PagerDutyMessage> {
     return this.#plan(event) !== undefined;
   }
 
-  closes(event: RiskEvent): boolean {
+  incident(event: RiskEvent): IncidentStep | undefined {
     const plan = this.#plan(event);
-    return plan !== undefined && plan !== 'change' && plan.action === 'close';
+    return plan === 'change' ? undefined : plan;
+  }
+
+  /** A resolve: PagerDuty keeps no note with it. */
+  renderClose(key: string): PagerDutyMessage {
+    return { requests: [{ path: '/v2/enqueue', body: { event_action: 'resolve', dedup_key: key } }], cuts: [] };
   }
 
   /** Events this sink does not take (a reload may hand it some) are left out. */
