@@ -39,15 +39,26 @@ export interface Sink<Message = unknown> {
   send(message: Message, signal: AbortSignal): Promise<void>;
 }
 
-/** A receiver's refusal or a failed attempt, said in one line without secrets. */
+/**
+ * A receiver's refusal or a failed attempt, said in one line without secrets.
+ * How each is classed (retryable; about the `receiver` rather than this one
+ * message) is decided in one place, sinks/http-errors.ts, for every protocol.
+ */
 export class DeliveryError extends Error implements RetryableError {
   readonly retryable: boolean;
+  /**
+   * The failure is the receiver's, not this message's: no answer, a timeout, a
+   * rate limit, an overloaded server or gateway (SMTP 421). The whole sink then
+   * waits, so that once it recovers its deliveries go out in commit order.
+   */
+  readonly receiver: boolean;
   readonly retryAfterMs: number | undefined;
   readonly status: number | undefined;
-  constructor(message: string, details: { retryable: boolean; status?: number; retryAfterMs?: number; cause?: unknown }) {
+  constructor(message: string, details: { retryable: boolean; receiver?: boolean; status?: number; retryAfterMs?: number; cause?: unknown }) {
     super(message, { cause: details.cause });
     this.name = 'DeliveryError';
     this.retryable = details.retryable;
+    this.receiver = details.receiver ?? false;
     this.status = details.status;
     this.retryAfterMs = details.retryAfterMs;
   }

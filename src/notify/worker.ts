@@ -207,7 +207,7 @@ export class DeliveryWorker {
     // waits until the latest retry any of its deliveries asked for, this one included, so that
     // once it recovers, deliveries go out in the order they were committed. A plain 500 may be
     // about this one payload: it waits alone, and does not stall the sink for a day.
-    if (outcome.kind === 'retry' && receiverStruggling(error)) {
+    if (outcome.kind === 'retry' && (!(error instanceof DeliveryError) || error.receiver)) {
       // A store that cannot hold the sink now still records the retry (#record waits for it): the hold is only an order.
       const retryAt = outcome.nextAttemptAt;
       outcome = { ...outcome, nextAttemptAt: await store.holdSink(sink.name, retryAt, clock.now()).catch(() => retryAt) };
@@ -339,12 +339,6 @@ function about(delivery: Delivery): { types: string[]; events: string[]; about: 
     events: few(delivery.events.map((e) => e.id)),
     about: few(delivery.events.map((e) => (isUserEvent(e) ? e.data.user.email : `behavior ${e.data.behavior.id}`))),
   };
-}
-
-/** No answer at all, or an answer about the receiver rather than the payload: HTTP 408, 429, 502, 503, 504; SMTP 421 (service not available). */
-function receiverStruggling(error: unknown): boolean {
-  const status = (error as { status?: number } | undefined)?.status;
-  return status === undefined || status === 408 || status === 421 || status === 429 || status === 502 || status === 503 || status === 504;
 }
 
 /** One pass of a lane over what is due: whether a delivery of it is to be retried (then nothing more is claimed). */

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { MAX_ANSWER_BYTES, readAnswer, smtpFailure } from '../../src/notify/sinks/http-errors.ts';
+import { httpFailure, MAX_ANSWER_BYTES, readAnswer, smtpFailure, transportFailure } from '../../src/notify/sinks/http-errors.ts';
 
 /** A body as Node's HTTP client hands it over (a stream) that yields `chunks`, then `rest` forever; counts what was pulled. */
 function nodeBody(chunks: readonly Uint8Array[], rest?: Uint8Array) {
@@ -90,6 +90,46 @@ function smtpError(message: string, fields: { code?: string; originalCode?: stri
   return Object.assign(new Error(message), fields);
 }
 const live = () => new AbortController().signal;
+
+describe('one classifier for every sink: retryable, and whether the receiver itself is struggling (the whole sink then waits)', () => {
+  it.each([
+    [408, true, true],
+    [429, true, true],
+    [502, true, true],
+    [503, true, true],
+    [504, true, true],
+    [500, true, false],
+    [501, true, false],
+    [400, false, false],
+    [404, false, false],
+    // HTTP 421 is Misdirected Request: this request's, and permanent; SMTP's 421 is another thing (below).
+    [421, false, false],
+  ])('HTTP %i: retryable %s, receiver %s', (status, retryable, receiver) => {
+    const error = httpFailure('hook', status, undefined, 'no', Date.now());
+    expect([error.retryable, error.receiver]).toEqual([retryable, receiver]);
+  });
+
+  it.each([
+    [421, true, true],
+    [450, true, false],
+    [451, true, false],
+    [550, false, false],
+  ])('SMTP %i: retryable %s, receiver %s', (code, retryable, receiver) => {
+    const error = smtpFailure('mail', smtpError('reply', { responseCode: code, response: `${code} x`, command: 'DATA' }), live());
+    expect([error.retryable, error.receiver]).toEqual([retryable, receiver]);
+  });
+
+  it('no answer (refused, timed out) is the receiver’s; a request Node refuses to send is neither retried nor the receiver’s', () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    expect([transportFailure('hook', refused, live()).retryable, transportFailure('hook', refused, live()).receiver]).toEqual([true, true]);
+    const timedOut = AbortSignal.abort();
+    expect(transportFailure('hook', refused, timedOut).receiver).toBe(true);
+    expect(smtpFailure('mail', smtpError('Connection timeout', { code: 'ETIMEDOUT' }), live()).receiver).toBe(true);
+    const invalid = Object.assign(new TypeError('Invalid character in header content'), { code: 'ERR_INVALID_CHAR' });
+    expect([transportFailure('hook', invalid, live()).retryable, transportFailure('hook', invalid, live()).receiver]).toEqual([false, false]);
+    expect(smtpFailure('mail', smtpError('Invalid login', { code: 'EAUTH' }), live()).receiver).toBe(false);
+  });
+});
 
 describe('smtpFailure: 4xx replies and connection failures retried, 5xx replies and refused logins permanent', () => {
   it.each([

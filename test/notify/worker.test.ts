@@ -117,7 +117,7 @@ class HangingSink implements Sink<readonly RiskEvent[]> {
   send(_events: readonly RiskEvent[], signal: AbortSignal): Promise<void> {
     this.signals.push(signal);
     return new Promise((_, reject) =>
-      signal.addEventListener('abort', () => reject(new DeliveryError(`sink ${this.name}: no answer in time (timed out)`, { retryable: true, cause: signal.reason })), { once: true }),
+      signal.addEventListener('abort', () => reject(new DeliveryError(`sink ${this.name}: no answer in time (timed out)`, { retryable: true, receiver: true, cause: signal.reason })), { once: true }),
     );
   }
 }
@@ -156,7 +156,7 @@ async function commitEvents(sink: string, events: readonly RiskEvent[]): Promise
 }
 
 const worker = (sinks: Sink[]) => new DeliveryWorker({ store, sinks, clock, log: silentLogger, random: () => 0.5 });
-const transient = (retryAfterMs?: number) => new DeliveryError('HTTP 503', { retryable: true, status: 503, ...(retryAfterMs ? { retryAfterMs } : {}) });
+const transient = (retryAfterMs?: number) => new DeliveryError('HTTP 503', { retryable: true, receiver: true, status: 503, ...(retryAfterMs ? { retryAfterMs } : {}) });
 
 describe('the delivery worker: one retry policy around every sink', () => {
   it('delivers what is due and records it, so it is never sent again', async () => {

@@ -51,11 +51,23 @@ export function urlSecrets(url: string): string[] {
   return [url, ...(tail.length > 1 ? [tail, parsed.pathname] : []), ...[...parsed.searchParams.values()]].filter((s) => s.length > 1);
 }
 
+/**
+ * How every sink's failures are classed, HTTP and SMTP alike: retryable or
+ * permanent, and whether the receiver itself is struggling (DeliveryError.receiver).
+ * No answer at all is the receiver's: retried, the sink held, unless the request
+ * itself was wrong.
+ */
+
+/** HTTP statuses about the receiver rather than the payload: a timeout, a rate limit, a failing gateway, a service unavailable. */
+const RECEIVER_STATUSES: ReadonlySet<number> = new Set([408, 429, 502, 503, 504]);
+/** SMTP 421: the service is not available and closes the channel. */
+const SMTP_SERVICE_UNAVAILABLE = 421;
+
 /** No answer (refused, reset, timed out): worth another attempt, unless the request itself was wrong. Never names the URL: it is a secret. */
 export function transportFailure(sink: string, error: unknown, signal: AbortSignal): DeliveryError {
-  if (signal.aborted) return new DeliveryError(`sink ${sink}: no answer in time (timed out)`, { retryable: true, cause: error });
+  if (signal.aborted) return new DeliveryError(`sink ${sink}: no answer in time (timed out)`, { retryable: true, receiver: true, cause: error });
   const permanent = isPermanentTransportError(error);
-  return new DeliveryError(`sink ${sink}: ${describeNetworkError(error)}${permanent ? ' (permanent)' : ''}`, { retryable: !permanent, cause: error });
+  return new DeliveryError(`sink ${sink}: ${describeNetworkError(error)}${permanent ? ' (permanent)' : ''}`, { retryable: !permanent, receiver: !permanent, cause: error });
 }
 
 /** A non-2xx answer: 408, 429 and 5xx are retried (honouring Retry-After); any other status (3xx and 4xx) is permanent. */
@@ -64,6 +76,7 @@ export function httpFailure(sink: string, status: number, retryAfter: string | s
   const retryAfterMs = parseRetryAfter(retryAfter, now);
   return new DeliveryError(`sink ${sink}: HTTP ${status}${retryable ? '' : ' (permanent)'}: ${excerpt(body)}`, {
     retryable,
+    receiver: RECEIVER_STATUSES.has(status),
     status,
     ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
   });
@@ -100,7 +113,7 @@ const PERMANENT_SMTP_CODES: ReadonlySet<string> = new Set(['EAUTH', 'ENOAUTH', '
  * text that carries them is quoted.
  */
 export function smtpFailure(sink: string, error: unknown, signal: AbortSignal): DeliveryError {
-  if (signal.aborted) return new DeliveryError(`sink ${sink}: no answer in time (timed out)`, { retryable: true, cause: error });
+  if (signal.aborted) return new DeliveryError(`sink ${sink}: no answer in time (timed out)`, { retryable: true, receiver: true, cause: error });
   const fields = (typeof error === 'object' && error !== null ? error : {}) as SmtpErrorFields;
   const code = typeof fields.code === 'string' ? fields.code : undefined;
   const reply = typeof fields.responseCode === 'number' && fields.responseCode >= 200 && fields.responseCode < 600 ? fields.responseCode : undefined;
@@ -108,10 +121,15 @@ export function smtpFailure(sink: string, error: unknown, signal: AbortSignal): 
     const retryable = reply < 500;
     const during = typeof fields.command === 'string' && /^[A-Z][A-Z ]{0,20}$/.test(fields.command) ? ` in reply to ${fields.command.split(' ')[0]}` : '';
     const text = typeof fields.response === 'string' ? fields.response : '';
-    return new DeliveryError(`sink ${sink}: SMTP ${reply}${retryable ? '' : ' (permanent)'}${during}: ${excerpt(text)}`, { retryable, status: reply, cause: error });
+    return new DeliveryError(`sink ${sink}: SMTP ${reply}${retryable ? '' : ' (permanent)'}${during}: ${excerpt(text)}`, {
+      retryable,
+      receiver: reply === SMTP_SERVICE_UNAVAILABLE,
+      status: reply,
+      cause: error,
+    });
   }
   const permanent = code !== undefined && PERMANENT_SMTP_CODES.has(code);
   const detail = describeNetworkError(error).replace(/\s+/g, ' ').trim();
   const inner = typeof fields.originalCode === 'string' && !detail.includes(fields.originalCode) ? ` (${fields.originalCode})` : '';
-  return new DeliveryError(`sink ${sink}: ${detail}${inner}${permanent ? ' (permanent)' : ''}`, { retryable: !permanent, cause: error });
+  return new DeliveryError(`sink ${sink}: ${detail}${inner}${permanent ? ' (permanent)' : ''}`, { retryable: !permanent, receiver: !permanent, cause: error });
 }
