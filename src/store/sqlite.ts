@@ -47,7 +47,7 @@ import {
   type StoredSnapshot,
 } from './store.ts';
 
-const { accessSync, constants, existsSync, statSync } = process.getBuiltinModule('node:fs');
+const { accessSync, chownSync, constants, existsSync, lstatSync, statSync } = process.getBuiltinModule('node:fs');
 const { hostname } = process.getBuiltinModule('node:os');
 const path = process.getBuiltinModule('node:path');
 const sqlite = process.getBuiltinModule('node:sqlite');
@@ -256,6 +256,7 @@ export class SqliteStore implements StateStore {
       const version = checkSchema(db, file);
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
       migrate(db, version);
+      ownedLikeItsDirectory(file);
       if (lock) {
         db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
         // Leases belong to the process that held the file before us; it is gone.
@@ -664,6 +665,7 @@ export class SqliteStore implements StateStore {
     this.#statements.clear();
     this.#db.close();
     this.#lock?.close();
+    ownedLikeItsDirectory(this.file);
   }
 
   #stmt(sql: string): StatementSync {
@@ -735,6 +737,25 @@ function checkDirectory(file: string): void {
  * The lock lives as long as its connection: the store keeps it until close(),
  * so whoever opens a store must keep it referenced while it runs.
  */
+/**
+ * Root running a command (`silence add` before the daemon first starts, say) must not leave
+ * the daemon's user a state file, WAL or lock it cannot write: what root made in a directory
+ * another user owns is handed to that user.
+ */
+function ownedLikeItsDirectory(file: string): void {
+  if (process.getuid?.() !== 0) return;
+  const dir = statSync(path.dirname(file));
+  if (dir.uid === 0) return;
+  for (const name of [file, `${file}-wal`, `${file}-shm`, `${file}.lock`]) {
+    try {
+      // lstat: a symlink planted there is not followed to chown what it points at.
+      if (lstatSync(name).isFile() && lstatSync(name).uid === 0) chownSync(name, dir.uid, dir.gid);
+    } catch {
+      // Gone meanwhile (a WAL removed at close), or not made at all.
+    }
+  }
+}
+
 function acquireLock(file: string): DatabaseSync {
   const lockFile = `${file}.lock`;
   let lock: DatabaseSync | undefined;

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ACCOUNT_ID, type Cli, columns, iso, makeCli } from './cli.ts';
@@ -54,6 +55,19 @@ describe('silence add and list', () => {
   it('a user id is stored lower-case, as the client stores ids (an upper-case one would never match)', async () => {
     await add(['--user', '182BD5E5-6E1A-4FE4-A799-AA6D9A6AB26E', '--for', '1h', '--reason', 'x']);
     expect(((await cli.json(['silence', 'list'])) as Listed[])[0]!.user).toBe('182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e');
+  });
+
+  it("made before the daemon first starts, by root: the new state file is its directory owner's (the daemon's user), not root's", async () => {
+    fs.rmSync(cli.stateFile);
+    // As root (CI, a newcomer's container) the directory is given to another user, as /var/lib/riskwatch is;
+    // as anyone else it is their own. Either way the files must end up its owner's.
+    if (process.getuid?.() === 0) fs.chownSync(cli.tmp.dir, 65534, 65534);
+    const dir = fs.statSync(cli.tmp.dir);
+    await add(['--user', 'a@b.c', '--for', '1h', '--reason', 'before the first start']);
+    for (const name of fs.readdirSync(cli.tmp.dir).filter((n) => n.startsWith('state.db'))) {
+      expect([name, fs.statSync(`${cli.tmp.dir}/${name}`).uid, fs.statSync(`${cli.tmp.dir}/${name}`).gid]).toEqual([name, dir.uid, dir.gid]);
+    }
+    expect(fs.existsSync(cli.stateFile)).toBe(true);
   });
 
   it('lasts up to ten years', async () => {

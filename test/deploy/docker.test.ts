@@ -62,6 +62,19 @@ describe('the Dockerfile', () => {
   });
 });
 
+describe('npm run build', () => {
+  it('empties dist/ first: no chunk of an earlier build is left beside the new ones', () => {
+    const dist = path.join(REPO, 'dist');
+    fs.mkdirSync(dist, { recursive: true });
+    fs.writeFileSync(path.join(dist, 'stale-OLDHASH.mjs'), 'throw new Error("an old chunk");\n');
+    const built = spawnSync('npm', ['run', 'build'], { cwd: REPO, encoding: 'utf8', timeout: 100_000 });
+    expect(built.status, built.stderr).toBe(0);
+    const files = fs.readdirSync(dist);
+    expect(files).toContain('main.mjs');
+    expect(files).not.toContain('stale-OLDHASH.mjs');
+  }, 120_000);
+});
+
 describe('the bundle the image ships (npm run build)', () => {
   let tmp: TempDir;
   let app: string;
