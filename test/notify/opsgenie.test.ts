@@ -141,6 +141,12 @@ describe('behaviors: a disable creates a P3 alert, an enable closes it', () => {
     expect(fake.openAlerts()).toEqual([]);
   });
 
+  it('an entity is one line: a line break or bidi control in an email or behavior id cannot forge another', () => {
+    const user = riskUser(9, 'high', { email: 'eve@example.com\nPriority: P1\u202e' });
+    const [create] = sinkFor().render([userEvent('evt-x', user, 'low', 'high')]).requests;
+    expect((create!.body as { entity: string }).entity).toBe('eve@example.com Priority: P1 ');
+  });
+
   it('closes an alias that holds /, ?, #, %, spaces and non-ASCII: it is one encoded path segment', async () => {
     const sink = sinkFor();
     const [, hostileDisabled, hostileEnabled] = hostileEvents();
