@@ -46,7 +46,17 @@ export interface RiskEventDetail {
   readonly event_details?: unknown;
 }
 
-export const EVENT_TYPES = ['user.risk_level_raised', 'user.risk_level_lowered', 'behavior.enabled', 'behavior.disabled', 'behavior.risk_level_changed', 'behavior.added', 'behavior.removed'] as const;
+export const EVENT_TYPES = [
+  'user.risk_level_raised',
+  'user.risk_level_lowered',
+  'user.flapping',
+  'user.settled',
+  'behavior.enabled',
+  'behavior.disabled',
+  'behavior.risk_level_changed',
+  'behavior.added',
+  'behavior.removed',
+] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /**

@@ -1,4 +1,5 @@
 import { type Behavior, type EventType, LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
+import type { LevelChangeEvent } from './events.ts';
 
 /**
  * What one poll saw, and what the last committed poll left behind: the two
@@ -39,7 +40,7 @@ export interface DiffOptions {
 
 export interface UserTransition {
   readonly kind: 'user';
-  readonly type: Extract<EventType, `user.${string}`>;
+  readonly type: LevelChangeEvent['type'];
   readonly userId: string;
   /** The user as the summary shows them now; undefined when they left it. */
   readonly user: RiskUser | undefined;

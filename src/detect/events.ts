@@ -12,11 +12,38 @@ interface EventBase {
   readonly id: string;
   /** When the poll that found the change ran (ISO 8601). */
   readonly timestamp: string;
+  /** A change of a user who is flapping (SPEC §9, detect/flapping.ts): recorded, sent to no sink. */
+  readonly flapping?: true;
 }
 
-export interface UserEvent extends EventBase {
-  readonly type: Extract<EventType, `user.${string}`>;
+/** A user's level changed (or, SPEC §9, they are flapping, or settled again). */
+export type UserEvent = LevelChangeEvent | FlappingEvent | SettledEvent;
+
+export interface LevelChangeEvent extends EventBase {
+  readonly type: 'user.risk_level_raised' | 'user.risk_level_lowered';
   readonly data: UserEventData;
+}
+
+/** The change that made a user flapping: `previous_level`/`current_level` are that change's. */
+export interface FlappingEvent extends EventBase {
+  readonly type: 'user.flapping';
+  readonly data: UserEventData & FlapFields & { readonly changes: number };
+}
+
+/** A flapping user with no change for `window`: `previous_level` and `current_level` are both `level`. */
+export interface SettledEvent extends EventBase {
+  readonly type: 'user.settled';
+  readonly data: UserEventData & FlapFields;
+}
+
+export interface FlapFields {
+  /** The level now (null: not in the summary). */
+  readonly level: RiskLevel | null;
+  /** notify.flapping.window, as written (`30m`). */
+  readonly window: string;
+  /** The lowest and highest level the user was at while flapping (null: not in the summary). */
+  readonly lowest: RiskLevel | null;
+  readonly highest: RiskLevel | null;
 }
 
 export interface BehaviorEvent extends EventBase {

@@ -1,4 +1,5 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../detect/events.ts';
+import type { RiskLevel } from '../model.ts';
 import { type Cuts, clip, plural } from './limits.ts';
 
 /**
@@ -36,16 +37,43 @@ export function userName(event: UserEvent): string {
   return user.name ? `${user.name} <${user.email}>` : user.email;
 }
 
-/** "low → high", "high → none (left the summary)" */
+/**
+ * "low → high", "high → none (left the summary)"; for a flapping user (SPEC §9)
+ * "between none and high, 4 level changes in 30m, low now", and once settled
+ * "at high, after flapping between low and high".
+ */
 export function levelChange(event: UserEvent): string {
+  if (event.type === 'user.flapping') {
+    const { lowest, highest, changes, window, level } = event.data;
+    return `between ${lowest ?? 'none'} and ${highest ?? 'none'}, ${changes} level changes in ${window}, ${level ?? 'none'} now`;
+  }
+  if (event.type === 'user.settled') return `at ${event.data.level ?? 'none'}, after flapping between ${event.data.lowest ?? 'none'} and ${event.data.highest ?? 'none'}`;
   const { previous_level: before, current_level: after } = event.data;
   return `${before ?? 'none'} → ${after ?? 'none (left the summary)'}`;
 }
 
+/** What the user did: "raised", "lowered", "is flapping", "settled". */
+export function userVerb(event: UserEvent): string {
+  switch (event.type) {
+    case 'user.risk_level_raised':
+      return 'raised';
+    case 'user.risk_level_lowered':
+      return 'lowered';
+    case 'user.flapping':
+      return 'is flapping';
+    case 'user.settled':
+      return 'settled';
+  }
+}
+
+/** The level an alert about the user is as serious as: the highest they reached while flapping, else the level now. */
+export function alertLevel(event: UserEvent): RiskLevel | null {
+  return event.type === 'user.flapping' ? event.data.highest : event.data.current_level;
+}
+
 /** "Alice Example <alice@example.com> raised low → high in production" */
 export function userHeadline(event: UserEvent): string {
-  const verb = event.type === 'user.risk_level_raised' ? 'raised' : 'lowered';
-  return `${userName(event)} ${verb} ${levelChange(event)} in ${accountLabel([event])}`;
+  return `${userName(event)} ${userVerb(event)} ${levelChange(event)} in ${accountLabel([event])}`;
 }
 
 /** "Impossible travel (imp_travel) disabled in production" */

@@ -16,10 +16,12 @@ export function routeEvents(
   options: RouteOptions,
 ): PlannedDelivery[] {
   const planned: PlannedDelivery[] = [];
+  // A change of a flapping user is recorded and sent nowhere (SPEC §9).
+  const announced = events.filter((event) => !event.flapping);
   for (const { config, sink } of sinks) {
     if (config.accounts && !config.accounts.has(accountId)) continue;
     // What closes an incident of the sink goes whatever its `events` say: nothing else would close it.
-    const wanted = events.filter((event) => (wants(config, event, options) || sink.incident?.(event)?.action === 'close') && (sink.accepts?.(event) ?? true));
+    const wanted = announced.filter((event) => (wants(config, event, options) || sink.incident?.(event)?.action === 'close') && (sink.accepts?.(event) ?? true));
     if (wanted.length === 0) continue;
     if (sink.grouping === 'poll') {
       planned.push(plannedDelivery(config.name, accountId, wanted));
@@ -47,6 +49,9 @@ function wants(config: SinkConfig, event: RiskEvent, options: RouteOptions): boo
   if (config.events && !config.events.has(event.type)) return false;
   if (!isUserEvent(event)) return true;
   if (event.type === 'user.risk_level_lowered' && !options.lowered && !isIncidentSink(config)) return false;
+  // A flapping user (SPEC §9) goes where a rise to the highest level they were at would go, and so
+  // does their settling: every sink told they were flapping is told they settled, whatever the level.
+  if (event.type === 'user.flapping' || event.type === 'user.settled') return LEVEL_RANK[event.data.highest ?? 'none'] >= LEVEL_RANK[config.minLevel];
   // The level a user event is about: the new one for a rise; for a drop, the one the user
   // is leaving, so that a sink which got the rise also gets the all-clear.
   const { previous_level: before, current_level: after } = event.data;

@@ -166,6 +166,7 @@ describe('closes', () => {
     expect(events.filter(([, event]) => sinkFor().incident(event)?.action === 'close').map(([name]) => name)).toEqual([
       'high → low, below min_level (closes)',
       'medium → none, left the summary (closes)',
+      'settled low after high (closes)',
       'behavior.enabled',
     ]);
   });

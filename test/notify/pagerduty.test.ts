@@ -166,8 +166,9 @@ describe('behaviors: change events, incidents, or nothing', () => {
       [...Object.values(USER_CASES).flatMap((cases) => Object.entries(cases)), ...Object.entries(BEHAVIOR_EVENTS)]
         .filter(([, event]) => sink.incident(event)?.action === 'close')
         .map(([name]) => name);
-    expect(closing(sinkFor())).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)']);
-    expect(closing(sinkFor({ behaviors: 'alert' }))).toEqual(['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'behavior.enabled']);
+    const users = ['high → low, below min_level (closes)', 'medium → none, left the summary (closes)', 'settled low after high (closes)'];
+    expect(closing(sinkFor())).toEqual(users);
+    expect(closing(sinkFor({ behaviors: 'alert' }))).toEqual([...users, 'behavior.enabled']);
   });
 
   it('off: no behavior event is taken', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { SinkConfig } from '../../src/config/config.ts';
-import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
+import type { BehaviorEvent, LevelChangeEvent, RiskEvent } from '../../src/detect/events.ts';
 import type { EventType, RiskLevel } from '../../src/model.ts';
 import { incidentStep } from '../../src/notify/incident.ts';
 import { routeEvents } from '../../src/notify/route.ts';
@@ -14,7 +14,7 @@ const TIMESTAMP = '2026-11-22T18:00:05.123Z';
 
 type Level = RiskLevel | null;
 
-function userEvent(id: string, previous: Level, current: Level): UserEvent {
+function userEvent(id: string, previous: Level, current: Level): LevelChangeEvent {
   const rank = (level: Level) => (level === null ? 0 : ['low', 'medium', 'high'].indexOf(level) + 1);
   const { max_risk_level: _level, ...user } = riskUser(`user-${id}`, current ?? 'low');
   return {
@@ -249,5 +249,32 @@ describe("a sink's own accepts() has the last word", () => {
     const onlyRises = { ...config, type: 'pagerduty', credentialId: 'cred-pd', events: new Set(['user.risk_level_raised']) } as unknown as SinkConfig;
     const pd = { config: onlyRises, sink: { grouping: 'event' as const, incident: (e: RiskEvent) => incidentStep(e, 'high') } };
     expect(routeEvents(ACCOUNT, events, [pd], QUIET).map((d) => d.eventIds[0])).toEqual(['rise', 'falls']);
+  });
+});
+
+describe('flapping users (SPEC §9)', () => {
+  const flapping = (id: string, highest: RiskLevel, level: Level): RiskEvent => {
+    const change = userEvent(id, highest, level);
+    return { ...change, type: 'user.flapping', data: { ...change.data, level, changes: 4, window: '30m', lowest: null, highest } };
+  };
+  const settled = (id: string, highest: RiskLevel, level: Level): RiskEvent => {
+    const at = userEvent(id, level, level);
+    return { ...at, type: 'user.settled', data: { ...at.data, level, window: '30m', lowest: 'low', highest } };
+  };
+
+  it('user.flapping and user.settled go where a rise to the highest level seen would go, drops or not, lowered or not', () => {
+    const events = [flapping('f', 'high', 'low'), settled('s', 'high', 'low'), flapping('g', 'medium', null)];
+    const routed = (minLevel: RiskLevel) => routeEvents(ACCOUNT, events, [sink('chat', { minLevel })], QUIET).map((d) => d.eventIds[0]);
+    expect(routed('high')).toEqual(['f', 's']);
+    expect(routed('medium')).toEqual(['f', 's', 'g']);
+  });
+
+  it('a change marked flapping (a flapping user’s) goes to no sink, incident sinks included', () => {
+    const muted = { ...userEvent('m', 'low', 'high'), flapping: true as const };
+    const pd = {
+      config: { ...sink('pd').config, type: 'pagerduty', credentialId: 'cred-pd' } as unknown as SinkConfig,
+      sink: { grouping: 'event' as const, incident: (e: RiskEvent) => incidentStep(e, 'low') },
+    };
+    expect(routeEvents(ACCOUNT, [muted], [sink('chat'), pd], LOWERED)).toEqual([]);
   });
 });

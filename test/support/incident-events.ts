@@ -5,7 +5,7 @@ import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/event
 import type { RiskLevel } from '../../src/model.ts';
 import { routeEvents } from '../../src/notify/route.ts';
 import type { Sink } from '../../src/notify/sink.ts';
-import { ACCOUNT, behavior, behaviorEvent, riskUser, userEvent } from './store-fixtures.ts';
+import { ACCOUNT, behavior, behaviorEvent, flappingEvent, riskUser, settledEvent, userEvent } from './store-fixtures.ts';
 
 /**
  * The events the incident receivers' tests (PagerDuty, Opsgenie) render, for a
@@ -26,6 +26,14 @@ export const USER_CASES: Record<UserEvent['type'], Record<string, UserEvent>> = 
     'high → low, below min_level (closes)': userEvent('evt-lowered', riskUser(1), 'high', 'low'),
     'medium → none, left the summary (closes)': userEvent('evt-left', riskUser(2), 'medium', null),
     'high → medium, still at min_level (nothing)': userEvent('evt-lowered-within', riskUser(4), 'high', 'medium'),
+  },
+  'user.flapping': {
+    'flapping, up to high (opens)': flappingEvent('evt-flapping', riskUser(5), 'high', 'low', { lowest: 'low', highest: 'high' }),
+    'flapping below min_level (nothing)': flappingEvent('evt-flapping-low', riskUser(6), null, 'low', { lowest: null, highest: 'low' }),
+  },
+  'user.settled': {
+    'settled low after high (closes)': settledEvent('evt-settled-low', riskUser(5), 'low', { lowest: 'low', highest: 'high' }),
+    'settled high (nothing: stays open)': settledEvent('evt-settled-high', riskUser(7), 'high', { lowest: 'low', highest: 'high' }),
   },
 };
 

@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
+import type { BehaviorEvent, FlappingEvent, LevelChangeEvent, RiskEvent, SettledEvent } from '../../src/detect/events.ts';
 import type { Behavior, RiskEventDetail, RiskLevel } from '../../src/model.ts';
 import { DeliveryError } from '../../src/notify/sink.ts';
 import { behavior as behaviorFixture, riskUser } from './snapshots.ts';
@@ -26,8 +26,8 @@ export const TIMESTAMP = '2026-11-22T18:00:05.123Z';
 export function userEvent(
   n: number,
   level: RiskLevel | null,
-  fields: { previous?: RiskLevel | null; type?: UserEvent['type']; name?: string; email?: string; riskEvents?: readonly RiskEventDetail[] } = {},
-): UserEvent {
+  fields: { previous?: RiskLevel | null; type?: LevelChangeEvent['type']; name?: string; email?: string; riskEvents?: readonly RiskEventDetail[] } = {},
+): LevelChangeEvent {
   const id = `u${String(n).padStart(4, '0')}`;
   const { max_risk_level: _level, ...user } = riskUser(id, level ?? 'low', {
     name: fields.name ?? `User ${String(n).padStart(4, '0')}`,
@@ -68,10 +68,22 @@ const riskEvents: RiskEventDetail[] = [
   { id: 're2', name: 'Sign-in from a new country', risk_level: 'medium', timestamp: '2026-11-22T17:40:00Z' },
 ];
 
+/** The change that made a user flapping: four changes in 30m, between none and high, at low now. */
+function flapping(change: LevelChangeEvent): FlappingEvent {
+  return { ...change, type: 'user.flapping', data: { ...change.data, level: change.data.current_level, changes: 4, window: '30m', lowest: null, highest: 'high' } };
+}
+
+/** A flapping user settled at the level of `at` (its previous and current level), having been between low and high. */
+function settled(at: LevelChangeEvent): SettledEvent {
+  return { ...at, id: `${at.id}-settled`, type: 'user.settled', data: { ...at.data, level: at.data.current_level, window: '30m', lowest: 'low', highest: 'high' } };
+}
+
 /** One event of each type, named after it: the golden payloads. */
 export const ONE_OF_EACH: Readonly<Record<RiskEvent['type'], RiskEvent>> = {
   'user.risk_level_raised': userEvent(1, 'high', { previous: 'low', riskEvents }),
   'user.risk_level_lowered': userEvent(2, null, { previous: 'high', type: 'user.risk_level_lowered' }),
+  'user.flapping': flapping(userEvent(3, 'low', { previous: 'high', type: 'user.risk_level_lowered' })),
+  'user.settled': settled(userEvent(4, 'high', { previous: 'high' })),
   'behavior.enabled': behaviorEvent('behavior.enabled', travel, { enabled: false, risk_level: 'high' }),
   'behavior.disabled': behaviorEvent('behavior.disabled', { ...travel, enabled: false }, { enabled: true, risk_level: 'high' }),
   'behavior.risk_level_changed': behaviorEvent('behavior.risk_level_changed', travel, { enabled: true, risk_level: 'low' }),

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { SnapshotDelta } from '../../src/detect/diff.ts';
-import type { BehaviorEvent, RiskEvent, UserEvent } from '../../src/detect/events.ts';
+import type { BehaviorEvent, FlappingEvent, LevelChangeEvent, RiskEvent, SettledEvent } from '../../src/detect/events.ts';
 import type { Behavior, RiskLevel, RiskUser } from '../../src/model.ts';
 import { plannedDelivery } from '../../src/notify/route.ts';
 import type { PlannedDelivery, PollCommit } from '../../src/store/store.ts';
@@ -34,7 +34,7 @@ export function behavior(id: string, overrides: Partial<Behavior> = {}): Behavio
 }
 
 /** A `user.risk_level_raised` (or lowered, when the level falls) event for `user`, as buildEvents makes it. */
-export function userEvent(id: string, user: RiskUser, previous: RiskLevel | null, current: RiskLevel | null, at = T0): UserEvent {
+export function userEvent(id: string, user: RiskUser, previous: RiskLevel | null, current: RiskLevel | null, at = T0): LevelChangeEvent {
   const { max_risk_level: _level, ...fields } = user;
   const rank = { none: 0, low: 1, medium: 2, high: 3 } as const;
   return {
@@ -48,6 +48,30 @@ export function userEvent(id: string, user: RiskUser, previous: RiskLevel | null
       current_level: current,
       risk_events: [{ id: `re-${id}`, name: 'Impossible travel', risk_level: 'high', timestamp: '2026-11-22T17:58:00Z', event_details: { from: 'Lisbon', to: 'Sydney' } }],
     },
+  };
+}
+
+/** A change of `user` that made them flapping (SPEC §9): between `lowest` and `highest`, at `current` now. */
+export function flappingEvent(
+  id: string,
+  user: RiskUser,
+  previous: RiskLevel | null,
+  current: RiskLevel | null,
+  range: { lowest: RiskLevel | null; highest: RiskLevel | null },
+  at = T0,
+): FlappingEvent {
+  const change = userEvent(id, user, previous, current, at);
+  return { ...change, type: 'user.flapping', data: { ...change.data, level: current, changes: 4, window: '30m', ...range } };
+}
+
+/** A flapping `user` settled at `level`, having been between `lowest` and `highest`. */
+export function settledEvent(id: string, user: RiskUser, level: RiskLevel | null, range: { lowest: RiskLevel | null; highest: RiskLevel | null }, at = T0): SettledEvent {
+  const { max_risk_level: _level, ...fields } = user;
+  return {
+    id,
+    type: 'user.settled',
+    timestamp: new Date(at).toISOString(),
+    data: { account: { ...ACCOUNT }, user: fields, previous_level: level, current_level: level, level, window: '30m', ...range },
   };
 }
 

@@ -1,4 +1,5 @@
 import type { AccountRef, RiskEvent } from '../../detect/events.ts';
+import { levelChange, userVerb } from '../describe.ts';
 import { isUserEvent } from '../../detect/events.ts';
 import type { Sink } from '../sink.ts';
 
@@ -33,7 +34,7 @@ export function formatEventLine(event: RiskEvent): string {
   if (isUserEvent(event)) {
     const { user, previous_level, current_level } = event.data;
     const who = user.name ? `${clean(user.name)} <${clean(user.email)}>` : `<${clean(user.email)}>`;
-    what = `${who} ${previous_level ?? 'none'} -> ${current_level ?? 'none'}`;
+    what = event.type === 'user.flapping' || event.type === 'user.settled' ? `${who} ${userVerb(event)} ${levelChange(event)}` : `${who} ${previous_level ?? 'none'} -> ${current_level ?? 'none'}`;
     if (event.data.risk_events?.length) what += ` (${event.data.risk_events.map((e) => clean(e.name)).join(', ')})`;
   } else {
     const { behavior, previous } = event.data;

@@ -1,5 +1,5 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
-import { accountLabel, behaviorChange, behaviorName, levelChange, oneLine, shownEvent, summarize, userFacts, userName } from '../describe.ts';
+import { accountLabel, behaviorChange, behaviorName, levelChange, oneLine, shownEvent, summarize, userFacts, userName, userVerb } from '../describe.ts';
 import { type Cuts, clip, fitCount, plural } from '../limits.ts';
 import type { Shortened } from '../sink.ts';
 
@@ -140,7 +140,7 @@ interface Item {
 function userItem(event: UserEvent): Item {
   const { current_level: after, risk_events: riskEvents = [] } = event.data;
   const level = after ?? 'none';
-  const verb = event.type === 'user.risk_level_raised' ? 'raised' : 'lowered';
+  const verb = userVerb(event);
   const listed = riskEvents.slice(0, EMAIL_LIMITS.riskEvents).map((r) => `${r.name} (${r.risk_level}) at ${r.timestamp}`);
   if (riskEvents.length > listed.length) listed.push(`and ${plural(riskEvents.length - listed.length, 'more risk event')}`);
   const text = [`[${level.toUpperCase()}] ${userName(event)}`, `  ${verb} ${levelChange(event)} · ${userFacts(event)}`, ...listed.map((line) => `  - ${line}`)].join('\n');

@@ -2,7 +2,7 @@ import type { Clock } from '../../clock.ts';
 import type { OpsgeniePriority, OpsgenieSinkConfig } from '../../config/config.ts';
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import type { Http } from '../../http.ts';
-import { accountLabel, behaviorName, headline, levelChange, oneLine, shownEvent, userFacts, userName } from '../describe.ts';
+import { accountLabel, alertLevel, behaviorName, headline, levelChange, oneLine, shownEvent, userFacts, userName } from '../describe.ts';
 import { type IncidentStep, incidentStep } from '../incident.ts';
 import { clip, type Cuts } from '../limits.ts';
 import type { Shortened, Sink } from '../sink.ts';
@@ -130,7 +130,7 @@ export class OpsgenieSink implements Sink<OpsgenieMessage> {
       details: fitDetails(user ? userDetails(event) : behaviorDetails(event), cuts),
       entity: clip(oneLine(user ? event.data.user.email : event.data.behavior.id), OPSGENIE_LIMITS.entity, cuts, 'entity'),
       source: SOURCE,
-      priority: user ? this.#config.priority[event.data.current_level ?? 'high'] : BEHAVIOR_PRIORITY,
+      priority: user ? this.#config.priority[alertLevel(event) ?? 'high'] : BEHAVIOR_PRIORITY,
       tags: this.#config.tags,
     };
     return { path: '/v2/alerts', body };

@@ -2,7 +2,7 @@ import type { Clock } from '../../clock.ts';
 import type { PagerDutySeverity, PagerDutySinkConfig } from '../../config/config.ts';
 import { isUserEvent, type RiskEvent } from '../../detect/events.ts';
 import type { Http } from '../../http.ts';
-import { accountLabel, headline, oneLine } from '../describe.ts';
+import { accountLabel, alertLevel, headline, oneLine } from '../describe.ts';
 import { type IncidentStep, incidentStep } from '../incident.ts';
 import { clip, type Cuts, jsonBytes } from '../limits.ts';
 import type { Shortened, Sink } from '../sink.ts';
@@ -129,7 +129,7 @@ export class PagerDutySink implements Sink<PagerDutyMessage> {
     const source = event.data.account.id;
     const { timestamp, data } = event;
     if (plan === 'change') return { path: '/v2/change/enqueue', body: { payload: withinBodyLimit({ summary, source, timestamp, custom_details: data }, {}, cuts) } };
-    const level = isUserEvent(event) ? (event.data.current_level ?? 'high') : event.data.behavior.risk_level;
+    const level = isUserEvent(event) ? (alertLevel(event) ?? 'high') : event.data.behavior.risk_level;
     const severity = this.#config.severity[level];
     const alert: AlertPayload = { summary, source, severity, timestamp, component: COMPONENT, group: accountLabel([event]), class: event.type, custom_details: data };
     const envelope = { event_action: 'trigger', dedup_key: plan.key, client: 'riskwatch' } as const;

@@ -1,6 +1,6 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import type { RiskLevel } from '../../model.ts';
-import { accountLabel, summarize } from '../describe.ts';
+import { accountLabel, levelChange, summarize, userVerb } from '../describe.ts';
 import { clip } from '../limits.ts';
 
 /**
@@ -76,7 +76,7 @@ function verbatim(text: string): Mrkdwn {
 function userText(event: UserEvent): string {
   const { user, previous_level: before, current_level: after, risk_events: riskEvents } = event.data;
   const who = user.name ? `*${escapeSlack(user.name)}* · ${escapeSlack(user.email)}` : `*${escapeSlack(user.email)}*`;
-  const change = `${before ?? 'none'} → *${after ?? 'none (left the summary)'}*`;
+  const change = event.type === 'user.flapping' || event.type === 'user.settled' ? `${userVerb(event)} *${levelChange(event)}*` : `${before ?? 'none'} → *${after ?? 'none (left the summary)'}*`;
   const facts = [`${user.event_count} risk event${user.event_count === 1 ? '' : 's'}`];
   if (user.last_event) facts.push(`last ${escapeSlack(user.last_event)}`);
   const lines = [`${LEVEL_ICON[after ?? 'none']} ${who}`, `${change} · ${facts.join(' · ')}`];

@@ -1,6 +1,6 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import type { RiskLevel } from '../../model.ts';
-import { accountLabel, behaviorChange, levelChange, oneLine, shownEvent, summarize, userFacts } from '../describe.ts';
+import { accountLabel, behaviorChange, levelChange, oneLine, shownEvent, summarize, userFacts, userVerb } from '../describe.ts';
 import { type Cuts, clip, fitCount, jsonBytes, plural } from '../limits.ts';
 import type { Shortened } from '../sink.ts';
 
@@ -151,14 +151,7 @@ function userLines(event: UserEvent): CardElement[] {
   const who = user.name ? [run(user.name, { weight: 'Bolder' }), run(` · ${user.email}`)] : [run(user.email, { weight: 'Bolder' })];
   const lines = [
     rich([run(`${LEVEL_ICON[level]} `), ...who]),
-    rich(
-      [
-        run(`${event.type === 'user.risk_level_raised' ? 'raised' : 'lowered'} `),
-        run(levelChange(event), { weight: 'Bolder', color: LEVEL_COLOR[level] }),
-        run(` · ${userFacts(event)}`, { isSubtle: true }),
-      ],
-      'None',
-    ),
+    rich([run(`${userVerb(event)} `), run(levelChange(event), { weight: 'Bolder', color: LEVEL_COLOR[level] }), run(` · ${userFacts(event)}`, { isSubtle: true })], 'None'),
   ];
   for (const riskEvent of riskEvents.slice(0, TEAMS_LIMITS.riskEvents)) {
     lines.push(rich([run(`• ${riskEvent.name} (${riskEvent.risk_level}) at ${riskEvent.timestamp}`, { isSubtle: true })], 'None'));
