@@ -26,14 +26,15 @@ export const events: Command = {
     if (args.values.json) {
       printJson(
         io,
-        rows.map(({ event, silenced }) => ({ type: event.type, timestamp: event.timestamp, data: event.data, id: event.id, silenced })),
+        rows.map(({ event, silenced }) => ({ type: event.type, timestamp: event.timestamp, data: event.data, id: event.id, silenced, flapping: event.flapping === true })),
       );
       return 0;
     }
     printTable(
       io,
       ['TIME', 'TYPE', 'WHAT', 'SILENCED', 'ID'],
-      rows.map(({ event, silenced }) => [event.timestamp.replace(/\.\d{3}Z$/, 'Z'), event.type, headline(event), silenced, event.id]),
+      // A flapping user's change was recorded and sent nowhere (SPEC §9): said beside its type.
+      rows.map(({ event, silenced }) => [event.timestamp.replace(/\.\d{3}Z$/, 'Z'), `${event.type}${event.flapping ? ' (flapping)' : ''}`, headline(event), silenced, event.id]),
       'no events',
     );
     return 0;

@@ -18,6 +18,7 @@ export const status: Command = {
         last_error_at: iso(known?.lastErrorAt),
         users: known?.users ?? { low: 0, medium: 0, high: 0 },
         leader: known?.leader ?? null,
+        flapping: known?.flapping ?? 0,
       };
     });
     const sinks = config.sinks.map((sink) => {
@@ -35,8 +36,8 @@ export const status: Command = {
     }
     printTable(
       io,
-      ['ACCOUNT', 'LAST SUCCESS', 'HIGH', 'MEDIUM', 'LOW', 'LEADER', 'LAST ERROR'],
-      accounts.map((a) => [a.name ?? a.id, a.last_success_at ?? 'never', a.users.high, a.users.medium, a.users.low, a.leader, a.last_error && `${a.last_error_at}: ${a.last_error}`]),
+      ['ACCOUNT', 'LAST SUCCESS', 'HIGH', 'MEDIUM', 'LOW', 'FLAPPING', 'LEADER', 'LAST ERROR'],
+      accounts.map((a) => [a.name ?? a.id, a.last_success_at ?? 'never', a.users.high, a.users.medium, a.users.low, a.flapping, a.leader, a.last_error && `${a.last_error_at}: ${a.last_error}`]),
       'no accounts configured',
     );
     io.out('');

@@ -20,13 +20,14 @@ export const users: Command = {
       name: u.name,
       level: u.level,
       since: iso(u.since),
+      flapping: u.flapping,
     }));
     if (args.values.json) printJson(io, listed);
     else
       printTable(
         io,
-        ['ACCOUNT', 'EMAIL', 'NAME', 'LEVEL', 'SINCE'],
-        listed.map((u) => [u.account.name ?? u.account.id, u.email, u.name, u.level, u.since]),
+        ['ACCOUNT', 'EMAIL', 'NAME', 'LEVEL', 'SINCE', 'FLAPPING'],
+        listed.map((u) => [u.account.name ?? u.account.id, u.email, u.name, u.level, u.since, u.flapping ? 'yes' : null]),
         'no users',
       );
     return 0;

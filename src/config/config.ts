@@ -22,6 +22,8 @@ export interface Config {
     readonly enrich: boolean;
     /** How long a failing delivery is retried before it is dead-lettered. */
     readonly maxAgeMs: number;
+    /** SPEC §9: `changes` level changes within `windowMs` make a user flapping; undefined: off. */
+    readonly flapping: FlappingRules | undefined;
   };
   /** Where state lives: an SQLite file (absolute path), or a PostgreSQL database shared by replicas. */
   readonly state: StateConfig;
@@ -29,6 +31,11 @@ export interface Config {
   /** Where `run` serves /healthz, /readyz and /metrics. */
   readonly http: { readonly listen: { readonly host: string; readonly port: number } };
   readonly log: { readonly level: string; readonly format: 'json' | 'pretty' };
+}
+
+export interface FlappingRules {
+  readonly changes: number;
+  readonly windowMs: number;
 }
 
 export type StateConfig = ({ readonly kind: 'sqlite'; readonly file: string } | { readonly kind: 'postgres'; readonly url: Secret }) & {

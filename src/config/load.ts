@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { ConfigError, ConfigErrors } from '../errors.ts';
 import type { AccountConfig, Config, Credential, SinkConfig, SinkRouting } from './config.ts';
 import { type ConfigFile, configFileSchema, SECRET_KEYS } from './schema.ts';
+import { formatDuration } from './duration.ts';
 import { Secret } from './secret.ts';
 
 const { readFileSync } = process.getBuiltinModule('node:fs');
@@ -238,6 +239,10 @@ type CredentialFields = { api_token?: string | undefined; api_email?: string | u
 /** Cross-field rules zod's shape cannot say (credentials, duplicates, references); adds to `problems`. */
 function buildConfig(file: ConfigFile, source: string, problems: string[]): Config {
   const global = credentialFrom(file.cloudflare, 'cloudflare', problems);
+  const flapping = file.notify.flapping;
+  if (flapping && flapping.window < 2 * file.poll_interval) {
+    problems.push(`notify.flapping.window: must be at least twice poll_interval (${formatDuration(2 * file.poll_interval)} or more), so that polls can see a user stay put for a whole window`);
+  }
 
   const accounts: AccountConfig[] = [];
   const byKey = new Map<string, number>();
@@ -289,7 +294,12 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     accounts,
     pollIntervalMs: file.poll_interval,
     firstRun: file.first_run,
-    notify: { lowered: file.notify.lowered, enrich: file.notify.enrich, maxAgeMs: file.notify.max_age },
+    notify: {
+      lowered: file.notify.lowered,
+      enrich: file.notify.enrich,
+      maxAgeMs: file.notify.max_age,
+      flapping: file.notify.flapping && { changes: file.notify.flapping.changes, windowMs: file.notify.flapping.window },
+    },
     state:
       file.state.postgres !== undefined
         ? { kind: 'postgres', url: new Secret(file.state.postgres), historyMs: file.state.history }

@@ -266,6 +266,14 @@ export const configFileSchema = z.strictObject({
       lowered: z.boolean().default(false),
       enrich: z.boolean().default(true),
       max_age: duration(60_000, '1m', 30 * 86_400_000, '30d').default(24 * 3_600_000),
+      // SPEC §9: off unless given. window is also checked against poll_interval (load.ts).
+      flapping: z
+        .strictObject({
+          // Level changes: one is not flapping.
+          changes: z.int().min(2).max(1000),
+          window: duration(1000, '1s', 7 * 86_400_000, '7d'),
+        })
+        .optional(),
     })
     .prefault({}),
   // SQLite (a file, the embedded default) or PostgreSQL (shared by replicas): one of the two.

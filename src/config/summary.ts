@@ -8,7 +8,7 @@ export function summarizeConfig(config: Config): string {
     `cloudflare: ${config.cloudflare.apiBaseUrl} (budget ${config.cloudflare.requestsPer5Min} requests / 5 min per credential, summary_paging ${config.cloudflare.summaryPaging})`,
     `accounts (${config.accounts.length}):`,
     ...config.accounts.map((a) => `  - ${a.id}${a.name ? ` "${a.name}"` : ''}: ${describeCredential(a.credential)}`),
-    `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}, notify.max_age: ${formatDuration(config.notify.maxAgeMs)}`,
+    `poll_interval: ${formatDuration(config.pollIntervalMs)}, first_run: ${config.firstRun}, notify.lowered: ${config.notify.lowered}, notify.enrich: ${config.notify.enrich}, notify.max_age: ${formatDuration(config.notify.maxAgeMs)}, notify.flapping: ${config.notify.flapping ? `${config.notify.flapping.changes} changes in ${formatDuration(config.notify.flapping.windowMs)}` : 'off'}`,
     config.state.kind === 'sqlite' ? `state: sqlite ${config.state.file}` : `state: postgres ${config.state.url.masked}`,
     `sinks (${config.sinks.length}):`,
     ...config.sinks.map((sink) => `  - ${describeSink(sink, config)}`),

@@ -81,6 +81,7 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
         diff: { firstRun: config.firstRun },
         route: { lowered: config.notify.lowered },
         enrich: config.notify.enrich,
+        flapping: config.notify.flapping,
         sinks,
         newId: deps.newId ?? randomUUID,
       }),

@@ -27,6 +27,8 @@ export class Metrics {
   readonly #skipped: Counter<'account' | 'kind'>;
   readonly #users: Gauge<'account' | 'level'>;
   readonly #silenced: Counter<'account'>;
+  readonly #flapping: Gauge<'account'>;
+  readonly #flappingSuppressed: Counter<'account'>;
   readonly #reloadOk: Gauge;
   readonly #reloadAt: Gauge;
   #store: StateStore | undefined;
@@ -69,6 +71,18 @@ export class Metrics {
     this.#silenced = new Counter({
       name: 'riskwatch_events_silenced_total',
       help: 'Events an active silence muted: recorded, sent to no sink.',
+      labelNames: ['account'],
+      registers,
+    });
+    this.#flapping = new Gauge({
+      name: 'riskwatch_users_flapping',
+      help: 'Users flapping now (notify.flapping): their level changes are recorded and sent to no sink until they settle.',
+      labelNames: ['account'],
+      registers,
+    });
+    this.#flappingSuppressed = new Counter({
+      name: 'riskwatch_events_flapping_suppressed_total',
+      help: 'Level changes of flapping users: recorded, sent to no sink.',
       labelNames: ['account'],
       registers,
     });
@@ -195,6 +209,8 @@ export class Metrics {
       [this.#usersTracked, ['account']],
       [this.#users, ['account', 'level']],
       [this.#silenced, ['account']],
+      [this.#flapping, ['account']],
+      [this.#flappingSuppressed, ['account']],
       [this.#events, ['account', 'type']],
       [this.#skipped, ['account', 'kind']],
     ];
@@ -208,12 +224,14 @@ export class Metrics {
     }
   }
 
-  pollSucceeded(account: string, seconds: number, outcome: Pick<PollOutcome, 'users' | 'levels' | 'silenced' | 'eventTypes'>): void {
+  pollSucceeded(account: string, seconds: number, outcome: Pick<PollOutcome, 'users' | 'levels' | 'silenced' | 'eventTypes' | 'flapping' | 'flappingSuppressed'>): void {
     this.#pollDuration.observe({ account, outcome: 'ok' }, seconds);
     this.#usersTracked.set({ account }, outcome.users);
     for (const [level, n] of Object.entries(outcome.levels)) this.#users.set({ account, level }, n);
     for (const type of outcome.eventTypes) this.#events.inc({ account, type });
     if (outcome.silenced > 0) this.#silenced.inc({ account }, outcome.silenced);
+    this.#flapping.set({ account }, outcome.flapping);
+    if (outcome.flappingSuppressed > 0) this.#flappingSuppressed.inc({ account }, outcome.flappingSuppressed);
   }
 
   pollFailed(account: string, seconds: number): void {

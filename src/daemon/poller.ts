@@ -1,8 +1,9 @@
 import type { Clock } from '../clock.ts';
 import type { CloudflareClient } from '../cloudflare/client.ts';
-import type { AccountConfig, SinkConfig } from '../config/config.ts';
+import type { AccountConfig, FlappingRules, SinkConfig } from '../config/config.ts';
 import { type CurrentSnapshot, type DiffOptions, diff, type PreviousSnapshot, type SnapshotDelta, type Transition, type UserTransition } from '../detect/diff.ts';
 import { buildEvents } from '../detect/events.ts';
+import { applyFlapping, type FlapState, flappingCount } from '../detect/flapping.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import type { Logger } from '../log.ts';
 import type { Behavior, EventType, RiskEventDetail, RiskLevel } from '../model.ts';
@@ -17,6 +18,9 @@ export interface PollOutcome {
   readonly levels: Readonly<Record<RiskLevel, number>>;
   /** Events an active silence muted (recorded, sent to no sink). */
   readonly silenced: number;
+  /** Changes of flapping users (recorded, sent to no sink), and the users flapping after the commit (SPEC §9). */
+  readonly flappingSuppressed: number;
+  readonly flapping: number;
   /** The type of each event committed, in order. */
   readonly eventTypes: readonly EventType[];
   /** Rows the commit wrote: changed users and behaviors, events, deliveries and the account's version. */
@@ -37,6 +41,8 @@ export interface AccountPollerOptions {
   readonly newId: () => string;
   /** Add the raised users' recent risk events to their alerts (notify.enrich). */
   readonly enrich: boolean;
+  /** notify.flapping (SPEC §9); undefined: off. */
+  readonly flapping?: FlappingRules | undefined;
 }
 
 /** Enrichment is best effort and small: a few users per poll, a short deadline, a few events each. */
@@ -53,7 +59,7 @@ const ENRICH_MAX_EVENTS = 5;
  */
 export class AccountPoller {
   readonly #options: AccountPollerOptions;
-  #previous: { version: number; snapshot: PreviousSnapshot | undefined } | undefined;
+  #previous: { version: number; snapshot: PreviousSnapshot | undefined; flaps: ReadonlyMap<string, FlapState> } | undefined;
   /** Users missing from the last committed read but not yet taken as gone (also stored, for the next process). */
   #missing: ReadonlySet<string> = new Set();
 
@@ -108,13 +114,21 @@ export class AccountPoller {
       clear: [...this.#missing].filter((id) => !missing.has(id) && !removed.has(id)),
     };
     const departed = transitions.flatMap((t) => (t.kind === 'user' && !t.user ? [t.userId] : []));
-    const events = buildEvents(transitions, {
-      account: { id: account.id, name: account.name ?? null },
+    const accountRef = { id: account.id, name: account.name ?? null };
+    const changes = buildEvents(transitions, {
+      account: accountRef,
       at: polledAt,
       newId: this.#options.newId,
       departedUsers: departed.length > 0 ? await store.loadUsers(account.id, departed) : new Map(),
       riskEvents: this.#options.enrich ? await this.#enrich(transitions, signal) : undefined,
     });
+    // Flapping is decided against the states read with the snapshot, and committed with it under its version.
+    const { flapping: rules } = this.#options;
+    const flapped = rules
+      ? applyFlapping(rules, previous.flaps, changes, { at: polledAt, account: accountRef, newId: this.#options.newId })
+      : { events: changes, upsert: new Map<string, FlapState>(), remove: [...previous.flaps.keys()], suppressed: 0 };
+    const { events } = flapped;
+    const flaps = { upsert: flapped.upsert, remove: flapped.remove };
     const deliveries = routeEvents(account.id, events, this.#options.sinks, this.#options.route);
     // The store applies silences in the commit's own transaction; this count is only for the metric.
     const silences = events.length > 0 ? await store.listSilences({ all: false, now: polledAt }) : [];
@@ -122,7 +136,7 @@ export class AccountPoller {
 
     let version: number;
     try {
-      version = await store.commitPoll({ accountId: account.id, expectedVersion: previous.version, polledAt, delta, missing: missed, events, deliveries });
+      version = await store.commitPoll({ accountId: account.id, expectedVersion: previous.version, polledAt, delta, missing: missed, flaps, events, deliveries });
     } catch (error) {
       // Whatever happened, the store is the truth: read it again next time.
       this.#previous = undefined;
@@ -130,7 +144,10 @@ export class AccountPoller {
       if (error instanceof StaleSnapshotError) this.#options.log.warn({ account: account.label }, error.message);
       throw error;
     }
-    this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta) };
+    const nextFlaps = new Map(previous.flaps);
+    for (const userId of flaps.remove) nextFlaps.delete(userId);
+    for (const [userId, state] of flaps.upsert) nextFlaps.set(userId, state);
+    this.#previous = { version, snapshot: applyDelta(previous.snapshot, delta), flaps: nextFlaps };
     this.#missing = new Set(stillMissing);
     const rowsWritten =
       1 +
@@ -140,12 +157,16 @@ export class AccountPoller {
       delta.removeBehaviorIds.length +
       missed.mark.length +
       missed.clear.length +
+      flaps.upsert.size +
+      flaps.remove.length +
       events.length +
       deliveries.length;
     return {
       users: summary.users.size + (summary.unchanged?.count ?? 0),
       levels: levelCounts(this.#previous.snapshot?.userLevels),
       silenced,
+      flappingSuppressed: flapped.suppressed,
+      flapping: flappingCount(nextFlaps.values()),
       eventTypes: events.map((e) => e.type),
       deliveries: deliveries.length,
       rowsWritten,
@@ -154,7 +175,7 @@ export class AccountPoller {
   }
 
   /** The last committed snapshot, from the store: at start, and after a commit went wrong. */
-  async #loadState(): Promise<{ version: number; snapshot: PreviousSnapshot | undefined }> {
+  async #loadState(): Promise<{ version: number; snapshot: PreviousSnapshot | undefined; flaps: ReadonlyMap<string, FlapState> }> {
     const { account, store, clock, log } = this.#options;
     const started = clock.monotonic();
     const stored = await store.loadSnapshot(account.id);

@@ -1,3 +1,4 @@
+import type { FlappingRules } from '../config/config.ts';
 import { formatDuration } from '../config/duration.ts';
 import { LEVEL_RANK, type RiskLevel, type RiskUser } from '../model.ts';
 import { type AccountRef, isUserEvent, type RiskEvent, type SettledEvent, type UserEvent } from './events.ts';
@@ -13,12 +14,6 @@ import { type AccountRef, isUserEvent, type RiskEvent, type SettledEvent, type U
  * account's version, so that the decision survives restarts, failover and
  * `once` from cron.
  */
-
-export interface FlappingRules {
-  /** Level changes within `windowMs` that make a user flapping (2 or more). */
-  readonly changes: number;
-  readonly windowMs: number;
-}
 
 type Level = RiskLevel | 'none';
 

@@ -14,6 +14,8 @@ import {
   eventUserColumns,
   type ClaimedRow,
   CLAIMED_COLUMNS,
+  FLAPPING_COUNTS_SQL,
+  flapStatesFrom,
   type IncidentChange,
   incidentChangeDeliveries,
   incidentFrom,
@@ -191,7 +193,8 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
   // 5: the incidents sinks opened and riskwatch has not closed, so that a config that no longer
   // covers one (a raised min_level, a new routing key, a sink or account removed) closes it; what a
   // delivery does to an incident; when an operator last retried a delivery (max_age counts from it,
-  // created_at stays). Users a multi-page read missed are found by an index, not a scan.
+  // created_at stays). Users a multi-page read missed are found by an index, not a scan. Each
+  // user's recent level changes, and whether they are flapping (SPEC §9).
   `CREATE TABLE incidents (
      sink text NOT NULL,
      incident_key text NOT NULL,
@@ -206,7 +209,14 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
    CREATE INDEX incidents_delivery ON incidents (delivery_id);
    ALTER TABLE deliveries ADD COLUMN incident_action text CHECK (incident_action IN ('open', 'close', 'retire')),
      ADD COLUMN incident_key text, ADD COLUMN incident_note text, ADD COLUMN retried_at bigint;
-   CREATE INDEX users_missing ON users (account_id, user_id) WHERE missing;`,
+   CREATE INDEX users_missing ON users (account_id, user_id) WHERE missing;
+   CREATE TABLE flapping (
+     account_id text NOT NULL,
+     user_id text NOT NULL,
+     flapping smallint NOT NULL,
+     state text NOT NULL,
+     PRIMARY KEY (account_id, user_id)
+   );`,
 ];
 
 /**
@@ -361,7 +371,7 @@ export class PostgresStore implements StateStore {
       'read the snapshot',
       async (client) => {
         const row = (await client.query<{ version: number }>('SELECT version FROM accounts WHERE account_id = $1', [accountId])).rows[0];
-        if (!row) return { version: 0, snapshot: undefined, missing: new Set<string>() };
+        if (!row) return { version: 0, snapshot: undefined, missing: new Set<string>(), flaps: new Map() };
         const missing = new Set((await client.query<{ user_id: string }>('SELECT user_id FROM users WHERE account_id = $1 AND missing', [accountId])).rows.map((r) => r.user_id));
         const userLevels = new StoredLevels();
         let after = '';
@@ -381,7 +391,8 @@ export class PostgresStore implements StateStore {
           [accountId],
         );
         for (const b of rows.rows) behaviors.set(b.behavior_id, { id: b.behavior_id, name: b.name, description: b.description, enabled: b.enabled, risk_level: b.risk_level });
-        return { version: row.version, snapshot: { userLevels, behaviors }, missing };
+        const flaps = flapStatesFrom((await client.query<{ user_id: string; state: string }>('SELECT user_id, state FROM flapping WHERE account_id = $1', [accountId])).rows);
+        return { version: row.version, snapshot: { userLevels, behaviors }, missing, flaps };
       },
       'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
     );
@@ -447,6 +458,14 @@ export class PostgresStore implements StateStore {
         for (const chunk of chunks(ids)) await client.query('UPDATE users SET missing = $1 WHERE account_id = $2 AND user_id = ANY($3::text[])', [mark, accountId, chunk]);
       }
       for (const chunk of chunks(delta.removeUserIds)) await client.query('DELETE FROM users WHERE account_id = $1 AND user_id = ANY($2::text[])', [accountId, chunk]);
+      for (const chunk of chunks([...(commit.flaps?.upsert ?? [])])) {
+        await client.query(
+          `INSERT INTO flapping (account_id, user_id, flapping, state) SELECT $1, f.user_id, f.flapping, f.state FROM unnest($2::text[], $3::smallint[], $4::text[]) AS f(user_id, flapping, state)
+           ON CONFLICT (account_id, user_id) DO UPDATE SET flapping = excluded.flapping, state = excluded.state`,
+          [accountId, chunk.map(([userId]) => userId), chunk.map(([, state]) => (state.flapping ? 1 : 0)), chunk.map(([, state]) => JSON.stringify(state))],
+        );
+      }
+      for (const chunk of chunks(commit.flaps?.remove ?? [])) await client.query('DELETE FROM flapping WHERE account_id = $1 AND user_id = ANY($2::text[])', [accountId, chunk]);
 
       for (const b of delta.upsertBehaviors) {
         await client.query(
@@ -641,7 +660,8 @@ export class PostgresStore implements StateStore {
     const rows = await this.#query<UserTableRow>(
       'read users',
       `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
-         (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since
+         (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since,
+         COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping
        FROM users u WHERE ($1::text IS NULL OR u.account_id = $1) AND ($2::smallint IS NULL OR u.level = $2)
        ORDER BY u.level DESC, u.email, u.user_id`,
       [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]],
@@ -724,6 +744,7 @@ export class PostgresStore implements StateStore {
         status: await rows('SELECT account_id, last_success_at, last_error, last_error_at FROM account_status'),
         levels: await rows('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level'),
         leaders: await rows('SELECT account_id, holder FROM leases WHERE holder IS NOT NULL AND expires_at > clock_timestamp()'),
+        flapping: await rows(FLAPPING_COUNTS_SQL),
         counts: tallyDeliveries(await rows<DeliveryCountRow>(DELIVERY_COUNTS_SQL)),
         holds: await rows('SELECT sink, until FROM sink_holds WHERE until > $1', [now]),
         silences: (await rows<{ n: number }>('SELECT COUNT(*) AS n FROM silences WHERE ends_at > $1 AND starts_at <= $1', [now]))[0]!.n,

@@ -16,6 +16,8 @@ import {
   eventUserColumns,
   type ClaimedRow,
   CLAIMED_COLUMNS,
+  FLAPPING_COUNTS_SQL,
+  flapStatesFrom,
   type IncidentChange,
   incidentChangeDeliveries,
   incidentFrom,
@@ -169,7 +171,8 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
   // 6: the incidents sinks opened and riskwatch has not closed, so that a config that no longer
   // covers one (a raised min_level, a new routing key, a sink or account removed) closes it; what a
   // delivery does to an incident; when an operator last retried a delivery (max_age counts from it,
-  // created_at stays). Users a multi-page read missed are found by an index, not a scan.
+  // created_at stays). Users a multi-page read missed are found by an index, not a scan. Each
+  // user's recent level changes, and whether they are flapping (SPEC §9).
   `CREATE TABLE incidents (
      sink TEXT NOT NULL,
      incident_key TEXT NOT NULL,
@@ -186,7 +189,14 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
    ALTER TABLE deliveries ADD COLUMN incident_key TEXT;
    ALTER TABLE deliveries ADD COLUMN incident_note TEXT;
    ALTER TABLE deliveries ADD COLUMN retried_at INTEGER;
-   CREATE INDEX users_missing ON users (account_id, user_id) WHERE missing = 1;`,
+   CREATE INDEX users_missing ON users (account_id, user_id) WHERE missing = 1;
+   CREATE TABLE flapping (
+     account_id TEXT NOT NULL,
+     user_id TEXT NOT NULL,
+     flapping INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     PRIMARY KEY (account_id, user_id)
+   ) STRICT, WITHOUT ROWID;`,
 ];
 
 /**
@@ -276,7 +286,7 @@ export class SqliteStore implements StateStore {
 
   #loadSnapshot(accountId: string): StoredSnapshot {
     const row = this.#stmt('SELECT version FROM accounts WHERE account_id = ?').get(accountId) as { version: number } | undefined;
-    if (!row) return { version: 0, snapshot: undefined, missing: new Set() };
+    if (!row) return { version: 0, snapshot: undefined, missing: new Set(), flaps: new Map() };
     const missing = new Set<string>();
     for (const { user_id } of this.#stmt('SELECT user_id FROM users WHERE account_id = ? AND missing = 1').iterate(accountId) as Iterable<{ user_id: string }>) {
       missing.add(user_id);
@@ -295,7 +305,8 @@ export class SqliteStore implements StateStore {
     }>) {
       behaviors.set(b.behavior_id, { id: b.behavior_id, name: b.name, description: b.description, enabled: b.enabled === 1, risk_level: b.risk_level });
     }
-    return { version: row.version, snapshot: { userLevels, behaviors }, missing };
+    const flaps = flapStatesFrom(this.#stmt('SELECT user_id, state FROM flapping WHERE account_id = ?').iterate(accountId) as Iterable<{ user_id: string; state: string }>);
+    return { version: row.version, snapshot: { userLevels, behaviors }, missing, flaps };
   }
 
   async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
@@ -346,6 +357,12 @@ export class SqliteStore implements StateStore {
       for (const userId of commit.missing?.clear ?? []) markMissing.run(0, accountId, userId);
       const deleteUser = this.#stmt('DELETE FROM users WHERE account_id = ? AND user_id = ?');
       for (const userId of delta.removeUserIds) deleteUser.run(accountId, userId);
+      const upsertFlap = this.#stmt(
+        'INSERT INTO flapping (account_id, user_id, flapping, state) VALUES (?, ?, ?, ?) ON CONFLICT (account_id, user_id) DO UPDATE SET flapping = excluded.flapping, state = excluded.state',
+      );
+      for (const [userId, state] of commit.flaps?.upsert ?? []) upsertFlap.run(accountId, userId, state.flapping ? 1 : 0, JSON.stringify(state));
+      const forgetFlap = this.#stmt('DELETE FROM flapping WHERE account_id = ? AND user_id = ?');
+      for (const userId of commit.flaps?.remove ?? []) forgetFlap.run(accountId, userId);
 
       const upsertBehavior = this.#stmt(
         `INSERT INTO behaviors (account_id, behavior_id, name, description, enabled, risk_level) VALUES (?, ?, ?, ?, ?, ?)
@@ -541,7 +558,8 @@ export class SqliteStore implements StateStore {
     return this.#read('read users', () => {
       const rows = this.#stmt(
         `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
-           (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since
+           (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since,
+           COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping
          FROM users u WHERE (?1 IS NULL OR u.account_id = ?1) AND (?2 IS NULL OR u.level = ?2)
          ORDER BY u.level DESC, u.email, u.user_id`,
       ).all(query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]) as unknown as UserTableRow[];
@@ -645,6 +663,7 @@ export class SqliteStore implements StateStore {
         status: this.#stmt('SELECT account_id, last_success_at, last_error, last_error_at FROM account_status').all() as unknown as StatusRows['status'],
         levels: this.#stmt('SELECT account_id, level, COUNT(*) AS n FROM users GROUP BY account_id, level').all() as unknown as StatusRows['levels'],
         leaders: [],
+        flapping: this.#stmt(FLAPPING_COUNTS_SQL).all() as unknown as StatusRows['flapping'],
         counts: tallyDeliveries(this.#stmt(DELIVERY_COUNTS_SQL).all() as unknown as DeliveryCountRow[]),
         holds: this.#stmt('SELECT sink, until FROM sink_holds WHERE until > ?').all(now) as unknown as StatusRows['holds'],
         silences: (this.#stmt('SELECT COUNT(*) AS n FROM silences WHERE ends_at > ? AND starts_at <= ?').get(now, now) as { n: number }).n,

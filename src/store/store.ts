@@ -1,4 +1,5 @@
 import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
+import type { FlapState } from '../detect/flapping.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { UserFacingError } from '../errors.ts';
 import { type EventType, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
@@ -140,6 +141,8 @@ export interface UserRow {
   readonly level: RiskLevel;
   /** When the event that brought the user to this level was recorded, if it still is. */
   readonly since: number | null;
+  /** Flapping now (SPEC §9): their changes are recorded and sent nowhere until they settle. */
+  readonly flapping: boolean;
 }
 
 export interface EventQuery {
@@ -179,6 +182,8 @@ export interface StoreStatus {
     readonly users: Readonly<Record<RiskLevel, number>>;
     /** The replica holding its lease; null without replicas. */
     readonly leader: string | null;
+    /** Users flapping now (SPEC §9). */
+    readonly flapping: number;
   }[];
   readonly sinks: readonly { readonly name: string; readonly pending: number; readonly dead: number; readonly heldUntil: number | null }[];
   /** Silences active at `now`. */
@@ -191,18 +196,27 @@ export interface StatusRows {
   readonly status: readonly { account_id: string; last_success_at: number | null; last_error: string | null; last_error_at: number | null }[];
   readonly levels: readonly { account_id: string; level: number; n: number }[];
   readonly leaders: readonly { account_id: string; holder: string }[];
+  readonly flapping: readonly { account_id: string; n: number }[];
   readonly counts: ReadonlyMap<string, { pending: number; dead: number }>;
   readonly holds: readonly { sink: string; until: number }[];
   readonly silences: number;
 }
 
 export function statusFrom(rows: StatusRows): StoreStatus {
-  type Account = { id: string; lastSuccessAt: number | null; lastError: string | null; lastErrorAt: number | null; users: Record<RiskLevel, number>; leader: string | null };
+  type Account = {
+    id: string;
+    lastSuccessAt: number | null;
+    lastError: string | null;
+    lastErrorAt: number | null;
+    users: Record<RiskLevel, number>;
+    leader: string | null;
+    flapping: number;
+  };
   const accounts = new Map<string, Account>();
   const account = (id: string): Account => {
     let entry = accounts.get(id);
     if (!entry) {
-      entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null };
+      entry = { id, lastSuccessAt: null, lastError: null, lastErrorAt: null, users: { low: 0, medium: 0, high: 0 }, leader: null, flapping: 0 };
       accounts.set(id, entry);
     }
     return entry;
@@ -211,6 +225,7 @@ export function statusFrom(rows: StatusRows): StoreStatus {
   for (const row of rows.status) Object.assign(account(row.account_id), { lastSuccessAt: row.last_success_at, lastError: row.last_error, lastErrorAt: row.last_error_at });
   for (const row of rows.levels) account(row.account_id).users[levelOfRank(row.level)] = Number(row.n);
   for (const row of rows.leaders) if (accounts.has(row.account_id)) account(row.account_id).leader = row.holder;
+  for (const row of rows.flapping) if (accounts.has(row.account_id)) account(row.account_id).flapping = Number(row.n);
   const holds = new Map(rows.holds.map((h) => [h.sink, h.until]));
   const sinks = [...new Set([...rows.counts.keys(), ...holds.keys()])].sort().map((name) => ({
     name,
@@ -337,10 +352,33 @@ export interface UserTableRow {
   readonly name: string;
   readonly level: number;
   readonly since: number | string | null;
+  readonly flapping: number | boolean;
 }
 
 export function userRowFrom(row: UserTableRow): UserRow {
-  return { accountId: row.account_id, userId: row.user_id, email: row.email, name: row.name, level: levelOfRank(row.level), since: row.since === null ? null : Number(row.since) };
+  return {
+    accountId: row.account_id,
+    userId: row.user_id,
+    email: row.email,
+    name: row.name,
+    level: levelOfRank(row.level),
+    since: row.since === null ? null : Number(row.since),
+    flapping: Boolean(row.flapping),
+  };
+}
+
+/** Flapping states as stored (JSON) read back; a row that does not parse is left out (its user starts afresh), never thrown. */
+export function flapStatesFrom(rows: Iterable<{ readonly user_id: string; readonly state: string }>): Map<string, FlapState> {
+  const states = new Map<string, FlapState>();
+  for (const { user_id, state } of rows) {
+    try {
+      const parsed = JSON.parse(state) as FlapState;
+      if (Array.isArray(parsed.changes) && typeof parsed.user === 'object' && parsed.user !== null) states.set(user_id, parsed);
+    } catch {
+      // Corrupt: forgotten, as if the user had no recent change.
+    }
+  }
+  return states;
 }
 
 /** A deliveries row as both stores select it for listDeliveries; `types` a JSON array of the events' types. */
@@ -396,6 +434,8 @@ export interface StoredSnapshot {
   readonly snapshot: PreviousSnapshot | undefined;
   /** Users the last (multi-page) read missed, kept until a second read confirms they left. */
   readonly missing: ReadonlySet<string>;
+  /** The flapping state of each user with recent level changes (SPEC §9, detect/flapping.ts). */
+  readonly flaps: ReadonlyMap<string, FlapState>;
 }
 
 export interface PollCommit {
@@ -405,6 +445,8 @@ export interface PollCommit {
   readonly delta: SnapshotDelta;
   /** Users to mark as missed by this read, and users seen again. */
   readonly missing?: { readonly mark: readonly string[]; readonly clear: readonly string[] };
+  /** Flapping states to store, and users whose state is forgotten (SPEC §9). */
+  readonly flaps?: { readonly upsert: ReadonlyMap<string, FlapState>; readonly remove: readonly string[] };
   readonly events: readonly RiskEvent[];
   readonly deliveries: readonly PlannedDelivery[];
 }
@@ -521,6 +563,9 @@ export class StaleSnapshotError extends Error {
     this.name = 'StaleSnapshotError';
   }
 }
+
+/** Users flapping now, per account: the same query on every store. */
+export const FLAPPING_COUNTS_SQL = 'SELECT account_id, COUNT(*) AS n FROM flapping WHERE flapping = 1 GROUP BY account_id';
 
 /** Pending and dead-lettered deliveries per sink and state: the same query on every store. */
 export const DELIVERY_COUNTS_SQL = "SELECT sink, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY sink, state";

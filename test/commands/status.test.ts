@@ -14,8 +14,8 @@ describe('status', () => {
   it('on a state file no poll wrote yet: every configured account and sink, all zero', async () => {
     expect(await cli.json(['status'])).toEqual({
       accounts: [
-        { id: ACCOUNT_ID, name: 'production', last_success_at: null, last_error: null, last_error_at: null, users: { low: 0, medium: 0, high: 0 }, leader: null },
-        { id: OTHER_ACCOUNT_ID, name: 'staging', last_success_at: null, last_error: null, last_error_at: null, users: { low: 0, medium: 0, high: 0 }, leader: null },
+        { id: ACCOUNT_ID, name: 'production', last_success_at: null, last_error: null, last_error_at: null, users: { low: 0, medium: 0, high: 0 }, leader: null, flapping: 0 },
+        { id: OTHER_ACCOUNT_ID, name: 'staging', last_success_at: null, last_error: null, last_error_at: null, users: { low: 0, medium: 0, high: 0 }, leader: null, flapping: 0 },
       ],
       sinks: [
         { name: 'secops', type: 'slack', configured: true, pending: 0, dead: 0, held_until: null },
@@ -48,7 +48,7 @@ describe('status', () => {
     expect((await cli.run(['silence', 'add', '--user', 'user9@example.com', '--for', '1h', '--reason', 'test'])).code).toBe(0);
     expect(await cli.json(['status'])).toEqual({
       accounts: [
-        { id: ACCOUNT_ID, name: 'production', last_success_at: iso(AT), last_error: null, last_error_at: null, users: { low: 1, medium: 1, high: 1 }, leader: null },
+        { id: ACCOUNT_ID, name: 'production', last_success_at: iso(AT), last_error: null, last_error_at: null, users: { low: 1, medium: 1, high: 1 }, leader: null, flapping: 0 },
         {
           id: OTHER_ACCOUNT_ID,
           name: 'staging',
@@ -57,6 +57,7 @@ describe('status', () => {
           last_error_at: iso(AT + 60_000),
           users: { low: 0, medium: 0, high: 1 },
           leader: null,
+          flapping: 0,
         },
       ],
       sinks: [
@@ -73,10 +74,10 @@ describe('status', () => {
     expect(err).toEqual([]);
     expect(code).toBe(0);
     const blank = out.indexOf('');
-    expect(out[0]).toMatch(/^ACCOUNT +LAST SUCCESS +HIGH +MEDIUM +LOW +LEADER +LAST ERROR$/);
+    expect(out[0]).toMatch(/^ACCOUNT +LAST SUCCESS +HIGH +MEDIUM +LOW +FLAPPING +LEADER +LAST ERROR$/);
     expect(columns(out.slice(0, blank))).toEqual([
-      { ACCOUNT: 'production', 'LAST SUCCESS': iso(AT), HIGH: '1', MEDIUM: '1', LOW: '1', LEADER: '-', 'LAST ERROR': '-' },
-      { ACCOUNT: 'staging', 'LAST SUCCESS': iso(AT), HIGH: '1', MEDIUM: '0', LOW: '0', LEADER: '-', 'LAST ERROR': `${iso(AT + 60_000)}: HTTP 403: the token lacks Zero Trust Read` },
+      { ACCOUNT: 'production', 'LAST SUCCESS': iso(AT), HIGH: '1', MEDIUM: '1', LOW: '1', FLAPPING: '0', LEADER: '-', 'LAST ERROR': '-' },
+      { ACCOUNT: 'staging', 'LAST SUCCESS': iso(AT), HIGH: '1', MEDIUM: '0', LOW: '0', FLAPPING: '0', LEADER: '-', 'LAST ERROR': `${iso(AT + 60_000)}: HTTP 403: the token lacks Zero Trust Read` },
     ]);
     const sinks = out.slice(blank + 1, out.indexOf('', blank + 1));
     expect(sinks[0]).toMatch(/^SINK +TYPE +PENDING +DEAD +HELD UNTIL$/);

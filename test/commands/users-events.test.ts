@@ -25,20 +25,20 @@ describe('users', () => {
   it('as a table: highest level first, then by email, with the account by name and since when', async () => {
     const { code, out } = await cli.run(['users']);
     expect(code).toBe(0);
-    expect(out[0]).toMatch(/^ACCOUNT +EMAIL +NAME +LEVEL +SINCE$/);
+    expect(out[0]).toMatch(/^ACCOUNT +EMAIL +NAME +LEVEL +SINCE +FLAPPING$/);
     expect(columns(out)).toEqual([
-      { ACCOUNT: 'production', EMAIL: 'user1@example.com', NAME: 'User 1', LEVEL: 'high', SINCE: iso(AT) },
-      { ACCOUNT: 'staging', EMAIL: 'user4@example.com', NAME: 'User 4', LEVEL: 'high', SINCE: iso(AT) },
-      { ACCOUNT: 'production', EMAIL: 'user2@example.com', NAME: 'User 2', LEVEL: 'medium', SINCE: iso(AT) },
+      { ACCOUNT: 'production', EMAIL: 'user1@example.com', NAME: 'User 1', LEVEL: 'high', SINCE: iso(AT), FLAPPING: '-' },
+      { ACCOUNT: 'staging', EMAIL: 'user4@example.com', NAME: 'User 4', LEVEL: 'high', SINCE: iso(AT), FLAPPING: '-' },
+      { ACCOUNT: 'production', EMAIL: 'user2@example.com', NAME: 'User 2', LEVEL: 'medium', SINCE: iso(AT), FLAPPING: '-' },
       // No event brought user 3 to low: since is unknown.
-      { ACCOUNT: 'production', EMAIL: 'user3@example.com', NAME: 'User 3', LEVEL: 'low', SINCE: '-' },
+      { ACCOUNT: 'production', EMAIL: 'user3@example.com', NAME: 'User 3', LEVEL: 'low', SINCE: '-', FLAPPING: '-' },
     ]);
   });
 
   it('--level high --json: the users at high, with since the time of the event that raised them', async () => {
     expect(await cli.json(['users', '--level', 'high'])).toEqual([
-      { account: { id: ACCOUNT_ID, name: 'production' }, user_id: seeded.users.u1.user_id, email: 'user1@example.com', name: 'User 1', level: 'high', since: iso(AT) },
-      { account: { id: OTHER_ACCOUNT_ID, name: 'staging' }, user_id: seeded.users.u4.user_id, email: 'user4@example.com', name: 'User 4', level: 'high', since: iso(AT) },
+      { account: { id: ACCOUNT_ID, name: 'production' }, user_id: seeded.users.u1.user_id, email: 'user1@example.com', name: 'User 1', level: 'high', since: iso(AT), flapping: false },
+      { account: { id: OTHER_ACCOUNT_ID, name: 'staging' }, user_id: seeded.users.u4.user_id, email: 'user4@example.com', name: 'User 4', level: 'high', since: iso(AT), flapping: false },
     ]);
   });
 
@@ -79,11 +79,11 @@ describe('events', () => {
     expect(rows.find((r) => r.ID === 'evt-3')!.TYPE).toBe('behavior.disabled');
   });
 
-  it('--json: the stored event (the webhook payload) plus id and silenced', async () => {
-    expect(await cli.json(['events', '--type', 'behavior.disabled'])).toEqual([{ ...seeded.events.e3, silenced: null }]);
+  it('--json: the stored event (the webhook payload) plus id, silenced and flapping', async () => {
+    expect(await cli.json(['events', '--type', 'behavior.disabled'])).toEqual([{ ...seeded.events.e3, silenced: null, flapping: false }]);
     const [first] = (await cli.json(['events', '--user', 'USER1@Example.com'])) as Record<string, unknown>[];
-    expect(Object.keys(first!)).toEqual(['type', 'timestamp', 'data', 'id', 'silenced']);
-    expect(first).toEqual({ ...seeded.events.e1, silenced: null });
+    expect(Object.keys(first!)).toEqual(['type', 'timestamp', 'data', 'id', 'silenced', 'flapping']);
+    expect(first).toEqual({ ...seeded.events.e1, silenced: null, flapping: false });
     expect(await cli.json(['events', '--user', seeded.users.u1.user_id])).toEqual([first]);
   });
 

@@ -716,6 +716,33 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
     );
   });
 
+  it('notify.flapping (SPEC §9): off by default; changes and window as given', () => {
+    expect(load().notify.flapping).toBeUndefined();
+    expect(
+      load((doc) => {
+        doc.poll_interval = '1s';
+        doc.notify = { lowered: true, flapping: { changes: 4, window: '6s' } };
+      }).notify.flapping,
+    ).toEqual({ changes: 4, windowMs: 6000 });
+  });
+
+  it.each([
+    [{ changes: 1, window: '30m' }, 'notify.flapping.changes', /must be at least 2$/],
+    [{ changes: 2.5, window: '30m' }, 'notify.flapping.changes', /must be a whole number$/],
+    [{ changes: 4 }, 'notify.flapping.window', /./],
+    [{ changes: 4, window: 30 }, 'notify.flapping.window', /has no unit/],
+    [{ changes: 4, window: '90s' }, 'notify.flapping.window', /must be at least twice poll_interval \(2m or more\)/],
+    [{ changes: 4, window: '30m', after: '1h' }, 'notify.flapping.after', /unknown key/],
+  ])('refuses notify.flapping %j, naming %s', (flapping, keyPath, why) => {
+    expect(
+      problemAt(keyPath, () =>
+        load((doc) => {
+          doc.notify = { flapping };
+        }),
+      ),
+    ).toMatch(why);
+  });
+
   it('refuses max_age without a unit and below a minute', () => {
     problemAt('notify.max_age', () =>
       load((doc) => {

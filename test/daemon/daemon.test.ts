@@ -67,7 +67,17 @@ const ACCOUNTS = ['a', 'b', 'c'].map(
 
 /** A poller that records its polls and can be held mid-poll. */
 function fakePoller(account: AccountConfig, polls: string[], forgotten: string[]): AccountPoller {
-  const outcome: PollOutcome = { users: 0, levels: { low: 0, medium: 0, high: 0 }, silenced: 0, eventTypes: [], rowsWritten: 1, deliveries: 0, firstRun: false };
+  const outcome: PollOutcome = {
+    users: 0,
+    levels: { low: 0, medium: 0, high: 0 },
+    silenced: 0,
+    flappingSuppressed: 0,
+    flapping: 0,
+    eventTypes: [],
+    rowsWritten: 1,
+    deliveries: 0,
+    firstRun: false,
+  };
   return {
     account,
     forget: () => forgotten.push(account.label),

@@ -12,7 +12,7 @@ describe('Metrics.keepAccounts: a reload drops the series of accounts no longer 
   it('removes every per-account series of a removed or renamed account, and keeps the others', async () => {
     const metrics = new Metrics();
     for (const account of ['production', 'staging', 'old-name']) {
-      metrics.pollSucceeded(account, 0.2, { users: 10, levels: { low: 5, medium: 3, high: 2 }, silenced: 1, eventTypes: ['user.risk_level_raised'] });
+      metrics.pollSucceeded(account, 0.2, { users: 10, levels: { low: 5, medium: 3, high: 2 }, silenced: 1, flapping: 1, flappingSuppressed: 2, eventTypes: ['user.risk_level_raised'] });
       metrics.pollFailed(account, 1.5);
       metrics.recordsSkipped(account, 'malformed_user', 2);
     }
@@ -36,8 +36,8 @@ describe('Metrics.keepAccounts: a reload drops the series of accounts no longer 
 describe('who is at risk, over time, and what silences muted', () => {
   it('riskwatch_users{account,level} follows each poll; silenced events are counted; active silences are read from the store at scrape', async () => {
     const metrics = new Metrics();
-    metrics.pollSucceeded('production', 0.1, { users: 6, levels: { low: 3, medium: 2, high: 1 }, silenced: 2, eventTypes: [] });
-    metrics.pollSucceeded('production', 0.1, { users: 6, levels: { low: 2, medium: 2, high: 2 }, silenced: 0, eventTypes: [] });
+    metrics.pollSucceeded('production', 0.1, { users: 6, levels: { low: 3, medium: 2, high: 1 }, silenced: 2, flapping: 0, flappingSuppressed: 0, eventTypes: [] });
+    metrics.pollSucceeded('production', 0.1, { users: 6, levels: { low: 2, medium: 2, high: 2 }, silenced: 0, flapping: 0, flappingSuppressed: 0, eventTypes: [] });
     metrics.watchStore({ deliveryCounts: async () => new Map(), listSilences: async () => [{}, {}, {}] } as never);
     const text = await metrics.registry.metrics();
     expect(text).toContain('riskwatch_users{account="production",level="high"} 2');
@@ -64,7 +64,7 @@ describe('replicas: only the leader of an account exports its users', () => {
       ['staging', true],
     ]);
     metrics.watchLeadership(() => [...leads].map(([account, l]) => ({ account, leads: l })));
-    for (const account of leads.keys()) metrics.pollSucceeded(account, 0.1, { users: 3, levels: { low: 1, medium: 1, high: 1 }, silenced: 0, eventTypes: [] });
+    for (const account of leads.keys()) metrics.pollSucceeded(account, 0.1, { users: 3, levels: { low: 1, medium: 1, high: 1 }, silenced: 0, flapping: 0, flappingSuppressed: 0, eventTypes: [] });
     leads.set('staging', false);
     let lines = await accountLines(metrics);
     expect(lines.filter((line) => /^riskwatch_users(_tracked)?\{/.test(line) && line.includes('account="staging"'))).toEqual([]);
@@ -73,7 +73,7 @@ describe('replicas: only the leader of an account exports its users', () => {
     expect(lines).toContain('riskwatch_account_leader{account="staging"} 0');
 
     leads.set('staging', true);
-    metrics.pollSucceeded('staging', 0.1, { users: 4, levels: { low: 2, medium: 1, high: 1 }, silenced: 0, eventTypes: [] });
+    metrics.pollSucceeded('staging', 0.1, { users: 4, levels: { low: 2, medium: 1, high: 1 }, silenced: 0, flapping: 0, flappingSuppressed: 0, eventTypes: [] });
     lines = await accountLines(metrics);
     expect(lines).toContain('riskwatch_users{account="staging",level="low"} 2');
     expect(lines).toContain('riskwatch_users_tracked{account="staging"} 4');

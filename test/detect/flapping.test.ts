@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { RiskEvent } from '../../src/detect/events.ts';
-import { applyFlapping, type FlappingRules, type FlapState, flappingCount } from '../../src/detect/flapping.ts';
+import type { FlappingRules } from '../../src/config/config.ts';
+import { applyFlapping, type FlapState, flappingCount } from '../../src/detect/flapping.ts';
 import type { RiskLevel } from '../../src/model.ts';
 import { ACCOUNT, riskUser, userEvent } from '../support/store-fixtures.ts';
 

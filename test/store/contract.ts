@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RiskEvent } from '../../src/detect/events.ts';
+import type { FlapState } from '../../src/detect/flapping.ts';
 import { type EventQuery, type Silence, StaleSnapshotError, StateError, type StateStore } from '../../src/store/store.ts';
 import { ACCOUNT, behavior, behaviorEvent, delta, OTHER_ACCOUNT, planned, pollCommit, riskUser, T0, userEvent } from '../support/store-fixtures.ts';
 
@@ -111,7 +112,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
     describe('a fresh store holds no snapshot until the first commit, then counts versions', () => {
       it('reports version 0 and no snapshot, and has nothing to deliver', async () => {
         const store = await open();
-        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set(), flaps: new Map() });
         expect(await store.deliveryCounts()).toEqual(new Map());
         expect(await store.nextDueAt('secops')).toBeUndefined();
         expect(await store.claimDue('secops', T0 + HOUR, 10)).toEqual([]);
@@ -131,6 +132,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
             ]),
           },
           missing: new Set(),
+          flaps: new Map(),
         });
       });
 
@@ -177,7 +179,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const store = await open();
         expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }) }))).toBe(1);
         expect(await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: [users3[0]!] }), expectedVersion: 1 }))).toBe(2);
-        expect(await store.loadSnapshot(OTHER_ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.loadSnapshot(OTHER_ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set(), flaps: new Map() });
         expect(await store.commitPoll(pollCommit({ accountId: OTHER_ACCOUNT.id, delta: delta({ upsertUsers: [riskUser(9, 'medium')] }) }))).toBe(1);
         expect(new Map((await store.loadSnapshot(OTHER_ACCOUNT.id)).snapshot?.userLevels)).toEqual(new Map([[riskUser(9).user_id, 'medium']]));
         expect((await store.loadSnapshot(ACCOUNT.id)).snapshot?.userLevels.size).toBe(3);
@@ -232,7 +234,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         );
         asStateError(store, error);
         expect(writes).toBe(0);
-        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set(), flaps: new Map() });
         expect(
           await store.loadUsers(
             ACCOUNT.id,
@@ -282,7 +284,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const { error, writes } = await refusal(store, () => store.commitPoll(pollCommit({ delta: delta({ upsertUsers: users3 }), events: [e1], deliveries: [planned('secops', [e1]), unstorable] })));
         asStateError(store, error);
         expect(writes).toBe(0);
-        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set(), flaps: new Map() });
         expect(await store.deliveryCounts()).toEqual(new Map());
       });
 
@@ -296,7 +298,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const stateError = asStateError(store, error);
         expect(stateError.message).toMatch(/names event evt-ghost, which is not stored/);
         expect(writes).toBe(0);
-        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set() });
+        expect(await store.loadSnapshot(ACCOUNT.id)).toEqual({ version: 0, snapshot: undefined, missing: new Set(), flaps: new Map() });
         expect(await store.deliveryCounts()).toEqual(new Map());
       });
     });
@@ -877,6 +879,52 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
       });
     });
 
+    describe('flapping (SPEC §9): each user’s recent changes are committed with the poll and read back with the snapshot', () => {
+      const state = (flapping: boolean, n: number): FlapState => ({
+        changes: [{ at: T0 - 1000, from: 'low', to: 'high' }],
+        flapping: flapping ? { lowest: 'low', highest: 'high' } : null,
+        user: { user_id: riskUser(n).user_id, email: riskUser(n).email, name: riskUser(n).name, event_count: 1, last_event: null },
+      });
+      it('upserts and forgets states in the commit; users and status say who is flapping', async () => {
+        const store = await open();
+        const [a, b] = [riskUser(1, 'high'), riskUser(2, 'low')];
+        await store.commitPoll(
+          pollCommit({
+            delta: delta({ upsertUsers: [a, b] }),
+            flaps: {
+              upsert: new Map([
+                [a.user_id, state(true, 1)],
+                [b.user_id, state(false, 2)],
+              ]),
+              remove: [],
+            },
+          }),
+        );
+        expect((await store.loadSnapshot(ACCOUNT.id)).flaps).toEqual(
+          new Map([
+            [a.user_id, state(true, 1)],
+            [b.user_id, state(false, 2)],
+          ]),
+        );
+        expect((await store.listUsers({})).map((u) => [u.userId, u.flapping])).toEqual([
+          [a.user_id, true],
+          [b.user_id, false],
+        ]);
+        expect((await store.status(T0)).accounts.find((x) => x.id === ACCOUNT.id)?.flapping).toBe(1);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 1, flaps: { upsert: new Map(), remove: [a.user_id] } }));
+        const reopened = await harness.reopen(store);
+        expect((await reopened.loadSnapshot(ACCOUNT.id)).flaps).toEqual(new Map([[b.user_id, state(false, 2)]]));
+        expect((await reopened.status(T0)).accounts.find((x) => x.id === ACCOUNT.id)?.flapping).toBe(0);
+      });
+
+      it('a state refused by a stale commit is not stored: it is decided with the poll, under its version', async () => {
+        const store = await open();
+        await store.commitPoll(pollCommit({}));
+        await failureOf(() => store.commitPoll(pollCommit({ expectedVersion: 0, flaps: { upsert: new Map([['u', state(true, 1)]]), remove: [] } })));
+        expect((await store.loadSnapshot(ACCOUNT.id)).flaps).toEqual(new Map());
+      });
+    });
+
     describe('incidents: what sinks opened and riskwatch has not closed', () => {
       const alice = riskUser(1, 'high');
       const KEY = `riskwatch/${ACCOUNT.id}/user/${alice.user_id}`;
@@ -1104,6 +1152,7 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
           lastErrorAt: T0 + 60_000,
           users: { low: 1, medium: 1, high: 1 },
           leader: expect.toSatisfy((leader: unknown) => leader === null || typeof leader === 'string'),
+          flapping: 0,
         });
         expect(status.accounts.find((a) => a.id === OTHER_ACCOUNT.id)).toMatchObject({
           lastSuccessAt: null,
