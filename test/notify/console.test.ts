@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { BehaviorEvent, UserEvent } from '../../src/detect/events.ts';
 import { formatEventLine } from '../../src/notify/sinks/console.ts';
 import { behavior } from '../support/snapshots.ts';
+import { ONE_OF_EACH } from '../support/sink-fixtures.ts';
 
 const TIMESTAMP = '2026-11-22T18:00:05.123Z';
 const ACCOUNT = { id: '023e105f4ecef8ad9ca31a8372d0c353', name: 'production' };
@@ -124,5 +125,16 @@ describe('console lines cannot be broken or reversed by Unicode separators', () 
     });
     expect(line).not.toMatch(/[\u2028\u2029\u202a-\u202e\u2066-\u2069]/);
     expect(line).toContain('A?B?C?D?E');
+  });
+});
+
+describe('formatEventLine: a flapping user (SPEC §9)', () => {
+  it('says user.flapping and user.settled on one line each', () => {
+    expect(formatEventLine(ONE_OF_EACH['user.flapping'])).toBe(
+      '2026-11-22T18:00:05.123Z [production] user.flapping User 0003 <u0003@example.com> is flapping between none and high, 4 level changes in 30m, low now (event evt-u0003)',
+    );
+    expect(formatEventLine(ONE_OF_EACH['user.settled'])).toBe(
+      '2026-11-22T18:00:05.123Z [production] user.settled User 0004 <u0004@example.com> settled at high, after flapping between low and high (event evt-u0004-settled)',
+    );
   });
 });

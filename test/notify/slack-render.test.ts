@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { BehaviorEvent, RiskEvent } from '../../src/detect/events.ts';
 import type { Behavior, RiskEventDetail } from '../../src/model.ts';
 import { escapeSlack, renderSlack, renderSlackTest, SLACK_LIMITS, type SlackMessage } from '../../src/notify/sinks/slack-render.ts';
-import { ACCOUNT as account, behaviorEvent, storm, userEvent } from '../support/sink-fixtures.ts';
+import { ACCOUNT as account, behaviorEvent, ONE_OF_EACH, storm, userEvent } from '../support/sink-fixtures.ts';
 import { behavior as behaviorFixture } from '../support/snapshots.ts';
 
 const MENTION = '<!here>';
@@ -375,5 +375,16 @@ describe('clipping never leaves half an emoji (a lone surrogate)', () => {
     expect(text!.length).toBeGreaterThan(SLACK_LIMITS.sectionText - 3);
     expect(text!.endsWith('🚨…')).toBe(true);
     expect(text!.isWellFormed(), JSON.stringify(text!.slice(-4))).toBe(true);
+  });
+});
+
+describe('a flapping user (SPEC §9): one short line each for user.flapping and user.settled', () => {
+  it('says the levels between which they flap, how often, and the level they settled at', () => {
+    const message = renderSlack([ONE_OF_EACH['user.flapping'], ONE_OF_EACH['user.settled']], undefined);
+    expect(header(message)).toBe('riskwatch · production: 1 user flapping, 1 user settled');
+    const [flapping, settled] = sections(message).filter((text) => /User 000[34]/.test(text));
+    expect(flapping).toContain('is flapping *between none and high, 4 level changes in 30m, low now*');
+    expect(settled).toContain('settled *at high, after flapping between low and high*');
+    expectWithinLimits(message);
   });
 });
