@@ -1,5 +1,6 @@
 import type { EventType, RiskLevel } from '../model.ts';
 import type { Secret } from './secret.ts';
+import type { Schedule } from './schedule.ts';
 
 /**
  * The validated, frozen configuration every other module receives.
@@ -62,6 +63,8 @@ export interface SinkRouting {
   readonly events: ReadonlySet<EventType> | undefined;
   /** Account ids the sink receives; undefined means all. */
   readonly accounts: ReadonlySet<string> | undefined;
+  /** SPEC §9: when a digest of who is at risk goes to the sink; undefined: never. */
+  readonly digest?: Schedule | undefined;
 }
 
 export interface ConsoleSinkConfig extends SinkRouting {

@@ -4,6 +4,7 @@ import { ConfigError, ConfigErrors } from '../errors.ts';
 import type { AccountConfig, Config, Credential, SinkConfig, SinkRouting } from './config.ts';
 import { type ConfigFile, configFileSchema, SECRET_KEYS } from './schema.ts';
 import { formatDuration } from './duration.ts';
+import { parseSchedule, type Schedule, ScheduleError } from './schedule.ts';
 import { Secret } from './secret.ts';
 
 const { readFileSync } = process.getBuiltinModule('node:fs');
@@ -280,6 +281,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
       minLevel: sink.min_level,
       events: sink.events && readonlySet(sink.events),
       accounts: accountIds && readonlySet(accountIds),
+      digest: digestOf(sink, `sinks[${i}]`, problems),
     };
     return sinkConfig(sink, routing);
   });
@@ -308,6 +310,26 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     http: { listen: file.http.listen },
     log: { level: file.log.level, format: file.log.format },
   };
+}
+
+/** A sink's digest schedule (SPEC §9), checked by croner; a problem names the key at fault. */
+function digestOf(sink: ConfigFile['sinks'][number], at: string, problems: string[]): Schedule | undefined {
+  if (sink.digest === undefined) {
+    if (sink.digest_timezone !== undefined) problems.push(`${at}.digest_timezone: has no digest to time: give digest too (a cron line, "0 9 * * 1-5")`);
+    return undefined;
+  }
+  // An Opsgenie alert always pages: a digest would wake someone every morning.
+  if (sink.type === 'opsgenie') {
+    problems.push(`${at}.digest: an Opsgenie sink cannot take a digest (every Opsgenie message is an alert that pages): give it to a chat, email or webhook sink`);
+    return undefined;
+  }
+  try {
+    return parseSchedule(sink.digest, sink.digest_timezone ?? 'UTC');
+  } catch (error) {
+    if (!(error instanceof ScheduleError)) throw error;
+    problems.push(`${at}.${error.key === 'cron' ? 'digest' : 'digest_timezone'}: ${error.message}`);
+    return undefined;
+  }
 }
 
 /** One sink of the file as the config riskwatch runs with, its routing already read. */

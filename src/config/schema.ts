@@ -91,6 +91,9 @@ const routing = {
     .min(1, { error: 'must list at least one event type (or be left out for all)' })
     .optional(),
   accounts: z.array(nonEmpty).min(1, { error: 'must list at least one account (or be left out for all)' }).optional(),
+  // SPEC §9: a cron line, read in digest_timezone (checked with croner in load.ts).
+  digest: nonEmpty.optional(),
+  digest_timezone: nonEmpty.optional(),
 };
 
 const webhookSecret = nonEmpty.refine(

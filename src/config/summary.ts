@@ -49,6 +49,7 @@ function describeSink(sink: SinkConfig, config: Config): string {
     if (headers.length > 0) parts.push(`headers ${headers.map(([name, value]) => `${name}: ${value.masked}`).join(', ')}`);
   }
   parts.push(`min_level ${sink.minLevel}`);
+  if (sink.digest) parts.push(`digest "${sink.digest.cron}" ${sink.digest.timezone}`);
   parts.push(`events ${sink.events ? [...sink.events].join(', ') : 'all'}`);
   const labels = sink.accounts && config.accounts.filter((a) => sink.accounts!.has(a.id)).map((a) => a.label);
   parts.push(`accounts ${labels ? labels.join(', ') : 'all'}`);

@@ -4,6 +4,7 @@ import { CloudflareClient } from '../cloudflare/client.ts';
 import type { Config, Credential, SinkConfig } from '../config/config.ts';
 import { HttpPool } from '../http.ts';
 import type { Logger } from '../log.ts';
+import { DigestScheduler } from '../notify/digest.ts';
 import { createSink } from '../notify/sinks/create.ts';
 import { DEFAULT_DELIVERY_POLICY, DeliveryWorker } from '../notify/worker.ts';
 import type { StateStore } from '../store/store.ts';
@@ -97,6 +98,7 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
   return new Daemon({
     pollers,
     worker,
+    digests: new DigestScheduler({ store, sinks: config.sinks, accounts: config.accounts, clock, log }),
     store,
     clock,
     log,

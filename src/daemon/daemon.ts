@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.ts';
 import type { AccountConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
+import type { DigestScheduler } from '../notify/digest.ts';
 import type { DeliveryWorker } from '../notify/worker.ts';
 import { LeadershipLostError, type StateStore } from '../store/store.ts';
 import type { AccountPoller, PollOutcome } from './poller.ts';
@@ -45,6 +46,8 @@ export interface DaemonOptions {
   readonly onStopped?: () => Promise<void>;
   /** Told after every poll, for metrics. */
   readonly onPoll?: (account: AccountConfig, durationMs: number, result: PollOutcome | Error) => void;
+  /** The sinks' digests (SPEC §9), queued at their slots. */
+  readonly digests?: DigestScheduler;
 }
 
 /** Longest gap between two accounts' first polls: many accounts never fire in the same second. */
@@ -101,6 +104,12 @@ export class Daemon {
     const { pollers, store } = this.#options;
     this.#takeStatus();
     this.#options.worker.start();
+    const { digests, worker } = this.#options;
+    if (digests?.any) {
+      const loop = digests.run(this.#stop.signal, () => worker.wake());
+      this.#running.add(loop);
+      void loop.finally(() => this.#running.delete(loop));
+    }
     if (store.leadershipCheckMs === undefined) {
       this.#follow(new Set(pollers.map((p) => p.account.id)));
     } else {
@@ -119,6 +128,14 @@ export class Daemon {
     for (const poller of pollers) if (!led.has(poller.account.id)) log.info({ account: poller.account.label }, 'another replica leads this account: not polled here');
     const polled = await Promise.all(mine.map((poller) => this.#pollSafely(poller, this.#stop.signal)));
     if (options.deliver === false) return polled.every(Boolean);
+    // A cron-only setup sends its digests too: the slot that passed since the last run, once.
+    let digested = true;
+    if (this.#options.digests?.any) {
+      await this.#options.digests.due(this.#options.clock.now()).catch((error: unknown) => {
+        digested = false;
+        log.error({ err: (error as Error).message }, 'could not queue the due digests');
+      });
+    }
     const { failed } = await this.#options.worker.drainDue();
     const counts = await store.deliveryCounts();
     // Only the configured sinks count: deliveries kept for a removed sink wait for it to come back.
@@ -130,7 +147,7 @@ export class Daemon {
       const next = due.length > 0 ? new Date(Math.min(...due)).toISOString() : undefined;
       log.warn({ pending, nextDueAt: next }, `${pending} deliveries are still pending; they go out on a later run${next ? ` (the next falls due at ${next})` : ''}`);
     }
-    return polled.every(Boolean) && failed === 0 && pending === 0;
+    return polled.every(Boolean) && digested && failed === 0 && pending === 0;
   }
 
   /**

@@ -1,5 +1,6 @@
 import type { RiskEvent } from '../detect/events.ts';
 import type { RetryableError } from '../retry.ts';
+import type { DigestEvent } from './digest.ts';
 import type { IncidentStep } from './incident.ts';
 
 /**
@@ -31,6 +32,8 @@ export interface Sink<Message = unknown> {
    * account removed); `note` says why, where the receiver keeps one.
    */
   renderClose?(key: string, note: string): Message;
+  /** The sink's one message for a digest (SPEC §9), within its receiver's limits. Left out: the sink takes no digest. */
+  renderDigest?(digest: DigestEvent): Message;
   /** The message for one delivery's events (pure: no I/O). */
   render(events: readonly RiskEvent[]): Message;
   /** A clearly marked test message, for `test-sinks`. */

@@ -325,7 +325,11 @@ export class DeliveryWorker {
  * incidents (a retire moved to it by an operator) cannot send one: permanent.
  */
 function render(sink: Sink, delivery: Delivery): unknown {
-  const { incident } = delivery;
+  const { incident, digest } = delivery;
+  if (digest) {
+    if (!sink.renderDigest) throw new DeliveryError(`sink ${sink.name} takes no digest`, { retryable: false });
+    return sink.renderDigest(digest);
+  }
   if (incident?.action !== 'retire') return sink.render(delivery.events);
   if (!sink.renderClose) throw new DeliveryError(`sink ${sink.name} opens no incidents, so it cannot close incident ${incident.key}`, { retryable: false });
   return sink.renderClose(incident.key, incident.note ?? 'the config no longer covers it');
@@ -334,6 +338,7 @@ function render(sink: Sink, delivery: Delivery): unknown {
 /** What a delivery is about, for its log lines: its event types and ids, and the users (email) or behaviors (id) they concern, a few of each. */
 function about(delivery: Delivery): { types: string[]; events: string[]; about: string[] } {
   const few = <T>(items: T[]) => [...new Set(items)].slice(0, 5);
+  if (delivery.digest) return { types: ['digest'], events: [delivery.digest.id], about: [`digest of ${delivery.digest.timestamp}`] };
   return {
     types: few(delivery.events.map((e) => e.type)),
     events: few(delivery.events.map((e) => e.id)),

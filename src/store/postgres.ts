@@ -14,6 +14,8 @@ import {
   eventUserColumns,
   type ClaimedRow,
   CLAIMED_COLUMNS,
+  type DigestCommit,
+  type DigestFacts,
   FLAPPING_COUNTS_SQL,
   flapStatesFrom,
   type IncidentChange,
@@ -194,7 +196,7 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
   // covers one (a raised min_level, a new routing key, a sink or account removed) closes it; what a
   // delivery does to an incident; when an operator last retried a delivery (max_age counts from it,
   // created_at stays). Users a multi-page read missed are found by an index, not a scan. Each
-  // user's recent level changes, and whether they are flapping (SPEC §9).
+  // user's recent level changes, and whether they are flapping, and each sink's last digest (SPEC §9).
   `CREATE TABLE incidents (
      sink text NOT NULL,
      incident_key text NOT NULL,
@@ -216,7 +218,8 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
      flapping smallint NOT NULL,
      state text NOT NULL,
      PRIMARY KEY (account_id, user_id)
-   );`,
+   );
+   CREATE TABLE digests (sink text PRIMARY KEY, last_slot bigint NOT NULL);`,
 ];
 
 /**
@@ -734,6 +737,49 @@ export class PostgresStore implements StateStore {
       }
       return changed;
     });
+  }
+
+  async lastDigest(sink: string): Promise<number | undefined> {
+    return (await this.#query<{ last_slot: number }>('read the last digest', 'SELECT last_slot FROM digests WHERE sink = $1', [sink]))[0]?.last_slot;
+  }
+
+  async commitDigest(digest: DigestCommit): Promise<boolean> {
+    return this.#transaction('queue a digest', async (client) => {
+      const { sink, at, slot, previous, event, delivery } = digest;
+      const moved =
+        previous === undefined
+          ? await client.query('INSERT INTO digests (sink, last_slot) VALUES ($1, $2) ON CONFLICT (sink) DO NOTHING', [sink, slot])
+          : await client.query('UPDATE digests SET last_slot = $2 WHERE sink = $1 AND last_slot = $3', [sink, slot, previous]);
+      if (moved.rowCount === 0) return false;
+      if (event && delivery) {
+        await client.query('INSERT INTO events (id, account_id, type, created_at, body) VALUES ($1, $2, $3, $4, $5)', [event.id, delivery.accountId, event.type, at, JSON.stringify(event)]);
+        await insertDeliveries(client, [delivery], at);
+      }
+      return true;
+    });
+  }
+
+  async digestFacts(query: { accountIds: readonly string[]; minLevel: RiskLevel; since: number; limit: number }): Promise<Map<string, DigestFacts>> {
+    return this.#transaction(
+      'read a digest',
+      async (client) => {
+        const rank = LEVEL_RANK[query.minLevel];
+        const facts = new Map<string, DigestFacts>();
+        for (const id of query.accountIds) {
+          const users = await client.query<UserTableRow>(
+            `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
+               (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since, 0 AS flapping
+             FROM users u WHERE u.account_id = $1 AND u.level >= $2 ORDER BY u.level DESC, u.email, u.user_id LIMIT $3`,
+            [id, rank, query.limit],
+          );
+          const total = await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM users WHERE account_id = $1 AND level >= $2', [id, rank]);
+          const changes = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM events WHERE account_id = $1 AND created_at > $2 AND type <> 'digest'", [id, query.since]);
+          facts.set(id, { users: users.rows.map(userRowFrom), total: Number(total.rows[0]!.n), changes: Number(changes.rows[0]!.n) });
+        }
+        return facts;
+      },
+      'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+    );
   }
 
   async status(now: number): Promise<StoreStatus> {

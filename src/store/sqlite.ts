@@ -16,6 +16,8 @@ import {
   eventUserColumns,
   type ClaimedRow,
   CLAIMED_COLUMNS,
+  type DigestCommit,
+  type DigestFacts,
   FLAPPING_COUNTS_SQL,
   flapStatesFrom,
   type IncidentChange,
@@ -172,7 +174,7 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
   // covers one (a raised min_level, a new routing key, a sink or account removed) closes it; what a
   // delivery does to an incident; when an operator last retried a delivery (max_age counts from it,
   // created_at stays). Users a multi-page read missed are found by an index, not a scan. Each
-  // user's recent level changes, and whether they are flapping (SPEC §9).
+  // user's recent level changes, and whether they are flapping, and each sink's last digest (SPEC §9).
   `CREATE TABLE incidents (
      sink TEXT NOT NULL,
      incident_key TEXT NOT NULL,
@@ -196,7 +198,8 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
      flapping INTEGER NOT NULL,
      state TEXT NOT NULL,
      PRIMARY KEY (account_id, user_id)
-   ) STRICT, WITHOUT ROWID;`,
+   ) STRICT, WITHOUT ROWID;
+   CREATE TABLE digests (sink TEXT PRIMARY KEY, last_slot INTEGER NOT NULL) STRICT;`,
 ];
 
 /**
@@ -653,6 +656,49 @@ export class SqliteStore implements StateStore {
         changed++;
       }
       return changed;
+    });
+  }
+
+  async lastDigest(sink: string): Promise<number | undefined> {
+    return this.#read('read the last digest', () => (this.#stmt('SELECT last_slot FROM digests WHERE sink = ?').get(sink) as { last_slot: number } | undefined)?.last_slot);
+  }
+
+  async commitDigest(digest: DigestCommit): Promise<boolean> {
+    return this.#transaction('queue a digest', { durable: true }, () => {
+      const { sink, at, slot, previous, event, delivery } = digest;
+      const moved =
+        previous === undefined
+          ? this.#stmt('INSERT INTO digests (sink, last_slot) VALUES (?, ?) ON CONFLICT (sink) DO NOTHING').run(sink, slot)
+          : this.#stmt('UPDATE digests SET last_slot = ? WHERE sink = ? AND last_slot = ?').run(slot, sink, previous);
+      if (moved.changes === 0) return false;
+      if (event && delivery) {
+        this.#stmt('INSERT INTO events (id, account_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)').run(event.id, delivery.accountId, event.type, at, JSON.stringify(event));
+        this.#insertDelivery(delivery, at);
+      }
+      return true;
+    });
+  }
+
+  async digestFacts(query: { accountIds: readonly string[]; minLevel: RiskLevel; since: number; limit: number }): Promise<Map<string, DigestFacts>> {
+    return this.#read('read a digest', () => {
+      const rank = LEVEL_RANK[query.minLevel];
+      const users = this.#stmt(
+        `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
+           (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since, 0 AS flapping
+         FROM users u WHERE u.account_id = ? AND u.level >= ? ORDER BY u.level DESC, u.email, u.user_id LIMIT ?`,
+      );
+      const total = this.#stmt('SELECT COUNT(*) AS n FROM users WHERE account_id = ? AND level >= ?');
+      const changes = this.#stmt("SELECT COUNT(*) AS n FROM events WHERE account_id = ? AND created_at > ? AND type <> 'digest'");
+      return new Map(
+        query.accountIds.map((id) => [
+          id,
+          {
+            users: (users.all(id, rank, query.limit) as unknown as UserTableRow[]).map(userRowFrom),
+            total: (total.get(id, rank) as { n: number }).n,
+            changes: (changes.get(id, query.since) as { n: number }).n,
+          },
+        ]),
+      );
     });
   }
 

@@ -1,5 +1,6 @@
 import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
 import type { FlapState } from '../detect/flapping.ts';
+import type { DigestEvent } from '../notify/digest.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { UserFacingError } from '../errors.ts';
 import { type EventType, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
@@ -62,6 +63,16 @@ export interface StateStore extends OperatorStore {
    * Replicas loading the same config at once close each incident once. Returns how many changed.
    */
   retireIncidents(changes: readonly IncidentChange[], now: number): Promise<number>;
+  /** The slot of `sink`'s last digest (or of its first look, which sends nothing), if any (SPEC §9). */
+  lastDigest(sink: string): Promise<number | undefined>;
+  /**
+   * Moves `sink`'s last digest slot from `previous` to `slot` and queues the digest with it (its
+   * event and delivery), in one transaction; false when another process moved it first, so a
+   * slot is sent once whoever looks. With `previous` undefined: records the first slot only.
+   */
+  commitDigest(digest: DigestCommit): Promise<boolean>;
+  /** For a digest, per account: the users at `minLevel` or above (highest first, at most `limit`), how many, and the events recorded since `since`. */
+  digestFacts(query: { readonly accountIds: readonly string[]; readonly minLevel: RiskLevel; readonly since: number; readonly limit: number }): Promise<Map<string, DigestFacts>>;
   /** Pending and dead-lettered deliveries per sink (the whole outbox, whoever drains it), for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
   /**
@@ -412,7 +423,8 @@ export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
 
 /** The WHERE clause of listEvents, with a placeholder for each filter given (the same on both stores, with their placeholders). */
 export function eventFilters(query: EventQuery): { where: string; params: (string | number)[] } {
-  const clauses = ['created_at >= ?'];
+  // A digest is stored as an event (its delivery names it), but it is no change: `events` leaves it out.
+  const clauses = ['created_at >= ?', "type <> 'digest'"];
   const params: (string | number)[] = [query.since];
   const filter = (clause: string, ...values: (string | number)[]) => {
     clauses.push(clause);
@@ -497,6 +509,22 @@ export interface OpenIncident {
   readonly trigger: 'pending' | 'delivered' | 'dead';
 }
 
+export interface DigestCommit {
+  readonly sink: string;
+  /** When it is queued: its event is recorded then, and its delivery made (max_age counts from it). */
+  readonly at: number;
+  readonly slot: number;
+  readonly previous: number | undefined;
+  readonly event?: DigestEvent;
+  readonly delivery?: PlannedDelivery;
+}
+
+export interface DigestFacts {
+  readonly users: readonly UserRow[];
+  readonly total: number;
+  readonly changes: number;
+}
+
 /** What a config load does to an open incident it no longer covers (retireIncidents). */
 export interface IncidentChange {
   /** As listed: the change applies only while the incident is still open from the same trigger. */
@@ -526,6 +554,8 @@ export interface Delivery {
   /** When its current run of attempts began (notify.max_age counts from it): made, or last retried or moved by an operator. */
   readonly since: number;
   readonly incident?: DeliveryIncident;
+  /** A digest's delivery (SPEC §9): the digest, and no events. */
+  readonly digest?: DigestEvent;
 }
 
 export type DeliveryOutcome =
@@ -655,6 +685,13 @@ export const CLAIMED_COLUMNS = 'id, account_id, event_ids, attempts, created_at,
  * that is gone would block its sink for good: a StateError naming the store (`where`).
  */
 export function claimedDelivery(where: string, sink: string, row: ClaimedRow, eventIds: readonly string[], bodyOf: (id: string) => string | undefined): Delivery {
+  const bodies = eventIds.map((id) => {
+    const body = bodyOf(id);
+    if (body === undefined) throw new StateError(`${where}: delivery ${row.id} refers to event ${id}, which is missing`);
+    return JSON.parse(body) as RiskEvent | DigestEvent;
+  });
+  const digest = bodies.find((event): event is DigestEvent => event.type === 'digest');
+  const stored = digest ? { events: [], digest } : { events: bodies as RiskEvent[] };
   return {
     id: row.id,
     sink,
@@ -665,11 +702,7 @@ export function claimedDelivery(where: string, sink: string, row: ClaimedRow, ev
     ...(row.incident_action && row.incident_key !== null
       ? { incident: { action: row.incident_action, key: row.incident_key, ...(row.incident_note === null ? {} : { note: row.incident_note }) } }
       : {}),
-    events: eventIds.map((id) => {
-      const body = bodyOf(id);
-      if (body === undefined) throw new StateError(`${where}: delivery ${row.id} refers to event ${id}, which is missing`);
-      return JSON.parse(body) as RiskEvent;
-    }),
+    ...stored,
   };
 }
 
@@ -680,7 +713,8 @@ export function claimedDelivery(where: string, sink: string, row: ClaimedRow, ev
 export function pendingSubjects(rows: Iterable<{ readonly id: number; readonly sink: string; readonly body: string }>): [id: number, sink: string, subject: string][] {
   const subjects = new Map<string, [number, string, string]>();
   for (const { id, sink, body } of rows) {
-    const subject = subjectOf(JSON.parse(body) as RiskEvent);
+    const event = JSON.parse(body) as RiskEvent | DigestEvent;
+    const subject = event.type === 'digest' ? `digest/${event.data.sink}` : subjectOf(event);
     subjects.set(`${id} ${subject}`, [id, sink, subject]);
   }
   return [...subjects.values()];

@@ -743,6 +743,37 @@ describe('a Slack sink may carry mentions, and only real Slack mention syntax', 
     ).toMatch(why);
   });
 
+  it('sinks[].digest (SPEC §9): a cron line, read in digest_timezone (UTC by default)', () => {
+    const config = load((doc) => {
+      doc.sinks[0]!.digest = '0 9 * * 1-5';
+      doc.sinks[0]!.digest_timezone = 'Europe/Paris';
+      doc.sinks[1]!.digest = '30 17 * * *';
+    });
+    const [paris, utc] = [config.sinks[0]!.digest!, config.sinks[1]!.digest!];
+    expect([paris.cron, paris.timezone, utc.timezone]).toEqual(['0 9 * * 1-5', 'Europe/Paris', 'UTC']);
+    // Friday 2026-12-04 10:00 UTC: 09:00 in Paris was 08:00 UTC; the next is Monday's.
+    const at = Date.UTC(2026, 11, 4, 10);
+    expect([paris.latestAt(at), paris.nextAfter(at)]).toEqual([Date.UTC(2026, 11, 4, 8), Date.UTC(2026, 11, 7, 8)]);
+    expect(load().sinks[0]!.digest).toBeUndefined();
+  });
+
+  it.each([
+    [{ digest: '61 * * * *' }, 'sinks[0].digest', /"61 \* \* \* \*" is not a cron line riskwatch can use \(.*minute.*\): five fields, minute hour day month weekday, as in "0 9 \* \* 1-5"$/],
+    [{ digest: 'every morning' }, 'sinks[0].digest', /is not a cron line/],
+    [{ digest: '0 9 30 2 *' }, 'sinks[0].digest', /it never fires/],
+    [{ digest: '0 9 * * *', digest_timezone: 'Mars/Olympus' }, 'sinks[0].digest_timezone', /"Mars\/Olympus" is not an IANA time zone/],
+    [{ digest_timezone: 'UTC' }, 'sinks[0].digest_timezone', /has no digest to time/],
+    [{ type: 'opsgenie', api_key: 'genie-key-1', url: undefined, mention: undefined, digest: '0 9 * * *' }, 'sinks[0].digest', /an Opsgenie sink cannot take a digest/],
+  ])('refuses %j, naming %s', (fields, keyPath, why) => {
+    expect(
+      problemAt(keyPath, () =>
+        load((doc) => {
+          doc.sinks = [Object.fromEntries(Object.entries({ ...doc.sinks[0]!, events: undefined, min_level: undefined, ...fields }).filter(([, v]) => v !== undefined))];
+        }),
+      ),
+    ).toMatch(why);
+  });
+
   it('refuses max_age without a unit and below a minute', () => {
     problemAt('notify.max_age', () =>
       load((doc) => {

@@ -925,6 +925,51 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
       });
     });
 
+    describe('digests (SPEC §9): each sink’s last slot moves on once, with its event and delivery', () => {
+      const digest = (slot: number, sink = 'daily') =>
+        ({
+          id: `digest/${sink}/${new Date(slot).toISOString()}`,
+          type: 'digest',
+          timestamp: new Date(slot).toISOString(),
+          data: { sink, min_level: 'high', since: new Date(slot - HOUR).toISOString(), accounts: [] },
+        }) as const;
+      const delivery = (slot: number, sink = 'daily') => ({ sink, accountId: '*', eventIds: [digest(slot, sink).id], subjects: [`digest/${sink}`] });
+
+      it('a first look records the slot only; the next slot is queued once, whoever asks twice; the delivery carries the digest', async () => {
+        const store = await open();
+        expect(await store.lastDigest('daily')).toBeUndefined();
+        expect(await store.commitDigest({ sink: 'daily', at: T0, slot: T0, previous: undefined })).toBe(true);
+        expect(await store.commitDigest({ sink: 'daily', at: T0, slot: T0, previous: undefined })).toBe(false);
+        expect(await store.lastDigest('daily')).toBe(T0);
+        expect(await store.deliveryCounts()).toEqual(new Map());
+        const next = T0 + HOUR;
+        expect(await store.commitDigest({ sink: 'daily', at: next + 5, slot: next, previous: T0, event: digest(next), delivery: delivery(next) })).toBe(true);
+        // A replica that read the same last slot: refused, nothing written twice.
+        expect(await store.commitDigest({ sink: 'daily', at: next + 6, slot: next, previous: T0, event: digest(next), delivery: delivery(next) })).toBe(false);
+        expect(await store.lastDigest('daily')).toBe(next);
+        const [claimed, ...more] = await store.claimDue('daily', next + 5, 10);
+        expect(more).toEqual([]);
+        expect(claimed).toMatchObject({ accountId: '*', events: [], digest: digest(next), createdAt: next + 5 });
+        // Not a change: `events` leaves it out.
+        expect(await store.listEvents({ since: 0, limit: 10 })).toEqual([]);
+      });
+
+      it('digestFacts: per account, users at min_level or above (highest first, limited), their count, and the changes since', async () => {
+        const store = await open();
+        const users = [riskUser(1, 'high'), riskUser(2, 'medium'), riskUser(3, 'low'), riskUser(4, 'high')];
+        const up = userEvent('evt-up', users[0]!, 'low', 'high', T0 + 10);
+        await store.commitPoll(pollCommit({ polledAt: T0 + 10, delta: delta({ upsertUsers: users }), events: [up] }));
+        const facts = await store.digestFacts({ accountIds: [ACCOUNT.id, OTHER_ACCOUNT.id], minLevel: 'medium', since: T0, limit: 2 });
+        expect(facts.get(ACCOUNT.id)).toEqual({
+          users: [expect.objectContaining({ userId: users[0]!.user_id, level: 'high', since: T0 + 10 }), expect.objectContaining({ userId: users[3]!.user_id, level: 'high', since: null })],
+          total: 3,
+          changes: 1,
+        });
+        expect(facts.get(OTHER_ACCOUNT.id)).toEqual({ users: [], total: 0, changes: 0 });
+        expect((await store.digestFacts({ accountIds: [ACCOUNT.id], minLevel: 'high', since: T0 + 10, limit: 10 })).get(ACCOUNT.id)).toMatchObject({ total: 2, changes: 0 });
+      });
+    });
+
     describe('incidents: what sinks opened and riskwatch has not closed', () => {
       const alice = riskUser(1, 'high');
       const KEY = `riskwatch/${ACCOUNT.id}/user/${alice.user_id}`;

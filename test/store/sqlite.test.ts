@@ -86,7 +86,7 @@ describe('the state is one SQLite file', () => {
     older.exec(`CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; DROP TABLE delivery_subjects;
       DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
       ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
-      DROP TABLE incidents; DROP TABLE flapping; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
+      DROP TABLE incidents; DROP TABLE flapping; DROP TABLE digests; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
       ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at;
       PRAGMA user_version = 2;`);
     older.close();

@@ -1,6 +1,7 @@
 import type { AccountRef, RiskEvent } from '../../detect/events.ts';
 import { levelChange, userVerb } from '../describe.ts';
 import { isUserEvent } from '../../detect/events.ts';
+import { type DigestEvent, digestText } from '../digest.ts';
 import type { Sink } from '../sink.ts';
 
 /** One readable line per event on stdout (SPEC §5): for the demo and for trying a config. */
@@ -16,6 +17,12 @@ export class ConsoleSink implements Sink<readonly string[]> {
 
   render(events: readonly RiskEvent[]): readonly string[] {
     return events.map(formatEventLine);
+  }
+
+  /** A digest (SPEC §9): its title, then a line per account and per user. */
+  renderDigest(digest: DigestEvent): readonly string[] {
+    const { title, rows } = digestText(digest);
+    return [`${digest.timestamp} ${title} (digest ${digest.id})`, ...rows.map((row) => `${row.kind === 'account' ? '  ' : '    '}${row.text}`)];
   }
 
   renderTest(): readonly string[] {

@@ -1,6 +1,7 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import { accountLabel, behaviorChange, behaviorName, levelChange, oneLine, shownEvent, summarize, userFacts, userName, userVerb } from '../describe.ts';
 import { type Cuts, clip, fitCount, plural } from '../limits.ts';
+import { type DigestEvent, type DigestRow, digestText } from '../digest.ts';
 import type { Shortened } from '../sink.ts';
 
 const { createHash } = process.getBuiltinModule('node:crypto');
@@ -158,4 +159,32 @@ function behaviorItem(event: BehaviorEvent): Item {
   const text = `[BEHAVIOR] ${behaviorName(event)} ${behaviorChange(event)}`;
   const html = `<div style="${STYLE.item}"><strong>${escapeHtml(behaviorName(event))}</strong> ${escapeHtml(behaviorChange(event))}</div>`;
   return { text, html };
+}
+
+/** A digest (SPEC §9) as one email: its title as the subject, a line per account and per user; well within the body budget (at most 100 users an account). */
+export function renderEmailDigest(digest: DigestEvent, options: EmailOptions): EmailMessage {
+  const cuts: Cuts = [];
+  const { title, rows } = digestText(digest);
+  const shown = rows.map((row) => ({ ...row, text: clip(row.text, EMAIL_LIMITS.textChars, cuts, 'a line') }));
+  const line = (row: DigestRow) => (row.kind === 'account' ? `\n${row.text}` : `  ${row.kind === 'user' ? `[${row.level!.toUpperCase()}] ` : ''}${row.text}`);
+  const htmlRow = (row: DigestRow) =>
+    row.kind === 'account' ? `<h3 style="${STYLE.title}">${escapeHtml(row.text)}</h3>` : `<div style="${row.kind === 'user' ? STYLE.item : STYLE.subtle}">${escapeHtml(row.text)}</div>`;
+  const slot = `Cloudflare Zero Trust risk scoring · digest of ${digest.timestamp}`;
+  return {
+    subject: clip(oneLine(`${options.subjectPrefix} ${title}`), EMAIL_LIMITS.subjectChars, cuts, 'subject'),
+    text: [title, slot, ...shown.map(line), '', FOOTER, ''].join('\n'),
+    html: [
+      '<!DOCTYPE html>',
+      '<html><head><meta charset="utf-8"></head>',
+      `<body style="${STYLE.body}">`,
+      `<h2 style="${STYLE.title}">${escapeHtml(title)}</h2>`,
+      `<p style="${STYLE.subtle}">${escapeHtml(slot)}</p>`,
+      ...shown.map(htmlRow),
+      `<p style="${STYLE.footer}">${escapeHtml(FOOTER)}</p>`,
+      '</body></html>',
+      '',
+    ].join('\n'),
+    messageId: `<riskwatch.${createHash('sha256').update(digest.id).digest('hex').slice(0, 32)}@${senderDomain(options.from)}>`,
+    cuts,
+  };
 }

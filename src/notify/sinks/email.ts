@@ -3,8 +3,9 @@ import type { Clock } from '../../clock.ts';
 import type { EmailSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import { isLoopbackHost } from '../../http.ts';
+import type { DigestEvent } from '../digest.ts';
 import type { Sink } from '../sink.ts';
-import { type EmailMessage, type EmailOptions, renderEmail, renderEmailTest } from './email-render.ts';
+import { type EmailMessage, type EmailOptions, renderEmail, renderEmailDigest, renderEmailTest } from './email-render.ts';
 import { smtpFailure } from './http-errors.ts';
 
 /**
@@ -73,6 +74,10 @@ export class EmailSink implements Sink<EmailMessage> {
 
   render(events: readonly RiskEvent[]): EmailMessage {
     return renderEmail(events, this.#options);
+  }
+
+  renderDigest(digest: DigestEvent): EmailMessage {
+    return renderEmailDigest(digest, this.#options);
   }
 
   renderTest(): EmailMessage {

@@ -5,6 +5,7 @@ import type { Http } from '../../http.ts';
 import { accountLabel, alertLevel, headline, oneLine } from '../describe.ts';
 import { type IncidentStep, incidentStep } from '../incident.ts';
 import { clip, type Cuts, jsonBytes } from '../limits.ts';
+import { type DigestEvent, digestText } from '../digest.ts';
 import type { Shortened, Sink } from '../sink.ts';
 import { postJson } from './post.ts';
 
@@ -95,6 +96,14 @@ export class PagerDutySink implements Sink<PagerDutyMessage> {
       if (plan !== undefined) requests.push(this.#request(event, plan, cuts));
     }
     return { requests, cuts };
+  }
+
+  /** A digest (SPEC §9) as a change event: it pages nobody; its details are the digest's data, within the body limit. */
+  renderDigest(digest: DigestEvent): PagerDutyMessage {
+    const cuts: Cuts = [];
+    const summary = clip(digestText(digest).title, PAGERDUTY_LIMITS.summary, cuts, 'summary');
+    const payload = withinBodyLimit({ summary, source: 'riskwatch', timestamp: digest.timestamp, custom_details: digest.data }, {}, cuts);
+    return { requests: [{ path: '/v2/change/enqueue', body: { payload } }], cuts };
   }
 
   /** A change event: it proves the routing key and pages nobody. */

@@ -1,6 +1,7 @@
 import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from '../../detect/events.ts';
 import type { RiskLevel } from '../../model.ts';
 import { accountLabel, levelChange, summarize, userVerb } from '../describe.ts';
+import { type DigestEvent, type DigestRow, digestText } from '../digest.ts';
 import { clip } from '../limits.ts';
 
 /**
@@ -107,4 +108,30 @@ function behaviorText(event: BehaviorEvent): string {
 function clipEscaped(text: string, max: number): string {
   const cut = clip(text, max);
   return cut === text ? text : `${cut.slice(0, -1).replace(/&[a-z]{0,3}$/, '')}…`;
+}
+
+/**
+ * A digest (SPEC §9) as one Slack message: the title as its header, then the
+ * accounts and their users as lines packed into sections of at most 3,000
+ * characters; past the 50 blocks, "…and N more" names how many users were left out.
+ */
+export function renderSlackDigest(digest: DigestEvent, mention: string | undefined): SlackMessage {
+  const { title, rows } = digestText(digest);
+  const blocks: Block[] = [{ type: 'header', text: { type: 'plain_text', text: clipEscaped(title, SLACK_LIMITS.headerText), emoji: true } }];
+  if (mention) blocks.push(mentionSection(mention));
+  const line = (row: DigestRow) => (row.kind === 'account' ? `*${escapeSlack(row.text)}*` : row.kind === 'user' ? `${LEVEL_ICON[row.level!]} ${escapeSlack(row.text)}` : `_${escapeSlack(row.text)}_`);
+  // Lines packed into sections; each section knows how many users it lists.
+  const sections: { text: string; users: number }[] = [];
+  for (const row of rows) {
+    const next = line(row);
+    const last = sections.at(-1);
+    if (last && last.text.length + 1 + next.length <= SLACK_LIMITS.sectionText) last.text += `\n${next}`;
+    else sections.push({ text: next, users: 0 });
+    if (row.kind === 'user') sections.at(-1)!.users++;
+  }
+  const room = SLACK_LIMITS.blocks - blocks.length - 1;
+  for (const { text } of sections.slice(0, room)) blocks.push(section(text));
+  const left = sections.slice(room).reduce((n, s) => n + s.users, 0);
+  if (sections.length > room) blocks.push({ type: 'context', elements: [verbatim(`…and ${left} more ${left === 1 ? 'user' : 'users'} (riskwatch users lists them all)`)] });
+  return { text: `${mention ? `${mention} ` : ''}${escapeSlack(title)}`, blocks };
 }

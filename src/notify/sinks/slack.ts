@@ -5,8 +5,9 @@ import type { RiskEvent } from '../../detect/events.ts';
 import { type Http, sharedHttp } from '../../http.ts';
 import { USER_AGENT } from '../../version.ts';
 import type { Sink } from '../sink.ts';
+import type { DigestEvent } from '../digest.ts';
 import { httpFailure, readAnswer, redact, transportFailure, urlSecrets } from './http-errors.ts';
-import { renderSlack, renderSlackTest, type SlackMessage } from './slack-render.ts';
+import { renderSlack, renderSlackDigest, renderSlackTest, type SlackMessage } from './slack-render.ts';
 
 /** Slack allows about one message per second per incoming webhook. */
 const MIN_SPACING_MS = 1000;
@@ -55,6 +56,10 @@ export class SlackSink implements Sink<SlackMessage> {
 
   render(events: readonly RiskEvent[]): SlackMessage {
     return renderSlack(events, this.#config.mention);
+  }
+
+  renderDigest(digest: DigestEvent): SlackMessage {
+    return renderSlackDigest(digest, this.#config.mention);
   }
 
   renderTest(): SlackMessage {

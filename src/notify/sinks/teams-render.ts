@@ -2,6 +2,7 @@ import { type BehaviorEvent, isUserEvent, type RiskEvent, type UserEvent } from 
 import type { RiskLevel } from '../../model.ts';
 import { accountLabel, behaviorChange, levelChange, oneLine, shownEvent, summarize, userFacts, userVerb } from '../describe.ts';
 import { type Cuts, clip, fitCount, jsonBytes, plural } from '../limits.ts';
+import { type DigestEvent, digestText } from '../digest.ts';
 import type { Shortened } from '../sink.ts';
 
 /**
@@ -163,4 +164,30 @@ function userLines(event: UserEvent): CardElement[] {
 function behaviorLines(event: BehaviorEvent): CardElement[] {
   const { behavior } = event.data;
   return [rich([run(`${BEHAVIOR_ICON[event.type]} `), run(behavior.name, { weight: 'Bolder' }), run(` (${behavior.id}) ${behaviorChange(event)}`)])];
+}
+
+/**
+ * A digest (SPEC §9) as one card: its title, then a line per account (bold)
+ * and per user; as many as fit the 20,000-byte request, then "…and N more
+ * users" saying how many were left out.
+ */
+export function renderTeamsDigest(digest: DigestEvent): TeamsMessage {
+  const cuts: Cuts = [];
+  const { title: full, rows } = digestText(digest);
+  const title = clip(full, TEAMS_LIMITS.titleChars, cuts, 'title');
+  const head: CardElement[] = [rich([run(title, { weight: 'Bolder', size: 'Medium' })]), note(`Cloudflare Zero Trust risk scoring · digest of ${digest.timestamp}`)];
+  const lines = rows.map((row) => {
+    const text = clip(row.text, TEAMS_LIMITS.textChars, cuts, 'a line');
+    if (row.kind === 'account') return item([rich([run(text, { weight: 'Bolder' })])]);
+    if (row.kind === 'more') return rich([run(text, { isSubtle: true })], 'None');
+    return rich([run(`${LEVEL_ICON[row.level!]} `), run(text, { color: LEVEL_COLOR[row.level!] })], 'None');
+  });
+  const usersAfter = (n: number) => rows.slice(n).filter((row) => row.kind === 'user').length;
+  const build = (n: number): TeamsPayload => {
+    const left = usersAfter(n);
+    return payload(title, [...head, ...lines.slice(0, n), ...(n < rows.length ? [note(`…and ${plural(left, 'more user')} (riskwatch users lists them all)`)] : [])]);
+  };
+  const n = fitCount(lines.length, (k) => jsonBytes(build(k)) <= TEAMS_LIMITS.requestBytes);
+  if (n < rows.length) cuts.push(`${plural(usersAfter(n), 'user')} left out as "…and N more" to fit ${TEAMS_LIMITS.requestBytes} bytes`);
+  return { payload: build(n), cuts };
 }

@@ -2,10 +2,11 @@ import type { Clock } from '../../clock.ts';
 import type { TeamsSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import type { Http } from '../../http.ts';
+import type { DigestEvent } from '../digest.ts';
 import type { Sink } from '../sink.ts';
 import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
-import { renderTeams, renderTeamsTest, type TeamsMessage } from './teams-render.ts';
+import { renderTeams, renderTeamsDigest, renderTeamsTest, type TeamsMessage } from './teams-render.ts';
 
 /**
  * Microsoft Teams through a Power Automate Workflows webhook (SPEC §5): one
@@ -31,6 +32,10 @@ export class TeamsSink implements Sink<TeamsMessage> {
 
   render(events: readonly RiskEvent[]): TeamsMessage {
     return renderTeams(events);
+  }
+
+  renderDigest(digest: DigestEvent): TeamsMessage {
+    return renderTeamsDigest(digest);
   }
 
   renderTest(): TeamsMessage {

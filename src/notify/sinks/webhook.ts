@@ -2,6 +2,7 @@ import type { Clock } from '../../clock.ts';
 import type { WebhookSinkConfig } from '../../config/config.ts';
 import type { RiskEvent } from '../../detect/events.ts';
 import type { Http } from '../../http.ts';
+import type { DigestEvent } from '../digest.ts';
 import type { Sink } from '../sink.ts';
 import { urlSecrets } from './http-errors.ts';
 import { postJson } from './post.ts';
@@ -38,6 +39,11 @@ export class WebhookSink implements Sink<readonly WebhookMessage[]> {
   /** One message per event. A delivery holds one event, except one planned for a grouping sink that a reload turned into a webhook. */
   render(events: readonly RiskEvent[]): readonly WebhookMessage[] {
     return events.map((event) => ({ id: event.id, body: JSON.stringify({ type: event.type, timestamp: event.timestamp, data: event.data }) }));
+  }
+
+  /** A digest (SPEC §9) as the webhook's event of type `digest`, under the digest's id. */
+  renderDigest(digest: DigestEvent): readonly WebhookMessage[] {
+    return [{ id: digest.id, body: JSON.stringify({ type: digest.type, timestamp: digest.timestamp, data: digest.data }) }];
   }
 
   renderTest(): readonly WebhookMessage[] {
