@@ -266,9 +266,9 @@ export class SqliteStore implements StateStore {
     try {
       db = new sqlite.DatabaseSync(file, { timeout: 5000 });
       // Refuse a file that is not ours before changing anything in it, even its journal mode.
-      const version = checkSchema(db, file);
+      checkSchema(db, file);
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
-      migrate(db, version);
+      migrate(db, file);
       ownedLikeItsDirectory(file);
       if (lock) {
         db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, started_at) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), now());
@@ -855,29 +855,50 @@ function describeHolder(file: string): string {
 }
 
 /** The file's schema version, after making sure it is a riskwatch state file this riskwatch can use. */
+/**
+ * The file's schema version, refusing a file another program or a newer riskwatch wrote. The
+ * version and the tables are read in one transaction: another riskwatch migrating the same new
+ * file at the same moment (a daemon and an operator command, starting together) commits both at once.
+ */
 function checkSchema(db: DatabaseSync, file: string): number {
-  const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
-  if (version > SCHEMA_VERSION) {
-    throw new StateError(`state file ${file} was written by a newer riskwatch (schema ${version}; this one knows up to ${SCHEMA_VERSION}); upgrade riskwatch or restore a backup`);
+  db.exec('BEGIN');
+  try {
+    const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+    if (version > SCHEMA_VERSION) {
+      throw new StateError(`state file ${file} was written by a newer riskwatch (schema ${version}; this one knows up to ${SCHEMA_VERSION}); upgrade riskwatch or restore a backup`);
+    }
+    if (version === 0) {
+      const tables = (db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'").get() as { n: number }).n;
+      if (tables > 0) throw new StateError(`state file ${file} is an SQLite database but not a riskwatch state file; give state.sqlite a path of its own`);
+    }
+    return version;
+  } finally {
+    db.exec('COMMIT');
   }
-  if (version === 0) {
-    const tables = (db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'").get() as { n: number }).n;
-    if (tables > 0) throw new StateError(`state file ${file} is an SQLite database but not a riskwatch state file; give state.sqlite a path of its own`);
-  }
-  return version;
 }
 
-function migrate(db: DatabaseSync, version: number): void {
-  for (let next = version; next < SCHEMA_VERSION; next++) {
+/**
+ * Brings the schema to SCHEMA_VERSION, one migration a transaction. The version is read again
+ * under each transaction's write lock: another process may have migrated the file meanwhile
+ * (both opening a new file at once), and a migration must never run twice.
+ */
+function migrate(db: DatabaseSync, file: string): void {
+  for (;;) {
     db.exec('BEGIN IMMEDIATE');
     try {
-      const migration = MIGRATIONS[next]!;
+      const current = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+      if (current > SCHEMA_VERSION) throw new StateError(`state file ${file} was migrated meanwhile by a newer riskwatch (schema ${current}); upgrade riskwatch`);
+      if (current === SCHEMA_VERSION) {
+        db.exec('COMMIT');
+        return;
+      }
+      const migration = MIGRATIONS[current]!;
       if (typeof migration === 'string') db.exec(migration);
       else migration(db);
-      db.exec(`PRAGMA user_version = ${next + 1}`);
+      db.exec(`PRAGMA user_version = ${current + 1}`);
       db.exec('COMMIT');
     } catch (error) {
-      db.exec('ROLLBACK');
+      if (db.isTransaction) db.exec('ROLLBACK');
       throw error;
     }
   }

@@ -388,6 +388,26 @@ function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
 }
 
 describe('operator commands share the file with a running riskwatch (SPEC §3)', () => {
+  it('processes opening a new state file at the same moment (a daemon starting, status beside it) each migrate it once, never twice', async () => {
+    fs.rmSync(file, { force: true });
+    const script = `import { SqliteStore } from ${JSON.stringify(pathToFileURL(path.join(REPO, 'src/store/sqlite.ts')).href)};
+      try { const store = SqliteStore.open(${JSON.stringify(file)}, { shared: 'write' }); await store.close(); console.log('ok'); }
+      catch (error) { console.log(error.message); }`;
+    const children = Array.from({ length: 8 }, () => spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    const said = await Promise.all(
+      children.map(async (child) => {
+        let out = '';
+        child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        await once(child, 'close');
+        return out.trim();
+      }),
+    );
+    expect(said).toEqual(Array(8).fill('ok'));
+    const db = new DatabaseSync(file, { readOnly: true });
+    expect(db.prepare('PRAGMA user_version').get()).toEqual({ user_version: SCHEMA_VERSION });
+    db.close();
+  });
+
   it('a shared store is not refused by the process lock, and its writes are what the daemon’s next commit sees', async () => {
     const daemon = open();
     await daemon.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'low')] }) }));
