@@ -37,6 +37,9 @@ accounts:
 poll_interval: 2s
 notify:
   lowered: true
+  flapping:
+    changes: 4
+    window: 30s
 state:
   sqlite: ./demo.db
 sinks:
