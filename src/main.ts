@@ -83,10 +83,10 @@ function parseCommandLine(name: string, argv: readonly string[], options: NonNul
 
 if (import.meta.main) {
   // A reader that has what it wanted closes the pipe (`riskwatch events | head -1`): stop quietly.
-  // A daemon whose stdout is gone has nowhere to log or print events: it stops too, as a failure.
+  // A command that delivers (its console sink prints events) has nowhere to print them: it stops, as a failure.
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error;
-    process.exit(process.argv[2] === 'run' ? 1 : 0);
+    process.exit(['run', 'once', 'demo'].includes(process.argv[2] ?? '') ? 1 : 0);
   });
   const io: Io = {
     out: (line) => process.stdout.write(`${line}\n`),

@@ -1,6 +1,6 @@
 import { type Config, isIncidentSink, type SinkConfig } from '../config/config.ts';
 import type { Logger } from '../log.ts';
-import type { RiskLevel } from '../model.ts';
+import { LEVEL_RANK, type RiskLevel } from '../model.ts';
 import { uncoveredBecause } from '../notify/incident.ts';
 import { type IncidentChange, type OpenIncident, type StateStore, subjectParts } from '../store/store.ts';
 
@@ -24,7 +24,9 @@ export interface IncidentPlan {
  * reload replaces, and sinks kept from earlier reloads). A close with a key only
  * they have goes to a sink of its own, `<sink>@<credential id>`, kept in memory
  * until it is delivered. A close no config riskwatch holds could send (the key
- * changed while it was stopped) is left open and said until resolved by hand.
+ * changed while it was stopped) is left open, and said (once, as it is opened again under the
+ * new key; or at each load, while nothing covers it) to be resolved by hand. A sink renamed with
+ * the same key keeps its incidents open, as the renamed sink's.
  */
 export async function planIncidentCloses(store: StateStore, config: Config, held: readonly SinkConfig[] = []): Promise<IncidentPlan> {
   const open = await store.listIncidents({});
@@ -33,9 +35,18 @@ export async function planIncidentCloses(store: StateStore, config: Config, held
   const retired = new Map<string, SinkConfig>();
   const stranded: { incident: OpenIncident; why: string }[] = [];
   for (const incident of open) {
-    const why = uncoveredBecause(incident, config, levels.get(incident.subject));
+    const level = levels.get(incident.subject);
+    const why = uncoveredBecause(incident, config, level);
     const sink = config.sinks.find((s) => s.name === incident.sink);
     const current = sink && isIncidentSink(sink) ? sink : undefined;
+    // A sink renamed (gone, and another with the same key covers the incident): it stays open, now that one's.
+    const heir = sink
+      ? undefined
+      : config.sinks.find((s) => isIncidentSink(s) && s.credentialId === incident.credentialId && uncoveredBecause({ ...incident, sink: s.name }, config, level) === undefined);
+    if (heir) {
+      changes.push({ incident, rehome: { sink: heir.name } });
+      continue;
+    }
     const keyChanged = current !== undefined && current.credentialId !== incident.credentialId;
     if (why === undefined && !keyChanged) continue;
     const note = why ?? `sink ${incident.sink}'s ${current?.type === 'opsgenie' ? 'API key' : 'routing key'} changed`;
@@ -64,6 +75,9 @@ export async function applyIncidentPlan(store: StateStore, plan: IncidentPlan, l
     if (close) log.info({ ...about, closeWith: close.sink, why: close.note }, `closing an incident the config no longer covers: ${close.note}`);
     if (reopen) log.info({ ...about, credential: reopen.credentialId }, `opening incident ${incident.key} again under sink ${incident.sink}'s new key`);
   }
+  for (const { incident, rehome } of plan.changes) {
+    if (rehome) log.info({ sink: incident.sink, key: incident.key, to: rehome.sink }, `incident ${incident.key} is sink ${rehome.sink}'s now: sink ${incident.sink} was renamed, with the same key`);
+  }
   // Fewer: a replica loading the same config closed some first (each is closed once).
   if (changed < plan.changes.length) log.info({ changed, planned: plan.changes.length }, 'some incidents were closed by another process first');
 }
@@ -75,7 +89,12 @@ function retiredSink(incident: OpenIncident, held: readonly SinkConfig[]): SinkC
   return holder && { ...holder, name };
 }
 
-/** The level of each user an open incident is about, by subject (a user no longer listed has none). */
+/**
+ * The level each user an open incident is about counts at, by subject (a user no longer listed has
+ * none): the level now, or, for a flapping user, the highest they reached while flapping. Their
+ * incident follows their flapping story (user.flapping opened it, user.settled leaves it as they
+ * settle), not the level they happen to be at when a config is loaded.
+ */
 async function userLevels(store: StateStore, open: readonly OpenIncident[]): Promise<Map<string, RiskLevel>> {
   const byAccount = new Map<string, string[]>();
   for (const incident of open) {
@@ -84,7 +103,11 @@ async function userLevels(store: StateStore, open: readonly OpenIncident[]): Pro
   }
   const levels = new Map<string, RiskLevel>();
   for (const [accountId, ids] of byAccount) {
-    for (const [id, user] of await store.loadUsers(accountId, ids)) levels.set(`${accountId}/user/${id}`, user.max_risk_level);
+    const flaps = await store.loadFlaps(accountId);
+    for (const [id, user] of await store.loadUsers(accountId, ids)) {
+      const highest = flaps.get(id)?.flapping?.highest;
+      levels.set(`${accountId}/user/${id}`, highest && highest !== 'none' && LEVEL_RANK[highest] > LEVEL_RANK[user.max_risk_level] ? highest : user.max_risk_level);
+    }
   }
   return levels;
 }

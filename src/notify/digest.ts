@@ -70,6 +70,8 @@ export interface DigestOptions {
 
 /** Longest sleep between two looks at the schedules: a wall clock set forward is noticed within it. */
 const MAX_SLEEP_MS = 15 * 60_000;
+/** After a store that could not answer: the next look. */
+const RETRY_MS = 30_000;
 
 /** Sends each digest sink's due slot, once; `run` keeps doing so at every slot. */
 export class DigestScheduler {
@@ -118,15 +120,17 @@ export class DigestScheduler {
     const { clock, log } = this.#options;
     while (!signal.aborted) {
       const now = clock.now();
+      let failed = false;
       try {
         if ((await this.due(now)) > 0) onQueued();
       } catch (error) {
         if (signal.aborted) return;
-        log.error({ err: (error as Error).message }, 'could not queue the due digests; trying again shortly');
+        failed = true;
+        log.error({ err: (error as Error).message }, `could not queue the due digests; trying again in ${RETRY_MS / 1000} s`);
       }
       const next = Math.min(...this.#options.sinks.map((sink) => sink.digest?.nextAfter(now) ?? Number.POSITIVE_INFINITY));
       try {
-        await clock.sleep(Math.max(1000, Math.min(next - clock.now(), MAX_SLEEP_MS)), signal);
+        await clock.sleep(Math.max(1000, Math.min(next - clock.now(), failed ? RETRY_MS : MAX_SLEEP_MS)), signal);
       } catch {
         return;
       }
@@ -135,7 +139,8 @@ export class DigestScheduler {
 
   async #digest(sink: SinkConfig, slot: number, since: number): Promise<DigestEvent> {
     const accounts = this.#options.accounts.filter((a) => !sink.accounts || sink.accounts.has(a.id));
-    const facts = await this.#options.store.digestFacts({ accountIds: accounts.map((a) => a.id), minLevel: sink.minLevel, since, limit: DIGEST_USERS_PER_ACCOUNT });
+    // Changes between the previous slot and this one: a digest sent late counts none twice.
+    const facts = await this.#options.store.digestFacts({ accountIds: accounts.map((a) => a.id), minLevel: sink.minLevel, since, until: slot, limit: DIGEST_USERS_PER_ACCOUNT });
     return {
       id: digestId(sink.name, slot),
       type: 'digest',

@@ -39,9 +39,13 @@ function incidentAction(event: RiskEvent, minLevel: RiskLevel): IncidentStep['ac
   }
   const min = LEVEL_RANK[minLevel];
   // A flapping user (SPEC §9): user.flapping opens (or keeps open) the incident when they reached min_level;
-  // user.settled closes it when they settled below, and leaves it open when they settled at or above.
+  // user.settled leaves it as they settled: open at or above min_level (a trigger again changes nothing
+  // where it is open, and opens it where the rise that reached min_level was muted), closed below.
   if (event.type === 'user.flapping') return LEVEL_RANK[event.data.highest ?? 'none'] >= min ? 'open' : undefined;
-  if (event.type === 'user.settled') return LEVEL_RANK[event.data.highest ?? 'none'] >= min && LEVEL_RANK[event.data.level ?? 'none'] < min ? 'close' : undefined;
+  if (event.type === 'user.settled') {
+    if (LEVEL_RANK[event.data.level ?? 'none'] >= min) return 'open';
+    return LEVEL_RANK[event.data.highest ?? 'none'] >= min ? 'close' : undefined;
+  }
   const before = LEVEL_RANK[event.data.previous_level ?? 'none'];
   const after = LEVEL_RANK[event.data.current_level ?? 'none'];
   if (after > before) return after >= min ? 'open' : undefined;

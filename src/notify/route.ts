@@ -1,6 +1,6 @@
 import { isIncidentSink, type SinkConfig } from '../config/config.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
-import { LEVEL_RANK } from '../model.ts';
+import { type EventType, LEVEL_RANK } from '../model.ts';
 import type { PlannedDelivery } from '../store/store.ts';
 import type { Sink } from './sink.ts';
 
@@ -35,6 +35,17 @@ export function routeEvents(
   return planned;
 }
 
+/**
+ * A sink whose `events` take a user's rises also takes their flapping story (SPEC §9: it goes
+ * where a rise would), and one that takes rises or drops takes their settling: a list written
+ * before flapping existed does not go quiet in the middle of a story.
+ */
+function carriesOn(events: ReadonlySet<EventType>, type: EventType): boolean {
+  if (type === 'user.flapping') return events.has('user.risk_level_raised');
+  if (type === 'user.settled') return events.has('user.risk_level_raised') || events.has('user.risk_level_lowered') || events.has('user.flapping');
+  return false;
+}
+
 /** A delivery of `events` to `sink`, with the subjects its order is kept by, and what it does to an incident of the sink. */
 export function plannedDelivery(sink: string, accountId: string, events: readonly RiskEvent[], incident?: PlannedDelivery['incident']): PlannedDelivery {
   return { sink, accountId, eventIds: events.map((e) => e.id), subjects: [...new Set(events.map(subjectOf))], ...(incident ? { incident } : {}) };
@@ -46,7 +57,7 @@ export interface RouteOptions {
 }
 
 function wants(config: SinkConfig, event: RiskEvent, options: RouteOptions): boolean {
-  if (config.events && !config.events.has(event.type)) return false;
+  if (config.events && !config.events.has(event.type) && !carriesOn(config.events, event.type)) return false;
   if (!isUserEvent(event)) return true;
   if (event.type === 'user.risk_level_lowered' && !options.lowered && !isIncidentSink(config)) return false;
   // A flapping user (SPEC §9) goes where a rise to the highest level they were at would go, and so

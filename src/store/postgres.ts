@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { RiskEvent } from '../detect/events.ts';
+import type { FlapState } from '../detect/flapping.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { maskSecret } from '../config/secret.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
@@ -26,7 +27,7 @@ import {
   type OpenIncident,
   type PlannedDelivery,
   type Revived,
-  STALE_TRIGGER,
+  STALE_INCIDENT_DELIVERY,
   type Silence,
   SilenceReader,
   type StoredSilence,
@@ -401,6 +402,10 @@ export class PostgresStore implements StateStore {
     );
   }
 
+  async loadFlaps(accountId: string): Promise<Map<string, FlapState>> {
+    return flapStatesFrom(await this.#query<{ user_id: string; state: string }>('read flapping users', 'SELECT user_id, state FROM flapping WHERE account_id = $1', [accountId]));
+  }
+
   async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
     const rows = await this.#query<{ user_id: string; level: number; email: string; name: string; event_count: number; last_event: string | null }>(
       'read users',
@@ -713,6 +718,8 @@ export class PostgresStore implements StateStore {
     return this.#transaction('move deliveries', async (client) => {
       const moved = await client.query<{ id: number }>("UPDATE deliveries SET sink = $2 WHERE state IN ('pending', 'dead') AND sink = $1 RETURNING id", [from, to]);
       const ids = moved.rows.map((r) => r.id);
+      // The incidents their triggers opened go with them, unless the new sink has one of that key already.
+      await client.query('DELETE FROM incidents WHERE sink = $1 AND delivery_id = ANY($3::bigint[]) AND incident_key IN (SELECT incident_key FROM incidents WHERE sink = $2)', [from, to, ids]);
       await client.query('UPDATE incidents SET sink = $2 WHERE sink = $1 AND delivery_id = ANY($3::bigint[])', [from, to, ids]);
       return revive(client, ids, now);
     });
@@ -733,6 +740,13 @@ export class PostgresStore implements StateStore {
         const { close, reopen } = incidentChangeDeliveries(change);
         const planned = [close, reopen].filter((d) => d !== undefined);
         await recordIncidents(client, planned, await insertDeliveries(client, planned, now), now);
+        if (change.rehome) {
+          const i = change.incident;
+          await client.query(
+            'INSERT INTO incidents (sink, incident_key, credential_id, account_id, subject, event_id, delivery_id, opened_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (sink, incident_key) DO NOTHING',
+            [change.rehome.sink, i.key, i.credentialId, i.accountId, i.subject, i.eventId, i.deliveryId, i.openedAt],
+          );
+        }
         changed++;
       }
       return changed;
@@ -759,7 +773,7 @@ export class PostgresStore implements StateStore {
     });
   }
 
-  async digestFacts(query: { accountIds: readonly string[]; minLevel: RiskLevel; since: number; limit: number }): Promise<Map<string, DigestFacts>> {
+  async digestFacts(query: { accountIds: readonly string[]; minLevel: RiskLevel; since: number; until: number; limit: number }): Promise<Map<string, DigestFacts>> {
     return this.#transaction(
       'read a digest',
       async (client) => {
@@ -773,7 +787,11 @@ export class PostgresStore implements StateStore {
             [id, rank, query.limit],
           );
           const total = await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM users WHERE account_id = $1 AND level >= $2', [id, rank]);
-          const changes = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM events WHERE account_id = $1 AND created_at > $2 AND type <> 'digest'", [id, query.since]);
+          const changes = await client.query<{ n: number }>("SELECT COUNT(*) AS n FROM events WHERE account_id = $1 AND created_at > $2 AND created_at <= $3 AND type <> 'digest'", [
+            id,
+            query.since,
+            query.until,
+          ]);
           facts.set(id, { users: users.rows.map(userRowFrom), total: Number(total.rows[0]!.n), changes: Number(changes.rows[0]!.n) });
         }
         return facts;
@@ -1024,12 +1042,12 @@ const SILENCE_COLUMNS = 'id, user_ref AS "user", behavior, account_id AS "accoun
 
 /**
  * Makes deliveries pending again, due at `now`, under their ids, each behind its subject's earlier
- * ones (their subjects again); a stale trigger (STALE_TRIGGER) is dropped instead.
+ * ones (their subjects again); a stale trigger (STALE_INCIDENT_DELIVERY) is dropped instead.
  */
 async function revive(client: pg.PoolClient, ids: readonly number[], now: number): Promise<Revived> {
   if (ids.length === 0) return { revived: 0, dropped: 0 };
   await client.query('DELETE FROM delivery_subjects WHERE delivery_id = ANY($1::bigint[])', [ids]);
-  const dropped = (await client.query(`DELETE FROM deliveries d WHERE d.id = ANY($1::bigint[]) AND ${STALE_TRIGGER}`, [ids])).rowCount ?? 0;
+  const dropped = (await client.query(`DELETE FROM deliveries d WHERE d.id = ANY($1::bigint[]) AND ${STALE_INCIDENT_DELIVERY}`, [ids])).rowCount ?? 0;
   const revived = await client.query<{ id: number }>(
     "UPDATE deliveries SET state = 'pending', attempts = 0, retried_at = $2, next_attempt_at = $2, leased_until = 0, leased_by = NULL, finished_at = NULL WHERE id = ANY($1::bigint[]) RETURNING id",
     [ids, now],

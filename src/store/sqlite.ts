@@ -1,4 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { FlapState } from '../detect/flapping.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
 import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 import type { RiskEvent } from '../detect/events.ts';
@@ -28,7 +29,7 @@ import {
   type OpenIncident,
   type PlannedDelivery,
   type Revived,
-  STALE_TRIGGER,
+  STALE_INCIDENT_DELIVERY,
   type Silence,
   SilenceReader,
   type StoredSilence,
@@ -51,7 +52,7 @@ import {
   type StoredSnapshot,
 } from './store.ts';
 
-const { accessSync, chownSync, constants, existsSync, lstatSync, statSync } = process.getBuiltinModule('node:fs');
+const { accessSync, constants, existsSync, lchownSync, lstatSync, statSync } = process.getBuiltinModule('node:fs');
 const { hostname } = process.getBuiltinModule('node:os');
 const path = process.getBuiltinModule('node:path');
 const sqlite = process.getBuiltinModule('node:sqlite');
@@ -308,8 +309,15 @@ export class SqliteStore implements StateStore {
     }>) {
       behaviors.set(b.behavior_id, { id: b.behavior_id, name: b.name, description: b.description, enabled: b.enabled === 1, risk_level: b.risk_level });
     }
-    const flaps = flapStatesFrom(this.#stmt('SELECT user_id, state FROM flapping WHERE account_id = ?').iterate(accountId) as Iterable<{ user_id: string; state: string }>);
-    return { version: row.version, snapshot: { userLevels, behaviors }, missing, flaps };
+    return { version: row.version, snapshot: { userLevels, behaviors }, missing, flaps: this.#loadFlaps(accountId) };
+  }
+
+  async loadFlaps(accountId: string): Promise<Map<string, FlapState>> {
+    return this.#read('read flapping users', () => this.#loadFlaps(accountId));
+  }
+
+  #loadFlaps(accountId: string): Map<string, FlapState> {
+    return flapStatesFrom(this.#stmt('SELECT user_id, state FROM flapping WHERE account_id = ?').iterate(accountId) as Iterable<{ user_id: string; state: string }>);
   }
 
   async loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>> {
@@ -606,7 +614,10 @@ export class SqliteStore implements StateStore {
   async moveDeliveries(from: string, to: string, now: number): Promise<Revived> {
     return this.#transaction('move deliveries', {}, () => {
       const ids = (this.#stmt("SELECT id FROM deliveries WHERE state IN ('pending', 'dead') AND sink = ? ORDER BY id").all(from) as { id: number }[]).map((r) => r.id);
-      this.#stmt("UPDATE incidents SET sink = ? WHERE sink = ? AND delivery_id IN (SELECT id FROM deliveries WHERE sink = ? AND state IN ('pending', 'dead'))").run(to, from, from);
+      // The incidents their triggers opened go with them, unless the new sink has one of that key already.
+      const moving = "delivery_id IN (SELECT id FROM deliveries WHERE sink = ?1 AND state IN ('pending', 'dead'))";
+      this.#stmt(`DELETE FROM incidents WHERE sink = ?1 AND ${moving} AND incident_key IN (SELECT incident_key FROM incidents WHERE sink = ?2)`).run(from, to);
+      this.#stmt(`UPDATE incidents SET sink = ?2 WHERE sink = ?1 AND ${moving}`).run(from, to);
       const move = this.#stmt('UPDATE deliveries SET sink = ? WHERE id = ?');
       for (const id of ids) move.run(to, id);
       return this.#revive(ids, now);
@@ -615,10 +626,10 @@ export class SqliteStore implements StateStore {
 
   /**
    * Makes deliveries pending again, due at `now`, under their ids, each behind its subject's
-   * earlier ones; a stale trigger (STALE_TRIGGER) is dropped instead.
+   * earlier ones; a stale trigger (STALE_INCIDENT_DELIVERY) is dropped instead.
    */
   #revive(ids: readonly number[], now: number): Revived {
-    const stale = this.#stmt(`SELECT 1 FROM deliveries d WHERE d.id = ? AND ${STALE_TRIGGER}`);
+    const stale = this.#stmt(`SELECT 1 FROM deliveries d WHERE d.id = ? AND ${STALE_INCIDENT_DELIVERY}`);
     const drop = this.#stmt('DELETE FROM deliveries WHERE id = ?');
     const revive = this.#stmt("UPDATE deliveries SET state = 'pending', attempts = 0, retried_at = ?, next_attempt_at = ?, leased_until = 0, finished_at = NULL WHERE id = ?");
     const forget = this.#stmt('DELETE FROM delivery_subjects WHERE delivery_id = ?');
@@ -653,6 +664,12 @@ export class SqliteStore implements StateStore {
         const { close, reopen } = incidentChangeDeliveries(change);
         if (close) this.#insertDelivery(close, now);
         if (reopen) this.#openIncident(reopen, this.#insertDelivery(reopen, now), now);
+        if (change.rehome) {
+          const i = change.incident;
+          this.#stmt(
+            'INSERT INTO incidents (sink, incident_key, credential_id, account_id, subject, event_id, delivery_id, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sink, incident_key) DO NOTHING',
+          ).run(change.rehome.sink, i.key, i.credentialId, i.accountId, i.subject, i.eventId, i.deliveryId, i.openedAt);
+        }
         changed++;
       }
       return changed;
@@ -679,7 +696,7 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async digestFacts(query: { accountIds: readonly string[]; minLevel: RiskLevel; since: number; limit: number }): Promise<Map<string, DigestFacts>> {
+  async digestFacts(query: { accountIds: readonly string[]; minLevel: RiskLevel; since: number; until: number; limit: number }): Promise<Map<string, DigestFacts>> {
     return this.#read('read a digest', () => {
       const rank = LEVEL_RANK[query.minLevel];
       const users = this.#stmt(
@@ -688,14 +705,14 @@ export class SqliteStore implements StateStore {
          FROM users u WHERE u.account_id = ? AND u.level >= ? ORDER BY u.level DESC, u.email, u.user_id LIMIT ?`,
       );
       const total = this.#stmt('SELECT COUNT(*) AS n FROM users WHERE account_id = ? AND level >= ?');
-      const changes = this.#stmt("SELECT COUNT(*) AS n FROM events WHERE account_id = ? AND created_at > ? AND type <> 'digest'");
+      const changes = this.#stmt("SELECT COUNT(*) AS n FROM events WHERE account_id = ? AND created_at > ? AND created_at <= ? AND type <> 'digest'");
       return new Map(
         query.accountIds.map((id) => [
           id,
           {
             users: (users.all(id, rank, query.limit) as unknown as UserTableRow[]).map(userRowFrom),
             total: (total.get(id, rank) as { n: number }).n,
-            changes: (changes.get(id, query.since) as { n: number }).n,
+            changes: (changes.get(id, query.since, query.until) as { n: number }).n,
           },
         ]),
       );
@@ -813,8 +830,9 @@ function ownedLikeItsDirectory(file: string): void {
   if (dir.uid === 0) return;
   for (const name of [file, `${file}-wal`, `${file}-shm`, `${file}.lock`]) {
     try {
-      // lstat: a symlink planted there is not followed to chown what it points at.
-      if (lstatSync(name).isFile() && lstatSync(name).uid === 0) chownSync(name, dir.uid, dir.gid);
+      // lstat and lchown: a symlink planted there (even between the two calls) is never followed to what it points at.
+      const stat = lstatSync(name);
+      if (stat.isFile() && stat.uid === 0) lchownSync(name, dir.uid, dir.gid);
     } catch {
       // Gone meanwhile (a WAL removed at close), or not made at all.
     }

@@ -16,6 +16,8 @@ export interface StateStore extends OperatorStore {
   loadSnapshot(accountId: string): Promise<StoredSnapshot>;
   /** The stored fields of these users (for those who left the summary). */
   loadUsers(accountId: string, userIds: readonly string[]): Promise<Map<string, RiskUser>>;
+  /** The account's flapping states alone (loadSnapshot reads them too). */
+  loadFlaps(accountId: string): Promise<Map<string, FlapState>>;
   /**
    * One transaction: the snapshot delta, the events and their deliveries, or
    * nothing at all. Throws StaleSnapshotError when the account's version is no
@@ -71,8 +73,14 @@ export interface StateStore extends OperatorStore {
    * slot is sent once whoever looks. With `previous` undefined: records the first slot only.
    */
   commitDigest(digest: DigestCommit): Promise<boolean>;
-  /** For a digest, per account: the users at `minLevel` or above (highest first, at most `limit`), how many, and the events recorded since `since`. */
-  digestFacts(query: { readonly accountIds: readonly string[]; readonly minLevel: RiskLevel; readonly since: number; readonly limit: number }): Promise<Map<string, DigestFacts>>;
+  /** For a digest, per account: the users at `minLevel` or above (highest first, at most `limit`), how many, and the events recorded after `since` and up to `until`. */
+  digestFacts(query: {
+    readonly accountIds: readonly string[];
+    readonly minLevel: RiskLevel;
+    readonly since: number;
+    readonly until: number;
+    readonly limit: number;
+  }): Promise<Map<string, DigestFacts>>;
   /** Pending and dead-lettered deliveries per sink (the whole outbox, whoever drains it), for metrics and `once`. */
   deliveryCounts(): Promise<Map<string, { pending: number; dead: number }>>;
   /**
@@ -533,6 +541,8 @@ export interface IncidentChange {
   readonly close?: { readonly sink: string; readonly note: string };
   /** Opened again at its own sink, under that sink's credential now (its routing key changed). */
   readonly reopen?: { readonly credentialId: string };
+  /** Kept open, as the incident of another sink with the same key (the sink was renamed). */
+  readonly rehome?: { readonly sink: string };
 }
 
 /** The subject of an incident as its parts. */
@@ -629,10 +639,13 @@ export interface ClaimedRow {
 }
 
 /**
- * A dead trigger `d` is stale once its incident was closed (or opened again by a later
- * trigger) since: retried or moved, it is dropped, lest it re-open what was closed.
+ * A delivery `d` about an incident that is stale, so that a retry or a move drops it instead: a
+ * dead trigger whose incident was closed (or opened again by a later trigger) since, lest it
+ * re-open what was closed; a close of an incident a later trigger opened again, lest it close
+ * that one (a close moved to a sink whose key opened it again, say).
  */
-export const STALE_TRIGGER = "d.incident_action = 'open' AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.delivery_id = d.id)";
+export const STALE_INCIDENT_DELIVERY = `((d.incident_action = 'open' AND d.state = 'dead' AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.delivery_id = d.id))
+  OR (d.incident_action IN ('close', 'retire') AND EXISTS (SELECT 1 FROM incidents i WHERE i.sink = d.sink AND i.incident_key = d.incident_key AND i.delivery_id > d.id)))`;
 
 /** An incidents row as both stores select it (INCIDENT_COLUMNS). */
 export interface IncidentTableRow {

@@ -151,6 +151,33 @@ describe('planIncidentCloses and applyIncidentPlan against a store', () => {
     expect(await s.listIncidents({})).toHaveLength(2);
   });
 
+  it('a sink renamed with the same key: its incidents stay open, as the renamed sink’s; nothing is closed', async () => {
+    const s = await opened(config());
+    const renamed = config((_, sinks) => (sinks.oncall!.name = 'pagerduty'));
+    const plan = await planIncidentCloses(s, renamed, config().sinks);
+    expect(plan.changes.map((c) => [c.incident.sink, c.rehome?.sink, c.close, c.reopen])).toEqual([
+      ['oncall', 'pagerduty', undefined, undefined],
+      ['oncall', 'pagerduty', undefined, undefined],
+    ]);
+    expect(plan.retired).toEqual([]);
+    await applyIncidentPlan(s, plan, captureLogs().log, T0 + 1);
+    expect((await s.listIncidents({})).map((i) => i.sink)).toEqual(['pagerduty', 'pagerduty']);
+    expect((await s.deliveryCounts()).get('pagerduty')).toBeUndefined();
+  });
+
+  it('a flapping user counts at the highest level they reached: a load while they are down for a moment closes nothing', async () => {
+    const s = await opened(config((_, sinks) => (sinks.oncall!.min_level = 'high')));
+    const flapping = { changes: [{ at: T0, from: 'high', to: 'low' }], flapping: { lowest: 'low', highest: 'high' }, user: { ...alice, max_risk_level: undefined } } as const;
+    await s.commitPoll(
+      pollCommit({ expectedVersion: 1, polledAt: T0 + 1, delta: delta({ upsertUsers: [riskUser(1, 'low')] }), flaps: { upsert: new Map([[alice.user_id, flapping as never]]), remove: [] } }),
+    );
+    const plan = await planIncidentCloses(
+      s,
+      config((_, sinks) => (sinks.oncall!.min_level = 'high')),
+    );
+    expect(plan.changes).toEqual([]);
+  });
+
   it('the sink removed while stopped: nothing can close them; they stay listed, and each load says so', async () => {
     const s = await opened(config());
     const removed = config((doc) => doc.sinks.splice(0, 1));

@@ -277,4 +277,12 @@ describe('flapping users (SPEC §9)', () => {
     };
     expect(routeEvents(ACCOUNT, [muted], [sink('chat'), pd], LOWERED)).toEqual([]);
   });
+
+  it('a sink whose events list names rises takes the flapping story too, and one naming rises or drops the settling', () => {
+    const events = [flapping('f', 'high', 'low'), settled('s', 'high', 'low')];
+    const only = (types: EventType[]) => routeEvents(ACCOUNT, events, [sink('chat', { events: types })], LOWERED).map((d) => d.eventIds[0]);
+    expect(only(['user.risk_level_raised'])).toEqual(['f', 's']);
+    expect(only(['user.risk_level_lowered'])).toEqual(['s']);
+    expect(only(['behavior.disabled'])).toEqual([]);
+  });
 });

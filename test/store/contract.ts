@@ -959,14 +959,16 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const users = [riskUser(1, 'high'), riskUser(2, 'medium'), riskUser(3, 'low'), riskUser(4, 'high')];
         const up = userEvent('evt-up', users[0]!, 'low', 'high', T0 + 10);
         await store.commitPoll(pollCommit({ polledAt: T0 + 10, delta: delta({ upsertUsers: users }), events: [up] }));
-        const facts = await store.digestFacts({ accountIds: [ACCOUNT.id, OTHER_ACCOUNT.id], minLevel: 'medium', since: T0, limit: 2 });
+        const facts = await store.digestFacts({ accountIds: [ACCOUNT.id, OTHER_ACCOUNT.id], minLevel: 'medium', since: T0, until: T0 + 10, limit: 2 });
         expect(facts.get(ACCOUNT.id)).toEqual({
           users: [expect.objectContaining({ userId: users[0]!.user_id, level: 'high', since: T0 + 10 }), expect.objectContaining({ userId: users[3]!.user_id, level: 'high', since: null })],
           total: 3,
           changes: 1,
         });
         expect(facts.get(OTHER_ACCOUNT.id)).toEqual({ users: [], total: 0, changes: 0 });
-        expect((await store.digestFacts({ accountIds: [ACCOUNT.id], minLevel: 'high', since: T0 + 10, limit: 10 })).get(ACCOUNT.id)).toMatchObject({ total: 2, changes: 0 });
+        expect((await store.digestFacts({ accountIds: [ACCOUNT.id], minLevel: 'high', since: T0 + 10, until: T0 + HOUR, limit: 10 })).get(ACCOUNT.id)).toMatchObject({ total: 2, changes: 0 });
+        // Up to the slot, not after it: the next digest counts what came later.
+        expect((await store.digestFacts({ accountIds: [ACCOUNT.id], minLevel: 'high', since: T0, until: T0 + 9, limit: 10 })).get(ACCOUNT.id)).toMatchObject({ changes: 0 });
       });
     });
 
@@ -1045,6 +1047,31 @@ export function describeStoreContract(name: string, harness: StoreHarness): void
         const [dead] = await settle(store, 'pd', 'dead', T0 + 6);
         expect(await store.retryDeliveries({ ids: [dead!.id] }, T0 + 7)).toEqual({ revived: 1, dropped: 0 });
         expect(eventIds(await store.claimDue('pd', T0 + 7, 10))).toEqual([['evt-up-again']]);
+      });
+
+      it('a dead close retried after a later trigger opened the incident again is dropped: it would close that one', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        await store.commitPoll(pollCommit({ events: [up], deliveries: [trigger(up)] }));
+        await settle(store, 'pd', 'delivered', T0 + 1);
+        const down = drop('evt-down', T0 + 2);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 2, events: [down], deliveries: [resolve(down)] }));
+        await settle(store, 'pd', 'dead', T0 + 3);
+        const again = rise('evt-again', T0 + 4);
+        await store.commitPoll(pollCommit({ expectedVersion: 2, polledAt: T0 + 4, events: [again], deliveries: [trigger(again)] }));
+        await settle(store, 'pd', 'delivered', T0 + 5);
+        expect(await store.retryDeliveries({ sink: 'pd' }, T0 + 6)).toEqual({ revived: 0, dropped: 1 });
+        expect(await store.listIncidents({})).toMatchObject([{ eventId: 'evt-again' }]);
+      });
+
+      it('moving a sink whose incident the new sink has open too keeps the new sink’s, and fails on nothing', async () => {
+        const store = await open({ leaseMs: 1000 });
+        const up = rise('evt-up');
+        await store.commitPoll(pollCommit({ events: [up], deliveries: [trigger(up)] }));
+        const again = rise('evt-again', T0 + 1);
+        await store.commitPoll(pollCommit({ expectedVersion: 1, polledAt: T0 + 1, events: [again], deliveries: [{ ...trigger(again), sink: 'pd2' }] }));
+        expect(await store.moveDeliveries('pd', 'pd2', T0 + 2)).toEqual({ revived: 1, dropped: 0 });
+        expect((await store.listIncidents({})).map((i) => [i.sink, i.eventId])).toEqual([['pd2', 'evt-again']]);
       });
 
       it('the event that opened an incident still open outlives the history: its close is made from it', async () => {

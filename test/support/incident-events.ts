@@ -33,7 +33,7 @@ export const USER_CASES: Record<UserEvent['type'], Record<string, UserEvent>> = 
   },
   'user.settled': {
     'settled low after high (closes)': settledEvent('evt-settled-low', riskUser(5), 'low', { lowest: 'low', highest: 'high' }),
-    'settled high (nothing: stays open)': settledEvent('evt-settled-high', riskUser(7), 'high', { lowest: 'low', highest: 'high' }),
+    'settled high (opens, or keeps it open)': settledEvent('evt-settled-high', riskUser(7), 'high', { lowest: 'low', highest: 'high' }),
   },
 };
 
