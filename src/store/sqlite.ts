@@ -47,6 +47,7 @@ import {
   pendingSubjects,
   StaleSnapshotError,
   StateError,
+  StoredRowError,
   tallyDeliveries,
   type StateStore,
   type StoredSnapshot,
@@ -935,6 +936,7 @@ const SQLITE_WHY: Record<number, string> = {
 /** SQLite's errors, said for an operator: which file, doing what, and why. */
 function asStateError(error: unknown, file: string, doing: string): Error {
   if (error instanceof StateError) return error;
+  if (error instanceof StoredRowError) return new StateError(`state file ${file}: cannot ${doing}: ${error.message}`, { cause: error });
   const code = (error as { errcode?: number }).errcode;
   if (code === undefined) return error as Error;
   const why = SQLITE_WHY[code & 0xff] ?? (error as Error).message;

@@ -726,9 +726,22 @@ export function claimedDelivery(where: string, sink: string, row: ClaimedRow, ev
 export function pendingSubjects(rows: Iterable<{ readonly id: number; readonly sink: string; readonly body: string }>): [id: number, sink: string, subject: string][] {
   const subjects = new Map<string, [number, string, string]>();
   for (const { id, sink, body } of rows) {
-    const event = JSON.parse(body) as RiskEvent | DigestEvent;
-    const subject = event.type === 'digest' ? `digest/${event.data.sink}` : subjectOf(event);
+    let subject: string;
+    try {
+      const event = JSON.parse(body) as RiskEvent | DigestEvent;
+      subject = event.type === 'digest' ? `digest/${event.data.sink}` : subjectOf(event);
+    } catch (error) {
+      throw new StoredRowError(`delivery ${id} (sink ${sink}) names an event whose stored body cannot be read (${(error as Error).message}): delete that delivery, or restore a backup`);
+    }
     subjects.set(`${id} ${subject}`, [id, sink, subject]);
   }
   return [...subjects.values()];
+}
+
+/** A stored row riskwatch cannot read (a corrupt body, a hand edit): the store says which, and where, in one line. */
+export class StoredRowError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoredRowError';
+  }
 }

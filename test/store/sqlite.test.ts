@@ -181,6 +181,28 @@ describe('a state file that cannot be used is refused with a one-line StateError
     expect(error.message).toMatch(/not an SQLite database|corrupt/);
   });
 
+  it('an older file whose pending delivery names an event with a corrupt body: the upgrade says which delivery, in one line, never a raw TypeError', async () => {
+    const first = open();
+    const events = [userEvent('evt-1', riskUser(1, 'high'), 'low', 'high'), userEvent('evt-2', riskUser(2, 'high'), 'low', 'high')];
+    await first.commitPoll(pollCommit({ events, deliveries: events.map((e) => planned('incidents', [e])) }));
+    await first.close();
+    // As schema 3 left it (no subjects of deliveries yet), with one event's body broken by hand.
+    const older = new DatabaseSync(file);
+    older.exec(`DROP TABLE delivery_subjects; DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
+      ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
+      DROP TABLE incidents; DROP TABLE flapping; DROP TABLE digests; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
+      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at;
+      UPDATE events SET body = '{"type": "user.risk_level_raised", "data": ' WHERE id = 'evt-2';
+      PRAGMA user_version = 3;`);
+    const delivery = (older.prepare("SELECT d.id FROM deliveries d, json_each(d.event_ids) j WHERE j.value = 'evt-2'").get() as { id: number }).id;
+    older.close();
+    const error = await stateErrorOf(async () => open());
+    expect(error.message).toMatch(
+      new RegExp(`^state file .*: cannot open: delivery ${delivery} \\(sink incidents\\) names an event whose stored body cannot be read \\(.+\\): delete that delivery, or restore a backup$`),
+    );
+    expect(error.message).not.toMatch(/\n/);
+  });
+
   it("a file whose users' pages were damaged: found at open or at the first read, never a raw SQLite error", async () => {
     const store = open();
     await store.commitPoll(pollCommit({ delta: delta({ upsertUsers: Array.from({ length: 2_000 }, (_, n) => riskUser(n)) }) }));
