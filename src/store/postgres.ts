@@ -37,6 +37,7 @@ import {
   type UserRow,
   userRowFrom,
   type UserTableRow,
+  USER_ROW_COLUMNS,
   DELIVERY_COUNTS_SQL,
   type Delivery,
   type DeliveryCountRow,
@@ -667,9 +668,7 @@ export class PostgresStore implements StateStore {
   async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
     const rows = await this.#query<UserTableRow>(
       'read users',
-      `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
-         (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since,
-         COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping
+      `SELECT ${USER_ROW_COLUMNS}
        FROM users u WHERE ($1::text IS NULL OR u.account_id = $1) AND ($2::smallint IS NULL OR u.level = $2)
        ORDER BY u.level DESC, u.email, u.user_id`,
       [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]],
@@ -781,8 +780,7 @@ export class PostgresStore implements StateStore {
         const facts = new Map<string, DigestFacts>();
         for (const id of query.accountIds) {
           const users = await client.query<UserTableRow>(
-            `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
-               (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since, 0 AS flapping
+            `SELECT ${USER_ROW_COLUMNS}
              FROM users u WHERE u.account_id = $1 AND u.level >= $2 ORDER BY u.level DESC, u.email, u.user_id LIMIT $3`,
             [id, rank, query.limit],
           );

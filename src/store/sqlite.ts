@@ -40,6 +40,7 @@ import {
   type UserRow,
   userRowFrom,
   type UserTableRow,
+  USER_ROW_COLUMNS,
   type PollCommit,
   DELIVERY_COUNTS_SQL,
   type DeliveryCountRow,
@@ -569,9 +570,7 @@ export class SqliteStore implements StateStore {
   async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
     return this.#read('read users', () => {
       const rows = this.#stmt(
-        `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
-           (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since,
-           COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping
+        `SELECT ${USER_ROW_COLUMNS}
          FROM users u WHERE (?1 IS NULL OR u.account_id = ?1) AND (?2 IS NULL OR u.level = ?2)
          ORDER BY u.level DESC, u.email, u.user_id`,
       ).all(query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]) as unknown as UserTableRow[];
@@ -701,8 +700,7 @@ export class SqliteStore implements StateStore {
     return this.#read('read a digest', () => {
       const rank = LEVEL_RANK[query.minLevel];
       const users = this.#stmt(
-        `SELECT u.account_id, u.user_id, u.email, u.name, u.level,
-           (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since, 0 AS flapping
+        `SELECT ${USER_ROW_COLUMNS}
          FROM users u WHERE u.account_id = ? AND u.level >= ? ORDER BY u.level DESC, u.email, u.user_id LIMIT ?`,
       );
       const total = this.#stmt('SELECT COUNT(*) AS n FROM users WHERE account_id = ? AND level >= ?');

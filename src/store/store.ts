@@ -363,7 +363,12 @@ export function applySilences(events: readonly RiskEvent[], deliveries: readonly
   return { silencedBy, deliveries: kept };
 }
 
-/** A users row as both stores select it for listUsers (level as its rank). */
+/** What listUsers and a digest select of a users row `u`, on every store: a UserTableRow. */
+export const USER_ROW_COLUMNS = `u.account_id, u.user_id, u.email, u.name, u.level,
+  (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since,
+  COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping`;
+
+/** A users row as both stores select it (USER_ROW_COLUMNS; level as its rank). */
 export interface UserTableRow {
   readonly account_id: string;
   readonly user_id: string;
