@@ -2,13 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
 import { writeDaemonConfig } from '../support/daemon-config.ts';
 import { killIfRunning, type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
+import { until } from '../support/until.ts';
 
 /**
  * Issue 26's "done when" for digests, against the real process: a digest
@@ -36,14 +36,6 @@ afterAll(async () => {
 });
 
 const env = { CF_TOKEN: 'cf-digest-token' };
-
-async function until(what: string, done: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
-}
 
 describe('a digest', () => {
   it('arrives once a slot, and a slot once only across a kill -9 and a restart', { timeout: 90_000 }, async () => {

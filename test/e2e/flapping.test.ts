@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RiskLevel } from '../../src/model.ts';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
@@ -10,6 +9,7 @@ import { webhookSinkYaml, writeDaemonConfig } from '../support/daemon-config.ts'
 import { FakePagerDuty } from '../support/fakes/pagerduty.ts';
 import { killIfRunning, type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
 import { Receiver } from '../support/receiver.ts';
+import { until } from '../support/until.ts';
 
 /**
  * Issue 26's "done when" for flapping, against the real process: with
@@ -42,14 +42,6 @@ afterAll(async () => {
 });
 
 const env = { CF_TOKEN: 'cf-flapping-token', PD_KEY: ROUTING_KEY };
-
-async function until(what: string, done: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
-}
 
 /** A summary read that began after now: a poll has seen what was just set. */
 async function polled(): Promise<void> {

@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
@@ -9,6 +8,7 @@ import { writeDaemonConfig } from '../support/daemon-config.ts';
 import { FakeOpsgenie } from '../support/fakes/opsgenie.ts';
 import { FakePagerDuty } from '../support/fakes/pagerduty.ts';
 import { freshDatabase } from '../support/postgres.ts';
+import { until } from '../support/until.ts';
 import { killIfRunning, type RiskwatchProcess, spawnRiskwatch } from '../support/process.ts';
 
 /**
@@ -49,14 +49,6 @@ afterAll(async () => {
 
 const env = { CF_TOKEN: 'cf-incidents-token', PD_KEY_A: KEY_A, PD_KEY_B: KEY_B, GENIE_KEY };
 const secrets = [KEY_A, KEY_B, GENIE_KEY];
-
-async function until(what: string, done: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(100);
-  }
-}
 
 interface Listed {
   sink: string;

@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeRiskApi } from '../../src/simulator/fake-api.ts';
 import { ACCOUNT, user } from '../support/cloudflare.ts';
@@ -12,6 +11,7 @@ import { FakePagerDuty } from '../support/fakes/pagerduty.ts';
 import { FakeSmtp } from '../support/fakes/smtp.ts';
 import { FakeTeams } from '../support/fakes/teams.ts';
 import { spawnRiskwatch } from '../support/process.ts';
+import { until } from '../support/until.ts';
 
 /**
  * Issue 15's "done when", against the real process: a storm of 300 rises
@@ -83,14 +83,6 @@ const env = () => ({
 /** Every credential: spawnRiskwatch fails the test if any of them is printed. */
 const secrets = () => [ROUTING_KEY, GENIE_KEY, teams.sig, SMTP_PASSWORD];
 
-async function until(what: string, done: () => boolean, timeoutMs = 90_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(100);
-  }
-}
-
 function deliveries(sink: string): { state: string; attempts: number; last_error: string | null }[] {
   const db = new DatabaseSync(path.join(dir, 'state.db'), { readOnly: true });
   try {
@@ -118,7 +110,7 @@ describe('a storm of 300 rises, then their drops, through the four receivers', (
       });
       for (let n = 1; n <= STORM; n++) account.users.set(user(n).user_id, { ...user(n), max_risk_level: 'high' });
 
-      await until('300 incidents in PagerDuty and Opsgenie', () => pagerduty.openIncidents().length === STORM && opsgenie.openAlerts().length === STORM);
+      await until('300 incidents in PagerDuty and Opsgenie', () => pagerduty.openIncidents().length === STORM && opsgenie.openAlerts().length === STORM, 90_000);
       const triggers = pagerduty.events.filter((e) => e.action === 'trigger');
       expect(new Set(triggers.map((e) => e.dedupKey)).size).toBe(STORM);
       expect(new Set(triggers.map((e) => e.dedupKey))).toEqual(new Set(Array.from({ length: STORM }, (_, i) => userKey(i + 1))));
@@ -126,7 +118,7 @@ describe('a storm of 300 rises, then their drops, through the four receivers', (
       expect(pagerduty.requests.length).toBeGreaterThanOrEqual(STORM + 40);
       expect(new Set(opsgenie.openAlerts().map((a) => a.alias))).toEqual(new Set(Array.from({ length: STORM }, (_, i) => userKey(i + 1))));
 
-      await until('the Teams card and the mail', () => teams.delivered.length >= 1 && smtp.messages.length >= 1);
+      await until('the Teams card and the mail', () => teams.delivered.length >= 1 && smtp.messages.length >= 1, 90_000);
       expect(teams.delivered).toHaveLength(1);
       expect(teams.delivered[0]!.bytes).toBeLessThanOrEqual(20_000);
       expect(JSON.stringify(teams.delivered[0]!.payload)).toMatch(/…and \d+ more/);
@@ -141,8 +133,8 @@ describe('a storm of 300 rises, then their drops, through the four receivers', (
         if (n % 2 === 0) account.users.delete(user(n).user_id);
         else account.users.set(user(n).user_id, { ...user(n), max_risk_level: 'low' });
       }
-      await until('every Opsgenie alert closed', () => opsgenie.openAlerts().length === 0);
-      await until('every PagerDuty incident but the refused one resolved', () => pagerduty.openIncidents().length === 1);
+      await until('every Opsgenie alert closed', () => opsgenie.openAlerts().length === 0, 90_000);
+      await until('every PagerDuty incident but the refused one resolved', () => pagerduty.openIncidents().length === 1, 90_000);
 
       const dead = deliveries('oncall').filter((d) => d.state === 'dead');
       expect(dead).toHaveLength(1);
