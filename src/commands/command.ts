@@ -1,8 +1,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveConfigPath } from '../config/load.ts';
 import type { Config } from '../config/config.ts';
-import { parseDuration, parseTime } from '../config/duration.ts';
-import { UsageError } from '../errors.ts';
+import { accountInput, durationInput, timeInput } from '../operate/input.ts';
 
 /** Where a command writes, and the environment it reads (`${VAR}` in the config). */
 export interface Io {
@@ -39,34 +38,17 @@ export function text(args: Args, flag: string): string | undefined {
 
 /** `--flag D`, a duration (`90m`, `24h`, `7d`), in ms. */
 export function durationFlag(args: Args, flag: string): number | undefined {
-  const value = text(args, flag);
-  if (value === undefined) return undefined;
-  const ms = parseDuration(value);
-  if (ms === undefined || ms <= 0) throw new UsageError(`--${flag} ${value}: not a duration (use 90m, 24h, 7d)`);
-  return ms;
+  return durationInput(`--${flag}`, text(args, flag));
 }
 
 /** `--flag T`, an RFC 3339 time, in epoch ms. */
 export function timeFlag(args: Args, flag: string): number | undefined {
-  const value = text(args, flag);
-  if (value === undefined) return undefined;
-  const ms = parseTime(value);
-  if (ms === undefined) throw new UsageError(`--${flag} ${value}: not an RFC 3339 time on the calendar (2026-12-01T18:00:00Z)`);
-  return ms;
+  return timeInput(`--${flag}`, text(args, flag));
 }
 
 /** `--account A`: a configured account's id, by id or name. */
 export function accountFlag(args: Args, config: Config): string | undefined {
-  const value = text(args, 'account');
-  if (value === undefined) return undefined;
-  const account = config.accounts.find((a) => a.id === value || a.name === value);
-  if (!account) throw new UsageError(`--account ${value}: not the id or name of a configured account (${config.accounts.map((a) => a.label).join(', ')})`);
-  return account.id;
-}
-
-/** An account's name as configured, or null. */
-export function accountName(config: Config, id: string): string | null {
-  return config.accounts.find((a) => a.id === id)?.name ?? null;
+  return accountInput('--account', text(args, 'account'), config);
 }
 
 /** Resolves with the first of these signals to arrive, and stops listening for them. */

@@ -1,5 +1,6 @@
-import { UsageError } from '../errors.ts';
-import { EVENT_TYPES, type EventType } from '../model.ts';
+import type { RiskEvent } from '../detect/events.ts';
+import { countInput, eventTypeInput } from '../operate/input.ts';
+import { eventsView } from '../operate/views.ts';
 import { headline } from '../notify/describe.ts';
 import { withOperatorStore } from '../store/open.ts';
 import { accountFlag, type Args, type Command, durationFlag, type Io, readConfig, text } from './command.ts';
@@ -13,28 +14,20 @@ export const events: Command = {
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
     const accountId = accountFlag(args, config);
-    const type = text(args, 'type');
-    if (type !== undefined && !EVENT_TYPES.includes(type as EventType)) throw new UsageError(`--type ${type}: must be one of ${EVENT_TYPES.join(', ')}`);
-    const limitText = text(args, 'limit') ?? '100';
-    const limit = Number(limitText);
-    if (!/^\d+$/.test(limitText) || limit < 1 || limit > 100_000) throw new UsageError(`--limit ${limitText}: must be a whole number from 1 to 100000`);
+    const type = eventTypeInput('--type', text(args, 'type'));
+    const limit = countInput('--limit', text(args, 'limit'), 100_000) ?? 100;
     const since = Date.now() - (durationFlag(args, 'since') ?? DAY);
     const user = text(args, 'user');
-    const rows = await withOperatorStore(config.state, (store) =>
-      store.listEvents({ since, limit, ...(accountId ? { accountId } : {}), ...(user ? { user } : {}), ...(type ? { type: type as EventType } : {}) }),
-    );
+    const listed = await withOperatorStore(config.state, (store) => eventsView(store, { since, limit, ...(accountId ? { accountId } : {}), ...(user ? { user } : {}), ...(type ? { type } : {}) }));
     if (args.values.json) {
-      printJson(
-        io,
-        rows.map(({ event, silenced }) => ({ type: event.type, timestamp: event.timestamp, data: event.data, id: event.id, silenced, flapping: event.flapping === true })),
-      );
+      printJson(io, listed);
       return 0;
     }
     printTable(
       io,
       ['TIME', 'TYPE', 'WHAT', 'SILENCED', 'ID'],
       // A flapping user's change was recorded and sent nowhere (SPEC §9): said beside its type.
-      rows.map(({ event, silenced }) => [event.timestamp.replace(/\.\d{3}Z$/, 'Z'), `${event.type}${event.flapping ? ' (flapping)' : ''}`, headline(event), silenced, event.id]),
+      listed.map((event) => [event.timestamp.replace(/\.\d{3}Z$/, 'Z'), `${event.type}${event.flapping ? ' (flapping)' : ''}`, headline(event as RiskEvent), event.silenced, event.id]),
       'no events',
     );
     return 0;

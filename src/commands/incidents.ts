@@ -1,7 +1,7 @@
-import { isIncidentSink } from '../config/config.ts';
+import { incidentsView } from '../operate/views.ts';
 import { withOperatorStore } from '../store/open.ts';
-import { accountName, type Args, type Command, type Io, readConfig, text } from './command.ts';
-import { iso, printJson, printTable } from './output.ts';
+import { type Args, type Command, type Io, readConfig, text } from './command.ts';
+import { printJson, printTable } from './output.ts';
 
 /**
  * `incidents [--sink NAME] [--json]`: the incidents PagerDuty and Opsgenie sinks
@@ -15,21 +15,7 @@ export const incidents: Command = {
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
     const sink = text(args, 'sink');
-    const open = await withOperatorStore(config.state, (store) => store.listIncidents(sink === undefined ? {} : { sink }));
-    const listed = open.map((i) => {
-      const configured = config.sinks.find((s) => s.name === i.sink);
-      return {
-        sink: i.sink,
-        key: i.key,
-        account: { id: i.accountId, name: accountName(config, i.accountId) },
-        subject: i.subject,
-        credential: i.credentialId,
-        configured: configured !== undefined && isIncidentSink(configured) && configured.credentialId === i.credentialId,
-        opened_at: iso(i.openedAt),
-        event_id: i.eventId,
-        trigger: i.trigger,
-      };
-    });
+    const listed = await withOperatorStore(config.state, (store) => incidentsView(config, store, sink === undefined ? {} : { sink }));
     if (args.values.json) printJson(io, listed);
     else
       printTable(

@@ -1,9 +1,6 @@
 import type { Io } from './command.ts';
 
-/** RFC 3339 to the second, or null: how the commands show a time. */
-export function iso(ms: number | null | undefined): string | null {
-  return ms === null || ms === undefined ? null : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
+export { iso } from '../operate/views.ts';
 
 /** One JSON document (SPEC §8's shapes). */
 export function printJson(io: Io, value: unknown): void {

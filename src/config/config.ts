@@ -30,7 +30,13 @@ export interface Config {
   readonly state: StateConfig;
   readonly sinks: readonly SinkConfig[];
   /** Where `run` serves /healthz, /readyz and /metrics. */
-  readonly http: { readonly listen: { readonly host: string; readonly port: number } };
+  readonly http: {
+    readonly listen: { readonly host: string; readonly port: number };
+    /** Serve the web console and /api/ (SPEC §10). */
+    readonly console: boolean;
+    /** What the console and /api/ ask for; required for a console on a non-loopback listen. */
+    readonly token: Secret | undefined;
+  };
   readonly log: { readonly level: string; readonly format: 'json' | 'pretty' };
 }
 

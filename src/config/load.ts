@@ -6,6 +6,7 @@ import { type ConfigFile, configFileSchema, SECRET_KEYS } from './schema.ts';
 import { formatDuration } from './duration.ts';
 import { parseSchedule, type Schedule, ScheduleError } from './schedule.ts';
 import { Secret } from './secret.ts';
+import { isLoopbackHost } from '../http.ts';
 
 const { readFileSync } = process.getBuiltinModule('node:fs');
 const path = process.getBuiltinModule('node:path');
@@ -266,6 +267,11 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
     }
   });
 
+  // Anyone who reaches the console reads every account and can mute alerts: off the host, only with a token.
+  if (file.http.console && file.http.token === undefined && !isLoopbackHost(file.http.listen.host)) {
+    problems.push(`http.token: required when http.console is on and http.listen (${file.http.listen.host}) is not a loopback address: set http.token (or token_file)`);
+  }
+
   const sinkNames = new Map<string, number>();
   const sinks = file.sinks.map((sink, i): SinkConfig => {
     const seen = sinkNames.get(sink.name);
@@ -307,7 +313,7 @@ function buildConfig(file: ConfigFile, source: string, problems: string[]): Conf
         ? { kind: 'postgres', url: new Secret(file.state.postgres), historyMs: file.state.history }
         : { kind: 'sqlite', file: path.resolve(path.dirname(source), file.state.sqlite ?? './riskwatch.db'), historyMs: file.state.history },
     sinks,
-    http: { listen: file.http.listen },
+    http: { listen: file.http.listen, console: file.http.console, token: file.http.token === undefined ? undefined : new Secret(file.http.token) },
     log: { level: file.log.level, format: file.log.format },
   };
 }

@@ -295,7 +295,15 @@ export const configFileSchema = z.strictObject({
     .refine((state) => state.sqlite === undefined || state.postgres === undefined, { error: 'give sqlite or postgres, not both' })
     .prefault({}),
   sinks: z.array(sink, { error: 'must be a list of sinks' }).min(1, { error: 'must list at least one sink' }),
-  http: z.strictObject({ listen: listen.default({ host: '127.0.0.1', port: 9464 }) }).prefault({}),
+  http: z
+    .strictObject({
+      listen: listen.default({ host: '127.0.0.1', port: 9464 }),
+      // The web console and /api/ (SPEC §10): off unless asked for.
+      console: z.boolean({ error: 'must be true or false' }).default(false),
+      // Never echoed: whoever holds it reads and mutes every account.
+      token: z.string().trim().min(16, { error: 'must be at least 16 characters (openssl rand -hex 32 makes one)' }).optional(),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z
@@ -311,4 +319,4 @@ export const configFileSchema = z.strictObject({
 export type ConfigFile = z.output<typeof configFileSchema>;
 
 /** Keys whose value is a secret: they also accept a `<key>_file` sibling, and are never printed. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret', 'postgres', 'routing_key', 'smtp']);
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['api_token', 'api_key', 'url', 'secret', 'postgres', 'routing_key', 'smtp', 'token']);

@@ -8,6 +8,11 @@ import {
   applySilences,
   type DeliveryRow,
   deliveryRowFrom,
+  DELIVERY_ROW_COLUMNS,
+  type DeliveryQuery,
+  type UserQuery,
+  usersParams,
+  usersSql,
   type DeliveryTableRow,
   type EventQuery,
   type EventRow,
@@ -665,15 +670,9 @@ export class PostgresStore implements StateStore {
     return rows.length > 0;
   }
 
-  async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
-    const rows = await this.#query<UserTableRow>(
-      'read users',
-      `SELECT ${USER_ROW_COLUMNS}
-       FROM users u WHERE ($1::text IS NULL OR u.account_id = $1) AND ($2::smallint IS NULL OR u.level = $2)
-       ORDER BY u.level DESC, u.email, u.user_id`,
-      [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]],
-    );
-    return rows.map(userRowFrom);
+  async listUsers(query: UserQuery): Promise<UserRow[]> {
+    const sql = usersSql({ account: '$1::text', level: '$2::smallint', user: '$3::text', limit: '$4::bigint', offset: '$5::bigint' });
+    return (await this.#query<UserTableRow>('read users', sql, usersParams(query, null))).map(userRowFrom);
   }
 
   async listEvents(query: EventQuery): Promise<EventRow[]> {
@@ -688,13 +687,15 @@ export class PostgresStore implements StateStore {
     return rows.map((row) => ({ event: JSON.parse(row.body) as RiskEvent, silenced: row.silence_id }));
   }
 
-  async listDeliveries(query: { sink?: string; state?: 'pending' | 'dead' }): Promise<DeliveryRow[]> {
+  async listDeliveries(query: DeliveryQuery): Promise<DeliveryRow[]> {
+    // Of some events: any state, found through the index on event_ids.
+    const which = query.eventIds === undefined ? "d.state IN ('pending', 'dead')" : 'd.event_ids ?| $3::text[]';
     const rows = await this.#query<DeliveryTableRow>(
       'read the outbox',
-      `SELECT d.id, d.sink, d.account_id, d.state, d.event_ids::text AS event_ids, d.attempts, d.last_error, d.next_attempt_at, d.created_at,
+      `SELECT ${DELIVERY_ROW_COLUMNS},
          ARRAY(SELECT e.type FROM jsonb_array_elements_text(d.event_ids) WITH ORDINALITY AS j(event_id, n) LEFT JOIN events e ON e.id = j.event_id ORDER BY j.n) AS types
-       FROM deliveries d WHERE d.state IN ('pending', 'dead') AND ($1::text IS NULL OR d.sink = $1) AND ($2::text IS NULL OR d.state = $2) ORDER BY d.id`,
-      [query.sink ?? null, query.state ?? null],
+       FROM deliveries d WHERE ${which} AND ($1::text IS NULL OR d.sink = $1) AND ($2::text IS NULL OR d.state = $2) ORDER BY d.id`,
+      [query.sink ?? null, query.state ?? null, ...(query.eventIds === undefined ? [] : [[...query.eventIds]])],
     );
     return rows.map(deliveryRowFrom);
   }

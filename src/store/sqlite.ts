@@ -10,6 +10,11 @@ import {
   type DeliveryRow,
   type SettledDelivery,
   deliveryRowFrom,
+  DELIVERY_ROW_COLUMNS,
+  type DeliveryQuery,
+  type UserQuery,
+  usersParams,
+  usersSql,
   type DeliveryTableRow,
   type EventQuery,
   type EventRow,
@@ -567,14 +572,10 @@ export class SqliteStore implements StateStore {
     );
   }
 
-  async listUsers(query: { accountId?: string; level?: RiskLevel }): Promise<UserRow[]> {
+  async listUsers(query: UserQuery): Promise<UserRow[]> {
     return this.#read('read users', () => {
-      const rows = this.#stmt(
-        `SELECT ${USER_ROW_COLUMNS}
-         FROM users u WHERE (?1 IS NULL OR u.account_id = ?1) AND (?2 IS NULL OR u.level = ?2)
-         ORDER BY u.level DESC, u.email, u.user_id`,
-      ).all(query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level]) as unknown as UserTableRow[];
-      return rows.map(userRowFrom);
+      const sql = usersSql({ account: '?1', level: '?2', user: '?3', limit: '?4', offset: '?5' });
+      return (this.#stmt(sql).all(...usersParams(query, -1)) as unknown as UserTableRow[]).map(userRowFrom);
     });
   }
 
@@ -590,13 +591,19 @@ export class SqliteStore implements StateStore {
     });
   }
 
-  async listDeliveries(query: { sink?: string; state?: 'pending' | 'dead' }): Promise<DeliveryRow[]> {
+  async listDeliveries(query: DeliveryQuery): Promise<DeliveryRow[]> {
     return this.#read('read the outbox', () => {
+      // Of some events: any state, found by walking the deliveries made since the oldest of them.
+      const which =
+        query.eventIds === undefined
+          ? "d.state IN ('pending', 'dead')"
+          : `d.created_at >= (SELECT MIN(created_at) FROM events WHERE id IN (SELECT value FROM json_each(?3)))
+             AND EXISTS (SELECT 1 FROM json_each(d.event_ids) j WHERE j.value IN (SELECT value FROM json_each(?3)))`;
       const rows = this.#stmt(
-        `SELECT d.id, d.sink, d.account_id, d.state, d.event_ids, d.attempts, d.last_error, d.next_attempt_at, d.created_at,
+        `SELECT ${DELIVERY_ROW_COLUMNS},
            (SELECT json_group_array(e.type) FROM json_each(d.event_ids) j LEFT JOIN events e ON e.id = j.value) AS types
-         FROM deliveries d WHERE d.state IN ('pending', 'dead') AND (?1 IS NULL OR d.sink = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id`,
-      ).all(query.sink ?? null, query.state ?? null) as unknown as DeliveryTableRow[];
+         FROM deliveries d WHERE ${which} AND (?1 IS NULL OR d.sink = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id`,
+      ).all(query.sink ?? null, query.state ?? null, ...(query.eventIds === undefined ? [] : [JSON.stringify(query.eventIds)])) as unknown as DeliveryTableRow[];
       return rows.map(deliveryRowFrom);
     });
   }

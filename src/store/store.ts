@@ -3,7 +3,7 @@ import type { FlapState } from '../detect/flapping.ts';
 import type { DigestEvent } from '../notify/digest.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
 import { UserFacingError } from '../errors.ts';
-import { type EventType, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
+import { type EventType, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser } from '../model.ts';
 
 /**
  * Where riskwatch remembers: each account's last committed snapshot, the events
@@ -109,12 +109,12 @@ export interface OperatorStore {
   listSilences(options: { readonly all: boolean; readonly now: number }): Promise<Silence[]>;
   /** Ends an active silence now; false when there is no active silence of that id. */
   expireSilence(id: string, now: number): Promise<boolean>;
-  /** The users of the last committed snapshots, highest level first, then by email. */
-  listUsers(query: { readonly accountId?: string; readonly level?: RiskLevel }): Promise<UserRow[]>;
+  /** The users of the last committed snapshots, highest level first, then by email; `limit` of them after `offset`, when given. */
+  listUsers(query: UserQuery): Promise<UserRow[]>;
   /** Recorded events, newest first. `user` is an email (any case) or a user id. */
   listEvents(query: EventQuery): Promise<EventRow[]>;
-  /** Pending and dead-lettered deliveries, oldest first. */
-  listDeliveries(query: { readonly sink?: string; readonly state?: 'pending' | 'dead' }): Promise<DeliveryRow[]>;
+  /** Pending and dead-lettered deliveries, oldest first; with `eventIds`, every delivery (delivered ones too) of any of those events. */
+  listDeliveries(query: DeliveryQuery): Promise<DeliveryRow[]>;
   /** Makes dead-lettered deliveries pending again, due at `now`, under their old ids; returns how many. */
   retryDeliveries(which: { readonly sink: string } | { readonly ids: readonly number[] }, now: number): Promise<Revived>;
   /**
@@ -164,6 +164,20 @@ export interface UserRow {
   readonly flapping: boolean;
 }
 
+export interface UserQuery {
+  readonly accountId?: string;
+  readonly level?: RiskLevel;
+  readonly userId?: string;
+  readonly limit?: number;
+  readonly offset?: number;
+}
+
+export interface DeliveryQuery {
+  readonly sink?: string;
+  readonly state?: 'pending' | 'dead';
+  readonly eventIds?: readonly string[];
+}
+
 export interface EventQuery {
   readonly since: number;
   readonly accountId?: string;
@@ -182,7 +196,7 @@ export interface DeliveryRow {
   readonly id: number;
   readonly sink: string;
   readonly accountId: string;
-  readonly state: 'pending' | 'dead';
+  readonly state: 'pending' | 'delivered' | 'dead';
   readonly eventIds: readonly string[];
   /** The types of its events, in order (an event pruned since shows as null). */
   readonly types: readonly (EventType | null)[];
@@ -190,6 +204,8 @@ export interface DeliveryRow {
   readonly lastError: string | null;
   readonly nextAttemptAt: number;
   readonly createdAt: number;
+  /** When it was delivered or dead-lettered; null while pending. */
+  readonly finishedAt: number | null;
 }
 
 export interface StoreStatus {
@@ -369,6 +385,22 @@ export const USER_ROW_COLUMNS = `u.account_id, u.user_id, u.email, u.name, u.lev
   COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping`;
 
 /** A users row as both stores select it (USER_ROW_COLUMNS; level as its rank). */
+/**
+ * listUsers' query, with each store's parameters: account, level rank, user id (each null for
+ * any), then the page's limit (null for all) and offset. The page is taken before the columns
+ * that look elsewhere (since, flapping) are computed, so a page of 100,000 users costs one page.
+ */
+export const usersSql = (p: { account: string; level: string; user: string; limit: string; offset: string }) =>
+  `SELECT ${USER_ROW_COLUMNS}
+   FROM (SELECT * FROM users WHERE (${p.account} IS NULL OR account_id = ${p.account}) AND (${p.level} IS NULL OR level = ${p.level}) AND (${p.user} IS NULL OR user_id = ${p.user})
+         ORDER BY level DESC, email, user_id LIMIT ${p.limit} OFFSET ${p.offset}) u
+   ORDER BY u.level DESC, u.email, u.user_id`;
+
+/** listUsers' parameters in usersSql's order. */
+export function usersParams(query: UserQuery, noLimit: number | null): (string | number | null)[] {
+  return [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level], query.userId ?? null, query.limit ?? noLimit, query.offset ?? 0];
+}
+
 export interface UserTableRow {
   readonly account_id: string;
   readonly user_id: string;
@@ -410,14 +442,18 @@ export interface DeliveryTableRow {
   readonly id: number | string;
   readonly sink: string;
   readonly account_id: string;
-  readonly state: 'pending' | 'dead';
-  readonly event_ids: string;
+  readonly state: 'pending' | 'delivered' | 'dead';
+  readonly event_ids: string | readonly string[];
   readonly types: string | readonly (string | null)[];
   readonly attempts: number;
   readonly last_error: string | null;
   readonly next_attempt_at: number | string;
   readonly created_at: number | string;
+  readonly finished_at: number | string | null;
 }
+
+/** The columns listDeliveries selects on both stores, but `types` (which each store's JSON functions make). */
+export const DELIVERY_ROW_COLUMNS = 'd.id, d.sink, d.account_id, d.state, d.event_ids, d.attempts, d.last_error, d.next_attempt_at, d.created_at, d.finished_at';
 
 export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
   return {
@@ -425,12 +461,13 @@ export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
     sink: row.sink,
     accountId: row.account_id,
     state: row.state,
-    eventIds: JSON.parse(row.event_ids) as string[],
+    eventIds: typeof row.event_ids === 'string' ? (JSON.parse(row.event_ids) as string[]) : row.event_ids,
     types: typeof row.types === 'string' ? (JSON.parse(row.types) as (EventType | null)[]) : (row.types as (EventType | null)[]),
     attempts: row.attempts,
     lastError: row.last_error,
     nextAttemptAt: Number(row.next_attempt_at),
     createdAt: Number(row.created_at),
+    finishedAt: row.finished_at === null ? null : Number(row.finished_at),
   };
 }
 

@@ -1,7 +1,8 @@
 import { UsageError } from '../../errors.ts';
 import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig, text } from '../command.ts';
-import { iso, printJson, printTable } from '../output.ts';
+import { deliveriesView } from '../../operate/views.ts';
+import { printJson, printTable } from '../output.ts';
 
 /** `deliveries [--sink S] [--state pending|dead] [--json]`: the outbox. */
 export const list: Command = {
@@ -11,19 +12,7 @@ export const list: Command = {
     if (state !== undefined && state !== 'pending' && state !== 'dead') throw new UsageError(`--state ${state}: must be pending or dead`);
     const { config } = readConfig(args, io);
     const sink = text(args, 'sink');
-    const rows = await withOperatorStore(config.state, (store) => store.listDeliveries({ ...(sink ? { sink } : {}), ...(state ? { state } : {}) }));
-    const listed = rows.map((d) => ({
-      id: d.id,
-      sink: d.sink,
-      account: d.accountId,
-      state: d.state,
-      event_ids: d.eventIds,
-      types: d.types,
-      attempts: d.attempts,
-      last_error: d.lastError,
-      next_attempt_at: iso(d.nextAttemptAt),
-      created_at: iso(d.createdAt),
-    }));
+    const listed = await withOperatorStore(config.state, (store) => deliveriesView(store, { ...(sink ? { sink } : {}), ...(state ? { state } : {}) }));
     if (args.values.json) printJson(io, listed);
     else
       printTable(

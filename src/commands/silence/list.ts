@@ -1,6 +1,7 @@
 import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig } from '../command.ts';
-import { iso, printJson, printTable } from '../output.ts';
+import { silencesView } from '../../operate/views.ts';
+import { printJson, printTable } from '../output.ts';
 
 /** `silence list [--all] [--json]`: the active silences, or all still kept. */
 export const list: Command = {
@@ -8,18 +9,7 @@ export const list: Command = {
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
     const now = Date.now();
-    const silences = await withOperatorStore(config.state, (store) => store.listSilences({ all: args.values.all === true, now }), { warn: (message) => io.err(`riskwatch: ${message}`) });
-    const listed = silences.map((s) => ({
-      id: s.id,
-      user: s.user,
-      behavior: s.behavior,
-      account: s.accountId,
-      starts_at: iso(s.startsAt),
-      ends_at: iso(s.endsAt),
-      reason: s.reason,
-      by: s.by,
-      active: s.startsAt <= now && now < s.endsAt,
-    }));
+    const listed = await withOperatorStore(config.state, (store) => silencesView(store, { all: args.values.all === true, now }), { warn: (message) => io.err(`riskwatch: ${message}`) });
     if (args.values.json) printJson(io, listed);
     else
       printTable(
