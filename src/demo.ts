@@ -47,6 +47,7 @@ sinks:
     type: console
 http:
   listen: 127.0.0.1:0
+  console: true
 log:
   level: warn
   format: pretty
@@ -61,7 +62,7 @@ log:
     throw error;
   });
   out(`riskwatch demo: a simulated Cloudflare risk-scoring API (${tenant.users} users, ${tenant.behaviors} behaviors) runs at ${api.baseUrl}`);
-  out(`riskwatch polls it every 2 s and prints each alert below; metrics at http://${service.httpAddress}/metrics. Ctrl-C to stop.`);
+  out(`riskwatch polls it every 2 s and prints each alert below; the web console is at http://${service.httpAddress}/ and metrics at /metrics. Ctrl-C to stop.`);
   try {
     await stopped;
   } finally {

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { UserFacingError } from '../errors.ts';
 import type { Readiness } from './daemon.ts';
@@ -21,18 +21,32 @@ export const HTTP_LIMITS = {
   checkIntervalMs: 1_000,
 };
 
+/** The web console and /api/ (web/console.ts), when on: false for a path that is not its own. */
+export type ConsoleHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
 /**
  * /healthz (the process runs), /readyz (every account polled successfully
- * lately, else 503; each account listed, with why when it is not) and /metrics.
+ * lately, else 503; each account listed, with why when it is not) and /metrics,
+ * open to all; every other path goes to the console, when it is on.
  */
-export async function startHttp(listen: { host: string; port: number }, readiness: () => Readiness, metrics: Metrics, limits = HTTP_LIMITS): Promise<Server> {
+export async function startHttp(
+  listen: { host: string; port: number },
+  readiness: () => Readiness,
+  metrics: Metrics,
+  options: { readonly limits?: typeof HTTP_LIMITS; readonly console?: ConsoleHandler | undefined } = {},
+): Promise<Server> {
+  const limits = options.limits ?? HTTP_LIMITS;
   // Not `import { createServer } from 'node:http'`: an ES import of node:http loads Node's bundled fetch
   // (undici, for http.WebSocket), 13 MB that nothing here uses.
-  const options = { headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: limits.checkIntervalMs };
-  const server = process.getBuiltinModule('node:http').createServer(options, async (req, res) => {
-    const path = (req.url ?? '/').split('?', 1)[0];
+  const timeouts = { headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: limits.checkIntervalMs };
+  const web = options.console;
+  const server = process.getBuiltinModule('node:http').createServer(timeouts, async (req, res) => {
+    const path = (req.url ?? '/').split('?', 1)[0]!;
     try {
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
+      const probe = path === '/healthz' || path === '/readyz' || path === '/metrics';
+      if (!probe && web !== undefined && (await web(req, res))) {
+        // the console answered
+      } else if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
       } else if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
@@ -46,7 +60,7 @@ export async function startHttp(listen: { host: string; port: number }, readines
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
       }
     } catch (error) {
-      res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`);
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`);
     }
   });
   server.maxConnections = limits.maxConnections;

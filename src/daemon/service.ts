@@ -9,7 +9,7 @@ import { type StateStore, StoreUnavailableError } from '../store/store.ts';
 import { VERSION } from '../version.ts';
 import { assemble } from './assemble.ts';
 import { type Daemon, pruneHistory, type Readiness } from './daemon.ts';
-import { boundAddress, startHttp } from './http.ts';
+import { boundAddress, type ConsoleHandler, startHttp } from './http.ts';
 import { applyIncidentPlan, type IncidentPlan, planIncidentCloses } from './incidents.ts';
 import { Metrics } from './metrics.ts';
 
@@ -110,7 +110,7 @@ export class Service {
     try {
       incidents = await service.#planIncidents(config, []);
       service.#daemon = await service.#assemble(config, undefined, incidents.retired);
-      service.#http = await startHttp(config.http.listen, () => service.readiness(), metrics);
+      service.#http = await startHttp(config.http.listen, () => service.readiness(), metrics, { console: await service.#console(config) });
     } catch (error) {
       await store.close();
       service.#pool.close();
@@ -127,6 +127,16 @@ export class Service {
     );
     await service.#reportOrphans();
     return service;
+  }
+
+  /**
+   * The web console and /api/ (SPEC §10) on this store, reading the config as reloaded; loaded only
+   * when http.console is on, so that it costs nothing otherwise.
+   */
+  async #console(config: Config): Promise<ConsoleHandler | undefined> {
+    if (!config.http.console) return undefined;
+    const { createConsole } = await import('../web/console.ts');
+    return createConsole({ config: () => this.#config, store: this.#store, now: () => this.#clock.now() });
   }
 
   /** Where /healthz, /readyz and /metrics are served. */
@@ -157,6 +167,7 @@ export class Service {
     const { listen: was } = this.#listen;
     const { listen: now } = next.http;
     if (was.host !== now.host || was.port !== now.port) log.warn('http.listen changed: it takes effect at the next restart');
+    if (next.http.console !== this.#listen.console || next.http.token?.reveal() !== this.#listen.token?.reveal()) log.warn('http.console or http.token changed: it takes effect at the next restart');
     if (next.log.format !== this.#logFormat) log.warn('log.format changed: it takes effect at the next restart');
     log.level = next.log.level;
     const previous = this.#daemon;

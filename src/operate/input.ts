@@ -51,11 +51,11 @@ export function eventTypeInput(label: string, value: string | undefined): EventT
   return value as EventType | undefined;
 }
 
-/** A whole number from 1 to `max`. */
-export function countInput(label: string, value: string | undefined, max: number): number | undefined {
+/** A whole number from `min` (1 unless said) to `max`. */
+export function countInput(label: string, value: string | undefined, max: number, min = 1): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n < 1 || n > max) throw new UsageError(`${label} ${value}: must be a whole number from 1 to ${max}`);
+  if (!/^\d+$/.test(value) || n < min || n > max) throw new UsageError(`${label} ${value}: must be a whole number from ${min} to ${max}`);
   return n;
 }
 

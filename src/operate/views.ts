@@ -1,6 +1,6 @@
 import { type Config, isIncidentSink } from '../config/config.ts';
-import type { EventType, RiskLevel } from '../model.ts';
-import type { OperatorStore } from '../store/store.ts';
+import type { EventType } from '../model.ts';
+import type { OperatorStore, UserQuery } from '../store/store.ts';
 
 /**
  * What an operator sees, in the JSON shapes of SPEC §8: one function per
@@ -49,11 +49,7 @@ export async function statusView(config: Config, store: OperatorStore, now: numb
 export type StatusView = Awaited<ReturnType<typeof statusView>>;
 
 /** `users --json`: who is at which level now, highest first; a page of them when `limit` is given. */
-export async function usersView(
-  config: Config,
-  store: OperatorStore,
-  query: { readonly accountId?: string; readonly level?: RiskLevel; readonly userId?: string; readonly limit?: number; readonly offset?: number },
-) {
+export async function usersView(config: Config, store: OperatorStore, query: UserQuery) {
   const rows = await store.listUsers(query);
   return rows.map((u) => ({
     account: { id: u.accountId, name: accountName(config, u.accountId) },
@@ -108,6 +104,7 @@ export async function deliveriesView(store: OperatorStore, query: Parameters<Ope
     last_error: d.lastError,
     next_attempt_at: iso(d.nextAttemptAt),
     created_at: iso(d.createdAt),
+    finished_at: iso(d.finishedAt),
   }));
 }
 
@@ -130,4 +127,16 @@ export async function incidentsView(config: Config, store: OperatorStore, query:
       trigger: i.trigger,
     };
   });
+}
+
+/**
+ * One user's story, for the console's timeline and /api/: the user as listed now (undefined when
+ * riskwatch does not know them), their recorded events newest first (within the history kept, at
+ * most `limit`), and every delivery of those events with its outcome.
+ */
+export async function timelineView(config: Config, store: OperatorStore, accountId: string, userId: string, now: number, limit = 200) {
+  const [user] = await usersView(config, store, { accountId, userId });
+  const events = await eventsView(store, { since: now - config.state.historyMs, accountId, user: userId, limit });
+  const deliveries = events.length === 0 ? [] : await deliveriesView(store, { eventIds: events.map((e) => e.id) });
+  return { user, events, deliveries };
 }

@@ -671,7 +671,7 @@ export class PostgresStore implements StateStore {
   }
 
   async listUsers(query: UserQuery): Promise<UserRow[]> {
-    const sql = usersSql({ account: '$1::text', level: '$2::smallint', user: '$3::text', limit: '$4::bigint', offset: '$5::bigint' });
+    const sql = usersSql({ account: '$1::text', level: '$2::smallint', user: '$3::text', flapping: '$4::smallint', limit: '$5::bigint', offset: '$6::bigint' });
     return (await this.#query<UserTableRow>('read users', sql, usersParams(query, null))).map(userRowFrom);
   }
 

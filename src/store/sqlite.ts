@@ -574,7 +574,7 @@ export class SqliteStore implements StateStore {
 
   async listUsers(query: UserQuery): Promise<UserRow[]> {
     return this.#read('read users', () => {
-      const sql = usersSql({ account: '?1', level: '?2', user: '?3', limit: '?4', offset: '?5' });
+      const sql = usersSql({ account: '?1', level: '?2', user: '?3', flapping: '?4', limit: '?5', offset: '?6' });
       return (this.#stmt(sql).all(...usersParams(query, -1)) as unknown as UserTableRow[]).map(userRowFrom);
     });
   }

@@ -168,6 +168,8 @@ export interface UserQuery {
   readonly accountId?: string;
   readonly level?: RiskLevel;
   readonly userId?: string;
+  /** Only those flapping now (SPEC §9). */
+  readonly flapping?: boolean;
   readonly limit?: number;
   readonly offset?: number;
 }
@@ -387,18 +389,19 @@ export const USER_ROW_COLUMNS = `u.account_id, u.user_id, u.email, u.name, u.lev
 /** A users row as both stores select it (USER_ROW_COLUMNS; level as its rank). */
 /**
  * listUsers' query, with each store's parameters: account, level rank, user id (each null for
- * any), then the page's limit (null for all) and offset. The page is taken before the columns
+ * any), flapping only (1) or not (0), then the page's limit (null for all) and offset. The page is taken before the columns
  * that look elsewhere (since, flapping) are computed, so a page of 100,000 users costs one page.
  */
-export const usersSql = (p: { account: string; level: string; user: string; limit: string; offset: string }) =>
+export const usersSql = (p: { account: string; level: string; user: string; flapping: string; limit: string; offset: string }) =>
   `SELECT ${USER_ROW_COLUMNS}
    FROM (SELECT * FROM users WHERE (${p.account} IS NULL OR account_id = ${p.account}) AND (${p.level} IS NULL OR level = ${p.level}) AND (${p.user} IS NULL OR user_id = ${p.user})
+         AND (${p.flapping} = 0 OR EXISTS (SELECT 1 FROM flapping f WHERE f.account_id = users.account_id AND f.user_id = users.user_id AND f.flapping = 1))
          ORDER BY level DESC, email, user_id LIMIT ${p.limit} OFFSET ${p.offset}) u
    ORDER BY u.level DESC, u.email, u.user_id`;
 
 /** listUsers' parameters in usersSql's order. */
 export function usersParams(query: UserQuery, noLimit: number | null): (string | number | null)[] {
-  return [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level], query.userId ?? null, query.limit ?? noLimit, query.offset ?? 0];
+  return [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level], query.userId ?? null, query.flapping ? 1 : 0, query.limit ?? noLimit, query.offset ?? 0];
 }
 
 export interface UserTableRow {

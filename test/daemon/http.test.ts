@@ -22,7 +22,7 @@ afterEach(async () => {
 });
 
 async function listening(): Promise<number> {
-  server = await startHttp({ host: '127.0.0.1', port: 0 }, () => ({ ready: true, accounts: [] }), new Metrics(), LIMITS);
+  server = await startHttp({ host: '127.0.0.1', port: 0 }, () => ({ ready: true, accounts: [] }), new Metrics(), { limits: LIMITS });
   return (server.address() as net.AddressInfo).port;
 }
 
