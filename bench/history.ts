@@ -9,7 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { RiskEvent } from '../src/detect/events.ts';
 import { RISK_LEVELS, type RiskLevel, type RiskUser } from '../src/model.ts';
+import { parseConfig } from '../src/config/load.ts';
+import { boundAddress, startHttp } from '../src/daemon/http.ts';
+import { Metrics } from '../src/daemon/metrics.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
+import { createConsole } from '../src/web/console.ts';
 
 export const HISTORY_USERS = 100_000;
 export const HISTORY_DAYS = 365;
@@ -66,7 +70,49 @@ export interface HistoryResult {
   readonly fileMb: number;
   readonly buildSeconds: number;
   readonly queries: Record<string, { readonly ms: number; readonly rows: number }>;
+  /** The web console's pages and /api/ (issue 27), each a GET over loopback HTTP, median of RUNS. */
+  readonly pages: Record<string, { readonly ms: number; readonly kb: number }>;
 }
+
+/** Console pages served from this store by the daemon's own HTTP server (web/console.ts), as a browser asks for them. */
+async function measurePages(store: SqliteStore, now: number): Promise<HistoryResult['pages']> {
+  const config = parseConfig(
+    `cloudflare:\n  api_token: bench-token\naccounts:\n  - id: ${ACCOUNT}\n    name: bench\nsinks:\n  - name: hook\n    type: webhook\n    url: http://127.0.0.1:9/\nhttp:\n  console: true\n  token: ${PAGE_TOKEN}\n`,
+    path.join(os.tmpdir(), 'bench.yaml'),
+    {},
+  );
+  const server = await startHttp({ host: '127.0.0.1', port: 0 }, () => ({ ready: true, accounts: [] }), new Metrics(), {
+    console: createConsole({ config: () => config, store, now: () => now }),
+  });
+  const base = `http://${boundAddress(server)}`;
+  const pages: Record<string, { ms: number; kb: number }> = {};
+  try {
+    for (const [name, url] of [
+      ['overview', '/'],
+      ['users at high, first page', '/users?level=high'],
+      ['users at high, page 300', '/users?level=high&page=300'],
+      ["a user's timeline (200 newest of 365 changes)", `/users/${ACCOUNT}/${benchUser(7).user_id}`],
+      ['silences', '/silences'],
+      ['dead letters', '/deliveries?state=dead'],
+      ['/api/users?level=high&limit=100', '/api/users?level=high&limit=100'],
+      ['/api/status', '/api/status'],
+    ] as const) {
+      const get = async () => {
+        const response = await fetch(base + url, { headers: { authorization: `Bearer ${PAGE_TOKEN}` } });
+        if (!response.ok) throw new Error(`${url}: ${response.status}`);
+        return response.text();
+      };
+      const body = await get();
+      pages[name] = { ms: await time(get), kb: Buffer.byteLength(body) / 1024 };
+    }
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  return pages;
+}
+
+const PAGE_TOKEN = 'bench-console-token-0123456789';
 
 export async function measureHistory(): Promise<HistoryResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-bench-history-'));
@@ -126,8 +172,9 @@ export async function measureHistory(): Promise<HistoryResult> {
     await measure('events --type lowered (a year, 100)', () => operator.listEvents({ since: start, type: 'user.risk_level_lowered', limit: 100 }));
     await measure('users --level high (with since)', () => operator.listUsers({ accountId: ACCOUNT, level: 'high' }));
     await measure('status', async () => (await operator.status(now)).accounts);
+    const pages = await measurePages(operator, now);
     await operator.close();
-    return { users: HISTORY_USERS, events: id, fileMb: fs.statSync(file).size / 1024 / 1024, buildSeconds, queries };
+    return { users: HISTORY_USERS, events: id, fileMb: fs.statSync(file).size / 1024 / 1024, buildSeconds, queries, pages };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

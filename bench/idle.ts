@@ -26,6 +26,7 @@ import { shippedApp } from './startup.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const USERS = 1000;
+const CONSOLE_TOKEN = 'bench-console-token-0123456789';
 
 interface Rss {
   readonly rssMb: number;
@@ -37,6 +38,8 @@ export interface IdleResult extends Rss {
   readonly users: number;
   /** As shipped: the bundle (the Docker image's layout), started as in a fresh container, with no compile cache. */
   readonly shipped: Rss;
+  /** From a clone, with the web console on and its pages asked for between samples (issue 27). */
+  readonly console: Rss;
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -78,13 +81,17 @@ http:
   listen: 127.0.0.1:0
 `,
   );
+  const withConsole = path.join(dir, 'console.yaml');
+  fs.writeFileSync(withConsole, `${fs.readFileSync(config, 'utf8')}  console: true\n  token: ${CONSOLE_TOKEN}\n`);
   try {
     // The first start fills bin/riskwatch's compile cache for the daemon's modules (the commands measured
     // before load fewer), as any start after an upgrade does; the second is what a restart holds.
     await idleRss(config, 0);
     const fromClone = await idleRss(config, 5);
     const shipped = await idleRss(config, 5, shippedApp(dir), { NODE_DISABLE_COMPILE_CACHE: '1' });
-    return { users: USERS, ...fromClone, shipped };
+    await idleRss(withConsole, 0);
+    const console = await idleRss(withConsole, 5, undefined, {}, ['/', '/users?level=high', `/users/${BENCH_ACCOUNT}/${benchUser(3).user_id}`, '/api/status']);
+    return { users: USERS, ...fromClone, shipped, console };
   } finally {
     await api.close();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -92,7 +99,13 @@ http:
 }
 
 /** Starts run on `config`, waits until it is ready, and reads its memory `samples` times between polls and scrapes. */
-async function idleRss(config: string, samples: number, bin = process.env.RISKWATCH_BIN ?? path.join(REPO, 'bin', 'riskwatch'), env: NodeJS.ProcessEnv = {}): Promise<Rss> {
+async function idleRss(
+  config: string,
+  samples: number,
+  bin = process.env.RISKWATCH_BIN ?? path.join(REPO, 'bin', 'riskwatch'),
+  env: NodeJS.ProcessEnv = {},
+  pages: readonly string[] = [],
+): Promise<Rss> {
   const proc = spawn(bin, ['run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   try {
     const address = await new Promise<string>((resolve, reject) => {
@@ -112,6 +125,7 @@ async function idleRss(config: string, samples: number, bin = process.env.RISKWA
     // A few polls and scrapes go by first, then memory is read between them.
     for (let i = 0; i < 3 + samples; i++) {
       await (await fetch(`${base}/metrics`)).text();
+      for (const page of pages) await (await fetch(base + page, { headers: { authorization: `Bearer ${CONSOLE_TOKEN}` } })).text();
       await sleep(1500);
       if (i >= 3) read.push(memory(proc.pid!));
     }

@@ -136,7 +136,7 @@ export class Service {
   async #console(config: Config): Promise<ConsoleHandler | undefined> {
     if (!config.http.console) return undefined;
     const { createConsole } = await import('../web/console.ts');
-    return createConsole({ config: () => this.#config, store: this.#store, now: () => this.#clock.now() });
+    return createConsole({ config: () => this.#config, store: this.#store, now: () => this.#clock.now(), log: this.#deps.log });
   }
 
   /** Where /healthz, /readyz and /metrics are served. */

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config/config.ts';
+import type { Logger } from '../log.ts';
 import { UsageError } from '../errors.ts';
 import type { RiskLevel } from '../model.ts';
 import { accountInput, countInput, durationInput, eventTypeInput, fieldLabel, levelInput, retryInput, type SilenceRequest, silenceInput, timeInput } from '../operate/input.ts';
@@ -7,7 +8,7 @@ import { deliveriesView, eventsView, silencesView, statusView, timelineView, use
 import type { OperatorStore } from '../store/store.ts';
 import { Access, type Caller, overTls, sameOrigin } from './access.ts';
 import { type Html, query } from './html.ts';
-import { deliveriesPage, loginPage, notFoundPage, overviewPage, type PageContext, silencesPage, timelinePage, usersPage } from './pages.ts';
+import { deliveriesPage, errorPage, loginPage, overviewPage, type PageContext, silencesPage, timelinePage, usersPage } from './pages.ts';
 import { STYLESHEET } from './style.ts';
 
 /** What the console reads: the config as loaded now (a reload changes it), the daemon's store, the clock. */
@@ -15,6 +16,8 @@ export interface ConsoleDeps {
   readonly config: () => Config;
   readonly store: OperatorStore;
   readonly now: () => number;
+  /** Told of what failed on our side (a store that cannot answer), not of what a caller got wrong. */
+  readonly log?: Pick<Logger, 'error'>;
 }
 
 /**
@@ -83,12 +86,13 @@ export function createConsole(deps: ConsoleDeps): (req: IncomingMessage, res: Se
     } catch (error) {
       const status = error instanceof Refused ? error.status : error instanceof UsageError ? 400 : 500;
       const message = (error as Error).message;
+      if (status >= 500) deps.log?.error({ err: message, path }, 'the console could not answer');
       if (api || status === 401 || status === 403) {
         const headers: Record<string, string> = status === 401 && access.required ? { 'www-authenticate': 'Bearer realm="riskwatch"' } : {};
         if (api) sendJson(res, status, { error: message }, headers);
         else send(res, status, 'text/plain; charset=utf-8', `${message}\n`, headers);
       } else {
-        sendHtml(res, status, notFoundPage(undefined, message));
+        sendHtml(res, status, errorPage(status, message));
       }
     }
     return true;

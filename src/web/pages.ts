@@ -268,6 +268,8 @@ ${
   );
 }
 
-export function notFoundPage(context: PageContext | undefined, what: string): Html {
-  return page('Not found', context, html`<p>${what}</p><p><a href="/">Overview</a></p>`);
+/** A request refused or failed: what went wrong, in one line, and the way back. */
+export function errorPage(status: number, what: string): Html {
+  const title = status === 404 ? 'Not found' : status < 500 ? 'Cannot do that' : 'Something went wrong';
+  return page(title, undefined, html`<p class="error" role="alert">${what}</p><p><a href="/">Overview</a></p>`);
 }

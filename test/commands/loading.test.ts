@@ -89,3 +89,12 @@ it('no source takes a Node built-in with an ES import (types aside): process.get
   }
   expect(offenders).toEqual([]);
 });
+
+it('run loads the web console only when http.console is on: off, it costs nothing', () => {
+  const { modules } = inChild(`
+    await import(${JSON.stringify(path.join(REPO, 'src/daemon/service.ts'))});
+    await import(${JSON.stringify(path.join(REPO, 'src/commands/run.ts'))});
+  `);
+  expect(modules.some((m) => m.endsWith('/src/daemon/http.ts'))).toBe(true);
+  expect(modules.filter((m) => /\/src\/web\//.test(m))).toEqual([]);
+}, 30_000);
