@@ -3,6 +3,87 @@ import type { Clock } from '../clock.ts';
 export const RATE_WINDOW_MS = 5 * 60_000;
 
 /**
+ * Where the replicas of a fleet take one credential's requests from (SPEC §11):
+ * a PostgreSQL store, on the database's clock. A replica takes a few grants at
+ * a time (a batch), uses them within `leaseMs`, and says how many it left
+ * unused when it takes the next batch or stops; until then the whole batch
+ * counts as spent, so the fleet never exceeds the limit, whatever a replica
+ * does (a replica killed holding a batch costs the fleet at most that batch,
+ * for the rest of the window).
+ */
+export interface GrantPool {
+  take(request: GrantRequest): Promise<GrantAnswer>;
+  /** Gives back what a batch left unused (a replica stopping). */
+  settle(credentialId: string, batch: number, unused: number): Promise<void>;
+  /** A 429 seen by one replica holds every replica back until then (`forMs` from now, on the database's clock). */
+  block(credentialId: string, forMs: number): Promise<void>;
+}
+
+export interface GrantRequest {
+  readonly credentialId: string;
+  /** The accounts polled with this credential: a replica's share follows how many of them it leads. */
+  readonly accountIds: readonly string[];
+  readonly limit: number;
+  /** How many grants this replica would like now (its waiting requests, a batch at most). */
+  readonly want: number;
+  /** The previous batch, and how many of it went unused: they no longer count. */
+  readonly settle?: { readonly batch: number; readonly unused: number };
+}
+
+export interface GrantAnswer {
+  readonly granted: number;
+  /** The batch's id, to settle it; undefined when nothing was granted. */
+  readonly batch: number | undefined;
+  /** With nothing granted: how long to wait before asking again. */
+  readonly waitMs: number;
+  /** How long a 429 still holds this credential back, for every replica (0: not blocked). */
+  readonly blockedMs: number;
+  /** Grants of this batch not used within this long are not used at all. */
+  readonly leaseMs: number;
+}
+
+/** What the fleet spent in the current window and how its accounts are led, for allocate(). */
+export interface FleetWindow {
+  readonly limit: number;
+  readonly want: number;
+  readonly me: string;
+  /** Requests granted per replica in the last five minutes (batches not yet settled count whole). */
+  readonly spent: ReadonlyMap<string, number>;
+  /** Accounts of the credential each live replica leads. */
+  readonly leads: ReadonlyMap<string, number>;
+}
+
+/**
+ * How many of the fleet's requests a replica gets now (SPEC §11): never more
+ * than the window has left, nor what the others are still due of their fair
+ * share. The limit is shared by accounts led (every account of the fleet gets
+ * the same), in whole requests: the remainder goes to the largest fractions,
+ * then by name. Beyond its own share, a replica may have only what nobody
+ * else is due (another replica that leads nothing is due nothing).
+ */
+export function allocate(window: FleetWindow): number {
+  const leads = new Map(window.leads);
+  leads.set(window.me, Math.max(1, leads.get(window.me) ?? 0));
+  const total = [...leads.values()].reduce((a, b) => a + b, 0);
+  const exact = [...leads].map(([replica, n]) => ({ replica, share: (window.limit * n) / total }));
+  const shares = new Map(exact.map((e) => [e.replica, Math.floor(e.share)]));
+  let rest = window.limit - [...shares.values()].reduce((a, b) => a + b, 0);
+  for (const e of exact.toSorted((x, y) => y.share - Math.floor(y.share) - (x.share - Math.floor(x.share)) || (x.replica < y.replica ? -1 : 1))) {
+    if (rest-- <= 0) break;
+    shares.set(e.replica, shares.get(e.replica)! + 1);
+  }
+  const spent = [...window.spent.values()].reduce((a, b) => a + b, 0);
+  let dueToOthers = 0;
+  for (const [replica, share] of shares) if (replica !== window.me) dueToOthers += Math.max(0, share - (window.spent.get(replica) ?? 0));
+  return Math.max(0, Math.min(window.want, window.limit - spent - dueToOthers));
+}
+
+/** Largest batch a replica takes: small against the limit, so that the fleet's share stays fair and little is held. */
+export function batchSize(limit: number): number {
+  return Math.max(1, Math.min(20, Math.floor(limit / 20)));
+}
+
+/**
  * The request budget of one Cloudflare credential, shared by every account that
  * uses it. Cloudflare counts requests per user over five minutes and, past the
  * limit, refuses every call of that user for five minutes (SPEC §1); so this
@@ -11,6 +92,9 @@ export const RATE_WINDOW_MS = 5 * 60_000;
  * Cloudflare reports its own remaining count running low (the dashboard and
  * other tools spend the same budget), and holds everything back while a
  * Retry-After is in force.
+ *
+ * With a GrantPool (replicas on PostgreSQL), each request also takes a grant
+ * from the fleet's budget, in batches; the in-process window stays as a bound.
  *
  * Every time kept here is the clock's monotonic time: the window and a block
  * are intervals measured in this process, and a wall clock stepped back (NTP,
@@ -30,17 +114,22 @@ export class RequestBudget {
   /** Monotonic time before which nothing is granted. */
   #blockedUntil = -Infinity;
   #queue: Promise<void> = Promise.resolve();
+  /** Callers waiting for a grant: how big a batch to ask the fleet for. */
+  #waiting = 0;
+  readonly #fleet: Fleet | undefined;
 
-  constructor(limit: number, clock: Clock) {
+  constructor(limit: number, clock: Clock, fleet?: Fleet) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
     this.limit = limit;
     this.#clock = clock;
     this.#grants = new Float64Array(limit);
+    this.#fleet = fleet;
   }
 
   /** Waits for permission to send one request. Callers are served first come, first served. */
   acquire(signal?: AbortSignal): Promise<void> {
-    const turn = this.#queue.then(() => this.#grant(signal));
+    this.#waiting++;
+    const turn = this.#queue.then(() => this.#grant(signal)).finally(() => this.#waiting--);
     // One caller giving up (abort) must not stall the queue behind it.
     this.#queue = turn.catch(() => {});
     if (!signal) return turn;
@@ -63,6 +152,8 @@ export class RequestBudget {
   blockUntil(until: number): void {
     // Held as the wait it means from now, on the monotonic clock: a later step of the wall clock does not move it.
     this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.monotonic() + (until - this.#clock.now()));
+    // The other replicas hear of it at their next batch; should the database not answer, this replica still waits.
+    this.#fleet?.block(until - this.#clock.now());
   }
 
   /** Epoch ms (on the wall clock as it reads now) before which no request will be granted (0 when never blocked). */
@@ -77,7 +168,7 @@ export class RequestBudget {
    * limit needs), and the pacing and any Retry-After block stay in force.
    */
   withLimit(limit: number): RequestBudget {
-    const next = new RequestBudget(limit, this.#clock);
+    const next = new RequestBudget(limit, this.#clock, this.#fleet?.withLimit(limit));
     const kept = Math.min(this.#count, limit);
     for (let i = this.#count - kept; i < this.#count; i++) next.#record(this.#grants[(this.#head + i) % this.limit]!);
     next.#lastGrant = this.#lastGrant;
@@ -93,12 +184,32 @@ export class RequestBudget {
       const windowFree = this.#count < this.limit ? -Infinity : this.#grants[this.#head]! + RATE_WINDOW_MS;
       const at = Math.max(windowFree, this.#blockedUntil, this.#lastGrant + this.#paceMs);
       if (at <= now) {
-        this.#record(now);
-        return;
+        const wait = this.#fleet === undefined ? 0 : await this.#fleet.take(this.#waiting, (ms) => this.#holdBack(ms));
+        if (wait === 0) {
+          this.#record(this.#clock.monotonic());
+          return;
+        }
+        await this.#clock.sleep(wait, signal);
+        continue;
       }
       // Re-check after waking: a 429 elsewhere may have pushed #blockedUntil further.
       await this.#clock.sleep(at - now, signal);
     }
+  }
+
+  /** This budget's side of the fleet's, if it has one. */
+  get fleet(): Fleet | undefined {
+    return this.#fleet;
+  }
+
+  /** The fleet says a 429 holds the credential back `ms` more. */
+  #holdBack(ms: number): void {
+    this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.monotonic() + ms);
+  }
+
+  /** Gives the fleet back what this process holds and has not used (it stops). */
+  async release(): Promise<void> {
+    await this.#fleet?.release();
   }
 
   #record(now: number): void {
@@ -113,28 +224,105 @@ export class RequestBudget {
   }
 }
 
-/** One budget per credential id, created on first use. */
-export class BudgetRegistry {
-  readonly #budgets = new Map<string, RequestBudget>();
-  readonly limit: number;
+/**
+ * This process's side of a credential's fleet budget: the batch it holds (grants
+ * left, and until when they may be used, on the monotonic clock), taken from the
+ * pool when used up or stale.
+ */
+export class Fleet {
+  readonly #pool: GrantPool;
   readonly #clock: Clock;
-  constructor(limit: number, clock: Clock) {
-    this.limit = limit;
+  readonly #credentialId: string;
+  readonly #limit: number;
+  /** The accounts polled with the credential (a reload may change them). */
+  accountIds: readonly string[];
+  #batch: { id: number; left: number; until: number } | undefined;
+
+  constructor(pool: GrantPool, clock: Clock, credentialId: string, limit: number, accountIds: readonly string[]) {
+    this.#pool = pool;
     this.#clock = clock;
+    this.#credentialId = credentialId;
+    this.#limit = limit;
+    this.accountIds = accountIds;
   }
-  /** The same credentials under a new limit (a reload changed requests_per_5min), each with its requests in the window and its block. */
-  withLimit(limit: number): BudgetRegistry {
-    const next = new BudgetRegistry(limit, this.#clock);
-    for (const [id, budget] of this.#budgets) next.#budgets.set(id, budget.withLimit(limit));
+
+  /** The same credential under a new limit: the batch held goes with it. */
+  withLimit(limit: number): Fleet {
+    const next = new Fleet(this.#pool, this.#clock, this.#credentialId, limit, this.accountIds);
+    next.#batch = this.#batch;
     return next;
   }
 
-  for(credentialId: string): RequestBudget {
-    let budget = this.#budgets.get(credentialId);
-    if (!budget) {
-      budget = new RequestBudget(this.limit, this.#clock);
-      this.#budgets.set(credentialId, budget);
+  /** One grant: 0 when taken, else how long to wait before asking again. */
+  async take(waiting: number, holdBack: (ms: number) => void): Promise<number> {
+    const batch = this.#batch;
+    if (batch !== undefined && batch.left > 0 && this.#clock.monotonic() < batch.until) {
+      batch.left--;
+      return 0;
     }
-    return budget;
+    // The lease counts from before the question: the answer may be late, never the grants.
+    const asked = this.#clock.monotonic();
+    const answer = await this.#pool.take({
+      credentialId: this.#credentialId,
+      accountIds: this.accountIds,
+      limit: this.#limit,
+      want: Math.max(1, Math.min(batchSize(this.#limit), waiting)),
+      ...(batch ? { settle: { batch: batch.id, unused: batch.left } } : {}),
+    });
+    this.#batch = undefined;
+    if (answer.blockedMs > 0) holdBack(answer.blockedMs);
+    if (answer.granted === 0 || answer.batch === undefined) return Math.max(1, answer.waitMs);
+    this.#batch = { id: answer.batch, left: answer.granted - 1, until: asked + answer.leaseMs };
+    return 0;
+  }
+
+  block(forMs: number): void {
+    if (forMs > 0) this.#pool.block(this.#credentialId, forMs).catch(() => {});
+  }
+
+  async release(): Promise<void> {
+    const batch = this.#batch;
+    this.#batch = undefined;
+    if (batch !== undefined && batch.left > 0) await this.#pool.settle(this.#credentialId, batch.id, batch.left).catch(() => {});
+  }
+}
+
+/** One budget per credential id, created on first use. */
+export class BudgetRegistry {
+  readonly #budgets = new Map<string, { budget: RequestBudget; fleet: Fleet | undefined }>();
+  readonly limit: number;
+  readonly #clock: Clock;
+  readonly #pool: GrantPool | undefined;
+  /** With a pool (replicas on PostgreSQL), each credential's budget is the fleet's (SPEC §11); else this process's own. */
+  constructor(limit: number, clock: Clock, pool?: GrantPool) {
+    this.limit = limit;
+    this.#clock = clock;
+    this.#pool = pool;
+  }
+  /** The same credentials under a new limit (a reload changed requests_per_5min), each with its requests in the window and its block. */
+  withLimit(limit: number): BudgetRegistry {
+    const next = new BudgetRegistry(limit, this.#clock, this.#pool);
+    for (const [id, { budget }] of this.#budgets) {
+      const moved = budget.withLimit(limit);
+      next.#budgets.set(id, { budget: moved, fleet: moved.fleet });
+    }
+    return next;
+  }
+
+  /** The budget of a credential, polling these accounts (the fleet shares it by how many of them each replica leads). */
+  for(credentialId: string, accountIds: readonly string[] = []): RequestBudget {
+    let entry = this.#budgets.get(credentialId);
+    if (!entry) {
+      const fleet = this.#pool && new Fleet(this.#pool, this.#clock, credentialId, this.limit, accountIds);
+      entry = { budget: new RequestBudget(this.limit, this.#clock, fleet), fleet };
+      this.#budgets.set(credentialId, entry);
+    }
+    if (entry.fleet) entry.fleet.accountIds = accountIds;
+    return entry.budget;
+  }
+
+  /** Gives the fleet back every grant this process holds unused (it stops). */
+  async release(): Promise<void> {
+    await Promise.all([...this.#budgets.values()].map(({ budget }) => budget.release()));
   }
 }

@@ -45,7 +45,9 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
   const sinks = await Promise.all(config.sinks.map(async (sinkConfig) => ({ config: sinkConfig, sink: await build(sinkConfig) })));
   const retired = await Promise.all((deps.retired ?? []).map(build));
 
-  const budgets = deps.budgets ?? new BudgetRegistry(config.cloudflare.requestsPer5Min, clock);
+  // A store shared by replicas shares each credential's budget too (SPEC §11), `once` beside them included.
+  const ownBudgets = deps.budgets ? undefined : new BudgetRegistry(config.cloudflare.requestsPer5Min, clock, store.grants);
+  const budgets = deps.budgets ?? ownBudgets!;
   const clients = new Map<string, CloudflareClient>();
   const labels = new Map(config.accounts.map((account) => [account.id, account.label]));
   const clientFor = (credential: Credential) => {
@@ -54,7 +56,10 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
       client = new CloudflareClient({
         baseUrl: config.cloudflare.apiBaseUrl,
         credential,
-        budget: budgets.for(credential.id),
+        budget: budgets.for(
+          credential.id,
+          config.accounts.filter((a) => a.credential.id === credential.id).map((a) => a.id),
+        ),
         clock,
         log: log.child({ credential: credential.id }),
         http,
@@ -103,7 +108,10 @@ export async function assemble(config: Config, deps: AssembleDeps): Promise<Daem
     clock,
     log,
     pollIntervalMs: config.pollIntervalMs,
-    onStopped: async () => ownHttp?.close(),
+    onStopped: async () => {
+      await ownBudgets?.release();
+      ownHttp?.close();
+    },
     ...(deps.status ? { status: deps.status } : {}),
     ...(metrics
       ? {

@@ -58,7 +58,7 @@ export class Service {
     this.#metrics = metrics;
     this.#deps = deps;
     this.#clock = deps.clock ?? systemClock;
-    this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock);
+    this.#budgets = new BudgetRegistry(config.cloudflare.requestsPer5Min, this.#clock, store.grants);
   }
 
   #assemble(config: Config, previous: Daemon | undefined, retired: readonly SinkConfig[]): Promise<Daemon> {
@@ -196,6 +196,8 @@ export class Service {
   async stop(): Promise<void> {
     clearInterval(this.#pruning);
     await this.#daemon.stop();
+    // What this replica took from the fleet's Cloudflare budget and did not use goes back to the others.
+    await this.#budgets.release();
     this.#http.closeAllConnections();
     await new Promise<void>((resolve) => this.#http.close(() => resolve()));
     await this.#store.close();

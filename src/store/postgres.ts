@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { allocate, type GrantPool, RATE_WINDOW_MS } from '../cloudflare/budget.ts';
 import type { RiskEvent } from '../detect/events.ts';
 import type { FlapState } from '../detect/flapping.ts';
 import { StoredLevels } from '../detect/stored-levels.ts';
@@ -227,6 +228,17 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
      PRIMARY KEY (account_id, user_id)
    );
    CREATE TABLE digests (sink text PRIMARY KEY, last_slot bigint NOT NULL);`,
+  // 6: one Cloudflare budget per credential for all replicas (SPEC §11): each batch of requests a
+  // replica took in the last five minutes (database time, ms), and a 429's hold on a credential.
+  `CREATE TABLE budget_grants (
+     id bigserial PRIMARY KEY,
+     credential_id text NOT NULL,
+     replica text NOT NULL,
+     granted_at bigint NOT NULL,
+     reserved integer NOT NULL
+   );
+   CREATE INDEX budget_grants_window ON budget_grants (credential_id, granted_at);
+   CREATE TABLE budget_blocks (credential_id text PRIMARY KEY, until_at bigint NOT NULL);`,
 ];
 
 /**
@@ -885,6 +897,80 @@ export class PostgresStore implements StateStore {
     await Promise.race([release.catch(() => {}), new Promise((resolve) => setTimeout(resolve, CLOSE_DEADLINE_MS).unref())]);
     await Promise.race([this.#pool.end().catch(() => {}), new Promise((resolve) => setTimeout(resolve, CLOSE_DEADLINE_MS).unref())]);
   }
+
+  /**
+   * The fleet's request budget (SPEC §11; cloudflare/budget.ts decides the shares): batches taken
+   * under a lock per credential, on the database's clock. A replica's weight is how many of the
+   * credential's accounts it leads now, so a replica that stops or dies stops being owed a share
+   * when its leases lapse (one leadership period).
+   */
+  readonly grants: GrantPool = {
+    take: (request) =>
+      this.#transaction('take Cloudflare requests from the fleet budget', async (client) => {
+        await client.query("SELECT pg_advisory_xact_lock(hashtextextended('riskwatch budget ' || $1, 0))", [request.credentialId]);
+        if (request.settle) {
+          await client.query('UPDATE budget_grants SET reserved = GREATEST(0, reserved - $3) WHERE id = $1 AND replica = $2', [request.settle.batch, this.replica, request.settle.unused]);
+        }
+        const now = Number((await client.query<{ now: string }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now')).rows[0]!.now);
+        await client.query('DELETE FROM budget_grants WHERE credential_id = $1 AND granted_at <= $2', [request.credentialId, now - RATE_WINDOW_MS]);
+        const spentRows = (
+          await client.query<{ replica: string; spent: number; oldest: string }>(
+            'SELECT replica, SUM(reserved)::integer AS spent, MIN(granted_at) AS oldest FROM budget_grants WHERE credential_id = $1 AND reserved > 0 GROUP BY replica',
+            [request.credentialId],
+          )
+        ).rows;
+        const leads = (
+          await client.query<{ holder: string; n: number }>(
+            `SELECT l.holder, COUNT(*)::integer AS n FROM leases l JOIN replicas r ON r.replica = l.holder
+             WHERE l.account_id = ANY($1::text[]) AND l.expires_at > clock_timestamp() AND r.expires_at > clock_timestamp() AND NOT r.passing
+             GROUP BY l.holder`,
+            [[...request.accountIds]],
+          )
+        ).rows;
+        const blocked = (await client.query<{ until_at: string }>('SELECT until_at FROM budget_blocks WHERE credential_id = $1', [request.credentialId])).rows[0];
+        const blockedMs = blocked === undefined ? 0 : Math.max(0, Number(blocked.until_at) - now);
+        const leaseMs = Math.min(this.#leadershipMs, 30_000);
+        const granted = allocate({
+          limit: request.limit,
+          want: request.want,
+          me: this.replica,
+          spent: new Map(spentRows.map((r) => [r.replica, r.spent])),
+          leads: new Map(leads.map((r) => [r.holder, r.n])),
+        });
+        if (granted > 0) {
+          const { id } = (
+            await client.query<{ id: string }>('INSERT INTO budget_grants (credential_id, replica, granted_at, reserved) VALUES ($1, $2, $3, $4) RETURNING id', [
+              request.credentialId,
+              this.replica,
+              now,
+              granted,
+            ])
+          ).rows[0]!;
+          return { granted, batch: Number(id), waitMs: 0, blockedMs, leaseMs };
+        }
+        // Full: until the oldest batch leaves the window. Held back for the others' shares: ask again
+        // within a second, as their batches settle, their leases lapse or they use what they are due.
+        const spent = spentRows.reduce((a, r) => a + r.spent, 0);
+        const oldest = Math.min(...spentRows.map((r) => Number(r.oldest)));
+        const waitMs = spent >= request.limit ? oldest + RATE_WINDOW_MS - now + 1 : Math.min(1000, Math.max(250, this.leadershipCheckMs));
+        return { granted: 0, batch: undefined, waitMs: Math.max(1, waitMs), blockedMs, leaseMs };
+      }),
+    settle: async (credentialId, batch, unused) => {
+      await this.#query(
+        'return unused Cloudflare requests to the fleet budget',
+        'UPDATE budget_grants SET reserved = GREATEST(0, reserved - $3) WHERE id = $1 AND replica = $2 AND credential_id = $4',
+        [batch, this.replica, unused, credentialId],
+      );
+    },
+    block: async (credentialId, forMs) => {
+      await this.#query(
+        'hold the fleet back after a 429',
+        `INSERT INTO budget_blocks (credential_id, until_at) VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
+         ON CONFLICT (credential_id) DO UPDATE SET until_at = GREATEST(budget_blocks.until_at, excluded.until_at)`,
+        [credentialId, Math.round(forMs)],
+      );
+    },
+  };
 
   /** The heartbeat, and the leases lead() last handed out, pushed forward; in the background every leadershipCheckMs. */
   #renew(): Promise<void> {

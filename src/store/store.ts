@@ -1,4 +1,5 @@
 import type { PreviousSnapshot, SnapshotDelta } from '../detect/diff.ts';
+import type { GrantPool } from '../cloudflare/budget.ts';
 import type { FlapState } from '../detect/flapping.ts';
 import type { DigestEvent } from '../notify/digest.ts';
 import { isUserEvent, type RiskEvent, subjectOf } from '../detect/events.ts';
@@ -94,6 +95,8 @@ export interface StateStore extends OperatorStore {
   readonly leadershipCheckMs: number | undefined;
   /** This process's name among replicas sharing the store, for logs and /readyz; undefined when it is alone. */
   readonly replica: string | undefined;
+  /** The fleet's Cloudflare budget, where replicas share one (SPEC §11); undefined for a process alone. */
+  readonly grants?: GrantPool;
   /** Closes the store; a replica lets go of its accounts, so that others take them over at once. */
   close(): Promise<void>;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { BudgetRegistry, RATE_WINDOW_MS, RequestBudget } from '../../src/cloudflare/budget.ts';
+import fc from 'fast-check';
+import { allocate, BudgetRegistry, type GrantPool, RATE_WINDOW_MS, RequestBudget } from '../../src/cloudflare/budget.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
 describe('RequestBudget: never more than the limit in any five minutes', () => {
@@ -133,5 +134,166 @@ describe('BudgetRegistry.withLimit: a reload that changes requests_per_5min', ()
     blocked.for('cred').blockUntil(clock.now() + 42_000);
     const after = blocked.withLimit(20);
     expect(after.for('cred').blockedUntil).toBe(clock.now() + 42_000);
+  });
+});
+
+describe('allocate: the fleet budget shared by accounts led (SPEC §11)', () => {
+  const window = (spent: Record<string, number>, leads: Record<string, number>, want = 100, me = 'a', limit = 60) => ({
+    limit,
+    want,
+    me,
+    spent: new Map(Object.entries(spent)),
+    leads: new Map(Object.entries(leads)),
+  });
+
+  it('never grants past what the window has left, whoever asks', () => {
+    expect(allocate(window({ a: 10, b: 20, c: 30 }, { a: 4, b: 4, c: 4 }))).toBe(0);
+    expect(allocate(window({ a: 0, b: 0, c: 58 }, { a: 1 }))).toBe(2);
+    expect(allocate(window({}, {}, 5))).toBe(5);
+  });
+
+  it('keeps what the others are due by the accounts they lead, and lets a replica use its own share', () => {
+    // Three replicas of four accounts each: 20 apiece.
+    expect(allocate(window({}, { a: 4, b: 4, c: 4 }))).toBe(20);
+    expect(allocate(window({ a: 20 }, { a: 4, b: 4, c: 4 }))).toBe(0);
+    expect(allocate(window({ a: 20, b: 20, c: 5 }, { a: 4, b: 4, c: 4 }))).toBe(0);
+    // A replica leading 10 of 12 accounts is due 50.
+    expect(allocate(window({ b: 10 }, { a: 10, b: 2 }))).toBe(50);
+    // Past its own share, only what the others are not due: b still is (10 of 30), then no longer (it went over).
+    expect(allocate(window({ a: 30, b: 10 }, { a: 1, b: 1 }))).toBe(0);
+    expect(allocate(window({ a: 20, b: 35 }, { a: 1, b: 1 }))).toBe(5);
+  });
+
+  it('a replica that leads nothing yet still gets a share of one account', () => {
+    expect(allocate(window({}, { b: 11 }))).toBe(5);
+  });
+
+  it('a replica whose leases lapsed is due nothing: its share goes back to the others', () => {
+    expect(allocate(window({ a: 20, b: 20 }, { a: 4, b: 4, c: 4 }))).toBe(0);
+    // c's four accounts went to a and b: each is now due 30.
+    expect(allocate(window({ a: 20, b: 20 }, { a: 6, b: 6 }))).toBe(10);
+  });
+
+  it('over any sequence of asks, the total stays within the limit and every replica that keeps asking gets its share', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 500 }), fc.array(fc.integer({ min: 1, max: 10 }), { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 300 }), (limit, leadCounts, asks) => {
+        const replicas = leadCounts.map((_, i) => `r${i}`);
+        const leads = new Map(replicas.map((r, i) => [r, leadCounts[i]!]));
+        const spent = new Map<string, number>();
+        for (const ask of asks) {
+          const me = replicas[ask % replicas.length]!;
+          const granted = allocate({ limit, want: 1 + (ask % 7), me, spent, leads });
+          spent.set(me, (spent.get(me) ?? 0) + granted);
+        }
+        // Then everyone asks until nothing more is granted.
+        for (let round = 0; round < limit + 1; round++) {
+          for (const me of replicas) spent.set(me, (spent.get(me) ?? 0) + allocate({ limit, want: 1, me, spent, leads }));
+        }
+        const total = [...spent.values()].reduce((a, b) => a + b, 0);
+        expect(total).toBeLessThanOrEqual(limit);
+        const all = leadCounts.reduce((a, b) => a + b, 0);
+        for (const [i, r] of replicas.entries()) expect(spent.get(r) ?? 0).toBeGreaterThanOrEqual(Math.floor((limit * leadCounts[i]!) / all));
+        expect(total).toBe(limit);
+      }),
+    );
+  });
+});
+
+describe('RequestBudget with a fleet: batches from the pool, settled when unused', () => {
+  /** A pool on this process's clock: one replica asking, the others' spending given. */
+  function pool(limit: number, clock: FakeClock, options: { leaseMs?: number; blockedMs?: number } = {}) {
+    const batches = new Map<number, { at: number; reserved: number }>();
+    const calls: { want: number; settle?: { batch: number; unused: number } }[] = [];
+    const blocks: number[] = [];
+    let next = 1;
+    const grants: GrantPool = {
+      async take(request) {
+        calls.push({ want: request.want, ...(request.settle ? { settle: request.settle } : {}) });
+        if (request.settle) batches.get(request.settle.batch)!.reserved -= request.settle.unused;
+        for (const [id, b] of batches) if (b.at <= clock.now() - RATE_WINDOW_MS) batches.delete(id);
+        const spent = [...batches.values()].reduce((a, b) => a + b.reserved, 0);
+        const granted = allocate({ limit, want: request.want, me: 'me', spent: new Map([['me', spent]]), leads: new Map() });
+        const blockedMs = options.blockedMs ?? 0;
+        if (granted === 0) {
+          const oldest = Math.min(...[...batches.values()].map((b) => b.at));
+          return { granted, batch: undefined, waitMs: oldest + RATE_WINDOW_MS - clock.now(), blockedMs, leaseMs: options.leaseMs ?? 30_000 };
+        }
+        batches.set(next, { at: clock.now(), reserved: granted });
+        return { granted, batch: next++, waitMs: 0, blockedMs, leaseMs: options.leaseMs ?? 30_000 };
+      },
+      async settle(_credential, batch, unused) {
+        batches.get(batch)!.reserved -= unused;
+      },
+      async block(_credential, forMs) {
+        blocks.push(forMs);
+      },
+    };
+    return { grants, calls, blocks, batches };
+  }
+
+  it('asks the pool once per batch, not once per request', async () => {
+    const clock = new FakeClock();
+    const { grants, calls } = pool(100, clock);
+    const budgets = new BudgetRegistry(100, clock, grants);
+    const budget = budgets.for('cred', ['acct']);
+    await Promise.all(Array.from({ length: 10 }, () => budget.acquire()));
+    expect(calls.length).toBeLessThanOrEqual(4);
+    expect(calls[0]!.want).toBe(5);
+  });
+
+  it('never grants more than the fleet allows in a window, waiting as the pool says', async () => {
+    const clock = new FakeClock();
+    const { grants } = pool(6, clock);
+    const budget = new BudgetRegistry(6, clock, grants).for('cred');
+    const start = clock.now();
+    const times: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      await budget.acquire();
+      times.push(clock.now() - start);
+    }
+    expect(times.slice(0, 6)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(times[6]).toBeGreaterThanOrEqual(RATE_WINDOW_MS);
+  });
+
+  it('does not use a batch past its lease, and says what it left unused', async () => {
+    const clock = new FakeClock();
+    const { grants, calls } = pool(100, clock, { leaseMs: 1000 });
+    const budget = new BudgetRegistry(100, clock, grants).for('cred');
+    await Promise.all([budget.acquire(), budget.acquire(), budget.acquire()]);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.want).toBe(3);
+    await budget.acquire();
+    clock.time += 2000;
+    await budget.acquire();
+    expect(calls).toHaveLength(3);
+    expect(calls[2]!.settle).toEqual({ batch: 2, unused: calls[1]!.want - 1 });
+  });
+
+  it('gives back what it holds unused when it stops, and tells the fleet of a 429', async () => {
+    const clock = new FakeClock();
+    const { grants, batches, blocks } = pool(100, clock);
+    const budgets = new BudgetRegistry(100, clock, grants);
+    const budget = budgets.for('cred');
+    // A batch of three taken for three waiters, one of which gives up once it is taken.
+    const gaveUp = new AbortController();
+    const [first, second, third] = [budget.acquire(), budget.acquire(), budget.acquire(gaveUp.signal)];
+    await first;
+    gaveUp.abort();
+    await Promise.all([second, third.catch(() => {})]);
+    expect([...batches.values()].map((b) => b.reserved)).toEqual([3]);
+    budget.blockUntil(clock.now() + 60_000);
+    expect(blocks).toEqual([60_000]);
+    await budgets.release();
+    expect([...batches.values()].reduce((a, b) => a + b.reserved, 0)).toBe(2);
+  });
+
+  it("holds back while the fleet says another replica's 429 is in force", async () => {
+    const clock = new FakeClock();
+    const { grants } = pool(100, clock, { blockedMs: 45_000 });
+    const budget = new BudgetRegistry(100, clock, grants).for('cred');
+    const start = clock.now();
+    await budget.acquire();
+    await budget.acquire();
+    expect(clock.now() - start).toBeGreaterThanOrEqual(45_000);
   });
 });
