@@ -267,3 +267,95 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): P
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+describe('one Cloudflare budget for the fleet (SPEC §11)', () => {
+  const CREDENTIAL = 'cred-0123abcd';
+  const LIMIT = 60;
+  const take = (store: PostgresStore, want = 3, settle?: { batch: number; unused: number }) =>
+    store.grants.take({ credentialId: CREDENTIAL, accountIds: ACCOUNTS, limit: LIMIT, want, ...(settle ? { settle } : {}) });
+
+  /** Takes until the store is granted nothing, as a replica whose accounts all wait would. */
+  async function drain(store: PostgresStore): Promise<{ taken: number; waitMs: number }> {
+    let taken = 0;
+    for (;;) {
+      const answer = await take(store);
+      if (answer.granted === 0) return { taken, waitMs: answer.waitMs };
+      taken += answer.granted;
+    }
+  }
+
+  async function threeReplicas(url: string) {
+    const stores = await Promise.all([open(url), open(url), open(url)]);
+    for (let round = 0; round < 3; round++) for (const store of stores) await store.lead(ACCOUNTS);
+    const leads = await Promise.all(stores.map((s) => s.lead(ACCOUNTS)));
+    return { stores, leads: leads.map((l) => l.size) };
+  }
+
+  it('never grants the fleet more than the limit in a window, and shares it by accounts led', async () => {
+    const url = await freshDatabase();
+    const { stores, leads } = await threeReplicas(url);
+    // All ask at once, in turns, as replicas whose accounts all wait.
+    const taken = [0, 0, 0];
+    for (let round = 0; round < 40; round++) {
+      const answers = await Promise.all(stores.map((s) => take(s)));
+      answers.forEach((a, i) => (taken[i]! += a.granted));
+    }
+    expect(taken.reduce((a, b) => a + b, 0)).toBe(LIMIT);
+    for (const [i, n] of leads.entries()) expect(taken[i]).toBeGreaterThanOrEqual(Math.floor((LIMIT * n) / ACCOUNTS.length));
+    // Full: the answer says to wait until the oldest batch leaves the window (about five minutes).
+    const full = await take(stores[0]!);
+    expect(full.granted).toBe(0);
+    expect(full.waitMs).toBeGreaterThan(4 * 60_000);
+    expect(full.waitMs).toBeLessThanOrEqual(5 * 60_000 + 1);
+  });
+
+  it("counts the window on the database's clock: batches five minutes old no longer count", async () => {
+    const url = await freshDatabase();
+    const store = await open(url);
+    await store.lead(ACCOUNTS);
+    expect((await drain(store)).taken).toBe(LIMIT);
+    const db = await admin(url);
+    await db.query('UPDATE riskwatch.budget_grants SET granted_at = granted_at - 300000');
+    expect((await drain(store)).taken).toBe(LIMIT);
+  });
+
+  it('a batch left unused goes back: settled at the next take, or when the replica stops', async () => {
+    const url = await freshDatabase();
+    const [a, b] = await Promise.all([open(url), open(url)]);
+    await a.lead(ACCOUNTS);
+    const first = await take(a, 3);
+    expect(first.granted).toBe(3);
+    // One used, two not: the next take says so.
+    const second = await take(a, 3, { batch: first.batch!, unused: 2 });
+    await a.grants.settle(CREDENTIAL, second.batch!, 3);
+    // a used one request in all; b, leading nothing, is owed nothing, and a nothing more than the limit.
+    await a.close();
+    expect((await drain(b)).taken).toBe(LIMIT - 1);
+  });
+
+  it("a replica killed mid-window is owed nothing once its leases lapse: the others take its share", async () => {
+    const url = await freshDatabase();
+    const { stores } = await threeReplicas(url);
+    const [a, b, c] = stores as [PostgresStore, PostgresStore, PostgresStore];
+    const before = [(await drain(a)).taken, (await drain(b)).taken];
+    // c has taken nothing yet; its share is kept for it while it lives.
+    expect(before[0]! + before[1]!).toBeLessThan(LIMIT);
+    // c dies (kill -9): nothing is released; its heartbeat and leases simply run out.
+    const db = await admin(url);
+    await db.query("UPDATE riskwatch.replicas SET expires_at = clock_timestamp() - interval '1 second' WHERE replica = $1", [c.replica]);
+    await db.query("UPDATE riskwatch.leases SET expires_at = clock_timestamp() - interval '1 second' WHERE holder = $1", [c.replica]);
+    const after = (await drain(a)).taken + (await drain(b)).taken;
+    expect(before[0]! + before[1]! + after).toBe(LIMIT);
+  });
+
+  it("a 429 seen by one replica holds the others back, on the database's clock", async () => {
+    const url = await freshDatabase();
+    const [a, b] = await Promise.all([open(url), open(url)]);
+    await a.grants.block(CREDENTIAL, 60_000);
+    const answer = await take(b);
+    expect(answer.blockedMs).toBeGreaterThan(55_000);
+    expect(answer.blockedMs).toBeLessThanOrEqual(60_000);
+    // Another credential is not held back.
+    expect((await b.grants.take({ credentialId: 'cred-other', accountIds: [], limit: LIMIT, want: 1 })).blockedMs).toBe(0);
+  });
+});
