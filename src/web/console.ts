@@ -63,6 +63,11 @@ export function createConsole(deps: ConsoleDeps): (req: IncomingMessage, res: Se
     const api = path === '/api' || path.startsWith('/api/');
     if (!api && !isPagePath(path)) return false;
     try {
+      if (path === '/favicon.ico') {
+        // Browsers ask for it on their own: nothing, rather than a 404 in their console.
+        res.writeHead(204, SECURITY_HEADERS).end();
+        return true;
+      }
       if (path === '/console.css') {
         send(res, 200, 'text/css; charset=utf-8', STYLESHEET, { 'cache-control': 'public, max-age=3600' });
         return true;
@@ -81,6 +86,10 @@ export function createConsole(deps: ConsoleDeps): (req: IncomingMessage, res: Se
       }
       const write = req.method === 'POST';
       if (write && caller.by !== 'bearer' && !sameOrigin(req)) throw new Refused(403, 'refused: this write did not come from a page of this console (cross-site request)');
+      // The pages' forms carry their CSRF token in the body; an /api/ write made with the session cookie, in a header.
+      if (write && api && caller.by === 'cookie' && !access.csrfMatches(caller, header(req, 'x-csrf-token'))) {
+        throw new Refused(403, 'refused: an /api/ write made with the session cookie needs the X-CSRF-Token header (or use the bearer token)');
+      }
       if (api) await serveApi(req, res, url, deps);
       else await servePage(req, res, url, deps, access, caller);
     } catch (error) {
@@ -99,7 +108,7 @@ export function createConsole(deps: ConsoleDeps): (req: IncomingMessage, res: Se
   };
 }
 
-const PAGES = /^\/(|users|users\/[^/]+\/[^/]+|silences|silences\/[^/]+\/expire|deliveries|deliveries\/retry|login|logout|console\.css)$/;
+const PAGES = /^\/(|users|users\/[^/]+\/[^/]+|silences|silences\/[^/]+\/expire|deliveries|deliveries\/retry|login|logout|console\.css|favicon\.ico)$/;
 
 function isPagePath(path: string): boolean {
   return PAGES.test(path);
@@ -145,12 +154,12 @@ async function servePage(req: IncomingMessage, res: ServerResponse, url: URL, de
         if (!(error instanceof UsageError)) throw error;
         const { accounts } = await statusView(config, deps.store, now);
         const silences = await silencesView(deps.store, { all: false, now });
-        return sendHtml(res, 400, silencesPage({ ...context, said: { text: error.message, error: true } }, accounts, silences, false, form as unknown as Record<string, string>));
+        return sendHtml(res, 400, silencesPage({ ...context, said: { text: error.message, error: true } }, accounts, silences, false, Object.fromEntries(form)));
       }
     }
     const expire = /^\/silences\/([^/]+)\/expire$/.exec(path);
     if (expire) {
-      const id = decodeURIComponent(expire[1]!);
+      const id = pathSegment(expire[1]!);
       await expireSilence(deps.store, id, now);
       return redirect(res, `/silences?expired=${encodeURIComponent(id)}`);
     }
@@ -177,7 +186,7 @@ async function servePage(req: IncomingMessage, res: ServerResponse, url: URL, de
   }
   const user = /^\/users\/([^/]+)\/([^/]+)$/.exec(path);
   if (user) {
-    const [accountId, userId] = [decodeURIComponent(user[1]!), decodeURIComponent(user[2]!)];
+    const [accountId, userId] = [pathSegment(user[1]!), pathSegment(user[2]!)];
     if (!config.accounts.some((a) => a.id === accountId)) throw new Refused(404, `no configured account ${accountId}`);
     return sendHtml(res, 200, timelinePage(context, accountId, userId, await timelineView(config, deps.store, accountId, userId, now)));
   }
@@ -247,7 +256,7 @@ async function serveApi(req: IncomingMessage, res: ServerResponse, url: URL, dep
     }
     const expire = /^\/api\/silences\/([^/]+)\/expire$/.exec(path);
     if (expire) {
-      const id = decodeURIComponent(expire[1]!);
+      const id = pathSegment(expire[1]!);
       await expireSilence(deps.store, id, now);
       const [view] = (await silencesView(deps.store, { all: true, now })).filter((s) => s.id === id);
       return sendJson(res, 200, view);
@@ -270,7 +279,7 @@ async function serveApi(req: IncomingMessage, res: ServerResponse, url: URL, dep
   }
   const user = /^\/api\/users\/([^/]+)\/([^/]+)$/.exec(path);
   if (user) {
-    const [accountId, userId] = [decodeURIComponent(user[1]!), decodeURIComponent(user[2]!)];
+    const [accountId, userId] = [pathSegment(user[1]!), pathSegment(user[2]!)];
     if (!config.accounts.some((a) => a.id === accountId)) throw new Refused(404, `no configured account ${accountId}`);
     const timeline = await timelineView(config, deps.store, accountId, userId, now);
     if (timeline.user === undefined && timeline.events.length === 0) throw new Refused(404, `no user ${userId} in account ${accountId}`);
@@ -284,6 +293,14 @@ async function serveApi(req: IncomingMessage, res: ServerResponse, url: URL, dep
     return sendJson(res, 200, await eventsView(deps.store, { since: sinceInput(get('since'), now), limit, ...(accountId ? { accountId } : {}), ...(user ? { user } : {}), ...(type ? { type } : {}) }));
   }
   if (path === '/api/silences') return sendJson(res, 200, await silencesView(deps.store, { all: get('all') === 'true' || get('all') === '1', now }));
+  const silence = /^\/api\/silences\/([^/]+)$/.exec(path);
+  if (silence) {
+    // Where POST /api/silences's Location points: one silence, active or ended (while it is kept).
+    const id = pathSegment(silence[1]!);
+    const [view] = (await silencesView(deps.store, { all: true, now })).filter((s) => s.id === id);
+    if (view === undefined) throw new Refused(404, `no silence ${id}`);
+    return sendJson(res, 200, view);
+  }
   if (path === '/api/deliveries') {
     const state = get('state');
     if (state !== undefined && state !== 'pending' && state !== 'dead') throw new UsageError(`state ${state}: must be pending or dead`);
@@ -300,6 +317,15 @@ function sinceInput(value: string | undefined, now: number): number {
   if (value === undefined) return now - DAY;
   if (/^\d{4}-/.test(value)) return timeInput('since', value)!;
   return now - durationInput('since', value)!;
+}
+
+/** A path segment decoded; one that is not valid percent-encoding (`%ZZ`) is the client's mistake, not a server error. */
+function pathSegment(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new Refused(400, `${text}: not a valid percent-encoded path segment`);
+  }
 }
 
 function stringField(body: Record<string, unknown>, key: string): string | undefined {
@@ -332,8 +358,10 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
  */
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
-  if (type !== 'application/json') throw new Refused(415, 'content-type: must be application/json');
   const text = await readBody(req);
+  // A write that needs no body (expire) may come without one, and without a type.
+  if (text === '' && type === '') return {};
+  if (type !== 'application/json') throw new Refused(415, 'content-type: must be application/json');
   let body: unknown;
   try {
     body = text.trim() === '' ? {} : JSON.parse(text);
@@ -342,6 +370,11 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new Refused(400, 'body: must be a JSON object');
   return body as Record<string, unknown>;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {

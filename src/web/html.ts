@@ -47,9 +47,12 @@ export function escapeText(text: string): string {
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);
 }
 
-/** A link to one of riskwatch's own pages: `/` and each segment URL-encoded, so a value can never make it another scheme or host. */
+/**
+ * A link to one of riskwatch's own pages: `/` and each segment URL-encoded, so a value can never make it another scheme or host.
+ * Leading empty segments are dropped: `href('', 'evil.example')` would otherwise be `//evil.example`, another host.
+ */
 export function href(...segments: readonly string[]): string {
-  return `/${segments.map(encodeURIComponent).join('/')}`;
+  return `/${segments.map(encodeURIComponent).join('/')}`.replace(/^\/+/, '/');
 }
 
 /** A query string from the values given (`?level=high&account=a`), empty values left out. */

@@ -44,7 +44,7 @@ ${context.loggedIn && html`<form class="inline" method="post" action="/logout">$
 ${context?.said && html`<p class="${context.said.error ? 'error' : 'note'}" role="status">${context.said.text}</p>`}
 ${body}
 </main>
-<footer class="muted"><p>&nbsp;riskwatch ${VERSION}</p></footer>
+<footer class="muted"><p>riskwatch ${VERSION}</p></footer>
 </body>
 </html>
 `;

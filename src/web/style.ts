@@ -8,6 +8,7 @@ header { display: flex; flex-wrap: wrap; gap: .25rem 1rem; align-items: center; 
 header nav ul { display: flex; flex-wrap: wrap; gap: .25rem 1rem; list-style: none; margin: 0; padding: 0; }
 header .brand { font-weight: 700; }
 main { padding: 1rem; max-width: 80rem; }
+footer { padding: 0 1rem 1rem; }
 a { color: var(--link); }
 h1 { font-size: 1.5rem; margin: .25rem 0 1rem; }
 h2 { font-size: 1.15rem; margin: 1.5rem 0 .5rem; }

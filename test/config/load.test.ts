@@ -3,7 +3,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_API_BASE_URL } from '../../src/config/schema.ts';
 import { loadConfig, parseConfig } from '../../src/config/load.ts';
 import type { Config, SinkConfig } from '../../src/config/config.ts';
+import { summarizeConfig } from '../../src/config/summary.ts';
 import { ConfigError, ConfigErrors } from '../../src/errors.ts';
+import { main } from '../../src/main.ts';
 import { ACCOUNT_ID, type ConfigDoc, configYaml, ENV, makeTempDir, OTHER_ACCOUNT_ID, SECRETS, type TempDir } from '../support/config-files.ts';
 
 let tmp: TempDir;
@@ -877,5 +879,90 @@ describe('state is an SQLite file or a PostgreSQL database, not both', () => {
     const problem = problemAt('state.postgres', () => load((doc) => (doc.state = { postgres: 'mysql://root:hunter2@db/x' })));
     expect(problem).toMatch(/must be a PostgreSQL URL/);
     expect(problem).not.toContain('hunter2');
+  });
+});
+
+describe('http.console and http.token (SPEC §10)', () => {
+  const TOKEN = 'console-token-9b7e4c2a1f3d5e60a8';
+  const consoleOn =
+    (listen: string, http: Record<string, unknown> = {}) =>
+    (doc: ConfigDoc) =>
+      (doc.http = { listen, console: true, ...http });
+
+  it.each(['0.0.0.0:9464', '[::]:9464', '10.1.2.3:9464', 'riskwatch.internal:9464'])('a console on %s without a token is a problem naming http.token', (listen) => {
+    const problem = problemAt('http.token', () => load(consoleOn(listen)));
+    expect(problem).toMatch(/required when http\.console is on/);
+  });
+
+  it('with a token it loads, the token kept as a secret', () => {
+    const config = load(consoleOn('0.0.0.0:9464', { token: TOKEN }));
+    expect(config.http.console).toBe(true);
+    expect(config.http.listen).toEqual({ host: '0.0.0.0', port: 9464 });
+    expect(config.http.token?.reveal()).toBe(TOKEN);
+    expect(String(config.http.token)).not.toContain(TOKEN);
+  });
+
+  it.each(['127.0.0.1:9464', 'localhost:9464', '[::1]:9464', '127.0.0.2:80'])('on the loopback (%s) a console needs no token', (listen) => {
+    const config = load(consoleOn(listen));
+    expect(config.http.console).toBe(true);
+    expect(config.http.token).toBeUndefined();
+  });
+
+  it('without the console, a public listen needs no token; the console is off by default', () => {
+    const config = load((doc) => (doc.http = { listen: '0.0.0.0:9464' }));
+    expect(config.http.console).toBe(false);
+    expect(config.http.token).toBeUndefined();
+  });
+
+  it.each([
+    ['short', 'tok-123456789'],
+    ['short once trimmed', `  ${'t'.repeat(15)}  `],
+  ])('a token too %s is a problem naming http.token, without echoing it', (_, token) => {
+    const problem = problemAt('http.token', () => load(consoleOn('0.0.0.0:9464', { token })));
+    expect(problem).toMatch(/at least 16 characters/);
+    expect(problem).not.toContain(token.trim());
+  });
+
+  it('token_file is read relative to the config, trimmed; ${VAR} works too', () => {
+    tmp.write('secrets/console-token', `${TOKEN}\n`);
+    expect(load(consoleOn('0.0.0.0:9464', { token_file: 'secrets/console-token' })).http.token?.reveal()).toBe(TOKEN);
+    expect(load(consoleOn('0.0.0.0:9464', { token: '${RISKWATCH_CONSOLE_TOKEN}' }), { ...ENV, RISKWATCH_CONSOLE_TOKEN: TOKEN }).http.token?.reveal()).toBe(TOKEN);
+  });
+
+  it('token_file: a missing file, an empty one, or both keys are problems naming the key', () => {
+    expect(problemAt('http.token_file', () => load(consoleOn('0.0.0.0:9464', { token_file: 'no/such/token' })))).toMatch(/no such file/);
+    tmp.write('empty-token', '\n');
+    const empty = problemsOf(() => load(consoleOn('0.0.0.0:9464', { token_file: 'empty-token' })));
+    expect(empty.some((p) => p.includes(': http.token_file: ') && /is empty/.test(p))).toBe(true);
+    tmp.write('console-token', `${TOKEN}\n`);
+    expect(problemAt('http', () => load(consoleOn('0.0.0.0:9464', { token: TOKEN, token_file: 'console-token' })))).toMatch(/give token or token_file, not both/);
+  });
+
+  it('the token appears nowhere check-config prints, valid or not', async () => {
+    const run = async (edit: (doc: ConfigDoc) => void) => {
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await main(['check-config', '--config', tmp.write('riskwatch.yaml', configYaml(edit))], { out: (l) => out.push(l), err: (l) => err.push(l), env: ENV });
+      return { code, text: [...out, ...err].join('\n') };
+    };
+    const valid = await run(consoleOn('0.0.0.0:9464', { token: TOKEN }));
+    expect(valid.code).toBe(0);
+    expect(valid.text).toContain('config is valid');
+    expect(valid.text).not.toContain(TOKEN);
+    // A problem elsewhere in the same file: the token is still not shown.
+    const invalid = await run((doc) => {
+      consoleOn('0.0.0.0:9464', { token: TOKEN })(doc);
+      doc.poll_interval = 'often';
+    });
+    expect(invalid.code).toBe(2);
+    expect(invalid.text).not.toContain(TOKEN);
+    const short = await run(consoleOn('0.0.0.0:9464', { token: 'tok-123456789' }));
+    expect(short.code).toBe(2);
+    expect(short.text).toContain('http.token');
+    expect(short.text).not.toContain('tok-123456789');
+
+    const config = load(consoleOn('0.0.0.0:9464', { token: TOKEN }));
+    expect(summarizeConfig(config)).not.toContain(TOKEN);
+    expect(JSON.stringify(config)).not.toContain(TOKEN);
   });
 });

@@ -6,11 +6,22 @@ import { ACCOUNT } from './cloudflare.ts';
  * The config file of an end-to-end test: the fake API's account named
  * `production`, the API token from ${CF_TOKEN}, HTTP on an ephemeral loopback
  * port. `sinks` is the YAML of the sinks list; the state in a SQLite file, or
- * the PostgreSQL database at `postgres`; `extra` is more top-level YAML.
+ * the PostgreSQL database at `postgres`; `http` more keys under `http:`
+ * (`{ console: true, token: '${TOKEN}' }`); `extra` is more top-level YAML.
  */
 export function writeDaemonConfig(
   file: string,
-  options: { apiBaseUrl: string; sinks: string; state?: string; postgres?: string; pollInterval?: string; firstRun?: string; logLevel?: string; extra?: string },
+  options: {
+    apiBaseUrl: string;
+    sinks: string;
+    state?: string;
+    postgres?: string;
+    pollInterval?: string;
+    firstRun?: string;
+    logLevel?: string;
+    http?: Readonly<Record<string, string | boolean>>;
+    extra?: string;
+  },
 ): string {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(
@@ -29,7 +40,9 @@ sinks:
 ${options.sinks.trimEnd()}
 http:
   listen: 127.0.0.1:0
-log:
+${Object.entries(options.http ?? {})
+  .map(([key, value]) => `  ${key}: ${value}\n`)
+  .join('')}log:
   level: ${options.logLevel ?? 'info'}
 ${options.extra ?? ''}`,
   );
