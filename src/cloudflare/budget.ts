@@ -13,21 +13,21 @@ export const RATE_WINDOW_MS = 5 * 60_000;
  */
 export interface GrantPool {
   take(request: GrantRequest): Promise<GrantAnswer>;
-  /** Gives back what a batch left unused (a replica stopping). */
-  settle(credentialId: string, batch: number, unused: number): Promise<void>;
+  /** Gives back what a batch left unused, saying which accounts used the rest (a replica stopping). */
+  settle(credentialId: string, batch: number, used: ReadonlyMap<string, number>): Promise<void>;
   /** A 429 seen by one replica holds every replica back until then (`forMs` from now, on the database's clock). */
   block(credentialId: string, forMs: number): Promise<void>;
 }
 
 export interface GrantRequest {
   readonly credentialId: string;
-  /** The accounts polled with this credential: a replica's share follows how many of them it leads. */
+  /** The accounts polled with this credential: each is due the same share of the limit. */
   readonly accountIds: readonly string[];
   readonly limit: number;
   /** How many grants this replica would like now (its waiting requests, a batch at most). */
   readonly want: number;
-  /** The previous batch, and how many of it went unused: they no longer count. */
-  readonly settle?: { readonly batch: number; readonly unused: number };
+  /** The previous batch, and how many of it each account used: the rest no longer counts. */
+  readonly settle?: { readonly batch: number; readonly used: ReadonlyMap<string, number> };
 }
 
 export interface GrantAnswer {
@@ -42,43 +42,49 @@ export interface GrantAnswer {
   readonly leaseMs: number;
 }
 
-/** What the fleet spent in the current window and how its accounts are led, for allocate(). */
+/** What the fleet spent in the current window and who polls which account, for allocate(). */
 export interface FleetWindow {
   readonly limit: number;
   readonly want: number;
+  /** Every account polled with the credential. */
+  readonly accounts: readonly string[];
+  /** The replica asking, and which replica polls each account ('' for those no replica leads, which a process passing through polls). */
   readonly me: string;
-  /** Requests granted per replica in the last five minutes (batches not yet settled count whole). */
+  readonly pollers: ReadonlyMap<string, string>;
+  /** Requests each account made in the window, as settled. */
   readonly spent: ReadonlyMap<string, number>;
-  /** Accounts of the credential each live replica leads. */
-  readonly leads: ReadonlyMap<string, number>;
+  /** Requests granted in the window and not yet settled: the asking replica's, and the others'. */
+  readonly unsettled: { readonly mine: number; readonly others: number };
 }
 
 /**
  * How many of the fleet's requests a replica gets now (SPEC §11): never more
- * than the window has left, nor what the others are still due of their fair
- * share. The limit is shared by accounts led (every account of the fleet gets
- * the same), in whole requests: the remainder goes to the largest fractions,
- * then by name. Beyond its own share, a replica may have only what nobody
- * else is due (another replica that leads nothing is due nothing).
+ * than the window has left, nor what the other replicas' accounts are still
+ * due. Every account of the credential is due the same share of the limit
+ * (in whole requests: the remainder to the first accounts by id), so an
+ * account keeps its turns whichever replica polls it, and one taken over from
+ * another replica is due what it has not had yet. What a replica's accounts
+ * are due is summed over them (one that had more makes up for one that had
+ * less: which of its accounts goes first is that replica's own turn-taking).
+ * What no account is due is anyone's.
  */
 export function allocate(window: FleetWindow): number {
-  const leads = new Map(window.leads);
-  leads.set(window.me, Math.max(1, leads.get(window.me) ?? 0));
-  const total = [...leads.values()].reduce((a, b) => a + b, 0);
-  const exact = [...leads].map(([replica, n]) => ({ replica, share: (window.limit * n) / total }));
-  const shares = new Map(exact.map((e) => [e.replica, Math.floor(e.share)]));
-  let rest = window.limit - [...shares.values()].reduce((a, b) => a + b, 0);
-  for (const e of exact.toSorted((x, y) => y.share - Math.floor(y.share) - (x.share - Math.floor(x.share)) || (x.replica < y.replica ? -1 : 1))) {
-    if (rest-- <= 0) break;
-    shares.set(e.replica, shares.get(e.replica)! + 1);
+  const n = window.accounts.length;
+  const due = new Map<string, number>();
+  for (const [i, account] of window.accounts.toSorted().entries()) {
+    const poller = window.pollers.get(account) ?? '';
+    if (poller === window.me) continue;
+    const share = Math.floor(window.limit / n) + (i < window.limit % n ? 1 : 0);
+    due.set(poller, (due.get(poller) ?? 0) + share - (window.spent.get(account) ?? 0));
   }
-  const spent = [...window.spent.values()].reduce((a, b) => a + b, 0);
-  let dueToOthers = 0;
-  for (const [replica, share] of shares) if (replica !== window.me) dueToOthers += Math.max(0, share - (window.spent.get(replica) ?? 0));
-  return Math.max(0, Math.min(window.want, window.limit - spent - dueToOthers));
+  let dueToOthers = -window.unsettled.others;
+  for (const owed of due.values()) dueToOthers += Math.max(0, owed);
+  let spent = window.unsettled.mine + window.unsettled.others;
+  for (const used of window.spent.values()) spent += used;
+  return Math.max(0, Math.min(window.want, window.limit - spent - Math.max(0, dueToOthers)));
 }
 
-/** Largest batch a replica takes: small against the limit, so that the fleet's share stays fair and little is held. */
+/** Largest batch a replica takes: small against the limit, so that the shares stay fair and little is held. */
 export function batchSize(limit: number): number {
   return Math.max(1, Math.min(20, Math.floor(limit / 20)));
 }
@@ -113,9 +119,14 @@ export class RequestBudget {
   #paceMs = 0;
   /** Monotonic time before which nothing is granted. */
   #blockedUntil = -Infinity;
-  #queue: Promise<void> = Promise.resolve();
-  /** Callers waiting for a grant: how big a batch to ask the fleet for. */
-  #waiting = 0;
+  /** Callers waiting for a grant, in the order they asked. */
+  readonly #waiters: Waiter[] = [];
+  #asked = 0;
+  /** Grant times (monotonic) per key (an account) within the window: the key with fewest goes first. */
+  #byKey = new Map<string, number[]>();
+  /** Whether the loop handing out grants runs, and how to stop its sleep when nobody waits any more. */
+  #serving = false;
+  #idle: AbortController | undefined;
   readonly #fleet: Fleet | undefined;
 
   constructor(limit: number, clock: Clock, fleet?: Fleet) {
@@ -126,20 +137,96 @@ export class RequestBudget {
     this.#fleet = fleet;
   }
 
-  /** Waits for permission to send one request. Callers are served first come, first served. */
-  acquire(signal?: AbortSignal): Promise<void> {
-    this.#waiting++;
-    const turn = this.#queue.then(() => this.#grant(signal)).finally(() => this.#waiting--);
-    // One caller giving up (abort) must not stall the queue behind it.
-    this.#queue = turn.catch(() => {});
-    if (!signal) return turn;
-    // A caller that gives up while still queued hears so at once; its turn, when it comes, is skipped.
+  /**
+   * Waits for permission to send one request. Each grant goes to the waiter
+   * whose `key` (the account it is for) had the fewest in the last five
+   * minutes, first come first served among equals: when requests are scarce,
+   * every account gets its turn, and one that has waited longest (or was just
+   * taken over from another replica) is not starved by those that ask more.
+   */
+  acquire(signal?: AbortSignal, key = ''): Promise<void> {
     return new Promise((resolve, reject) => {
-      const abort = () => reject(signal.reason);
-      if (signal.aborted) return abort();
-      signal.addEventListener('abort', abort, { once: true });
-      turn.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+      if (signal?.aborted) return reject(signal.reason);
+      const abort = () => {
+        this.#forget(waiter);
+        reject(signal!.reason);
+      };
+      const waiter: Waiter = {
+        key,
+        order: this.#asked++,
+        resolve: () => {
+          signal?.removeEventListener('abort', abort);
+          resolve();
+        },
+        reject: (error) => {
+          signal?.removeEventListener('abort', abort);
+          reject(error);
+        },
+      };
+      signal?.addEventListener('abort', abort, { once: true });
+      this.#waiters.push(waiter);
+      if (!this.#serving) {
+        this.#serving = true;
+        // From the next microtask: callers asking in the same turn are all counted in the first batch.
+        queueMicrotask(() => void this.#serve());
+      }
     });
+  }
+
+  #forget(waiter: Waiter): void {
+    const at = this.#waiters.indexOf(waiter);
+    if (at >= 0) this.#waiters.splice(at, 1);
+    if (this.#waiters.length === 0) this.#idle?.abort();
+  }
+
+  /** Hands out grants while anyone waits; a caller that gives up while queued is simply no longer there. */
+  async #serve(): Promise<void> {
+    try {
+      while (this.#waiters.length > 0) {
+        const idle = new AbortController();
+        this.#idle = idle;
+        let fromFleet: boolean;
+        try {
+          fromFleet = await this.#grant(idle.signal);
+        } catch (error) {
+          // Nobody waits any more (each gave up), or the fleet's store failed: those waiting hear why.
+          if (!idle.signal.aborted) for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+          continue;
+        }
+        const waiter = this.#next();
+        if (waiter === undefined) {
+          // Everyone gave up while the grant was being taken: it goes back, unused.
+          if (fromFleet) this.#fleet!.giveBack();
+          continue;
+        }
+        if (fromFleet) this.#fleet!.spend(waiter.key);
+        this.#record(this.#clock.monotonic());
+        waiter.resolve();
+      }
+    } finally {
+      // In the same turn as the last look at the list: a caller arriving after it starts the loop again.
+      this.#serving = false;
+    }
+  }
+
+  /** The waiter with the fewest grants for its key in the window (then the one that asked first), taken off the list. */
+  #next(): Waiter | undefined {
+    const now = this.#clock.monotonic();
+    let best: Waiter | undefined;
+    let fewest = Infinity;
+    for (const waiter of this.#waiters) {
+      const times = this.#byKey.get(waiter.key);
+      while (times !== undefined && times.length > 0 && times[0]! <= now - RATE_WINDOW_MS) times.shift();
+      const n = times?.length ?? 0;
+      if (n < fewest) [best, fewest] = [waiter, n];
+    }
+    if (best === undefined) return undefined;
+    this.#waiters.splice(this.#waiters.indexOf(best), 1);
+    for (const [key, times] of this.#byKey) if (times.length === 0) this.#byKey.delete(key);
+    const times = this.#byKey.get(best.key) ?? [];
+    times.push(now);
+    this.#byKey.set(best.key, times);
+    return best;
   }
 
   /** Cloudflare's `x-ratelimit-remaining`: below a tenth of the limit, requests are spaced out. */
@@ -174,21 +261,21 @@ export class RequestBudget {
     next.#lastGrant = this.#lastGrant;
     next.#paceMs = this.#paceMs;
     next.#blockedUntil = this.#blockedUntil;
+    next.#byKey = this.#byKey;
     return next;
   }
 
-  async #grant(signal?: AbortSignal): Promise<void> {
+  /** Waits until one request may go (this window, a block, the pace, and the fleet's grant); true when the fleet granted it. */
+  async #grant(signal: AbortSignal): Promise<boolean> {
     for (;;) {
-      signal?.throwIfAborted();
+      signal.throwIfAborted();
       const now = this.#clock.monotonic();
       const windowFree = this.#count < this.limit ? -Infinity : this.#grants[this.#head]! + RATE_WINDOW_MS;
       const at = Math.max(windowFree, this.#blockedUntil, this.#lastGrant + this.#paceMs);
       if (at <= now) {
-        const wait = this.#fleet === undefined ? 0 : await this.#fleet.take(this.#waiting, (ms) => this.#holdBack(ms));
-        if (wait === 0) {
-          this.#record(this.#clock.monotonic());
-          return;
-        }
+        if (this.#fleet === undefined) return false;
+        const wait = await this.#fleet.take(this.#waiters.length, (ms) => this.#holdBack(ms));
+        if (wait === 0) return true;
         await this.#clock.sleep(wait, signal);
         continue;
       }
@@ -224,6 +311,13 @@ export class RequestBudget {
   }
 }
 
+interface Waiter {
+  readonly key: string;
+  readonly order: number;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /**
  * This process's side of a credential's fleet budget: the batch it holds (grants
  * left, and until when they may be used, on the monotonic clock), taken from the
@@ -236,7 +330,7 @@ export class Fleet {
   readonly #limit: number;
   /** The accounts polled with the credential (a reload may change them). */
   accountIds: readonly string[];
-  #batch: { id: number; left: number; until: number } | undefined;
+  #batch: { id: number; left: number; until: number; used: Map<string, number> } | undefined;
 
   constructor(pool: GrantPool, clock: Clock, credentialId: string, limit: number, accountIds: readonly string[]) {
     this.#pool = pool;
@@ -267,13 +361,24 @@ export class Fleet {
       accountIds: this.accountIds,
       limit: this.#limit,
       want: Math.max(1, Math.min(batchSize(this.#limit), waiting)),
-      ...(batch ? { settle: { batch: batch.id, unused: batch.left } } : {}),
+      ...(batch ? { settle: { batch: batch.id, used: batch.used } } : {}),
     });
     this.#batch = undefined;
     if (answer.blockedMs > 0) holdBack(answer.blockedMs);
     if (answer.granted === 0 || answer.batch === undefined) return Math.max(1, answer.waitMs);
-    this.#batch = { id: answer.batch, left: answer.granted - 1, until: asked + answer.leaseMs };
+    this.#batch = { id: answer.batch, left: answer.granted - 1, until: asked + answer.leaseMs, used: new Map() };
     return 0;
+  }
+
+  /** The grant take() just gave went to this account's request. */
+  spend(accountId: string): void {
+    const used = this.#batch?.used;
+    used?.set(accountId, (used.get(accountId) ?? 0) + 1);
+  }
+
+  /** A grant take() gave that nobody used after all: the batch has it again. */
+  giveBack(): void {
+    if (this.#batch !== undefined) this.#batch.left++;
   }
 
   block(forMs: number): void {
@@ -283,7 +388,7 @@ export class Fleet {
   async release(): Promise<void> {
     const batch = this.#batch;
     this.#batch = undefined;
-    if (batch !== undefined && batch.left > 0) await this.#pool.settle(this.#credentialId, batch.id, batch.left).catch(() => {});
+    if (batch !== undefined) await this.#pool.settle(this.#credentialId, batch.id, batch.used).catch(() => {});
   }
 }
 

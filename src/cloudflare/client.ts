@@ -160,7 +160,7 @@ export class CloudflareClient {
   /** Every risk behavior of the account, by id. */
   async fetchBehaviors(accountId: string, signal?: AbortSignal): Promise<BehaviorList> {
     const path = riskScoringPath(accountId, 'behaviors');
-    const { result } = await this.#get('behaviors', path, signal);
+    const { result } = await this.#get('behaviors', accountId, path, signal);
     const raw = isRecord(result) ? result.behaviors : undefined;
     if (!isRecord(raw)) throw this.#malformed('behaviors', path, 'result.behaviors is not an object');
     const behaviors = new Map<string, Behavior>();
@@ -188,7 +188,7 @@ export class CloudflareClient {
   async access(accountId: string, call: 'summary' | 'behaviors', signal?: AbortSignal): Promise<string | undefined> {
     const path = riskScoringPath(accountId, call === 'summary' ? 'summary?page=1&per_page=1' : call);
     try {
-      await this.#options.budget.acquire(signal);
+      await this.#options.budget.acquire(signal, accountId);
       await this.#attempt(call, path, signal);
       return undefined;
     } catch (error) {
@@ -200,7 +200,7 @@ export class CloudflareClient {
   /** One user's recent risk events, to enrich an alert. */
   async fetchUserDetail(accountId: string, userId: string, signal?: AbortSignal): Promise<UserDetail> {
     const path = riskScoringPath(accountId, encodeURIComponent(userId));
-    const { result } = await this.#get('user', path, signal);
+    const { result } = await this.#get('user', accountId, path, signal);
     if (!isRecord(result) || !Array.isArray(result.events)) throw this.#malformed('user', path, 'result.events is not a list');
     const events: RiskEventDetail[] = [];
     const reasons: string[] = [];
@@ -329,19 +329,19 @@ export class CloudflareClient {
   async #summaryPage(accountId: string, page: number | undefined, signal?: AbortSignal): Promise<{ rows: unknown[]; info: ResultInfo | undefined }> {
     const paging = page === undefined ? '' : `?page=${page}&per_page=${this.#pageSize}`;
     const path = riskScoringPath(accountId, `summary${paging}`);
-    const envelope = await this.#get('summary', path, signal);
+    const envelope = await this.#get('summary', accountId, path, signal);
     const users = isRecord(envelope.result) ? envelope.result.users : undefined;
     if (!Array.isArray(users)) throw this.#malformed('summary', path, 'result.users is not a list');
     const info = envelope.result_info ?? undefined;
     return { rows: users, info };
   }
 
-  /** One authenticated, budgeted, retried GET returning a successful v4 envelope. */
-  #get(call: ApiCall, path: string, signal?: AbortSignal): Promise<Envelope> {
+  /** One authenticated, budgeted (in the account's turn), retried GET returning a successful v4 envelope. */
+  #get(call: ApiCall, accountId: string, path: string, signal?: AbortSignal): Promise<Envelope> {
     const { clock, log, budget } = this.#options;
     return withRetry(
       async () => {
-        await budget.acquire(signal);
+        await budget.acquire(signal, accountId);
         return this.#attempt(call, path, signal);
       },
       this.#options.retry ?? DEFAULT_RETRY,

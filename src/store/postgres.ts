@@ -228,16 +228,18 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
      PRIMARY KEY (account_id, user_id)
    );
    CREATE TABLE digests (sink text PRIMARY KEY, last_slot bigint NOT NULL);`,
-  // 6: one Cloudflare budget per credential for all replicas (SPEC §11): each batch of requests a
-  // replica took in the last five minutes (database time, ms), and a 429's hold on a credential.
+  // 6: one Cloudflare budget per credential for all replicas (SPEC §11): the requests granted that
+  // count until expires_at (database time, ms): a replica's batch (account_id null) until it says
+  // which accounts used it, then a row per account. And a 429's hold on a credential.
   `CREATE TABLE budget_grants (
      id bigserial PRIMARY KEY,
      credential_id text NOT NULL,
      replica text NOT NULL,
-     granted_at bigint NOT NULL,
+     account_id text,
+     expires_at bigint NOT NULL,
      reserved integer NOT NULL
    );
-   CREATE INDEX budget_grants_window ON budget_grants (credential_id, granted_at);
+   CREATE INDEX budget_grants_window ON budget_grants (credential_id, expires_at);
    CREATE TABLE budget_blocks (credential_id text PRIMARY KEY, until_at bigint NOT NULL);`,
 ];
 
@@ -899,68 +901,62 @@ export class PostgresStore implements StateStore {
   }
 
   /**
-   * The fleet's request budget (SPEC §11; cloudflare/budget.ts decides the shares): batches taken
-   * under a lock per credential, on the database's clock. A replica's weight is how many of the
-   * credential's accounts it leads now, so a replica that stops or dies stops being owed a share
-   * when its leases lapse (one leadership period).
+   * The fleet's request budget (SPEC §11; allocate() in cloudflare/budget.ts decides): batches taken
+   * under a lock per credential, counted on the database's clock for five minutes after their lease
+   * (the last moment they can be used). Each account is due its share; which replica polls it is
+   * what its lease says now, so an account taken over is owed what it has not had.
    */
   readonly grants: GrantPool = {
     take: (request) =>
       this.#transaction('take Cloudflare requests from the fleet budget', async (client) => {
         await client.query("SELECT pg_advisory_xact_lock(hashtextextended('riskwatch budget ' || $1, 0))", [request.credentialId]);
-        if (request.settle) {
-          await client.query('UPDATE budget_grants SET reserved = GREATEST(0, reserved - $3) WHERE id = $1 AND replica = $2', [request.settle.batch, this.replica, request.settle.unused]);
-        }
+        if (request.settle) await this.#settleBatch(client, request.settle.batch, request.settle.used);
         const now = Number((await client.query<{ now: string }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now')).rows[0]!.now);
-        await client.query('DELETE FROM budget_grants WHERE credential_id = $1 AND granted_at <= $2', [request.credentialId, now - RATE_WINDOW_MS]);
-        const spentRows = (
-          await client.query<{ replica: string; spent: number; oldest: string }>(
-            'SELECT replica, SUM(reserved)::integer AS spent, MIN(granted_at) AS oldest FROM budget_grants WHERE credential_id = $1 AND reserved > 0 GROUP BY replica',
+        await client.query('DELETE FROM budget_grants WHERE credential_id = $1 AND expires_at <= $2', [request.credentialId, now]);
+        const rows = (
+          await client.query<{ replica: string; account_id: string | null; n: number; first: string }>(
+            `SELECT replica, account_id, SUM(reserved)::integer AS n, MIN(expires_at) AS first FROM budget_grants
+             WHERE credential_id = $1 AND reserved > 0 GROUP BY replica, account_id`,
             [request.credentialId],
           )
         ).rows;
-        const leads = (
-          await client.query<{ holder: string; n: number }>(
-            `SELECT l.holder, COUNT(*)::integer AS n FROM leases l JOIN replicas r ON r.replica = l.holder
-             WHERE l.account_id = ANY($1::text[]) AND l.expires_at > clock_timestamp() AND r.expires_at > clock_timestamp() AND NOT r.passing
-             GROUP BY l.holder`,
+        const led = (
+          await client.query<{ account_id: string; holder: string }>(
+            'SELECT account_id, holder FROM leases WHERE account_id = ANY($1::text[]) AND holder IS NOT NULL AND expires_at > clock_timestamp()',
             [[...request.accountIds]],
           )
         ).rows;
+        // A replica polls the accounts it leads; a process passing through (once), those nobody leads ('').
+        const pollers = new Map(led.map((r) => [r.account_id, r.holder]));
+        const spent = new Map<string, number>();
+        const unsettled = { mine: 0, others: 0 };
+        for (const row of rows) {
+          if (row.account_id !== null) spent.set(row.account_id, (spent.get(row.account_id) ?? 0) + row.n);
+          else if (row.replica === this.replica) unsettled.mine += row.n;
+          else unsettled.others += row.n;
+        }
         const blocked = (await client.query<{ until_at: string }>('SELECT until_at FROM budget_blocks WHERE credential_id = $1', [request.credentialId])).rows[0];
         const blockedMs = blocked === undefined ? 0 : Math.max(0, Number(blocked.until_at) - now);
         const leaseMs = Math.min(this.#leadershipMs, 30_000);
-        const granted = allocate({
-          limit: request.limit,
-          want: request.want,
-          me: this.replica,
-          spent: new Map(spentRows.map((r) => [r.replica, r.spent])),
-          leads: new Map(leads.map((r) => [r.holder, r.n])),
-        });
+        const me = this.#passing ? '' : this.replica;
+        const granted = allocate({ limit: request.limit, want: request.want, accounts: request.accountIds, me, pollers, spent, unsettled });
         if (granted > 0) {
-          const { id } = (
-            await client.query<{ id: string }>('INSERT INTO budget_grants (credential_id, replica, granted_at, reserved) VALUES ($1, $2, $3, $4) RETURNING id', [
-              request.credentialId,
-              this.replica,
-              now,
-              granted,
-            ])
-          ).rows[0]!;
-          return { granted, batch: Number(id), waitMs: 0, blockedMs, leaseMs };
+          const inserted = await client.query<{ id: string }>('INSERT INTO budget_grants (credential_id, replica, expires_at, reserved) VALUES ($1, $2, $3, $4) RETURNING id', [
+            request.credentialId,
+            this.replica,
+            now + leaseMs + RATE_WINDOW_MS,
+            granted,
+          ]);
+          return { granted, batch: Number(inserted.rows[0]!.id), waitMs: 0, blockedMs, leaseMs };
         }
-        // Full: until the oldest batch leaves the window. Held back for the others' shares: ask again
-        // within a second, as their batches settle, their leases lapse or they use what they are due.
-        const spent = spentRows.reduce((a, r) => a + r.spent, 0);
-        const oldest = Math.min(...spentRows.map((r) => Number(r.oldest)));
-        const waitMs = spent >= request.limit ? oldest + RATE_WINDOW_MS - now + 1 : Math.min(1000, Math.max(250, this.leadershipCheckMs));
+        // Full: until the oldest grant stops counting. Held back for what other accounts are due: ask
+        // again within a second, as batches settle, leases move or those accounts have their turns.
+        const full = rows.reduce((a, r) => a + r.n, 0) >= request.limit;
+        const waitMs = full ? Math.min(...rows.map((r) => Number(r.first))) - now + 1 : Math.min(1000, Math.max(250, this.leadershipCheckMs));
         return { granted: 0, batch: undefined, waitMs: Math.max(1, waitMs), blockedMs, leaseMs };
       }),
-    settle: async (credentialId, batch, unused) => {
-      await this.#query(
-        'return unused Cloudflare requests to the fleet budget',
-        'UPDATE budget_grants SET reserved = GREATEST(0, reserved - $3) WHERE id = $1 AND replica = $2 AND credential_id = $4',
-        [batch, this.replica, unused, credentialId],
-      );
+    settle: async (_credentialId, batch, used) => {
+      await this.#transaction('return unused Cloudflare requests to the fleet budget', (client) => this.#settleBatch(client, batch, used));
     },
     block: async (credentialId, forMs) => {
       await this.#query(
@@ -971,6 +967,21 @@ export class PostgresStore implements StateStore {
       );
     },
   };
+
+  /** A batch becomes what its accounts used of it, counted as long as the batch would have been; the rest is free again. */
+  async #settleBatch(client: pg.PoolClient, batch: number, used: ReadonlyMap<string, number>): Promise<void> {
+    const gone = await client.query<{ credential_id: string; expires_at: string }>(
+      'DELETE FROM budget_grants WHERE id = $1 AND replica = $2 AND account_id IS NULL RETURNING credential_id, expires_at',
+      [batch, this.replica],
+    );
+    const row = gone.rows[0];
+    if (row === undefined || used.size === 0) return;
+    await client.query(
+      `INSERT INTO budget_grants (credential_id, replica, account_id, expires_at, reserved)
+       SELECT $1, $2, u.account_id, $3, u.n FROM unnest($4::text[], $5::integer[]) AS u(account_id, n) WHERE u.n > 0`,
+      [row.credential_id, this.replica, row.expires_at, [...used.keys()], [...used.values()]],
+    );
+  }
 
   /** The heartbeat, and the leases lead() last handed out, pushed forward; in the background every leadershipCheckMs. */
   #renew(): Promise<void> {

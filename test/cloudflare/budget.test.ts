@@ -25,6 +25,17 @@ describe('RequestBudget: never more than the limit in any five minutes', () => {
     expect(order).toEqual(['a1', 'a2', 'b1', 'a3', 'b2']);
   });
 
+  it('gives the next grant to the account with the fewest in the window, so one that asks less (or was just taken over) is not starved', async () => {
+    const clock = new FakeClock();
+    const budget = new RequestBudget(3, clock);
+    await budget.acquire(undefined, 'busy');
+    await budget.acquire(undefined, 'busy');
+    const order: string[] = [];
+    const ask = (key: string) => budget.acquire(undefined, key).then(() => order.push(key));
+    await Promise.all([ask('busy'), ask('quiet'), ask('busy')]);
+    expect(order).toEqual(['quiet', 'busy', 'busy']);
+  });
+
   it('holds every request back until a Retry-After block has passed', async () => {
     const clock = new FakeClock();
     const budget = new RequestBudget(100, clock);
@@ -137,64 +148,75 @@ describe('BudgetRegistry.withLimit: a reload that changes requests_per_5min', ()
   });
 });
 
-describe('allocate: the fleet budget shared by accounts led (SPEC §11)', () => {
-  const window = (spent: Record<string, number>, leads: Record<string, number>, want = 100, me = 'a', limit = 60) => ({
-    limit,
-    want,
-    me,
+describe('allocate: the fleet budget, the same share for every account (SPEC §11)', () => {
+  const ACCOUNTS = Array.from({ length: 12 }, (_, i) => `acct-${String(i + 1).padStart(2, '0')}`);
+  /** Replica a polls accounts 1-4, b 5-8, c 9-12; `mine` are those the asking replica ('me') polls instead. */
+  const window = (spent: Record<string, number>, options: { mine?: readonly string[]; want?: number; limit?: number; unsettled?: { mine: number; others: number } } = {}) => ({
+    limit: options.limit ?? 60,
+    want: options.want ?? 100,
+    accounts: ACCOUNTS,
+    me: 'me',
+    pollers: new Map(ACCOUNTS.map((a, i) => [a, (options.mine ?? ACCOUNTS.slice(0, 4)).includes(a) ? 'me' : ['a', 'b', 'c'][Math.floor(i / 4)]!])),
     spent: new Map(Object.entries(spent)),
-    leads: new Map(Object.entries(leads)),
+    unsettled: options.unsettled ?? { mine: 0, others: 0 },
   });
 
-  it('never grants past what the window has left, whoever asks', () => {
-    expect(allocate(window({ a: 10, b: 20, c: 30 }, { a: 4, b: 4, c: 4 }))).toBe(0);
-    expect(allocate(window({ a: 0, b: 0, c: 58 }, { a: 1 }))).toBe(2);
-    expect(allocate(window({}, {}, 5))).toBe(5);
+  it('never grants past what the window has left', () => {
+    expect(allocate(window(Object.fromEntries(ACCOUNTS.map((a) => [a, 5]))))).toBe(0);
+    expect(allocate(window({}, { unsettled: { mine: 20, others: 40 } }))).toBe(0);
+    expect(allocate(window({}, { mine: ACCOUNTS, want: 7 }))).toBe(7);
+    expect(allocate(window({}, { mine: ACCOUNTS }))).toBe(60);
   });
 
-  it('keeps what the others are due by the accounts they lead, and lets a replica use its own share', () => {
-    // Three replicas of four accounts each: 20 apiece.
-    expect(allocate(window({}, { a: 4, b: 4, c: 4 }))).toBe(20);
-    expect(allocate(window({ a: 20 }, { a: 4, b: 4, c: 4 }))).toBe(0);
-    expect(allocate(window({ a: 20, b: 20, c: 5 }, { a: 4, b: 4, c: 4 }))).toBe(0);
-    // A replica leading 10 of 12 accounts is due 50.
-    expect(allocate(window({ b: 10 }, { a: 10, b: 2 }))).toBe(50);
-    // Past its own share, only what the others are not due: b still is (10 of 30), then no longer (it went over).
-    expect(allocate(window({ a: 30, b: 10 }, { a: 1, b: 1 }))).toBe(0);
-    expect(allocate(window({ a: 20, b: 35 }, { a: 1, b: 1 }))).toBe(5);
+  it("keeps for the other replicas' accounts what they are still due (5 each of 60 over 12)", () => {
+    expect(allocate(window({}))).toBe(20);
+    expect(allocate(window({ 'acct-01': 5, 'acct-02': 5, 'acct-03': 5, 'acct-04': 5 }))).toBe(0);
+    // Their accounts have had theirs: what is left is anyone's.
+    expect(allocate(window(Object.fromEntries(ACCOUNTS.slice(4).map((a) => [a, 5]))))).toBe(20);
+    // Batches the others have not settled yet are theirs already.
+    expect(allocate(window({}, { unsettled: { mine: 0, others: 10 } }))).toBe(20);
   });
 
-  it('a replica that leads nothing yet still gets a share of one account', () => {
-    expect(allocate(window({}, { b: 11 }))).toBe(5);
+  it('an account taken over from another replica is owed what it has not had, whoever spent the rest', () => {
+    // Replica a spent 30 while it led everything; now it polls 1-4 and has had more than their share.
+    const spent = Object.fromEntries(ACCOUNTS.slice(0, 6).map((a) => [a, 5]));
+    expect(allocate(window(spent))).toBe(0);
+    // Replica b polls 5-8 (5 and 6 had theirs) and is due 10 for 7 and 8; c is due 20.
+    expect(allocate(window(spent, { mine: ACCOUNTS.slice(4, 8) }))).toBe(10);
   });
 
-  it('a replica whose leases lapsed is due nothing: its share goes back to the others', () => {
-    expect(allocate(window({ a: 20, b: 20 }, { a: 4, b: 4, c: 4 }))).toBe(0);
-    // c's four accounts went to a and b: each is now due 30.
-    expect(allocate(window({ a: 20, b: 20 }, { a: 6, b: 6 }))).toBe(10);
-  });
-
-  it('over any sequence of asks, the total stays within the limit and every replica that keeps asking gets its share', () => {
+  it("over any sequence of asks, the total stays within the limit and no replica's accounts that keep asking get less than their shares", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 500 }), fc.array(fc.integer({ min: 1, max: 10 }), { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 300 }), (limit, leadCounts, asks) => {
-        const replicas = leadCounts.map((_, i) => `r${i}`);
-        const leads = new Map(replicas.map((r, i) => [r, leadCounts[i]!]));
-        const spent = new Map<string, number>();
-        for (const ask of asks) {
-          const me = replicas[ask % replicas.length]!;
-          const granted = allocate({ limit, want: 1 + (ask % 7), me, spent, leads });
-          spent.set(me, (spent.get(me) ?? 0) + granted);
-        }
-        // Then everyone asks until nothing more is granted.
-        for (let round = 0; round < limit + 1; round++) {
-          for (const me of replicas) spent.set(me, (spent.get(me) ?? 0) + allocate({ limit, want: 1, me, spent, leads }));
-        }
-        const total = [...spent.values()].reduce((a, b) => a + b, 0);
-        expect(total).toBeLessThanOrEqual(limit);
-        const all = leadCounts.reduce((a, b) => a + b, 0);
-        for (const [i, r] of replicas.entries()) expect(spent.get(r) ?? 0).toBeGreaterThanOrEqual(Math.floor((limit * leadCounts[i]!) / all));
-        expect(total).toBe(limit);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 300 }),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.array(fc.nat(), { maxLength: 200 }),
+        (limit, accountCount, replicaCount, asks) => {
+          const accounts = ACCOUNTS.slice(0, accountCount);
+          const polledBy = (account: string) => accounts.indexOf(account) % replicaCount;
+          const spent = new Map<string, number>();
+          const pollers = new Map(accounts.map((a) => [a, `r${polledBy(a)}`]));
+          const ask = (replica: number, account: string, want: number) => {
+            const granted = allocate({ limit, want, accounts, me: `r${replica}`, pollers, spent, unsettled: { mine: 0, others: 0 } });
+            spent.set(account, (spent.get(account) ?? 0) + granted);
+          };
+          // Replicas spend on their own accounts in any order, then every account asks until nothing is left.
+          for (const n of asks) {
+            const account = accounts[n % accounts.length]!;
+            ask(polledBy(account), account, 1 + (n % 5));
+          }
+          for (let round = 0; round <= limit; round++) for (const account of accounts) ask(polledBy(account), account, 1);
+          const total = [...spent.values()].reduce((a, b) => a + b, 0);
+          expect(total).toBe(limit);
+          // Each replica's accounts together have had at least their shares.
+          for (let r = 0; r < replicaCount; r++) {
+            const theirs = accounts.filter((a) => polledBy(a) === r);
+            const had = theirs.reduce((sum, a) => sum + (spent.get(a) ?? 0), 0);
+            expect(had).toBeGreaterThanOrEqual(theirs.length * Math.floor(limit / accounts.length));
+          }
+        },
+      ),
     );
   });
 });
@@ -203,16 +225,20 @@ describe('RequestBudget with a fleet: batches from the pool, settled when unused
   /** A pool on this process's clock: one replica asking, the others' spending given. */
   function pool(limit: number, clock: FakeClock, options: { leaseMs?: number; blockedMs?: number } = {}) {
     const batches = new Map<number, { at: number; reserved: number }>();
-    const calls: { want: number; settle?: { batch: number; unused: number } }[] = [];
+    const calls: { want: number; settle?: { batch: number; used: ReadonlyMap<string, number> } }[] = [];
+    /** A batch becomes what was used of it. */
+    const settle = (batch: number, used: ReadonlyMap<string, number>) => {
+      batches.get(batch)!.reserved = [...used.values()].reduce((a, b) => a + b, 0);
+    };
     const blocks: number[] = [];
     let next = 1;
     const grants: GrantPool = {
       async take(request) {
         calls.push({ want: request.want, ...(request.settle ? { settle: request.settle } : {}) });
-        if (request.settle) batches.get(request.settle.batch)!.reserved -= request.settle.unused;
+        if (request.settle) settle(request.settle.batch, request.settle.used);
         for (const [id, b] of batches) if (b.at <= clock.now() - RATE_WINDOW_MS) batches.delete(id);
         const spent = [...batches.values()].reduce((a, b) => a + b.reserved, 0);
-        const granted = allocate({ limit, want: request.want, me: 'me', spent: new Map([['me', spent]]), leads: new Map() });
+        const granted = allocate({ limit, want: request.want, accounts: ['acct'], me: 'me', pollers: new Map([['acct', 'me']]), spent: new Map(), unsettled: { mine: spent, others: 0 } });
         const blockedMs = options.blockedMs ?? 0;
         if (granted === 0) {
           const oldest = Math.min(...[...batches.values()].map((b) => b.at));
@@ -221,8 +247,8 @@ describe('RequestBudget with a fleet: batches from the pool, settled when unused
         batches.set(next, { at: clock.now(), reserved: granted });
         return { granted, batch: next++, waitMs: 0, blockedMs, leaseMs: options.leaseMs ?? 30_000 };
       },
-      async settle(_credential, batch, unused) {
-        batches.get(batch)!.reserved -= unused;
+      async settle(_credential, batch, used) {
+        settle(batch, used);
       },
       async block(_credential, forMs) {
         blocks.push(forMs);
@@ -266,7 +292,7 @@ describe('RequestBudget with a fleet: batches from the pool, settled when unused
     clock.time += 2000;
     await budget.acquire();
     expect(calls).toHaveLength(3);
-    expect(calls[2]!.settle).toEqual({ batch: 2, unused: calls[1]!.want - 1 });
+    expect(calls[2]!.settle).toEqual({ batch: 2, used: new Map([['', 1]]) });
   });
 
   it('gives back what it holds unused when it stops, and tells the fleet of a 429', async () => {

@@ -271,15 +271,22 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): P
 describe('one Cloudflare budget for the fleet (SPEC §11)', () => {
   const CREDENTIAL = 'cred-0123abcd';
   const LIMIT = 60;
-  const take = (store: PostgresStore, want = 3, settle?: { batch: number; unused: number }) =>
+  const take = (store: PostgresStore, want = 3, settle?: { batch: number; used: ReadonlyMap<string, number> }) =>
     store.grants.take({ credentialId: CREDENTIAL, accountIds: ACCOUNTS, limit: LIMIT, want, ...(settle ? { settle } : {}) });
 
-  /** Takes until the store is granted nothing, as a replica whose accounts all wait would. */
-  async function drain(store: PostgresStore): Promise<{ taken: number; waitMs: number }> {
+  /** Takes until the store is granted nothing, as a replica whose accounts all wait would, spending each batch on its accounts in turn. */
+  async function drain(store: PostgresStore, accounts: readonly string[]): Promise<{ taken: number; waitMs: number }> {
     let taken = 0;
-    for (;;) {
-      const answer = await take(store);
-      if (answer.granted === 0) return { taken, waitMs: answer.waitMs };
+    let settle: { batch: number; used: Map<string, number> } | undefined;
+    for (let turn = 0; ; ) {
+      const answer = await take(store, 3, settle);
+      if (answer.granted === 0) {
+        if (settle) await store.grants.settle(CREDENTIAL, settle.batch, settle.used);
+        return { taken, waitMs: answer.waitMs };
+      }
+      const used = new Map<string, number>();
+      for (let i = 0; i < answer.granted; i++, turn++) used.set(accounts[turn % accounts.length]!, (used.get(accounts[turn % accounts.length]!) ?? 0) + 1);
+      settle = { batch: answer.batch!, used };
       taken += answer.granted;
     }
   }
@@ -287,65 +294,73 @@ describe('one Cloudflare budget for the fleet (SPEC §11)', () => {
   async function threeReplicas(url: string) {
     const stores = await Promise.all([open(url), open(url), open(url)]);
     for (let round = 0; round < 3; round++) for (const store of stores) await store.lead(ACCOUNTS);
-    const leads = await Promise.all(stores.map((s) => s.lead(ACCOUNTS)));
-    return { stores, leads: leads.map((l) => l.size) };
+    const leads = await Promise.all(stores.map(async (s) => [...(await s.lead(ACCOUNTS))]));
+    return { stores, leads };
   }
 
-  it('never grants the fleet more than the limit in a window, and shares it by accounts led', async () => {
+  it("never grants the fleet more than the limit in a window, and each replica its accounts' shares (6 each of 60 over 10)", async () => {
     const url = await freshDatabase();
     const { stores, leads } = await threeReplicas(url);
-    // All ask at once, in turns, as replicas whose accounts all wait.
-    const taken = [0, 0, 0];
-    for (let round = 0; round < 40; round++) {
-      const answers = await Promise.all(stores.map((s) => take(s)));
-      answers.forEach((a, i) => (taken[i]! += a.granted));
-    }
-    expect(taken.reduce((a, b) => a + b, 0)).toBe(LIMIT);
-    for (const [i, n] of leads.entries()) expect(taken[i]).toBeGreaterThanOrEqual(Math.floor((LIMIT * n) / ACCOUNTS.length));
-    // Full: the answer says to wait until the oldest batch leaves the window (about five minutes).
+    const taken = await Promise.all(stores.map((s, i) => drain(s, leads[i]!)));
+    expect(taken.reduce((a, t) => a + t.taken, 0)).toBe(LIMIT);
+    for (const [i, t] of taken.entries()) expect(t.taken).toBeGreaterThanOrEqual(6 * leads[i]!.length);
+    // Full: the answer says to wait until the oldest batch stops counting (five minutes after its lease).
     const full = await take(stores[0]!);
     expect(full.granted).toBe(0);
     expect(full.waitMs).toBeGreaterThan(4 * 60_000);
-    expect(full.waitMs).toBeLessThanOrEqual(5 * 60_000 + 1);
+    expect(full.waitMs).toBeLessThanOrEqual(5 * 60_000 + full.leaseMs + 1);
   });
 
-  it("counts the window on the database's clock: batches five minutes old no longer count", async () => {
+  it("counts the window on the database's clock: grants no longer counting are free again", async () => {
     const url = await freshDatabase();
     const store = await open(url);
-    await store.lead(ACCOUNTS);
-    expect((await drain(store)).taken).toBe(LIMIT);
+    const led = [...(await store.lead(ACCOUNTS))];
+    expect((await drain(store, led)).taken).toBe(LIMIT);
     const db = await admin(url);
-    await db.query('UPDATE riskwatch.budget_grants SET granted_at = granted_at - 300000');
-    expect((await drain(store)).taken).toBe(LIMIT);
+    await db.query('UPDATE riskwatch.budget_grants SET expires_at = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1');
+    expect((await drain(store, led)).taken).toBe(LIMIT);
   });
 
-  it('a batch left unused goes back: settled at the next take, or when the replica stops', async () => {
+  it('a batch counts as what its accounts used: the rest goes back at the next take, or when the replica stops', async () => {
     const url = await freshDatabase();
     const [a, b] = await Promise.all([open(url), open(url)]);
-    await a.lead(ACCOUNTS);
+    const led = [...(await a.lead(ACCOUNTS))];
     const first = await take(a, 3);
     expect(first.granted).toBe(3);
-    // One used, two not: the next take says so.
-    const second = await take(a, 3, { batch: first.batch!, unused: 2 });
-    await a.grants.settle(CREDENTIAL, second.batch!, 3);
-    // a used one request in all; b, leading nothing, is owed nothing, and a nothing more than the limit.
+    // One used, by the first account: the next take says so, and its own batch is given back whole when a stops.
+    const second = await take(a, 3, { batch: first.batch!, used: new Map([[led[0]!, 1]]) });
+    await a.grants.settle(CREDENTIAL, second.batch!, new Map());
     await a.close();
-    expect((await drain(b)).taken).toBe(LIMIT - 1);
+    expect((await drain(b, [...(await b.lead(ACCOUNTS))])).taken).toBe(LIMIT - 1);
   });
 
-  it("a replica killed mid-window is owed nothing once its leases lapse: the others take its share", async () => {
+  it('an account taken over from a replica killed mid-window is owed what it has not had: the others keep it for it', async () => {
     const url = await freshDatabase();
-    const { stores } = await threeReplicas(url);
+    const { stores, leads } = await threeReplicas(url);
     const [a, b, c] = stores as [PostgresStore, PostgresStore, PostgresStore];
-    const before = [(await drain(a)).taken, (await drain(b)).taken];
-    // c has taken nothing yet; its share is kept for it while it lives.
-    expect(before[0]! + before[1]!).toBeLessThan(LIMIT);
-    // c dies (kill -9): nothing is released; its heartbeat and leases simply run out.
+    // a and b spend their accounts' shares; c, which has taken nothing yet, dies (kill -9): nothing is released.
+    const spent = (await drain(a, leads[0]!)).taken + (await drain(b, leads[1]!)).taken;
+    expect(spent).toBe(6 * (leads[0]!.length + leads[1]!.length));
     const db = await admin(url);
     await db.query("UPDATE riskwatch.replicas SET expires_at = clock_timestamp() - interval '1 second' WHERE replica = $1", [c.replica]);
     await db.query("UPDATE riskwatch.leases SET expires_at = clock_timestamp() - interval '1 second' WHERE holder = $1", [c.replica]);
-    const after = (await drain(a)).taken + (await drain(b)).taken;
-    expect(before[0]! + before[1]! + after).toBe(LIMIT);
+    // Whoever takes c's accounts over gets what they are due, and nobody else does.
+    const ledByA = [...(await a.lead(ACCOUNTS))];
+    const ledByB = [...(await b.lead(ACCOUNTS))];
+    const taken =
+      (
+        await drain(
+          a,
+          ledByA.filter((x) => leads[2]!.includes(x)),
+        )
+      ).taken +
+      (
+        await drain(
+          b,
+          ledByB.filter((x) => leads[2]!.includes(x)),
+        )
+      ).taken;
+    expect(spent + taken).toBe(LIMIT);
   });
 
   it("a 429 seen by one replica holds the others back, on the database's clock", async () => {
