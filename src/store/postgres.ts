@@ -69,6 +69,9 @@ const SCHEMA = 'riskwatch';
 const MIGRATION_LOCK = 0x7269_736b;
 
 /** Each entry moves the schema one version up; riskwatch.schema_version says how many have run. */
+/** Rows a migration reads and rewrites at a time. */
+const MIGRATION_PAGE = 2000;
+
 const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))[] = [
   `CREATE TABLE accounts (
      account_id text PRIMARY KEY,
@@ -150,11 +153,18 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
        PRIMARY KEY (delivery_id, subject)
      );
      CREATE INDEX delivery_subjects_order ON delivery_subjects (sink, subject, delivery_id);`);
-    const rows = await client.query<{ id: number; sink: string; body: string }>(
-      `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
-       JOIN events e ON e.id = j.event_id WHERE d.state = 'pending'`,
-    );
-    await insertSubjects(client, pendingSubjects(rows.rows));
+    // A page of pending deliveries at a time: an outbox backed up by a long outage may hold millions.
+    for (let after = 0; ; ) {
+      const page = (await client.query<{ id: number }>("SELECT id FROM deliveries WHERE state = 'pending' AND id > $1 ORDER BY id LIMIT $2", [after, MIGRATION_PAGE])).rows.map((r) => r.id);
+      if (page.length === 0) break;
+      const rows = await client.query<{ id: number; sink: string; body: string }>(
+        `SELECT d.id, d.sink, e.body FROM deliveries d CROSS JOIN LATERAL jsonb_array_elements_text(d.event_ids) AS j(event_id)
+         JOIN events e ON e.id = j.event_id WHERE d.id = ANY($1::bigint[])`,
+        [page],
+      );
+      await insertSubjects(client, pendingSubjects(rows.rows));
+      after = page.at(-1)!;
+    }
   },
   // 4: the operator commands (SPEC §8): silences; events keep whose they are (for `events --user`
   // and `users`' since) and the silence that muted them; each account's last success and error.
@@ -179,21 +189,24 @@ const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))
        last_error_at bigint
      );
      INSERT INTO account_status (account_id, last_success_at) SELECT account_id, polled_at FROM accounts;`);
-    const cursor = await client.query<{ id: string; body: string }>("SELECT id, body FROM events WHERE type LIKE 'user.%'");
-    const columns = cursor.rows.flatMap(({ id, body }) => {
-      try {
-        const { userId, email } = eventUserColumns(JSON.parse(body) as RiskEvent);
-        return userId === null ? [] : [[id, userId, email] as const];
-      } catch {
-        return [];
-      }
-    });
-    for (const rows of chunks(columns)) {
+    // A page of events at a time (a year of history is millions), each page one UPDATE well within the statement timeout.
+    for (let after = ''; ; ) {
+      const page = (await client.query<{ id: string; body: string }>("SELECT id, body FROM events WHERE type LIKE 'user.%' AND id > $1 ORDER BY id LIMIT $2", [after, MIGRATION_PAGE])).rows;
+      if (page.length === 0) break;
+      const columns = page.flatMap(({ id, body }) => {
+        try {
+          const { userId, email } = eventUserColumns(JSON.parse(body) as RiskEvent);
+          return userId === null ? [] : [[id, userId, email] as const];
+        } catch {
+          return [];
+        }
+      });
       await client.query('UPDATE events e SET user_id = x.user_id, email = x.email FROM unnest($1::text[], $2::text[], $3::text[]) AS x(id, user_id, email) WHERE e.id = x.id', [
-        rows.map((r) => r[0]),
-        rows.map((r) => r[1]),
-        rows.map((r) => r[2]),
+        columns.map((r) => r[0]),
+        columns.map((r) => r[1]),
+        columns.map((r) => r[2]),
       ]);
+      after = page.at(-1)!.id;
     }
     await client.query(`CREATE INDEX events_user ON events (user_id, created_at) WHERE user_id IS NOT NULL;
      CREATE INDEX events_email ON events (email, created_at) WHERE email IS NOT NULL;

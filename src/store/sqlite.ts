@@ -141,13 +141,20 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
        PRIMARY KEY (delivery_id, subject)
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX delivery_subjects_order ON delivery_subjects (sink, subject, delivery_id);`);
-    const rows = db.prepare("SELECT d.id, d.sink, e.body FROM deliveries d, json_each(d.event_ids) j JOIN events e ON e.id = j.value WHERE d.state = 'pending'").all() as unknown as {
-      id: number;
-      sink: string;
-      body: string;
-    }[];
+    // A page of pending deliveries at a time: an outbox backed up by a long outage may hold millions.
+    const page = db.prepare(
+      `SELECT d.id, d.sink, e.body FROM (SELECT id, sink, event_ids FROM deliveries WHERE state = 'pending' AND id > ? ORDER BY id LIMIT 2000) d, json_each(d.event_ids) j
+       JOIN events e ON e.id = j.value ORDER BY d.id`,
+    );
+    const last = db.prepare("SELECT MAX(id) AS id FROM (SELECT id FROM deliveries WHERE state = 'pending' AND id > ? ORDER BY id LIMIT 2000)");
     const insert = db.prepare('INSERT INTO delivery_subjects (delivery_id, sink, subject) VALUES (?, ?, ?)');
-    for (const [id, sink, subject] of pendingSubjects(rows)) insert.run(id, sink, subject);
+    for (let after = 0; ; ) {
+      const upTo = (last.get(after) as { id: number | null }).id;
+      if (upTo === null) break;
+      const rows = page.all(after) as unknown as { id: number; sink: string; body: string }[];
+      for (const [id, sink, subject] of pendingSubjects(rows)) insert.run(id, sink, subject);
+      after = upTo;
+    }
   },
   // 5: the operator commands (SPEC §8). Silences; events keep whose they are (for `events --user`
   // and `users`' since) and the silence that muted them; each account's last success and error.

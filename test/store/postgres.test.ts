@@ -74,6 +74,7 @@ describe('replicas starting together', () => {
       DROP TABLE riskwatch.silences; DROP TABLE riskwatch.account_status; DROP INDEX riskwatch.users_level; DROP INDEX riskwatch.events_time;
       ALTER TABLE riskwatch.events DROP COLUMN user_id, DROP COLUMN email, DROP COLUMN silence_id;
       DROP TABLE riskwatch.incidents; DROP TABLE riskwatch.flapping; DROP TABLE riskwatch.digests; DROP INDEX riskwatch.users_missing;
+      DROP TABLE riskwatch.budget_grants; DROP TABLE riskwatch.budget_blocks;
       ALTER TABLE riskwatch.deliveries DROP COLUMN incident_action, DROP COLUMN incident_key, DROP COLUMN incident_note, DROP COLUMN retried_at;
       UPDATE riskwatch.schema_version SET version = 1`);
 
