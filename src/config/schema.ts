@@ -301,7 +301,12 @@ export const configFileSchema = z.strictObject({
       // The web console and /api/ (SPEC §10): off unless asked for.
       console: z.boolean({ error: 'must be true or false' }).default(false),
       // Never echoed: whoever holds it reads and mutes every account.
-      token: z.string().trim().min(16, { error: 'must be at least 16 characters (openssl rand -hex 32 makes one)' }).optional(),
+      token: z
+        .string()
+        .trim()
+        .min(16, { error: 'must be at least 16 characters (openssl rand -hex 32 makes one)' })
+        .regex(/^\S+$/, { error: 'must not contain spaces (it is sent as Authorization: Bearer TOKEN)' })
+        .optional(),
     })
     .prefault({}),
   log: z

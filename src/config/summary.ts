@@ -12,7 +12,7 @@ export function summarizeConfig(config: Config): string {
     config.state.kind === 'sqlite' ? `state: sqlite ${config.state.file}` : `state: postgres ${config.state.url.masked}`,
     `sinks (${config.sinks.length}):`,
     ...config.sinks.map((sink) => `  - ${describeSink(sink, config)}`),
-    `http: ${config.http.listen.host}:${config.http.listen.port} (/healthz, /readyz, /metrics)`,
+    `http: ${config.http.listen.host}:${config.http.listen.port} (/healthz, /readyz, /metrics${config.http.console ? `; the web console and /api/, ${config.http.token ? 'behind http.token' : 'open to this host only (no http.token)'}` : ''})`,
     `log: ${config.log.level}, ${config.log.format}`,
   ];
   return lines.join('\n');

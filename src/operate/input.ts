@@ -59,6 +59,9 @@ export function countInput(label: string, value: string | undefined, max: number
   return n;
 }
 
+/** The fields a new silence is asked for with, wherever it comes from. */
+export const SILENCE_FIELDS = ['user', 'behavior', 'account', 'for', 'until', 'reason', 'by'] as const;
+
 /** What a new silence is made of, as given (SPEC §8): every field text, or absent. */
 export interface SilenceRequest {
   readonly user?: string | undefined;
@@ -105,10 +108,14 @@ export function silenceInput(request: SilenceRequest, label: Label, config: Conf
 /** Which dead letters to retry: a configured sink's, or these ids (whole numbers). */
 export function retryInput(label: Label, sink: string | undefined, ids: readonly string[], config: Config): { readonly sink: string } | { readonly ids: readonly number[] } {
   if ((sink === undefined) === (ids.length === 0)) throw new UsageError(`give ${label('sink')} S or ${label('id')} N, one of them`);
-  const bad = ids.find((id) => !/^\d+$/.test(id));
-  if (bad !== undefined) throw new UsageError(`${label('id')} ${bad}: must be a delivery id (a whole number)`);
+  const bad = ids.find((id) => !/^\d+$/.test(id) || !Number.isSafeInteger(Number(id)));
+  if (bad !== undefined) throw new UsageError(`${label('id')} ${bad}: must be a delivery id (a whole number; the dead letters list shows them)`);
   if (sink === undefined) return { ids: ids.map(Number) };
   const configured = config.sinks.map((s) => s.name);
-  if (!configured.includes(sink)) throw new UsageError(`${label('sink')} ${sink}: not a configured sink, so nothing would send its deliveries; move them with --to NEW (${configured.join(', ')})`);
+  if (!configured.includes(sink)) {
+    // The command line can move a renamed sink's deliveries; /api/ cannot.
+    const move = label === flagLabel ? '; move them with --to NEW' : '';
+    throw new UsageError(`${label('sink')} ${sink}: not a configured sink, so nothing would send its deliveries${move} (${configured.join(', ')})`);
+  }
   return { sink };
 }

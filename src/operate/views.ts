@@ -137,6 +137,6 @@ export async function incidentsView(config: Config, store: OperatorStore, query:
 export async function timelineView(config: Config, store: OperatorStore, accountId: string, userId: string, now: number, limit = 200) {
   const [user] = await usersView(config, store, { accountId, userId });
   const events = await eventsView(store, { since: now - config.state.historyMs, accountId, user: userId, limit });
-  const deliveries = events.length === 0 ? [] : await deliveriesView(store, { eventIds: events.map((e) => e.id) });
+  const deliveries = events.length === 0 ? [] : await deliveriesView(store, { accountId, eventIds: events.map((e) => e.id) });
   return { user, events, deliveries };
 }

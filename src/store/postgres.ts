@@ -8,6 +8,7 @@ import { type Behavior, LEVEL_RANK, levelOfRank, type RiskLevel, type RiskUser }
 import {
   applySilences,
   type DeliveryRow,
+  deliveryFilters,
   deliveryRowFrom,
   DELIVERY_ROW_COLUMNS,
   type DeliveryQuery,
@@ -716,13 +717,14 @@ export class PostgresStore implements StateStore {
 
   async listDeliveries(query: DeliveryQuery): Promise<DeliveryRow[]> {
     // Of some events: any state, found through the index on event_ids.
-    const which = query.eventIds === undefined ? "d.state IN ('pending', 'dead')" : 'd.event_ids ?| $3::text[]';
+    const { where, params } = deliveryFilters(query, (ids) => ['d.event_ids ?| ?::text[]', [...ids]]);
+    let n = 0;
     const rows = await this.#query<DeliveryTableRow>(
       'read the outbox',
       `SELECT ${DELIVERY_ROW_COLUMNS},
          ARRAY(SELECT e.type FROM jsonb_array_elements_text(d.event_ids) WITH ORDINALITY AS j(event_id, n) LEFT JOIN events e ON e.id = j.event_id ORDER BY j.n) AS types
-       FROM deliveries d WHERE ${which} AND ($1::text IS NULL OR d.sink = $1) AND ($2::text IS NULL OR d.state = $2) ORDER BY d.id`,
-      [query.sink ?? null, query.state ?? null, ...(query.eventIds === undefined ? [] : [[...query.eventIds]])],
+       FROM deliveries d WHERE ${where.replace(/\?(?!\|)/g, () => `$${++n}`)}`,
+      params,
     );
     return rows.map(deliveryRowFrom);
   }

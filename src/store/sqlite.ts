@@ -9,6 +9,7 @@ import {
   type DeliveryOutcome,
   type DeliveryRow,
   type SettledDelivery,
+  deliveryFilters,
   deliveryRowFrom,
   DELIVERY_ROW_COLUMNS,
   type DeliveryQuery,
@@ -215,6 +216,9 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
      PRIMARY KEY (account_id, user_id)
    ) STRICT, WITHOUT ROWID;
    CREATE TABLE digests (sink TEXT PRIMARY KEY, last_slot INTEGER NOT NULL) STRICT;`,
+  // 7: a user's timeline (the console) finds the deliveries of their events among their account's
+  // recent ones, not by walking every delivery kept.
+  `CREATE INDEX deliveries_account ON deliveries (account_id, created_at);`,
 ];
 
 /**
@@ -600,17 +604,18 @@ export class SqliteStore implements StateStore {
 
   async listDeliveries(query: DeliveryQuery): Promise<DeliveryRow[]> {
     return this.#read('read the outbox', () => {
-      // Of some events: any state, found by walking the deliveries made since the oldest of them.
-      const which =
-        query.eventIds === undefined
-          ? "d.state IN ('pending', 'dead')"
-          : `d.created_at >= (SELECT MIN(created_at) FROM events WHERE id IN (SELECT value FROM json_each(?3)))
-             AND EXISTS (SELECT 1 FROM json_each(d.event_ids) j WHERE j.value IN (SELECT value FROM json_each(?3)))`;
+      // Of some events: any state, found among the account's deliveries made since the oldest of them.
+      const { where, params } = deliveryFilters(query, (ids) => [
+        `d.created_at >= (SELECT MIN(created_at) FROM events WHERE id IN (SELECT value FROM json_each(?)))
+         AND EXISTS (SELECT 1 FROM json_each(d.event_ids) j WHERE j.value IN (SELECT value FROM json_each(?)))`,
+        JSON.stringify(ids),
+        JSON.stringify(ids),
+      ]);
       const rows = this.#stmt(
         `SELECT ${DELIVERY_ROW_COLUMNS},
            (SELECT json_group_array(e.type) FROM json_each(d.event_ids) j LEFT JOIN events e ON e.id = j.value) AS types
-         FROM deliveries d WHERE ${which} AND (?1 IS NULL OR d.sink = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id`,
-      ).all(query.sink ?? null, query.state ?? null, ...(query.eventIds === undefined ? [] : [JSON.stringify(query.eventIds)])) as unknown as DeliveryTableRow[];
+         FROM deliveries d WHERE ${where}`,
+      ).all(...(params as (string | number)[])) as unknown as DeliveryTableRow[];
       return rows.map(deliveryRowFrom);
     });
   }

@@ -180,7 +180,12 @@ export interface UserQuery {
 export interface DeliveryQuery {
   readonly sink?: string;
   readonly state?: 'pending' | 'dead';
+  readonly accountId?: string;
+  /** Every delivery of any of these events, whatever its state (a user's timeline). */
   readonly eventIds?: readonly string[];
+  /** A page: those after this id, this many at most. */
+  readonly after?: number;
+  readonly limit?: number;
 }
 
 export interface EventQuery {
@@ -389,24 +394,25 @@ export const USER_ROW_COLUMNS = `u.account_id, u.user_id, u.email, u.name, u.lev
   (SELECT MAX(e.created_at) FROM events e WHERE e.user_id = u.user_id AND e.account_id = u.account_id) AS since,
   COALESCE((SELECT f.flapping FROM flapping f WHERE f.account_id = u.account_id AND f.user_id = u.user_id), 0) AS flapping`;
 
-/** A users row as both stores select it (USER_ROW_COLUMNS; level as its rank). */
 /**
  * listUsers' query, with each store's parameters: account, level rank, user id (each null for
- * any), flapping only (1) or not (0), then the page's limit (null for all) and offset. The page is taken before the columns
- * that look elsewhere (since, flapping) are computed, so a page of 100,000 users costs one page.
+ * any), flapping only (1) or not (0), then the page's limit (null for all) and offset. The page is
+ * taken before the columns that look elsewhere (since, flapping) are computed, so a page of
+ * 100,000 users costs one page; the order is total (a user in two accounts), so pages never overlap.
  */
 export const usersSql = (p: { account: string; level: string; user: string; flapping: string; limit: string; offset: string }) =>
   `SELECT ${USER_ROW_COLUMNS}
    FROM (SELECT * FROM users WHERE (${p.account} IS NULL OR account_id = ${p.account}) AND (${p.level} IS NULL OR level = ${p.level}) AND (${p.user} IS NULL OR user_id = ${p.user})
          AND (${p.flapping} = 0 OR EXISTS (SELECT 1 FROM flapping f WHERE f.account_id = users.account_id AND f.user_id = users.user_id AND f.flapping = 1))
-         ORDER BY level DESC, email, user_id LIMIT ${p.limit} OFFSET ${p.offset}) u
-   ORDER BY u.level DESC, u.email, u.user_id`;
+         ORDER BY level DESC, email, user_id, account_id LIMIT ${p.limit} OFFSET ${p.offset}) u
+   ORDER BY u.level DESC, u.email, u.user_id, u.account_id`;
 
 /** listUsers' parameters in usersSql's order. */
 export function usersParams(query: UserQuery, noLimit: number | null): (string | number | null)[] {
   return [query.accountId ?? null, query.level === undefined ? null : LEVEL_RANK[query.level], query.userId ?? null, query.flapping ? 1 : 0, query.limit ?? noLimit, query.offset ?? 0];
 }
 
+/** A users row as both stores select it (USER_ROW_COLUMNS; level as its rank). */
 export interface UserTableRow {
   readonly account_id: string;
   readonly user_id: string;
@@ -475,6 +481,27 @@ export function deliveryRowFrom(row: DeliveryTableRow): DeliveryRow {
     createdAt: Number(row.created_at),
     finishedAt: row.finished_at === null ? null : Number(row.finished_at),
   };
+}
+
+/**
+ * The WHERE clause of listDeliveries with a `?` for each value (each store numbers them its way),
+ * only the filters given so that the planner can take an index. `ofEvents` is the store's own
+ * clause for "any of these events" and its values.
+ */
+export function deliveryFilters(query: DeliveryQuery, ofEvents: (ids: readonly string[]) => [clause: string, ...values: unknown[]]): { where: string; params: unknown[] } {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const filter = (clause: string, ...values: unknown[]) => {
+    clauses.push(clause);
+    params.push(...values);
+  };
+  if (query.eventIds === undefined) filter("d.state IN ('pending', 'dead')");
+  else filter(...ofEvents(query.eventIds));
+  if (query.accountId !== undefined) filter('d.account_id = ?', query.accountId);
+  if (query.sink !== undefined) filter('d.sink = ?', query.sink);
+  if (query.state !== undefined) filter('d.state = ?', query.state);
+  if (query.after !== undefined) filter('d.id > ?', query.after);
+  return { where: `${clauses.join(' AND ')} ORDER BY d.id${query.limit === undefined ? '' : ` LIMIT ${Math.trunc(query.limit)}`}`, params };
 }
 
 /** The WHERE clause of listEvents, with a placeholder for each filter given (the same on both stores, with their placeholders). */

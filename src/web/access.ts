@@ -17,7 +17,8 @@ export type Caller = { readonly by: 'bearer' } | { readonly by: 'cookie'; readon
  * /login set: `<expiry>.<HMAC of the expiry under the token>`, so any replica
  * with the same token accepts it, and a new token ends every session. Without
  * a token (only on a loopback listen), anyone who reaches the port may, but
- * only under a loopback Host name (a DNS-rebound name is refused). The token
+ * only under a loopback Host name (a DNS-rebound name is refused) and not
+ * through a reverse proxy (which would open it to whoever reaches the proxy). The token
  * is compared in constant time and never logged.
  */
 export class Access {
@@ -36,7 +37,8 @@ export class Access {
 
   /** The caller, or undefined when the request may not come in. */
   caller(req: IncomingMessage, now: number): Caller | undefined {
-    if (this.#token === undefined) return isLoopbackHost(hostName(req.headers.host ?? '')) ? { by: 'open' } : undefined;
+    // Without a token, only this host's own users: not a DNS-rebound name, nor anyone a reverse proxy forwards.
+    if (this.#token === undefined) return isLoopbackHost(hostName(req.headers.host ?? '')) && !forwarded(req) ? { by: 'open' } : undefined;
     const bearer = /^Bearer +(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
     if (bearer !== undefined) return this.tokenMatches(bearer) ? { by: 'bearer' } : undefined;
     const session = cookie(req, SESSION_COOKIE);
@@ -108,6 +110,11 @@ export function overTls(req: IncomingMessage): boolean {
         .trim(),
     )
   );
+}
+
+/** Whether a reverse proxy says it forwarded the request (from anywhere). */
+function forwarded(req: IncomingMessage): boolean {
+  return req.headers.forwarded !== undefined || req.headers['x-forwarded-for'] !== undefined || req.headers['x-forwarded-host'] !== undefined || req.headers['x-real-ip'] !== undefined;
 }
 
 function digest(text: string): Buffer {

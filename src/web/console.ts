@@ -3,7 +3,7 @@ import type { Config } from '../config/config.ts';
 import type { Logger } from '../log.ts';
 import { UsageError } from '../errors.ts';
 import type { RiskLevel } from '../model.ts';
-import { accountInput, countInput, durationInput, eventTypeInput, fieldLabel, levelInput, retryInput, type SilenceRequest, silenceInput, timeInput } from '../operate/input.ts';
+import { accountInput, countInput, durationInput, eventTypeInput, fieldLabel, levelInput, retryInput, SILENCE_FIELDS, type SilenceRequest, silenceInput, timeInput } from '../operate/input.ts';
 import { deliveriesView, eventsView, silencesView, statusView, timelineView, usersView } from '../operate/views.ts';
 import type { OperatorStore } from '../store/store.ts';
 import { Access, type Caller, overTls, sameOrigin } from './access.ts';
@@ -126,9 +126,15 @@ async function login(req: IncomingMessage, res: ServerResponse, url: URL, access
   redirect(res, safeNext(form.get('next')));
 }
 
-/** Where /login may send a browser next: a path of ours, never another site (`//evil`, `/\\evil`). */
+/**
+ * Where /login may send a browser next: a path of ours, re-serialised, never another site. Read as
+ * a browser reads it (`//evil`, `/\\evil`, a tab a browser drops), and sent back percent-encoded,
+ * so that no character can break the Location header either.
+ */
 function safeNext(next: string | null | undefined): string {
-  return next && /^\/(?![/\\])/.test(next) ? next : '/';
+  const base = 'http://console.invalid';
+  const url = next ? URL.parse(next, base) : null;
+  return url !== null && url.origin === base && next!.startsWith('/') ? `${url.pathname}${url.search}` : '/';
 }
 
 async function servePage(req: IncomingMessage, res: ServerResponse, url: URL, deps: ConsoleDeps, access: Access, caller: Caller): Promise<void> {
@@ -146,14 +152,14 @@ async function servePage(req: IncomingMessage, res: ServerResponse, url: URL, de
       return redirect(res, '/login');
     }
     if (path === '/silences') {
-      const request = Object.fromEntries(['user', 'behavior', 'account', 'for', 'until', 'reason', 'by'].map((k) => [k, form.get(k) || undefined]));
+      const request = Object.fromEntries(SILENCE_FIELDS.map((k) => [k, form.get(k) || undefined]));
       try {
         const silence = await addSilence(request, config, deps, req, now);
         return redirect(res, `/silences?added=${encodeURIComponent(silence.id)}`);
       } catch (error) {
         if (!(error instanceof UsageError)) throw error;
-        const { accounts } = await statusView(config, deps.store, now);
         const silences = await silencesView(deps.store, { all: false, now });
+        const accounts = accountsOf(config);
         return sendHtml(res, 400, silencesPage({ ...context, said: { text: error.message, error: true } }, accounts, silences, false, Object.fromEntries(form)));
       }
     }
@@ -181,7 +187,7 @@ async function servePage(req: IncomingMessage, res: ServerResponse, url: URL, de
     const account = accountInput('account', params.get('account') || undefined, config);
     const page = countInput('page', params.get('page') || undefined, 1_000_000) ?? 1;
     const rows = await usersView(config, deps.store, { level, ...(account ? { accountId: account } : {}), limit: PAGE_SIZE + 1, offset: (page - 1) * PAGE_SIZE });
-    const { accounts } = await statusView(config, deps.store, now);
+    const accounts = accountsOf(config);
     return sendHtml(res, 200, usersPage(context, accounts, { level, account, page }, rows.slice(0, PAGE_SIZE), rows.length > PAGE_SIZE));
   }
   const user = /^\/users\/([^/]+)\/([^/]+)$/.exec(path);
@@ -192,24 +198,33 @@ async function servePage(req: IncomingMessage, res: ServerResponse, url: URL, de
   }
   if (path === '/silences') {
     const all = params.get('all') === '1';
-    const { accounts } = await statusView(config, deps.store, now);
+    const accounts = accountsOf(config);
     return sendHtml(res, 200, silencesPage(context, accounts, await silencesView(deps.store, { all, now }), all));
   }
   if (path === '/deliveries') {
     const state = params.get('state') === 'pending' ? 'pending' : 'dead';
     const sink = params.get('sink') || undefined;
-    const { accounts } = await statusView(config, deps.store, now);
-    return sendHtml(res, 200, deliveriesPage(context, accounts, state, sink, await deliveriesView(deps.store, { state, ...(sink ? { sink } : {}) })));
+    const after = countInput('after', params.get('after') || undefined, Number.MAX_SAFE_INTEGER, 0);
+    const rows = await deliveriesView(deps.store, { state, ...(sink ? { sink } : {}), ...(after ? { after } : {}), limit: PAGE_SIZE + 1 });
+    const more = rows.length > PAGE_SIZE ? rows[PAGE_SIZE - 1]!.id : undefined;
+    return sendHtml(res, 200, deliveriesPage(context, accountsOf(config), { state, sink, after, more }, rows.slice(0, PAGE_SIZE)));
   }
   throw new Refused(404, `no page ${path}`);
+}
+
+/** The accounts as configured, for the pages' filters and names. */
+function accountsOf(config: Config): { id: string; name: string | null }[] {
+  return config.accounts.map((a) => ({ id: a.id, name: a.name ?? null }));
 }
 
 /** The line a page shows after a form's redirect: built from our own words and the ids given, never from text in the URL. */
 function said(url: URL): PageContext['said'] {
   const p = url.searchParams;
-  const added = p.get('added');
+  // Only a silence id as riskwatch makes them: a link crafted to show other words shows nothing.
+  const id = (key: string) => /^sil_[0-9a-f]{8}$/.exec(p.get(key) ?? '')?.[0];
+  const added = id('added');
   if (added) return { text: `Silence ${added} added: it applies from the next poll.`, error: false };
-  const expired = p.get('expired');
+  const expired = id('expired');
   if (expired) return { text: `Silence ${expired} ended.`, error: false };
   const revived = p.get('revived');
   if (revived !== null && /^\d+$/.test(revived)) {
@@ -249,7 +264,7 @@ async function serveApi(req: IncomingMessage, res: ServerResponse, url: URL, dep
   if (req.method === 'POST') {
     const body = await readJson(req);
     if (path === '/api/silences') {
-      const request = Object.fromEntries(['user', 'behavior', 'account', 'for', 'until', 'reason', 'by'].map((k) => [k, stringField(body, k)]));
+      const request = Object.fromEntries(SILENCE_FIELDS.map((k) => [k, stringField(body, k)]));
       const silence = await addSilence(request, config, deps, req, now);
       const [view] = (await silencesView(deps.store, { all: true, now })).filter((s) => s.id === silence.id);
       return sendJson(res, 201, view, { location: `/api/silences/${encodeURIComponent(silence.id)}` });
@@ -305,7 +320,9 @@ async function serveApi(req: IncomingMessage, res: ServerResponse, url: URL, dep
     const state = get('state');
     if (state !== undefined && state !== 'pending' && state !== 'dead') throw new UsageError(`state ${state}: must be pending or dead`);
     const sink = get('sink');
-    return sendJson(res, 200, await deliveriesView(deps.store, { ...(state ? { state } : {}), ...(sink ? { sink } : {}) }));
+    const limit = countInput('limit', get('limit'), 100_000);
+    const after = countInput('after', get('after'), Number.MAX_SAFE_INTEGER, 0);
+    return sendJson(res, 200, await deliveriesView(deps.store, { ...(state ? { state } : {}), ...(sink ? { sink } : {}), ...(limit ? { limit } : {}), ...(after ? { after } : {}) }));
   }
   throw new Refused(404, `${path}: not in /api/ (status, users, events, silences, deliveries)`);
 }

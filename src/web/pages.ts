@@ -5,6 +5,12 @@ import type { DeliveryView, EventView, SilenceView, StatusView, timelineView, Us
 import { VERSION } from '../version.ts';
 import { type Content, type Html, href, html, query } from './html.ts';
 
+/** An account as the pages name it: its name, else its id. */
+export interface AccountRef {
+  readonly id: string;
+  readonly name: string | null;
+}
+
 /** What every page knows of its request: the CSRF token its forms carry, and whether a session can log out. */
 export interface PageContext {
   readonly csrf: string;
@@ -35,7 +41,7 @@ export function page(title: string, context: PageContext | undefined, body: Html
 <span class="brand">riskwatch</span>
 ${
   context &&
-  html`<nav aria-label="Console"><ul>${NAV.map(([path, label]) => html`<li><a href="${path}">${label}</a></li>`)}</ul></nav>
+  html`<nav aria-label="Console"><ul>${NAV.map(([path, label]) => html`<li><a href="${path}" ${title.startsWith(label) && html`aria-current="page"`}>${label}</a></li>`)}</ul></nav>
 ${context.loggedIn && html`<form class="inline" method="post" action="/logout">${csrfField(context)}<button type="submit">Log out</button></form>`}`
 }
 </header>
@@ -139,7 +145,7 @@ export interface UsersFilter {
   readonly page: number;
 }
 
-export function usersPage(context: PageContext, accounts: StatusView['accounts'], filter: UsersFilter, users: readonly UserView[], more: boolean): Html {
+export function usersPage(context: PageContext, accounts: readonly AccountRef[], filter: UsersFilter, users: readonly UserView[], more: boolean): Html {
   const at = (page: number) => `/users${query({ level: filter.level, account: filter.account, page: page === 1 ? undefined : page })}`;
   return page(
     `Users at ${filter.level}`,
@@ -206,7 +212,7 @@ ${table(
 </section>`;
 }
 
-export function silencesPage(context: PageContext, accounts: StatusView['accounts'], silences: readonly SilenceView[], all: boolean, form: Readonly<Record<string, string>> = {}): Html {
+export function silencesPage(context: PageContext, accounts: readonly AccountRef[], silences: readonly SilenceView[], all: boolean, form: Readonly<Record<string, string>> = {}): Html {
   const rows = silences.map((s) => [
     s.id,
     s.user ? html`user ${s.user}` : html`behavior ${s.behavior}`,
@@ -240,7 +246,16 @@ ${csrfField(context)}
   );
 }
 
-export function deliveriesPage(context: PageContext, accounts: StatusView['accounts'], state: 'pending' | 'dead', sink: string | undefined, deliveries: readonly DeliveryView[]): Html {
+/** Which deliveries a page lists: a state, a sink or all, and the page (those after an id, and the last id shown when there are more). */
+export interface DeliveriesFilter {
+  readonly state: 'pending' | 'dead';
+  readonly sink: string | undefined;
+  readonly after: number | undefined;
+  readonly more: number | undefined;
+}
+
+export function deliveriesPage(context: PageContext, accounts: readonly AccountRef[], filter: DeliveriesFilter, deliveries: readonly DeliveryView[]): Html {
+  const { state, sink } = filter;
   const sinks = [...new Set(deliveries.map((d) => d.sink))];
   const rows = deliveries.map((d) => [
     d.id,
@@ -258,6 +273,7 @@ export function deliveriesPage(context: PageContext, accounts: StatusView['accou
     context,
     html`<p>${state === 'dead' ? html`<a href="/deliveries?state=pending">Pending deliveries</a>` : html`<a href="/deliveries?state=dead">Dead letters</a>`}</p>
 ${table(state === 'dead' ? 'Deliveries that failed for good, oldest first' : 'Deliveries waiting to go, oldest first', ['Id', 'Sink', 'Account', 'Events', ['Attempts', 'n'], 'Created', 'Last error', 'Action'], rows, state === 'dead' ? 'No dead letters.' : 'Nothing pending.')}
+<nav class="pages" aria-label="Pages">${filter.after !== undefined && html`<a href="${`/deliveries${query({ state, sink })}`}">First page</a>`} ${filter.more !== undefined && html`<a href="${`/deliveries${query({ state, sink, after: filter.more })}`}" rel="next">Next</a>`}</nav>
 ${
   state === 'dead' &&
   sinks.map(

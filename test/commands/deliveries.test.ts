@@ -44,6 +44,7 @@ describe('deliveries', () => {
       last_error: null,
       next_attempt_at: iso(AT),
       created_at: iso(AT),
+      finished_at: null,
     });
     expect(rows[1]).toMatchObject({ types: ['user.risk_level_raised'], attempts: 1, last_error: LONG_ERROR });
     expect(rows[3]).toMatchObject({ attempts: 1, last_error: 'HTTP 503', next_attempt_at: iso(AT + 600_000) });
@@ -146,6 +147,9 @@ describe('deliveries usage errors: exit 2 naming the flag', () => {
     [['retry', '--id'], "'--id"],
     [['retry', '--sink', 'incidents', 'now'], '"now"'],
     [['retry', '--id', '1', '--to', 'secops'], '--to: moves a whole sink'],
+    [['retry', '--sink', 'incidents', '--id', '1', '--to', 'secops'], '--to: moves a whole sink'],
+    [['retry', '--id', '99999999999999999999999'], '--id 99999999999999999999999'],
+    [['retry', '--sink', 'gone'], '--sink gone: not a configured sink'],
     [['retry', '--sink', 'incidents', '--to', 'nowhere'], '--to nowhere: not a configured sink (secops, incidents)'],
     [['retry', '--sink', 'incidents', '--to', 'incidents'], '--to incidents: is the sink they are already for'],
   ];

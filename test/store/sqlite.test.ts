@@ -87,7 +87,7 @@ describe('the state is one SQLite file', () => {
       DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
       ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
       DROP TABLE incidents; DROP TABLE flapping; DROP TABLE digests; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
-      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at;
+      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at; DROP INDEX deliveries_account;
       PRAGMA user_version = 2;`);
     older.close();
 
@@ -191,7 +191,7 @@ describe('a state file that cannot be used is refused with a one-line StateError
     older.exec(`DROP TABLE delivery_subjects; DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
       ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
       DROP TABLE incidents; DROP TABLE flapping; DROP TABLE digests; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
-      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at;
+      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at; DROP INDEX deliveries_account;
       UPDATE events SET body = '{"type": "user.risk_level_raised", "data": ' WHERE id = 'evt-2';
       PRAGMA user_version = 3;`);
     const delivery = (older.prepare("SELECT d.id FROM deliveries d, json_each(d.event_ids) j WHERE j.value = 'evt-2'").get() as { id: number }).id;

@@ -430,6 +430,16 @@ describe.each(KINDS)('the console on %s', (kind) => {
     });
   });
 
+  describe('paging', () => {
+    it('/api/deliveries pages with limit and after, in id order', async () => {
+      const all = (await api('/api/deliveries')).json() as { id: number }[];
+      expect(all.length).toBeGreaterThan(1);
+      expect((await api('/api/deliveries?limit=1')).json()).toEqual([all[0]]);
+      expect((await api(`/api/deliveries?after=${all[0]!.id}`)).json()).toEqual(all.slice(1));
+      expect((await api('/api/deliveries?limit=0')).status).toBe(400);
+    });
+  });
+
   describe('POST /api/silences', () => {
     it('answers 201 with the silence and where it is; it is listed, counted, and mutes the next matching event', async () => {
       const reply = await api('/api/silences', { json: { user: 'User3@Example.com', for: '1h', reason: 'investigating <b>it</b>' } });
@@ -632,11 +642,11 @@ describe('access with http.token', () => {
   });
 
   describe('/login', () => {
-    it('GET shows the form, carrying `next` as text', async () => {
+    it('GET shows the form, carrying `next` re-encoded as a path of ours', async () => {
       const reply = await served.call(`/login?next=${encodeURIComponent('/users?"><script>alert(1)</script>')}`);
       expect(reply.status).toBe(200);
       expectSecurityHeaders(reply);
-      expect(reply.text).toContain('name="next" value="/users?&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"');
+      expect(reply.text).toContain('name="next" value="/users?%22%3E%3Cscript%3Ealert(1)%3C/script%3E"');
       expect(reply.text).not.toMatch(/<script/i);
     });
 
@@ -667,10 +677,20 @@ describe('access with http.token', () => {
       expect(reply.headers.get('set-cookie')).toMatch(/; Secure$/);
     });
 
-    it.each(['//evil.example', '/\\evil.example', 'https://evil.example/', 'javascript:alert(1)', ''])('next=%j goes to / instead', async (next) => {
-      const reply = await served.call('/login', { form: { token: TOKEN, next } });
+    it.each(['//evil.example', '/\\evil.example', 'https://evil.example/', 'javascript:alert(1)', '', '/\t/evil.example/x', '\t//evil.example', '/\n/evil.example'])(
+      'next=%j goes to / instead',
+      async (next) => {
+        const reply = await served.call('/login', { form: { token: TOKEN, next } });
+        expect(reply.status).toBe(303);
+        expect(reply.headers.get('location')).toBe('/');
+      },
+    );
+
+    it('a next with characters a header cannot hold goes there percent-encoded, not to a 500', async () => {
+      const reply = await served.call('/login', { form: { token: TOKEN, next: '/users?level=high&x=€\r\nSet-Cookie: a=b' } });
       expect(reply.status).toBe(303);
-      expect(reply.headers.get('location')).toBe('/');
+      // As a browser reads it: line breaks dropped, the rest percent-encoded; never a header of its own.
+      expect(reply.headers.get('location')).toBe('/users?level=high&x=%E2%82%ACSet-Cookie:%20a=b');
     });
 
     it('a login posted from another site is refused', async () => {
@@ -867,6 +887,21 @@ describe('access without http.token, on a loopback listen', () => {
       }
     }
     expect((await served.raw('/healthz', { host: 'evil.example' })).status).toBe(200);
+  });
+
+  it('refuses what a reverse proxy forwarded: without a token, the console is for this host only', async () => {
+    const proxied: Record<string, string>[] = [{ 'x-forwarded-for': '203.0.113.9' }, { forwarded: 'for=203.0.113.9' }, { 'x-real-ip': '203.0.113.9' }, { 'x-forwarded-host': 'riskwatch.example' }];
+    for (const forwarded of proxied) {
+      const reply = await served.raw('/api/status', { host: `127.0.0.1:${served.port}`, ...forwarded });
+      expect(reply.status, JSON.stringify(forwarded)).toBe(401);
+    }
+  });
+
+  it("a notice comes only from riskwatch's own words and a silence id: a crafted link shows nothing", async () => {
+    const crafted = await served.call(`/silences?added=${encodeURIComponent('x. Your session expired: log in again at evil.example')}`);
+    expect(crafted.text).not.toContain('evil.example');
+    expect(crafted.text).not.toContain('role="status"');
+    expect((await served.call('/silences?added=sil_0123abcd')).text).toContain('Silence sil_0123abcd added');
   });
 
   it('/login has nothing to ask: it goes to next', async () => {

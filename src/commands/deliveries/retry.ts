@@ -14,7 +14,7 @@ export const retry: Command = {
     const sink = text(args, 'sink');
     const to = text(args, 'to');
     const ids = (args.values.id as string[] | undefined) ?? [];
-    if (to !== undefined && sink === undefined) throw new UsageError("--to: moves a whole sink's deliveries; give it with --sink S");
+    if (to !== undefined && (sink === undefined || ids.length > 0)) throw new UsageError("--to: moves a whole sink's deliveries; give it with --sink S (and no --id)");
     const { config } = readConfig(args, io);
     const configured = config.sinks.map((s) => s.name);
     if (to !== undefined && !configured.includes(to)) throw new UsageError(`--to ${to}: not a configured sink (${configured.join(', ')})`);

@@ -1,4 +1,4 @@
-import { flagLabel, silenceInput } from '../../operate/input.ts';
+import { flagLabel, SILENCE_FIELDS, silenceInput } from '../../operate/input.ts';
 import { withOperatorStore } from '../../store/open.ts';
 import { type Args, type Command, type Io, readConfig, text } from '../command.ts';
 
@@ -17,7 +17,7 @@ export const add: Command = {
   },
   async run(args: Args, io: Io) {
     const { config } = readConfig(args, io);
-    const request = Object.fromEntries(Object.keys(add.options).map((key) => [key, text(args, key)]));
+    const request = Object.fromEntries(SILENCE_FIELDS.map((key) => [key, text(args, key)]));
     const silence = silenceInput(request, flagLabel, config, Date.now(), whoRuns);
     await withOperatorStore(config.state, (store) => store.addSilence(silence), { creates: true });
     io.out(silence.id);
