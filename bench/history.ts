@@ -1,10 +1,12 @@
 /**
  * The operator commands' queries on a busy account (issue 16): a year of
- * history of a 100,000-user account in a real SQLite state file, then how long
- * `events --user`, `events` (the last day), `users --level high` and `status`
- * take. Run by bench/run.ts, or alone: `npx node bench/history.ts`.
+ * history of a 100,000-user account in a real SQLite state file (the last
+ * week's events delivered to a webhook, the last three days' dead-lettered),
+ * then how long `events --user`, `events` (the last day), `users --level high`
+ * and `status` take, and each page of the web console. Run by bench/run.ts, or alone: `npx node bench/history.ts`.
  */
 import fs from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import os from 'node:os';
 import path from 'node:path';
 import type { RiskEvent } from '../src/detect/events.ts';
@@ -13,6 +15,7 @@ import { parseConfig } from '../src/config/load.ts';
 import { boundAddress, startHttp } from '../src/daemon/http.ts';
 import { Metrics } from '../src/daemon/metrics.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
+import { plannedDelivery } from '../src/notify/route.ts';
 import { createConsole } from '../src/web/console.ts';
 
 export const HISTORY_USERS = 100_000;
@@ -22,6 +25,9 @@ export const EVENTS_PER_DAY = 1_000;
 const ACCOUNT = 'b0a7c0ffee0000000000000000000001';
 const DAY = 86_400_000;
 const RUNS = 7;
+/** Days of history whose events have deliveries kept, and of those, the last ones dead-lettered. */
+const DELIVERY_DAYS = 7;
+const DEAD_DAYS = 3;
 
 /** The bench's user n (every benchmark tenant names its users so). */
 export function benchUser(n: number, level: RiskLevel = RISK_LEVELS[n % 3]!): RiskUser {
@@ -93,7 +99,8 @@ async function measurePages(store: SqliteStore, now: number): Promise<HistoryRes
       ['users at high, page 300', '/users?level=high&page=300'],
       ["a user's timeline (200 newest of 365 changes)", `/users/${ACCOUNT}/${benchUser(7).user_id}`],
       ['silences', '/silences'],
-      ['dead letters', '/deliveries?state=dead'],
+      ['dead letters (3,000), first page', '/deliveries?state=dead'],
+      ['/api/deliveries?state=dead&limit=100', '/api/deliveries?state=dead&limit=100'],
       ['/api/users?level=high&limit=100', '/api/users?level=high&limit=100'],
       ['/api/status', '/api/status'],
     ] as const) {
@@ -148,17 +155,25 @@ export async function measureHistory(): Promise<HistoryResult> {
         changed.push(u);
         events.push(event(`evt-${++id}`, u, before, at));
       }
+      // The last week's events each went to a webhook (delivered ones are kept a week); the last three days' failed for good.
+      const recent = day > HISTORY_DAYS - DELIVERY_DAYS;
       await store.commitPoll({
         accountId: ACCOUNT,
         expectedVersion: version++,
         polledAt: at,
         delta: { upsertUsers: changed, removeUserIds: [], upsertBehaviors: [], removeBehaviorIds: [] },
         events,
-        deliveries: [],
+        deliveries: recent ? events.map((e) => plannedDelivery('hook', ACCOUNT, [e])) : [],
       });
     }
-    const buildSeconds = (performance.now() - started) / 1000;
     await store.close();
+    const raw = new DatabaseSync(file);
+    raw.exec(`UPDATE deliveries SET state = 'dead', attempts = 8, last_error = 'HTTP 410 Gone: the webhook was removed', finished_at = created_at
+              WHERE created_at > ${start + (HISTORY_DAYS - DEAD_DAYS) * DAY};
+              UPDATE deliveries SET state = 'delivered', attempts = 1, finished_at = created_at WHERE state = 'pending';
+              DELETE FROM delivery_subjects;`);
+    raw.close();
+    const buildSeconds = (performance.now() - started) / 1000;
 
     // The commands open the file as an operator does, beside a daemon.
     const operator = SqliteStore.open(file, { shared: 'read' });
