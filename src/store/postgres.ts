@@ -69,11 +69,11 @@ const SCHEMA = 'riskwatch';
 /** Replicas starting at once migrate one after the other, under this transaction-level advisory lock. */
 const MIGRATION_LOCK = 0x7269_736b;
 
-/** Each entry moves the schema one version up; riskwatch.schema_version says how many have run. */
 /** Rows a migration reads and rewrites at a time. */
 const MIGRATION_PAGE = 2000;
 
-const MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))[] = [
+/** Each entry moves the schema one version up; riskwatch.schema_version says how many have run. */
+export const PG_MIGRATIONS: readonly (string | ((client: pg.PoolClient) => Promise<void>))[] = [
   `CREATE TABLE accounts (
      account_id text PRIMARY KEY,
      version bigint NOT NULL,
@@ -268,7 +268,7 @@ const HELD_BY_EARLIER = `EXISTS (
   JOIN deliveries e ON e.id = earlier.delivery_id AND e.state = 'pending'
   WHERE mine.delivery_id = d.id)`;
 
-export const PG_SCHEMA_VERSION = MIGRATIONS.length;
+export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 
 export interface PostgresStoreOptions {
   /** How long a claimed delivery stays invisible to other claims while its replica lives. Default 5 minutes. */
@@ -1141,7 +1141,7 @@ async function migrate(client: pg.PoolClient, where: string, version: number): P
     await client.query(`INSERT INTO ${SCHEMA}.schema_version VALUES (0)`);
   }
   for (let next = version; next < PG_SCHEMA_VERSION; next++) {
-    const migration = MIGRATIONS[next]!;
+    const migration = PG_MIGRATIONS[next]!;
     if (typeof migration === 'string') await client.query(migration);
     else await migration(client);
   }

@@ -66,7 +66,7 @@ const path = process.getBuiltinModule('node:path');
 const sqlite = process.getBuiltinModule('node:sqlite');
 
 /** Each entry moves the schema one version up; `PRAGMA user_version` says how many have run. */
-const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
+export const SQLITE_MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
   `CREATE TABLE accounts (
      account_id TEXT PRIMARY KEY,
      version INTEGER NOT NULL,
@@ -217,8 +217,14 @@ const MIGRATIONS: readonly (string | ((db: DatabaseSync) => void))[] = [
    ) STRICT, WITHOUT ROWID;
    CREATE TABLE digests (sink TEXT PRIMARY KEY, last_slot INTEGER NOT NULL) STRICT;`,
   // 7: a user's timeline (the console) finds the deliveries of their events among their account's
-  // recent ones, not by walking every delivery kept.
-  `CREATE INDEX deliveries_account ON deliveries (account_id, created_at);`,
+  // recent ones, not by walking every delivery kept. And the emails 5 lower-cased with SQLite's
+  // lower(), which leaves letters beyond ASCII as they were (É): as JavaScript does, which every
+  // later write and every look-up (`events --user`) does.
+  (db) => {
+    db.exec('CREATE INDEX deliveries_account ON deliveries (account_id, created_at);');
+    db.function('riskwatch_lower', { deterministic: true }, (text) => (typeof text === 'string' ? text.toLowerCase() : text));
+    db.exec('UPDATE events SET email = riskwatch_lower(email) WHERE email IS NOT NULL AND email <> riskwatch_lower(email);');
+  },
 ];
 
 /**
@@ -232,7 +238,7 @@ const HELD_BY_EARLIER = `EXISTS (
   JOIN deliveries e ON e.id = earlier.delivery_id AND e.state = 'pending'
   WHERE mine.delivery_id = d.id)`;
 
-export const SCHEMA_VERSION = MIGRATIONS.length;
+export const SCHEMA_VERSION = SQLITE_MIGRATIONS.length;
 
 export interface SqliteStoreOptions {
   /** How long a claimed delivery stays invisible to other claims. Default 5 minutes. */
@@ -928,7 +934,7 @@ function migrate(db: DatabaseSync, file: string): void {
         db.exec('COMMIT');
         return;
       }
-      const migration = MIGRATIONS[current]!;
+      const migration = SQLITE_MIGRATIONS[current]!;
       if (typeof migration === 'string') db.exec(migration);
       else migration(db);
       db.exec(`PRAGMA user_version = ${current + 1}`);

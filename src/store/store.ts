@@ -806,7 +806,9 @@ export function pendingSubjects(rows: Iterable<{ readonly id: number; readonly s
       const event = JSON.parse(body) as RiskEvent | DigestEvent;
       subject = event.type === 'digest' ? `digest/${event.data.sink}` : subjectOf(event);
     } catch (error) {
-      throw new StoredRowError(`delivery ${id} (sink ${sink}) names an event whose stored body cannot be read (${(error as Error).message}): delete that delivery, or restore a backup`);
+      throw new StoredRowError(
+        `delivery ${id} (sink ${sink}) names an event whose stored body cannot be read (${(error as Error).message.replace(/\s*\n\s*/g, ' ')}): delete that delivery, or restore a backup`,
+      );
     }
     subjects.set(`${id} ${subject}`, [id, sink, subject]);
   }

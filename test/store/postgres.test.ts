@@ -57,38 +57,6 @@ describe('replicas starting together', () => {
     expect(await store.lead([ACCOUNT.id])).toEqual(new Set([ACCOUNT.id]));
   });
 
-  it('upgrade a database of schema 1: event_count widened, and pending deliveries keep their order by subject', async () => {
-    const url = await freshDatabase();
-    const first = await open(url);
-    await first.lead([ACCOUNT.id]);
-    const rise = userEvent('evt-1', riskUser(1, 'high'), 'low', 'high');
-    const drop = userEvent('evt-2', { ...riskUser(1, 'low'), name: 'NUL kept as an escape \u0000 in the body' }, 'high', 'low');
-    const other = userEvent('evt-3', riskUser(2, 'high'), null, 'high');
-    const events = [rise, drop, other];
-    await first.commitPoll(pollCommit({ events, deliveries: events.map((e) => planned('hook', [e])) }));
-    await first.close();
-    opened.splice(opened.indexOf(first), 1);
-    // As schema 1 left it.
-    const db = await admin(url);
-    await db.query(`DROP TABLE riskwatch.delivery_subjects; ALTER TABLE riskwatch.users ALTER COLUMN event_count TYPE integer;
-      DROP TABLE riskwatch.silences; DROP TABLE riskwatch.account_status; DROP INDEX riskwatch.users_level; DROP INDEX riskwatch.events_time;
-      ALTER TABLE riskwatch.events DROP COLUMN user_id, DROP COLUMN email, DROP COLUMN silence_id;
-      DROP TABLE riskwatch.incidents; DROP TABLE riskwatch.flapping; DROP TABLE riskwatch.digests; DROP INDEX riskwatch.users_missing;
-      DROP TABLE riskwatch.budget_grants; DROP TABLE riskwatch.budget_blocks;
-      ALTER TABLE riskwatch.deliveries DROP COLUMN incident_action, DROP COLUMN incident_key, DROP COLUMN incident_note, DROP COLUMN retried_at;
-      UPDATE riskwatch.schema_version SET version = 1`);
-
-    const store = await open(url);
-    expect((await db.query('SELECT version FROM riskwatch.schema_version')).rows).toEqual([{ version: PG_SCHEMA_VERSION }]);
-    expect((await db.query("SELECT data_type FROM information_schema.columns WHERE table_schema = 'riskwatch' AND table_name = 'users' AND column_name = 'event_count'")).rows).toEqual([
-      { data_type: 'bigint' },
-    ]);
-    expect((await store.claimDue('hook', T0, 10)).map((d) => d.events[0]!.id)).toEqual(['evt-1', 'evt-3']);
-    // Schema 4: events recorded before it are found by their user (a NUL in a body included), and the account has its last success.
-    expect((await store.listEvents({ since: 0, user: 'USER1@example.com', limit: 10 })).map((r) => r.event.id).sort()).toEqual(['evt-1', 'evt-2']);
-    expect((await store.status(T0)).accounts).toMatchObject([{ id: ACCOUNT.id, lastSuccessAt: T0, lastError: null }]);
-  });
-
   it('refuse a database a newer riskwatch migrated, in one line', async () => {
     const url = await freshDatabase();
     await (await PostgresStore.open(url)).close();

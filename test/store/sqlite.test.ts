@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION, SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite.ts';
 import { StateError } from '../../src/store/store.ts';
 import { REPO } from '../support/process.ts';
-import { ACCOUNT, behavior, behaviorEvent, delta, makeStateDir, planned, pollCommit, riskUser, sqliteWrites, type StateDir, T0, userEvent } from '../support/store-fixtures.ts';
+import { ACCOUNT, behavior, delta, makeStateDir, planned, pollCommit, riskUser, sqliteWrites, type StateDir, T0, userEvent } from '../support/store-fixtures.ts';
 
 let tmp: StateDir;
 let file: string;
@@ -66,42 +66,6 @@ describe('the state is one SQLite file', () => {
     try {
       expect(db.prepare('PRAGMA journal_mode').get()).toEqual(expect.objectContaining({ journal_mode: 'wal' }));
       expect(db.prepare('PRAGMA user_version').get()).toEqual(expect.objectContaining({ user_version: SCHEMA_VERSION }));
-    } finally {
-      db.close();
-    }
-  });
-
-  it('moves a file of an older riskwatch (schema 2) to the current schema on open, keeping what it holds', async () => {
-    const first = open();
-    // Two pending deliveries about one user, and one about another.
-    const [rise, drop] = [userEvent('evt-1', riskUser(1, 'high'), 'low', 'high'), userEvent('evt-2', riskUser(1, 'low', { name: 'NUL \u0000' }), 'high', 'low')];
-    const other = behaviorEvent('evt-3', behavior('imp_travel'), 'behavior.disabled', { enabled: true, risk_level: 'high' });
-    const events = [rise, drop, other];
-    const deliveries = events.map((e) => planned('incidents', [e]));
-    expect(await first.commitPoll(pollCommit({ delta: delta({ upsertUsers: [riskUser(1, 'high')] }), events, deliveries }))).toBe(1);
-    await first.close();
-    // As schema 2 left it: the index claims used to trip over, no subjects of deliveries, none of
-    // schema 5's silences, status and event columns, none of schema 6's incidents, and its version.
-    const older = new DatabaseSync(file);
-    older.exec(`CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at) WHERE state = 'pending'; DROP TABLE delivery_subjects;
-      DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
-      ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
-      DROP TABLE incidents; DROP TABLE flapping; DROP TABLE digests; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
-      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at; DROP INDEX deliveries_account;
-      PRAGMA user_version = 2;`);
-    older.close();
-
-    const store = open();
-    expect((await store.loadSnapshot(ACCOUNT.id)).version).toBe(1);
-    // The deliveries pending at the upgrade keep their order by subject: the drop waits for the rise.
-    expect((await store.claimDue('incidents', T0, 10)).map((d) => d.events[0]!.id)).toEqual(['evt-1', 'evt-3']);
-    // Events recorded before the upgrade are found by their user, and the account has its last success.
-    expect((await store.listEvents({ since: 0, user: 'USER1@example.com', limit: 10 })).map((r) => r.event.id).sort()).toEqual(['evt-1', 'evt-2']);
-    expect((await store.status(T0)).accounts).toMatchObject([{ id: ACCOUNT.id, lastSuccessAt: T0, lastError: null }]);
-    const db = new DatabaseSync(file, { readOnly: true });
-    try {
-      expect(db.prepare('PRAGMA user_version').get()).toEqual(expect.objectContaining({ user_version: SCHEMA_VERSION }));
-      expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'deliveries_due'").all()).toEqual([]);
     } finally {
       db.close();
     }
@@ -179,28 +143,6 @@ describe('a state file that cannot be used is refused with a one-line StateError
     const error = await stateErrorOf(() => open());
     expect(error.message).toContain(file);
     expect(error.message).toMatch(/not an SQLite database|corrupt/);
-  });
-
-  it('an older file whose pending delivery names an event with a corrupt body: the upgrade says which delivery, in one line, never a raw TypeError', async () => {
-    const first = open();
-    const events = [userEvent('evt-1', riskUser(1, 'high'), 'low', 'high'), userEvent('evt-2', riskUser(2, 'high'), 'low', 'high')];
-    await first.commitPoll(pollCommit({ events, deliveries: events.map((e) => planned('incidents', [e])) }));
-    await first.close();
-    // As schema 3 left it (no subjects of deliveries yet), with one event's body broken by hand.
-    const older = new DatabaseSync(file);
-    older.exec(`DROP TABLE delivery_subjects; DROP TABLE silences; DROP TABLE account_status; DROP INDEX events_user; DROP INDEX events_email; DROP INDEX events_time; DROP INDEX users_level;
-      ALTER TABLE events DROP COLUMN user_id; ALTER TABLE events DROP COLUMN email; ALTER TABLE events DROP COLUMN silence_id;
-      DROP TABLE incidents; DROP TABLE flapping; DROP TABLE digests; DROP INDEX users_missing; ALTER TABLE deliveries DROP COLUMN incident_action; ALTER TABLE deliveries DROP COLUMN incident_key;
-      ALTER TABLE deliveries DROP COLUMN incident_note; ALTER TABLE deliveries DROP COLUMN retried_at; DROP INDEX deliveries_account;
-      UPDATE events SET body = '{"type": "user.risk_level_raised", "data": ' WHERE id = 'evt-2';
-      PRAGMA user_version = 3;`);
-    const delivery = (older.prepare("SELECT d.id FROM deliveries d, json_each(d.event_ids) j WHERE j.value = 'evt-2'").get() as { id: number }).id;
-    older.close();
-    const error = await stateErrorOf(async () => open());
-    expect(error.message).toMatch(
-      new RegExp(`^state file .*: cannot open: delivery ${delivery} \\(sink incidents\\) names an event whose stored body cannot be read \\(.+\\): delete that delivery, or restore a backup$`),
-    );
-    expect(error.message).not.toMatch(/\n/);
   });
 
   it("a file whose users' pages were damaged: found at open or at the first read, never a raw SQLite error", async () => {
