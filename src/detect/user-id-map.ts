@@ -12,19 +12,28 @@
  * of order (the first read after a load, whose order is the store's), settle()
  * lays the array out in the order that read found them.
  * Iteration yields the UUIDs in array order, then the others in insertion order.
+ *
+ * An MSSP polls a thousand accounts of a thousand users from one process
+ * (issue 28): what each map holds beyond its 20 bytes a user is multiplied by
+ * the accounts. So the index is 16-bit while positions fit (a table of up to
+ * 65,536 slots), the order a read found entries in is kept only for a read
+ * that went out of order, and settle() gives back room that growth left unused.
  */
 export class UserIdMap {
   /** Five words per entry: the UUID's 128 bits, then the value. */
   #entries: Uint32Array;
   #count = 0;
-  /** Open addressing: per slot, 0 when empty, else the entry's position + 1. */
-  #index: Uint32Array;
+  /** Open addressing: per slot, 0 when empty, else the entry's position + 1 (16-bit while the table has at most 65,536 slots). */
+  #index: Uint16Array | Uint32Array;
   #mask: number;
   /** Where the next lookup is expected: just after the last entry found. */
   #cursor = 0;
-  /** Since the last settle(): lookups found away from the cursor, and every position found, in order. */
+  /**
+   * Since the last settle(): lookups found away from the cursor, and every position found, in order.
+   * Until the first miss the positions found are 0, 1, 2…, so #found is only made at the first miss.
+   */
   #misses = 0;
-  #found = new Uint32Array(0);
+  #found: Uint32Array | undefined;
   #foundCount = 0;
   readonly #others = new Map<string, number>();
   /** The UUID get() last looked up and where it was found: a set() that follows (the usual read-then-mark) skips the search. */
@@ -34,7 +43,7 @@ export class UserIdMap {
   constructor(capacity = 16) {
     const entries = Math.max(16, capacity);
     this.#entries = new Uint32Array(entries * STRIDE);
-    this.#index = new Uint32Array(2 ** Math.ceil(Math.log2(entries * 2)));
+    this.#index = indexOf(2 ** Math.ceil(Math.log2(entries * 2)));
     this.#mask = this.#index.length - 1;
   }
 
@@ -49,8 +58,10 @@ export class UserIdMap {
       this.#lastId = undefined;
       return undefined;
     }
-    if (at !== this.#cursor) this.#misses++;
-    if (this.#foundCount < this.#found.length) this.#found[this.#foundCount++] = at;
+    if (at !== this.#cursor && this.#misses++ === 0) this.#foundInOrder();
+    if (this.#found === undefined) {
+      if (this.#foundCount < this.#count) this.#foundCount++;
+    } else if (this.#foundCount < this.#found.length) this.#found[this.#foundCount++] = at;
     this.#cursor = at + 1;
     this.#lastId = id;
     this.#lastAt = at;
@@ -63,10 +74,28 @@ export class UserIdMap {
    */
   settle(): void {
     if (this.#misses * 8 > this.#count && this.#foundCount > 0) this.#reorder();
+    else if (this.#entries.length > (this.#count + (this.#count >> 2) + 16) * STRIDE) this.#resize(this.#count + (this.#count >> 3) + 16);
     this.#misses = 0;
     this.#foundCount = 0;
+    this.#found = undefined;
     this.#cursor = 0;
-    if (this.#found.length < this.#count) this.#found = new Uint32Array(this.#entries.length / STRIDE);
+  }
+
+  /** The first lookup away from the cursor since settle(): the ones before it found positions 0, 1, 2… */
+  #foundInOrder(): void {
+    const found = new Uint32Array(this.#count);
+    for (let i = 0; i < this.#foundCount; i++) found[i] = i;
+    this.#found = found;
+  }
+
+  /** Room for `capacity` entries (at least the count), the index sized to match. */
+  #resize(capacity: number): void {
+    const entries = new Uint32Array(Math.max(16, capacity, this.#count) * STRIDE);
+    entries.set(this.#entries.subarray(0, this.#count * STRIDE));
+    this.#entries = entries;
+    this.#lastId = undefined;
+    const slots = 2 ** Math.ceil(Math.log2(Math.max(32, this.#count * 2)));
+    if (slots !== this.#index.length) this.#reindex(slots);
   }
 
   has(id: string): boolean {
@@ -171,30 +200,37 @@ export class UserIdMap {
   #reorder(): void {
     const placed = new Uint8Array(this.#count);
     const entries = this.#entries;
-    const next = new Uint32Array(entries.length);
+    const found = this.#found!;
+    // Laid out anew, and with no more room than a little growth needs.
+    const next = new Uint32Array((this.#count + (this.#count >> 3) + 16) * STRIDE);
     let n = 0;
     const place = (at: number) => {
       placed[at] = 1;
       next.set(entries.subarray(at * STRIDE, at * STRIDE + STRIDE), n++ * STRIDE);
     };
     for (let i = 0; i < this.#foundCount; i++) {
-      const at = this.#found[i]!;
+      const at = found[i]!;
       if (at < this.#count && placed[at] === 0) place(at);
     }
     for (let at = 0; at < this.#count; at++) if (placed[at] === 0) place(at);
     this.#entries = next;
     this.#lastId = undefined;
-    this.#reindex(this.#index.length);
+    this.#reindex(2 ** Math.ceil(Math.log2(Math.max(32, this.#count * 2))));
   }
 
   #reindex(size: number): void {
-    this.#index = new Uint32Array(size);
+    this.#index = indexOf(size);
     this.#mask = size - 1;
     for (let at = 0; at < this.#count; at++) this.#index[this.#freeSlot(hashAt(this.#entries, at * STRIDE))] = at + 1;
   }
 }
 
 const STRIDE = 5;
+
+/** An index of `slots` slots: 16-bit while every position + 1 fits (at most half the slots are used). */
+function indexOf(slots: number): Uint16Array | Uint32Array {
+  return slots <= 65_536 ? new Uint16Array(slots) : new Uint32Array(slots);
+}
 
 function sameWords(entries: Uint32Array, at: number): boolean {
   return entries[at] === WORDS[0] && entries[at + 1] === WORDS[1] && entries[at + 2] === WORDS[2] && entries[at + 3] === WORDS[3];

@@ -72,4 +72,36 @@ describe('UserIdMap behaves as a Map of user ids, whatever the ids', () => {
     expect([...map.keys()]).toEqual(readOrder);
     expect(readOrder.map((id) => map.get(id))).toEqual(readOrder.map((id) => ids.indexOf(id)));
   });
+
+  it('a read in order until one lookup strays still lays the entries out in the order found', () => {
+    const map = new UserIdMap();
+    const ids = Array.from({ length: 64 }, (_, n) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`);
+    for (const [i, id] of ids.entries()) map.set(id, i);
+    map.settle();
+    // The first half in order (no record of it is kept until the stray lookup), then the rest backwards.
+    const readOrder = [...ids.slice(0, 32), ...ids.slice(32).reverse()];
+    for (const id of readOrder) map.get(id);
+    map.settle();
+    expect([...map.keys()]).toEqual(readOrder);
+  });
+
+  it('shrinks back after growing past a 16-bit index and losing most of its entries, and stays exact', () => {
+    const map = new UserIdMap();
+    const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+    // 70,000 entries need a table of 2^18 slots: past what 16-bit positions address.
+    for (let n = 0; n < 70_000; n++) map.set(id(n), n);
+    map.settle();
+    for (let n = 0; n < 70_000; n += 1009) expect(map.get(id(n))).toBe(n);
+    for (let n = 100; n < 70_000; n++) expect(map.delete(id(n))).toBe(true);
+    map.settle(); // gives back the room, the index 16-bit again
+    expect(map.size).toBe(100);
+    expect([...map.keys()]).toEqual(Array.from({ length: 100 }, (_, n) => id(n)));
+    for (let n = 0; n < 100; n++) expect(map.get(id(n))).toBe(n);
+    expect(map.get(id(100))).toBeUndefined();
+    // And grows again.
+    for (let n = 100; n < 40_000; n++) map.set(id(n), n);
+    map.settle();
+    for (let n = 0; n < 40_000; n += 997) expect(map.get(id(n))).toBe(n);
+    expect(map.size).toBe(40_000);
+  });
 });
