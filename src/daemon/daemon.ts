@@ -236,7 +236,12 @@ export class Daemon {
       // Led anew: what this process remembered of the account may be behind what another one committed.
       poller.forget();
       if (replicated) log.info({ account: poller.account.label }, 'leads this account now');
-      const loop = this.#pollLoop(poller, i * spacing, AbortSignal.any([this.#stop.signal, stop.signal]));
+      const loop = this.#pollLoop(poller, i * spacing, AbortSignal.any([this.#stop.signal, stop.signal])).finally(() => {
+        // Led no more (and not led again meanwhile): what it remembers of the account (its stored levels, tens of KB
+        // at a thousand users) would be stale when it leads it again, and a replica that started first, leading every
+        // account until the others joined, would hold them all for nothing.
+        if (stop.signal.aborted && !this.#led.has(poller.account.id)) poller.forget();
+      });
       this.#running.add(loop);
       void loop.finally(() => this.#running.delete(loop));
       this.#led.set(poller.account.id, stop);

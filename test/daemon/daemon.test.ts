@@ -124,7 +124,7 @@ function start(store: StateStore, clock: ManualClock) {
 const ids = (...labels: string[]) => new Set(ACCOUNTS.filter((a) => labels.includes(a.label!)).map((a) => a.id));
 
 describe('a replica polls only the accounts the store says it leads', () => {
-  it('starts polling an account when it is led, stops when another replica leads it, and reads it afresh when led again', async () => {
+  it('starts polling an account when it is led, stops (and forgets it) when another replica leads it, and reads it afresh when led again', async () => {
     const clock = new ManualClock();
     let led = ids('a', 'b');
     const { daemon, polls, forgotten } = start(
@@ -141,11 +141,13 @@ describe('a replica polls only the accounts the store says it leads', () => {
     await clock.advance(30_000);
     expect(new Set(polls)).toEqual(new Set(['b', 'c']));
     expect(daemon.leads).toEqual(ids('b', 'c'));
+    // `a` is let go of as soon as its loop has stopped: a replica holds only the accounts it leads.
+    expect(forgotten).toEqual(['a', 'b', 'c', 'a']);
 
     led = ids('a', 'b', 'c');
     await clock.advance(2000);
     // Led anew: whatever it remembered of `a` may be behind what another replica committed.
-    expect(forgotten).toEqual(['a', 'b', 'c', 'a']);
+    expect(forgotten).toEqual(['a', 'b', 'c', 'a', 'a']);
   });
 
   it('counts only the accounts it leads for readiness', async () => {
