@@ -124,6 +124,7 @@ export class RequestBudget {
   #asked = 0;
   /** Grant times (monotonic) per key (an account) within the window: the key with fewest goes first. */
   #byKey = new Map<string, number[]>();
+  #sweptAt = -Infinity;
   /** Whether the loop handing out grants runs, and how to stop its sleep when nobody waits any more. */
   #serving = false;
   #idle: AbortController | undefined;
@@ -215,18 +216,35 @@ export class RequestBudget {
     let best: Waiter | undefined;
     let fewest = Infinity;
     for (const waiter of this.#waiters) {
-      const times = this.#byKey.get(waiter.key);
-      while (times !== undefined && times.length > 0 && times[0]! <= now - RATE_WINDOW_MS) times.shift();
-      const n = times?.length ?? 0;
+      const n = this.#inWindow(waiter.key, now);
       if (n < fewest) [best, fewest] = [waiter, n];
     }
     if (best === undefined) return undefined;
     this.#waiters.splice(this.#waiters.indexOf(best), 1);
-    for (const [key, times] of this.#byKey) if (times.length === 0) this.#byKey.delete(key);
+    // Keys nobody asks for any more (an account removed, or led elsewhere now) go once a window, not at every grant:
+    // a walk of a thousand accounts' windows per grant was most of a round's garbage at MSSP scale (issue 28).
+    if (now - this.#sweptAt >= RATE_WINDOW_MS) {
+      this.#sweptAt = now;
+      for (const key of this.#byKey.keys()) this.#inWindow(key, now);
+    }
     const times = this.#byKey.get(best.key) ?? [];
     times.push(now);
     this.#byKey.set(best.key, times);
     return best;
+  }
+
+  /** Grants for `key` in the window ending `now`; older ones are dropped, and the key with them once it has none. */
+  #inWindow(key: string, now: number): number {
+    const times = this.#byKey.get(key);
+    if (times === undefined) return 0;
+    let old = 0;
+    while (old < times.length && times[old]! <= now - RATE_WINDOW_MS) old++;
+    if (old === times.length) {
+      this.#byKey.delete(key);
+      return 0;
+    }
+    if (old > 0) times.splice(0, old);
+    return times.length;
   }
 
   /** Cloudflare's `x-ratelimit-remaining`: below a tenth of the limit, requests are spaced out. */
