@@ -61,7 +61,9 @@ interface Readyz {
 
 interface LogLine {
   level: number;
+  time: number;
   msg: string;
+  ms?: number;
   account?: string;
   replica?: string;
 }
@@ -135,7 +137,7 @@ interface Cluster {
   id(label: string): string;
 }
 
-async function cluster(accountCount: number, databaseUrl: string): Promise<Cluster> {
+async function cluster(accountCount: number, databaseUrl: string, logLevel: 'info' | 'debug' = 'info'): Promise<Cluster> {
   const api = await FakeRiskApi.start();
   cleanups.push(() => api.close());
   const receiver = await Receiver.start();
@@ -167,7 +169,7 @@ async function cluster(accountCount: number, databaseUrl: string): Promise<Clust
       'http:',
       '  listen: 127.0.0.1:0',
       'log:',
-      '  level: info',
+      `  level: ${logLevel}`,
       '',
     ].join('\n'),
   );
@@ -364,6 +366,84 @@ describe('3 replicas and 20 accounts: every account is polled by exactly one rep
     }
     console.info(
       `replicas: leads ${leads.map((l) => l.length).join('/')}; ${total} summary polls of 20 accounts in ${windowIntervals.toFixed(2)} intervals (${(total / (20 * windowIntervals)).toFixed(2)} per account per interval)`,
+    );
+  });
+});
+
+describe('a replica joining, then one leaving', () => {
+  it('moves only the share that changes hands, never has two replicas poll an account at once, and polls every account within 2 × poll_interval', { timeout: 60_000 }, async () => {
+    // At debug every poll's commit is logged with its duration: when each replica's polls ran, to the millisecond.
+    const c = await cluster(12, await freshDatabase(), 'debug');
+    for (const account of c.accounts) c.api.account(account.id).users.set(user(1).user_id, user(1));
+    const replicas = await Promise.all(['a', 'b', 'c'].map((name) => c.start(name)));
+    const three = await settled(c, replicas);
+    expect(three.map((l) => l.length)).toEqual([4, 4, 4]);
+
+    // Joining: d's share (3) comes from the others' extras, one each; nobody else's accounts move.
+    const from = Date.now();
+    const d = await c.start('d');
+    const four = await settled(c, [...replicas, d]);
+    for (const [i, leads] of three.entries()) expect(four[i], `replica ${replicas[i]!.name} after d joined`).toEqual(leads.filter((l) => four[i]!.includes(l)));
+    expect(four.slice(0, 3).map((l) => l.length)).toEqual([3, 3, 3]);
+    expect(four[3]).toHaveLength(3);
+
+    // Leaving (SIGTERM, as a rolling update does): only a's accounts move, and the rest stay where they were.
+    const [a, b, cc] = replicas as [Replica, Replica, Replica];
+    const leftAt = Date.now();
+    a.proc.child.kill('SIGTERM');
+    expect(await a.proc.exited).toBe(0);
+    const left = await settled(c, [b, cc, d]);
+    for (const [i, leads] of [four[1]!, four[2]!, four[3]!].entries())
+      expect(
+        left[i]!.filter((l) => leads.includes(l)),
+        'kept through a leaving',
+      ).toEqual(leads);
+    expect(
+      left
+        .flat()
+        .filter((l) => !four.slice(1).flat().includes(l))
+        .sort(),
+    ).toEqual([...four[0]!].sort());
+    // Two intervals more, so that every account moved has been polled by its new leader since.
+    await delay(2 * INTERVAL_MS); // an observation window, not a wait for a condition
+    const to = Date.now();
+
+    const everyone = [a, b, cc, d];
+    let slowest = 0;
+    for (const account of c.accounts) {
+      // Each poll, start to commit, by replica, from the logs (from the last before d came); none may overlap another replica's.
+      const polls = everyone
+        .flatMap((r) =>
+          r
+            .logs()
+            .filter((l) => l.account === account.label && COMMITTED.test(l.msg) && l.time >= from - INTERVAL_MS)
+            .map((l) => ({ by: r.name, start: l.time - (l.ms ?? 0), end: l.time })),
+        )
+        .sort((x, y) => x.start - y.start);
+      expect(polls.length, `${account.label}: polls committed from an interval before d started`).toBeGreaterThanOrEqual(2);
+      // An account that changed hands was polled by both sides of the handover: the check below compares them.
+      if (four[3]!.includes(account.label) || four[0]!.includes(account.label)) {
+        expect(
+          new Set(polls.map((p) => p.by)).size,
+          `${account.label}: replicas that polled it: ${JSON.stringify(polls.map((p) => [p.by, p.start - from, p.end - from]))}; a left at ${leftAt - from}`,
+        ).toBeGreaterThanOrEqual(2);
+      }
+      for (const [i, poll] of polls.entries()) {
+        const overlapping = polls.slice(i + 1).filter((other) => other.by !== poll.by && other.start < poll.end);
+        expect(overlapping, `${account.label}: a poll by ${poll.by} from ${poll.start} to ${poll.end} overlapped`).toEqual([]);
+      }
+      // And never left unpolled for more than two intervals, across the handovers.
+      const times = (pollsByAccount(c.api.requests.filter((r) => r.receivedAt >= from && r.receivedAt < to)).get(account.id) ?? []).map((r) => r.receivedAt);
+      const gaps = [times[0]! - from, ...times.slice(1).map((t, i) => t - times[i]!), to - times.at(-1)!];
+      slowest = Math.max(slowest, ...gaps);
+      expect(Math.max(...gaps), `${account.label}: polled at ${times.map((t) => t - from).join(', ')} ms after d started`).toBeLessThanOrEqual(2 * INTERVAL_MS);
+    }
+    for (const replica of everyone) {
+      expect(troubles(replica), `replica ${replica.name}`).toEqual([]);
+      expectQuietStderr(replica);
+    }
+    console.info(
+      `replicas: leads 4/4/4, then ${four.map((l) => l.length).join('/')} with d, then ${left.map((l) => l.length).join('/')} without a; the longest an account went unpolled: ${slowest} ms (bound ${2 * INTERVAL_MS} ms)`,
     );
   });
 });
