@@ -38,6 +38,11 @@ export interface GrantAnswer {
   readonly waitMs: number;
   /** How long a 429 still holds this credential back, for every replica (0: not blocked). */
   readonly blockedMs: number;
+  /**
+   * Requests other replicas made (and settled) in the window for accounts this replica polls now: those it
+   * took over. Its turn-taking counts them, so an account polled elsewhere a moment ago does not go first.
+   */
+  readonly elsewhere: ReadonlyMap<string, number>;
   /** Grants of this batch not used within this long are not used at all. */
   readonly leaseMs: number;
 }
@@ -53,8 +58,8 @@ export interface FleetWindow {
   readonly pollers: ReadonlyMap<string, string>;
   /** Requests each account made in the window, as settled. */
   readonly spent: ReadonlyMap<string, number>;
-  /** Requests granted in the window and not yet settled: the asking replica's, and the others'. */
-  readonly unsettled: { readonly mine: number; readonly others: number };
+  /** Requests granted in the window and not yet settled, by replica (a replica polls its accounts with them). */
+  readonly unsettled: ReadonlyMap<string, number>;
 }
 
 /**
@@ -77,11 +82,14 @@ export function allocate(window: FleetWindow): number {
     const share = Math.floor(window.limit / n) + (i < window.limit % n ? 1 : 0);
     due.set(poller, (due.get(poller) ?? 0) + share - (window.spent.get(account) ?? 0));
   }
-  let dueToOthers = -window.unsettled.others;
-  for (const owed of due.values()) dueToOthers += Math.max(0, owed);
-  let spent = window.unsettled.mine + window.unsettled.others;
+  // A replica's unsettled batch goes to its own accounts: it lessens what they are due, and only theirs (a
+  // replica killed holding one leads nothing any more, and its batch is simply spent).
+  let dueToOthers = 0;
+  for (const [poller, owed] of due) dueToOthers += Math.max(0, owed - (window.unsettled.get(poller) ?? 0));
+  let spent = 0;
+  for (const used of window.unsettled.values()) spent += used;
   for (const used of window.spent.values()) spent += used;
-  return Math.max(0, Math.min(window.want, window.limit - spent - Math.max(0, dueToOthers)));
+  return Math.max(0, Math.min(window.want, window.limit - spent - dueToOthers));
 }
 
 /** Largest batch a replica takes: small against the limit, so that the shares stay fair and little is held. */
@@ -216,7 +224,7 @@ export class RequestBudget {
     let best: Waiter | undefined;
     let fewest = Infinity;
     for (const waiter of this.#waiters) {
-      const n = this.#inWindow(waiter.key, now);
+      const n = this.#inWindow(waiter.key, now) + (this.#fleet?.elsewhere.get(waiter.key) ?? 0);
       if (n < fewest) [best, fewest] = [waiter, n];
     }
     if (best === undefined) return undefined;
@@ -349,6 +357,8 @@ export class Fleet {
   /** The accounts polled with the credential (a reload may change them). */
   accountIds: readonly string[];
   #batch: { id: number; left: number; until: number; used: Map<string, number> } | undefined;
+  /** What other replicas spent in the window on accounts this one polls now, as of the last answer. */
+  elsewhere: ReadonlyMap<string, number> = new Map();
 
   constructor(pool: GrantPool, clock: Clock, credentialId: string, limit: number, accountIds: readonly string[]) {
     this.#pool = pool;
@@ -362,6 +372,7 @@ export class Fleet {
   withLimit(limit: number): Fleet {
     const next = new Fleet(this.#pool, this.#clock, this.#credentialId, limit, this.accountIds);
     next.#batch = this.#batch;
+    next.elsewhere = this.elsewhere;
     return next;
   }
 
@@ -382,6 +393,7 @@ export class Fleet {
       ...(batch ? { settle: { batch: batch.id, used: batch.used } } : {}),
     });
     this.#batch = undefined;
+    this.elsewhere = answer.elsewhere;
     if (answer.blockedMs > 0) holdBack(answer.blockedMs);
     if (answer.granted === 0 || answer.batch === undefined) return Math.max(1, answer.waitMs);
     this.#batch = { id: answer.batch, left: answer.granted - 1, until: asked + answer.leaseMs, used: new Map() };

@@ -943,17 +943,21 @@ export class PostgresStore implements StateStore {
         ).rows;
         // A replica polls the accounts it leads; a process passing through (once), those nobody leads ('').
         const pollers = new Map(led.map((r) => [r.account_id, r.holder]));
+        const me = this.#passing ? '' : this.replica;
+        const add = (map: Map<string, number>, key: string, n: number) => map.set(key, (map.get(key) ?? 0) + n);
         const spent = new Map<string, number>();
-        const unsettled = { mine: 0, others: 0 };
+        const unsettled = new Map<string, number>();
+        const elsewhere = new Map<string, number>();
         for (const row of rows) {
-          if (row.account_id !== null) spent.set(row.account_id, (spent.get(row.account_id) ?? 0) + row.n);
-          else if (row.replica === this.replica) unsettled.mine += row.n;
-          else unsettled.others += row.n;
+          if (row.account_id === null) add(unsettled, row.replica === this.replica ? me : row.replica, row.n);
+          else {
+            add(spent, row.account_id, row.n);
+            if (row.replica !== this.replica && (pollers.get(row.account_id) ?? '') === me) add(elsewhere, row.account_id, row.n);
+          }
         }
         const blocked = (await client.query<{ until_at: string }>('SELECT until_at FROM budget_blocks WHERE credential_id = $1', [request.credentialId])).rows[0];
         const blockedMs = blocked === undefined ? 0 : Math.max(0, Number(blocked.until_at) - now);
         const leaseMs = Math.min(this.#leadershipMs, 30_000);
-        const me = this.#passing ? '' : this.replica;
         const granted = allocate({ limit: request.limit, want: request.want, accounts: request.accountIds, me, pollers, spent, unsettled });
         if (granted > 0) {
           const inserted = await client.query<{ id: string }>('INSERT INTO budget_grants (credential_id, replica, expires_at, reserved) VALUES ($1, $2, $3, $4) RETURNING id', [
@@ -962,13 +966,13 @@ export class PostgresStore implements StateStore {
             now + leaseMs + RATE_WINDOW_MS,
             granted,
           ]);
-          return { granted, batch: Number(inserted.rows[0]!.id), waitMs: 0, blockedMs, leaseMs };
+          return { granted, batch: Number(inserted.rows[0]!.id), waitMs: 0, blockedMs, leaseMs, elsewhere };
         }
         // Full: until the oldest grant stops counting. Held back for what other accounts are due: ask
         // again within a second, as batches settle, leases move or those accounts have their turns.
         const full = rows.reduce((a, r) => a + r.n, 0) >= request.limit;
         const waitMs = full ? Math.min(...rows.map((r) => Number(r.first))) - now + 1 : Math.min(1000, Math.max(250, this.leadershipCheckMs));
-        return { granted: 0, batch: undefined, waitMs: Math.max(1, waitMs), blockedMs, leaseMs };
+        return { granted: 0, batch: undefined, waitMs: Math.max(1, waitMs), blockedMs, leaseMs, elsewhere };
       }),
     settle: async (_credentialId, batch, used) => {
       await this.#transaction('return unused Cloudflare requests to the fleet budget', (client) => this.#settleBatch(client, batch, used));

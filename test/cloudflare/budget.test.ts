@@ -151,19 +151,19 @@ describe('BudgetRegistry.withLimit: a reload that changes requests_per_5min', ()
 describe('allocate: the fleet budget, the same share for every account (SPEC §11)', () => {
   const ACCOUNTS = Array.from({ length: 12 }, (_, i) => `acct-${String(i + 1).padStart(2, '0')}`);
   /** Replica a polls accounts 1-4, b 5-8, c 9-12; `mine` are those the asking replica ('me') polls instead. */
-  const window = (spent: Record<string, number>, options: { mine?: readonly string[]; want?: number; limit?: number; unsettled?: { mine: number; others: number } } = {}) => ({
+  const window = (spent: Record<string, number>, options: { mine?: readonly string[]; want?: number; limit?: number; unsettled?: Record<string, number> } = {}) => ({
     limit: options.limit ?? 60,
     want: options.want ?? 100,
     accounts: ACCOUNTS,
     me: 'me',
     pollers: new Map(ACCOUNTS.map((a, i) => [a, (options.mine ?? ACCOUNTS.slice(0, 4)).includes(a) ? 'me' : ['a', 'b', 'c'][Math.floor(i / 4)]!])),
     spent: new Map(Object.entries(spent)),
-    unsettled: options.unsettled ?? { mine: 0, others: 0 },
+    unsettled: new Map(Object.entries(options.unsettled ?? {})),
   });
 
   it('never grants past what the window has left', () => {
     expect(allocate(window(Object.fromEntries(ACCOUNTS.map((a) => [a, 5]))))).toBe(0);
-    expect(allocate(window({}, { unsettled: { mine: 20, others: 40 } }))).toBe(0);
+    expect(allocate(window({}, { unsettled: { me: 20, b: 20, c: 20 } }))).toBe(0);
     expect(allocate(window({}, { mine: ACCOUNTS, want: 7 }))).toBe(7);
     expect(allocate(window({}, { mine: ACCOUNTS }))).toBe(60);
   });
@@ -174,7 +174,9 @@ describe('allocate: the fleet budget, the same share for every account (SPEC §1
     // Their accounts have had theirs: what is left is anyone's.
     expect(allocate(window(Object.fromEntries(ACCOUNTS.slice(4).map((a) => [a, 5]))))).toBe(20);
     // Batches the others have not settled yet are theirs already.
-    expect(allocate(window({}, { unsettled: { mine: 0, others: 10 } }))).toBe(20);
+    expect(allocate(window({}, { unsettled: { b: 10 } }))).toBe(20);
+    // But only theirs: one replica's unsettled batch is no part of what another's accounts are due.
+    expect(allocate(window({}, { unsettled: { b: 30 } }))).toBe(10);
   });
 
   it('an account taken over from another replica is owed what it has not had, whoever spent the rest', () => {
@@ -198,7 +200,7 @@ describe('allocate: the fleet budget, the same share for every account (SPEC §1
           const spent = new Map<string, number>();
           const pollers = new Map(accounts.map((a) => [a, `r${polledBy(a)}`]));
           const ask = (replica: number, account: string, want: number) => {
-            const granted = allocate({ limit, want, accounts, me: `r${replica}`, pollers, spent, unsettled: { mine: 0, others: 0 } });
+            const granted = allocate({ limit, want, accounts, me: `r${replica}`, pollers, spent, unsettled: new Map() });
             spent.set(account, (spent.get(account) ?? 0) + granted);
           };
           // Replicas spend on their own accounts in any order, then every account asks until nothing is left.
@@ -223,7 +225,7 @@ describe('allocate: the fleet budget, the same share for every account (SPEC §1
 
 describe('RequestBudget with a fleet: batches from the pool, settled when unused', () => {
   /** A pool on this process's clock: one replica asking, the others' spending given. */
-  function pool(limit: number, clock: FakeClock, options: { leaseMs?: number; blockedMs?: number } = {}) {
+  function pool(limit: number, clock: FakeClock, options: { leaseMs?: number; blockedMs?: number; elsewhere?: ReadonlyMap<string, number> } = {}) {
     const batches = new Map<number, { at: number; reserved: number }>();
     const calls: { want: number; settle?: { batch: number; used: ReadonlyMap<string, number> } }[] = [];
     /** A batch becomes what was used of it. */
@@ -238,14 +240,15 @@ describe('RequestBudget with a fleet: batches from the pool, settled when unused
         if (request.settle) settle(request.settle.batch, request.settle.used);
         for (const [id, b] of batches) if (b.at <= clock.now() - RATE_WINDOW_MS) batches.delete(id);
         const spent = [...batches.values()].reduce((a, b) => a + b.reserved, 0);
-        const granted = allocate({ limit, want: request.want, accounts: ['acct'], me: 'me', pollers: new Map([['acct', 'me']]), spent: new Map(), unsettled: { mine: spent, others: 0 } });
+        const granted = allocate({ limit, want: request.want, accounts: ['acct'], me: 'me', pollers: new Map([['acct', 'me']]), spent: new Map(), unsettled: new Map([['me', spent]]) });
         const blockedMs = options.blockedMs ?? 0;
+        const elsewhere = options.elsewhere ?? new Map();
         if (granted === 0) {
           const oldest = Math.min(...[...batches.values()].map((b) => b.at));
-          return { granted, batch: undefined, waitMs: oldest + RATE_WINDOW_MS - clock.now(), blockedMs, leaseMs: options.leaseMs ?? 30_000 };
+          return { granted, batch: undefined, waitMs: oldest + RATE_WINDOW_MS - clock.now(), blockedMs, leaseMs: options.leaseMs ?? 30_000, elsewhere };
         }
         batches.set(next, { at: clock.now(), reserved: granted });
-        return { granted, batch: next++, waitMs: 0, blockedMs, leaseMs: options.leaseMs ?? 30_000 };
+        return { granted, batch: next++, waitMs: 0, blockedMs, leaseMs: options.leaseMs ?? 30_000, elsewhere };
       },
       async settle(_credential, batch, used) {
         settle(batch, used);
@@ -311,6 +314,20 @@ describe('RequestBudget with a fleet: batches from the pool, settled when unused
     expect(blocks).toEqual([60_000]);
     await budgets.release();
     expect([...batches.values()].reduce((a, b) => a + b.reserved, 0)).toBe(2);
+  });
+
+  it('counts what other replicas spent on an account it took over: that account does not go first', async () => {
+    const clock = new FakeClock();
+    // Five requests in all, four of them for 'moved' on the replica that polled it a moment ago.
+    const { grants } = pool(5, clock, { elsewhere: new Map([['moved', 4]]) });
+    const budget = new BudgetRegistry(5, clock, grants).for('cred', ['moved', 'mine']);
+    await budget.acquire(undefined, 'mine');
+    const order: string[] = [];
+    const moved = budget.acquire(undefined, 'moved').then(() => order.push('moved'));
+    const mine = budget.acquire(undefined, 'mine').then(() => order.push('mine'));
+    await Promise.all([moved, mine]);
+    // Here 'moved' had none and 'mine' one: counted alone, 'moved' would go first.
+    expect(order).toEqual(['mine', 'moved']);
   });
 
   it("holds back while the fleet says another replica's 429 is in force", async () => {
