@@ -15,6 +15,14 @@ export const PAGE_SIZE = 1000;
 export const PAGE_CONCURRENCY = 4;
 /** The floor reads with a token of its own, so the fake API can tell its reads from the cycle's. */
 export const FLOOR_TOKEN = 'bench-floor';
+/** The end of a benchmark's config for `run`: a webhook nobody answers (nothing is announced) and /metrics on a free port. */
+export const RUN_CONFIG_TAIL = `sinks:
+  - name: hook
+    type: webhook
+    url: http://127.0.0.1:9/
+http:
+  listen: 127.0.0.1:0
+`;
 
 export interface Sample {
   readonly wallMs: number;

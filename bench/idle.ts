@@ -21,7 +21,7 @@ import type { RiskUser } from '../src/model.ts';
 import { FakeRiskApi } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { benchUser } from './history.ts';
-import { BENCH_ACCOUNT } from './floor.ts';
+import { BENCH_ACCOUNT, RUN_CONFIG_TAIL } from './floor.ts';
 import { shippedApp } from './startup.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -73,13 +73,7 @@ accounts:
 poll_interval: 2s
 state:
   sqlite: ${path.join(dir, 'state.db')}
-sinks:
-  - name: hook
-    type: webhook
-    url: http://127.0.0.1:9/
-http:
-  listen: 127.0.0.1:0
-`,
+${RUN_CONFIG_TAIL}`,
   );
   const withConsole = path.join(dir, 'console.yaml');
   fs.writeFileSync(withConsole, `${fs.readFileSync(config, 'utf8')}  console: true\n  token: ${CONSOLE_TOKEN}\n`);

@@ -4,6 +4,7 @@
  * target met or missed and writes the same figures to bench/results.json.
  *
  *   BENCH_SIZES=10000,100000 npm run bench     # fewer sizes
+ *   BENCH_MSSP=off npm run bench                # without the MSSP shape (bench/mssp.ts: a few minutes)
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,6 +18,7 @@ import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { benchUser, EVENTS_PER_DAY, HISTORY_DAYS, measureHistory } from './history.ts';
 import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './floor.ts';
 import { measureIdle } from './idle.ts';
+import { measureMssp, type MsspProcessResult, type MsspResult } from './mssp.ts';
 import { measureStartup, shippedApp } from './startup.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -350,6 +352,11 @@ process.stderr.write('measuring how fast the operator commands start…\n');
 const startup = await measureStartup();
 process.stderr.write('measuring what run holds while idle…\n');
 const idle = await measureIdle();
+let mssp: MsspResult | undefined;
+if (process.env.BENCH_MSSP !== 'off') {
+  process.stderr.write('measuring the MSSP shape: many accounts on one process, then over replicas (a few minutes)…\n');
+  mssp = await measureMssp();
+}
 
 const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
 const fmt = (n: number, digits = 0) => n.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -441,6 +448,21 @@ for (const [way, measured] of [
 }
 targets.push({ what: 'status ≤ 100 ms', value: `${fmt(history.queries.status!.ms, 1)} ms`, ok: history.queries.status!.ms <= 100 });
 
+// An MSSP (issue 28): 1,000 accounts of 1,000 users on one process, every round of polls within half its interval.
+if (mssp) {
+  const { one } = mssp;
+  const shape = `${fmt(mssp.accounts)} × ${fmt(mssp.usersPerAccount)}`;
+  targets.push({
+    what: `MSSP ${shape} on one process ≤ 300 MB`,
+    value: `${fmt(one.rssMb)} MB (${fmt(one.mbPerAccount, 3)} MB an account; peak ${fmt(one.peakRssMb)} MB; V8's heap ${fmt(one.heapTotalMb)} MB of which ${fmt(one.heapUsedMb)} in use, ${fmt(one.externalMb)} MB outside it)`,
+    ok: one.rssMb <= 300,
+  });
+  targets.push({
+    what: `MSSP round ≤ ${fmt(mssp.intervalS / 2)} s at a ${fmt(mssp.intervalS)} s interval`,
+    value: `${fmt(one.roundMs / 1000, 1)} s (${fmt(one.cpuSPerRound, 1)} s of CPU a round; a poll p50 ${fmt(one.pollMs.p50, 1)} ms, p99 ${fmt(one.pollMs.p99)} ms)`,
+    ok: one.roundMs <= (mssp.intervalS * 1000) / 2,
+  });
+}
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i]!)).join('  ');
 console.log(
@@ -454,6 +476,16 @@ console.log(
 );
 console.log(`history: ${fmt(history.users)} users, ${fmt(history.events)} events over ${HISTORY_DAYS} days (${fmt(EVENTS_PER_DAY)} a day), a ${fmt(history.fileMb)} MB state file; median of 7:`);
 for (const [query, { ms, rows: n }] of Object.entries(history.queries)) console.log(`  ${query.padEnd(40)} ${fmt(ms, 1).padStart(8)} ms  (${fmt(n)} rows)`);
+if (mssp) {
+  console.log(`\nMSSP: ${fmt(mssp.accounts)} accounts of ${fmt(mssp.usersPerAccount)} users, polled every ${fmt(mssp.intervalS)} s; median of ${mssp.rounds} rounds after the first:`);
+  const line = (who: string, p: MsspProcessResult) =>
+    console.log(
+      `  ${who.padEnd(12)} ${fmt(p.accounts).padStart(5)} accounts  ${fmt(p.rssMb).padStart(4)} MB (${fmt(p.mbPerAccount, 3)} MB an account, peak ${fmt(p.peakRssMb)} MB)  round ${fmt(p.roundMs / 1000, 1)} s  CPU ${fmt(p.cpuSPerRound, 1)} s a round`,
+    );
+  line('one process', mssp.one);
+  if ('skipped' in mssp.replicas) console.log(`  replicas: not measured (${mssp.replicas.skipped})`);
+  else for (const [i, replica] of mssp.replicas.entries()) line(`replica ${i + 1}`, replica);
+}
 console.log('');
 for (const t of targets) console.log(`${mark(t.ok).padEnd(6)}  ${t.what}: ${t.value}`);
 
@@ -469,6 +501,7 @@ const results = {
   history,
   startup,
   idle,
+  mssp,
   targets,
 };
 fs.writeFileSync(path.join(REPO, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
