@@ -82,10 +82,12 @@ export function allocate(window: FleetWindow): number {
     const share = Math.floor(window.limit / n) + (i < window.limit % n ? 1 : 0);
     due.set(poller, (due.get(poller) ?? 0) + share - (window.spent.get(account) ?? 0));
   }
-  // A replica's unsettled batch goes to its own accounts: it lessens what they are due, and only theirs (a
-  // replica killed holding one leads nothing any more, and its batch is simply spent).
+  // A replica's unsettled batch is spent, and does not lessen what its accounts are due until it is settled
+  // against them: a replica killed holding one would otherwise have given its accounts' turns away, and the
+  // replica taking them over find nothing left for them (an account polled once in 30 s). Until it settles
+  // (its next batch, a second or so), the others get that much less.
   let dueToOthers = 0;
-  for (const [poller, owed] of due) dueToOthers += Math.max(0, owed - (window.unsettled.get(poller) ?? 0));
+  for (const owed of due.values()) dueToOthers += Math.max(0, owed);
   let spent = 0;
   for (const used of window.unsettled.values()) spent += used;
   for (const used of window.spent.values()) spent += used;

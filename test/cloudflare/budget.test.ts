@@ -173,10 +173,11 @@ describe('allocate: the fleet budget, the same share for every account (SPEC §1
     expect(allocate(window({ 'acct-01': 5, 'acct-02': 5, 'acct-03': 5, 'acct-04': 5 }))).toBe(0);
     // Their accounts have had theirs: what is left is anyone's.
     expect(allocate(window(Object.fromEntries(ACCOUNTS.slice(4).map((a) => [a, 5]))))).toBe(20);
-    // Batches the others have not settled yet are theirs already.
-    expect(allocate(window({}, { unsettled: { b: 10 } }))).toBe(20);
-    // But only theirs: one replica's unsettled batch is no part of what another's accounts are due.
-    expect(allocate(window({}, { unsettled: { b: 30 } }))).toBe(10);
+    // Batches not settled yet are spent, and what their replica's accounts are due is kept until they are
+    // settled against them: the replica may have died holding them, and its accounts are still owed their turns.
+    expect(allocate(window({}, { unsettled: { b: 10 } }))).toBe(10);
+    expect(allocate(window({}, { unsettled: { b: 30 } }))).toBe(0);
+    expect(allocate(window({ 'acct-05': 5, 'acct-06': 5, 'acct-07': 5, 'acct-08': 5 }, { unsettled: { b: 10 } }))).toBe(10);
   });
 
   it('an account taken over from another replica is owed what it has not had, whoever spent the rest', () => {
