@@ -58,8 +58,8 @@ export interface FleetWindow {
   readonly pollers: ReadonlyMap<string, string>;
   /** Requests each account made in the window, as settled. */
   readonly spent: ReadonlyMap<string, number>;
-  /** Requests granted in the window and not yet settled, by replica (a replica polls its accounts with them). */
-  readonly unsettled: ReadonlyMap<string, number>;
+  /** Requests granted in the window and not yet settled, whichever replica holds them. */
+  readonly unsettled: number;
 }
 
 /**
@@ -88,8 +88,7 @@ export function allocate(window: FleetWindow): number {
   // (its next batch, a second or so), the others get that much less.
   let dueToOthers = 0;
   for (const owed of due.values()) dueToOthers += Math.max(0, owed);
-  let spent = 0;
-  for (const used of window.unsettled.values()) spent += used;
+  let spent = window.unsettled;
   for (const used of window.spent.values()) spent += used;
   return Math.max(0, Math.min(window.want, window.limit - spent - dueToOthers));
 }

@@ -946,10 +946,10 @@ export class PostgresStore implements StateStore {
         const me = this.#passing ? '' : this.replica;
         const add = (map: Map<string, number>, key: string, n: number) => map.set(key, (map.get(key) ?? 0) + n);
         const spent = new Map<string, number>();
-        const unsettled = new Map<string, number>();
+        let unsettled = 0;
         const elsewhere = new Map<string, number>();
         for (const row of rows) {
-          if (row.account_id === null) add(unsettled, row.replica === this.replica ? me : row.replica, row.n);
+          if (row.account_id === null) unsettled += row.n;
           else {
             add(spent, row.account_id, row.n);
             if (row.replica !== this.replica && (pollers.get(row.account_id) ?? '') === me) add(elsewhere, row.account_id, row.n);

@@ -151,19 +151,19 @@ describe('BudgetRegistry.withLimit: a reload that changes requests_per_5min', ()
 describe('allocate: the fleet budget, the same share for every account (SPEC §11)', () => {
   const ACCOUNTS = Array.from({ length: 12 }, (_, i) => `acct-${String(i + 1).padStart(2, '0')}`);
   /** Replica a polls accounts 1-4, b 5-8, c 9-12; `mine` are those the asking replica ('me') polls instead. */
-  const window = (spent: Record<string, number>, options: { mine?: readonly string[]; want?: number; limit?: number; unsettled?: Record<string, number> } = {}) => ({
+  const window = (spent: Record<string, number>, options: { mine?: readonly string[]; want?: number; limit?: number; unsettled?: number } = {}) => ({
     limit: options.limit ?? 60,
     want: options.want ?? 100,
     accounts: ACCOUNTS,
     me: 'me',
     pollers: new Map(ACCOUNTS.map((a, i) => [a, (options.mine ?? ACCOUNTS.slice(0, 4)).includes(a) ? 'me' : ['a', 'b', 'c'][Math.floor(i / 4)]!])),
     spent: new Map(Object.entries(spent)),
-    unsettled: new Map(Object.entries(options.unsettled ?? {})),
+    unsettled: options.unsettled ?? 0,
   });
 
   it('never grants past what the window has left', () => {
     expect(allocate(window(Object.fromEntries(ACCOUNTS.map((a) => [a, 5]))))).toBe(0);
-    expect(allocate(window({}, { unsettled: { me: 20, b: 20, c: 20 } }))).toBe(0);
+    expect(allocate(window({}, { unsettled: 60 }))).toBe(0);
     expect(allocate(window({}, { mine: ACCOUNTS, want: 7 }))).toBe(7);
     expect(allocate(window({}, { mine: ACCOUNTS }))).toBe(60);
   });
@@ -175,9 +175,9 @@ describe('allocate: the fleet budget, the same share for every account (SPEC §1
     expect(allocate(window(Object.fromEntries(ACCOUNTS.slice(4).map((a) => [a, 5]))))).toBe(20);
     // Batches not settled yet are spent, and what their replica's accounts are due is kept until they are
     // settled against them: the replica may have died holding them, and its accounts are still owed their turns.
-    expect(allocate(window({}, { unsettled: { b: 10 } }))).toBe(10);
-    expect(allocate(window({}, { unsettled: { b: 30 } }))).toBe(0);
-    expect(allocate(window({ 'acct-05': 5, 'acct-06': 5, 'acct-07': 5, 'acct-08': 5 }, { unsettled: { b: 10 } }))).toBe(10);
+    expect(allocate(window({}, { unsettled: 10 }))).toBe(10);
+    expect(allocate(window({}, { unsettled: 30 }))).toBe(0);
+    expect(allocate(window({ 'acct-05': 5, 'acct-06': 5, 'acct-07': 5, 'acct-08': 5 }, { unsettled: 10 }))).toBe(10);
   });
 
   it('an account taken over from another replica is owed what it has not had, whoever spent the rest', () => {
@@ -201,7 +201,7 @@ describe('allocate: the fleet budget, the same share for every account (SPEC §1
           const spent = new Map<string, number>();
           const pollers = new Map(accounts.map((a) => [a, `r${polledBy(a)}`]));
           const ask = (replica: number, account: string, want: number) => {
-            const granted = allocate({ limit, want, accounts, me: `r${replica}`, pollers, spent, unsettled: new Map() });
+            const granted = allocate({ limit, want, accounts, me: `r${replica}`, pollers, spent, unsettled: 0 });
             spent.set(account, (spent.get(account) ?? 0) + granted);
           };
           // Replicas spend on their own accounts in any order, then every account asks until nothing is left.
@@ -241,7 +241,7 @@ describe('RequestBudget with a fleet: batches from the pool, settled when unused
         if (request.settle) settle(request.settle.batch, request.settle.used);
         for (const [id, b] of batches) if (b.at <= clock.now() - RATE_WINDOW_MS) batches.delete(id);
         const spent = [...batches.values()].reduce((a, b) => a + b.reserved, 0);
-        const granted = allocate({ limit, want: request.want, accounts: ['acct'], me: 'me', pollers: new Map([['acct', 'me']]), spent: new Map(), unsettled: new Map([['me', spent]]) });
+        const granted = allocate({ limit, want: request.want, accounts: ['acct'], me: 'me', pollers: new Map([['acct', 'me']]), spent: new Map(), unsettled: spent });
         const blockedMs = options.blockedMs ?? 0;
         const elsewhere = options.elsewhere ?? new Map();
         if (granted === 0) {
