@@ -462,6 +462,16 @@ if (mssp) {
     value: `${fmt(one.roundMs / 1000, 1)} s (${fmt(one.cpuSPerRound, 1)} s of CPU a round; a poll p50 ${fmt(one.pollMs.p50, 1)} ms, p99 ${fmt(one.pollMs.p99)} ms)`,
     ok: one.roundMs <= (mssp.intervalS * 1000) / 2,
   });
+  // And the same over replicas: each within the same memory, each of its rounds within half the interval.
+  if (!('skipped' in mssp.replicas)) {
+    const replicas = mssp.replicas;
+    const worst = (pick: (p: MsspProcessResult) => number) => Math.max(...replicas.map(pick));
+    targets.push({
+      what: `MSSP ${shape} over ${replicas.length} replicas: each ≤ 300 MB, each round ≤ ${fmt(mssp.intervalS / 2)} s`,
+      value: replicas.map((p) => `${fmt(p.rssMb)} MB, ${fmt(p.roundMs / 1000, 1)} s`).join('; '),
+      ok: worst((p) => p.rssMb) <= 300 && worst((p) => p.roundMs) <= (mssp.intervalS * 1000) / 2,
+    });
+  }
 }
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
 const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i]!)).join('  ');
@@ -478,13 +488,13 @@ console.log(`history: ${fmt(history.users)} users, ${fmt(history.events)} events
 for (const [query, { ms, rows: n }] of Object.entries(history.queries)) console.log(`  ${query.padEnd(40)} ${fmt(ms, 1).padStart(8)} ms  (${fmt(n)} rows)`);
 if (mssp) {
   console.log(`\nMSSP: ${fmt(mssp.accounts)} accounts of ${fmt(mssp.usersPerAccount)} users, polled every ${fmt(mssp.intervalS)} s; median of ${mssp.rounds} rounds after the first:`);
-  const line = (who: string, p: MsspProcessResult) =>
+  const show = (who: string, p: MsspProcessResult) =>
     console.log(
       `  ${who.padEnd(12)} ${fmt(p.accounts).padStart(5)} accounts  ${fmt(p.rssMb).padStart(4)} MB (${fmt(p.mbPerAccount, 3)} MB an account, peak ${fmt(p.peakRssMb)} MB)  round ${fmt(p.roundMs / 1000, 1)} s  CPU ${fmt(p.cpuSPerRound, 1)} s a round`,
     );
-  line('one process', mssp.one);
+  show('one process', mssp.one);
   if ('skipped' in mssp.replicas) console.log(`  replicas: not measured (${mssp.replicas.skipped})`);
-  else for (const [i, replica] of mssp.replicas.entries()) line(`replica ${i + 1}`, replica);
+  else for (const [i, replica] of mssp.replicas.entries()) show(`replica ${i + 1}`, replica);
 }
 console.log('');
 for (const t of targets) console.log(`${mark(t.ok).padEnd(6)}  ${t.what}: ${t.value}`);
