@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import type { AccountConfig } from '../../src/config/config.ts';
-import { Daemon, type Readiness } from '../../src/daemon/daemon.ts';
+import { Daemon, MAX_POLLS_IN_FLIGHT, type Readiness } from '../../src/daemon/daemon.ts';
 import type { AccountPoller, PollOutcome } from '../../src/daemon/poller.ts';
 import { silentLogger } from '../../src/log.ts';
 import { DeliveryWorker } from '../../src/notify/worker.ts';
@@ -158,6 +158,61 @@ describe('a replica polls only the accounts the store says it leads', () => {
     );
     await clock.advance(5000);
     expect(daemon.readiness(30_000)).toEqual({ ready: true, accounts: [{ account: 'a', ready: true, last_success_s_ago: expect.any(Number) }] });
+  });
+});
+
+describe('polls in flight are capped: hundreds falling due at once never hold all their reads together', () => {
+  it(`runs at most ${MAX_POLLS_IN_FLIGHT} at once, the others wait their turn in order, and none waiting starts once stopped`, async () => {
+    const clock = new ManualClock();
+    const accounts = Array.from(
+      { length: MAX_POLLS_IN_FLIGHT + 10 },
+      (_, i): AccountConfig => ({ id: i.toString(16).padStart(32, '0'), name: `n${i}`, label: `n${i}`, credential: tokenCredential() }),
+    );
+    const started: string[] = [];
+    const finish = new Map<string, () => void>();
+    let inFlight = 0;
+    let most = 0;
+    const pollers = accounts.map(
+      (account) =>
+        ({
+          account,
+          forget: () => {},
+          recordFailure: async () => {},
+          poll: (signal: AbortSignal) =>
+            new Promise((resolve, reject) => {
+              started.push(account.label!);
+              most = Math.max(most, ++inFlight);
+              const end = () => finish.delete(account.label!) && inFlight--;
+              finish.set(account.label!, () => {
+                end();
+                resolve({ users: 0, levels: { low: 0, medium: 0, high: 0 }, silenced: 0, flappingSuppressed: 0, flapping: 0, eventTypes: [], rowsWritten: 1, deliveries: 0, firstRun: false });
+              });
+              signal.addEventListener('abort', () => {
+                end();
+                reject(signal.reason);
+              });
+            }),
+        }) as unknown as AccountPoller,
+    );
+    const store = leadershipStore(() => new Set(accounts.map((a) => a.id)));
+    const running = new Daemon({ pollers, worker: new DeliveryWorker({ store, sinks: [], clock, log: silentLogger }), store, clock, log: silentLogger, pollIntervalMs: 10_000, graceMs: 0 });
+    daemon = running;
+    running.start();
+    // Every account's first poll falls due within a quarter of the interval.
+    await clock.advance(5000);
+    expect(most).toBe(MAX_POLLS_IN_FLIGHT);
+    expect(started).toEqual(accounts.slice(0, MAX_POLLS_IN_FLIGHT).map((a) => a.label));
+
+    // Each poll that commits hands its turn to the longest waiting.
+    for (const label of ['n3', 'n0', 'n7']) finish.get(label)!();
+    await settle();
+    expect(started.slice(MAX_POLLS_IN_FLIGHT)).toEqual(accounts.slice(MAX_POLLS_IN_FLIGHT, MAX_POLLS_IN_FLIGHT + 3).map((a) => a.label));
+    expect(most).toBe(MAX_POLLS_IN_FLIGHT);
+
+    await running.stop();
+    daemon = undefined;
+    expect(started).toHaveLength(MAX_POLLS_IN_FLIGHT + 3);
+    expect(inFlight).toBe(0);
   });
 });
 
