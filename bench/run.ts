@@ -26,7 +26,7 @@ const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').fil
 /** Steady polls measured per size, alternating with as many floor polls. */
 const POLLS = 9;
 /** How `npm start` and the Docker image run Node (see docs/PERFORMANCE.md). */
-const NODE_FLAGS = ['--max-semi-space-size=4'];
+const NODE_FLAGS = ['--max-semi-space-size=4', '--heap-growing-percent=100'];
 const CHURN = 0.001;
 
 interface Sample {
