@@ -342,8 +342,15 @@ function lie(info: unknown, f: Extract<Fault, { kind: 'lie' }>, at: { asked: num
       return value === at.total || (!high && value > at.total) ? info : { ...fields, total_count: value };
     }
     case 'total_pages':
-      // Fewer pages is a lie a client can catch only by a total_count it can read (a garbled one is none).
-      return high ? { ...fields, total_pages: at.pages + f.by } : typeof fields.total_count === 'number' ? { ...fields, total_pages: Math.max(1, at.pages - f.by) } : info;
+      // Fewer pages is a lie a client can catch only by a total_count it can read (a garbled one is none)
+      // that says the pages it was told of cannot hold everyone: at least `floor`. Duplicates can pad the
+      // pages past what the distinct users fill (a forged record alone on page 1, the genuine one on page
+      // 3); then an honest total_count agrees with page 1, and the pages left out hide the truth from any client.
+      return high
+        ? { ...fields, total_pages: at.pages + f.by }
+        : typeof fields.total_count === 'number' && fields.total_count >= at.floor
+          ? { ...fields, total_pages: Math.max(1, at.pages - f.by) }
+          : info;
     case 'per_page':
       return { ...fields, per_page: high ? at.perPage + f.by : at.perPage - f.by };
     case 'count':
