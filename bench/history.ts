@@ -17,6 +17,7 @@ import { Metrics } from '../src/daemon/metrics.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { plannedDelivery } from '../src/notify/route.ts';
 import { createConsole } from '../src/web/console.ts';
+import { median } from './stats.ts';
 
 export const HISTORY_USERS = 100_000;
 export const HISTORY_DAYS = 365;
@@ -57,8 +58,6 @@ function event(id: string, u: RiskUser, previous: RiskLevel | null, at: number):
     },
   };
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function time(run: () => Promise<unknown>): Promise<number> {
   const samples: number[] = [];

@@ -23,6 +23,7 @@ import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { benchUser } from './history.ts';
 import { BENCH_ACCOUNT, RUN_CONFIG_TAIL } from './floor.ts';
 import { shippedApp } from './startup.ts';
+import { median, statusMb } from './stats.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const USERS = 1000;
@@ -42,13 +43,11 @@ export interface IdleResult extends Rss {
   readonly console: Rss;
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function memory(pid: number): { rss: number; anon: number; file: number } {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN) / 1024;
-  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+  const mb = statusMb(pid);
+  return { rss: mb('VmRSS'), anon: mb('RssAnon'), file: mb('RssFile') };
 }
 
 export async function measureIdle(): Promise<IdleResult> {

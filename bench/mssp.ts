@@ -39,6 +39,7 @@ import { FakeRiskApi, UserTable } from '../src/simulator/fake-api.ts';
 import { DEMO_BEHAVIORS } from '../src/simulator/scenario.ts';
 import { RUN_CONFIG_TAIL } from './floor.ts';
 import { benchUser } from './history.ts';
+import { median, percentile, statusMb } from './stats.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const BIN = process.env.RISKWATCH_BIN ?? path.join(REPO, 'bin', 'riskwatch');
@@ -90,11 +91,6 @@ export interface MsspResult {
   readonly replicas: readonly MsspProcessResult[] | { readonly skipped: string };
 }
 
-const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
-const percentile = (values: readonly number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function accountId(i: number): string {
@@ -104,13 +100,12 @@ const label = (i: number) => `mssp-${String(i).padStart(5, '0')}`;
 
 /** VmRSS, RssAnon and VmHWM in MB, and CPU seconds (user + system) so far. */
 function usage(pid: number): { rss: number; anon: number; hwm: number; cpuS: number } {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN) / 1024;
+  const mb = statusMb(pid);
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime (fields 14 and 15 of stat, counted from the state as 3) in clock ticks, 100 a second on Linux.
   const cpuS = (Number(fields[11]) + Number(fields[12])) / 100;
-  return { rss: kb('VmRSS'), anon: kb('RssAnon'), hwm: kb('VmHWM'), cpuS };
+  return { rss: mb('VmRSS'), anon: mb('RssAnon'), hwm: mb('VmHWM'), cpuS };
 }
 
 /** One poll as the daemon logged it: when it committed (or failed) and how long it took. */

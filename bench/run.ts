@@ -20,6 +20,7 @@ import { BENCH_ACCOUNT, FLOOR_TOKEN, PAGE_CONCURRENCY, PAGE_SIZE } from './floor
 import { measureIdle } from './idle.ts';
 import { measureMssp, type MsspProcessResult, type MsspResult } from './mssp.ts';
 import { measureStartup, shippedApp } from './startup.ts';
+import { median, percentile } from './stats.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').filter(Boolean).map(Number);
@@ -35,15 +36,6 @@ interface Sample {
   rowsWritten?: number;
   events?: number;
 }
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-};
-const percentile = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-};
 
 const user = benchUser;
 
@@ -448,28 +440,29 @@ for (const [way, measured] of [
 }
 targets.push({ what: 'status ≤ 100 ms', value: `${fmt(history.queries.status!.ms, 1)} ms`, ok: history.queries.status!.ms <= 100 });
 
-// An MSSP (issue 28): 1,000 accounts of 1,000 users on one process, every round of polls within half its interval.
+// An MSSP (issue 28): 1,000 accounts of 1,000 users on one process, and over replicas: each process within
+// MSSP_MAX_MB, each of its rounds of polls within half its interval.
 if (mssp) {
   const { one } = mssp;
   const shape = `${fmt(mssp.accounts)} × ${fmt(mssp.usersPerAccount)}`;
+  const MSSP_MAX_MB = 300;
+  const maxRoundMs = (mssp.intervalS * 1000) / 2;
   targets.push({
-    what: `MSSP ${shape} on one process ≤ 300 MB`,
+    what: `MSSP ${shape} on one process ≤ ${MSSP_MAX_MB} MB`,
     value: `${fmt(one.rssMb)} MB (${fmt(one.mbPerAccount, 3)} MB an account; peak ${fmt(one.peakRssMb)} MB; V8's heap ${fmt(one.heapTotalMb)} MB of which ${fmt(one.heapUsedMb)} in use, ${fmt(one.externalMb)} MB outside it)`,
-    ok: one.rssMb <= 300,
+    ok: one.rssMb <= MSSP_MAX_MB,
   });
   targets.push({
-    what: `MSSP round ≤ ${fmt(mssp.intervalS / 2)} s at a ${fmt(mssp.intervalS)} s interval`,
+    what: `MSSP round ≤ ${fmt(maxRoundMs / 1000)} s at a ${fmt(mssp.intervalS)} s interval`,
     value: `${fmt(one.roundMs / 1000, 1)} s (${fmt(one.cpuSPerRound, 1)} s of CPU a round; a poll p50 ${fmt(one.pollMs.p50, 1)} ms, p99 ${fmt(one.pollMs.p99)} ms)`,
-    ok: one.roundMs <= (mssp.intervalS * 1000) / 2,
+    ok: one.roundMs <= maxRoundMs,
   });
-  // And the same over replicas: each within the same memory, each of its rounds within half the interval.
   if (!('skipped' in mssp.replicas)) {
     const replicas = mssp.replicas;
-    const worst = (pick: (p: MsspProcessResult) => number) => Math.max(...replicas.map(pick));
     targets.push({
-      what: `MSSP ${shape} over ${replicas.length} replicas: each ≤ 300 MB, each round ≤ ${fmt(mssp.intervalS / 2)} s`,
+      what: `MSSP ${shape} over ${replicas.length} replicas: each ≤ ${MSSP_MAX_MB} MB, each round ≤ ${fmt(maxRoundMs / 1000)} s`,
       value: replicas.map((p) => `${fmt(p.rssMb)} MB, ${fmt(p.roundMs / 1000, 1)} s`).join('; '),
-      ok: worst((p) => p.rssMb) <= 300 && worst((p) => p.roundMs) <= (mssp.intervalS * 1000) / 2,
+      ok: replicas.every((p) => p.rssMb <= MSSP_MAX_MB && p.roundMs <= maxRoundMs),
     });
   }
 }

@@ -14,6 +14,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { median } from './stats.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const BIN = path.join(REPO, 'bin', 'riskwatch');
@@ -32,8 +33,6 @@ export interface StartupResult {
   /** As shipped: bin/riskwatch on the bundle (dist/main.mjs), as the Docker image runs it. */
   readonly shipped: Record<string, CommandStartup>;
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 /** Wall time and peak RSS of one run, through GNU time's %M when it is installed, else wall time only. */
 function timed(command: string, args: readonly string[]): { ms: number; rssMb: number } {
